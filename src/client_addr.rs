@@ -1,0 +1,183 @@
+//! Which address a request really comes from.
+//!
+//! Throttling and the audit log key on the client address. Behind a reverse
+//! proxy the peer is the proxy, so the forwarded header is believed, but only
+//! when the peer is one of the policy's `trusted_proxies`; otherwise anyone
+//! could pick their own address and escape the throttle.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An address block such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self.network, canonical(addr)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+/// IPv4 clients reaching a dual-stack socket appear as `::ffff:a.b.c.d`.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network = canonical(
+            addr.parse::<IpAddr>()
+                .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?,
+        );
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}` has a prefix length outside 0..={max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// Resolves the client address from the peer and the forwarding header.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddrResolver {
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl ClientAddrResolver {
+    fn trusted(&self, addr: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(addr))
+    }
+
+    /// `forwarded` is the value of the configured header (`X-Forwarded-For` by
+    /// default): a comma-separated list, each proxy appending its own peer.
+    /// Walking from the right, the first address that is not a trusted proxy
+    /// is the client. Unparseable entries stop the walk at the last good one.
+    pub fn resolve(&self, peer: IpAddr, forwarded: Option<&str>) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.trusted(peer) {
+            return peer;
+        }
+        let Some(forwarded) = forwarded else {
+            return peer;
+        };
+        let mut client = peer;
+        for hop in forwarded.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(addr) => {
+                    client = canonical(addr);
+                    if !self.trusted(client) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_membership() {
+        let ten: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(ten.contains(ip("10.255.0.1")));
+        assert!(!ten.contains(ip("11.0.0.1")));
+        assert!(ten.contains(ip("::ffff:10.1.2.3")));
+        let odd: Cidr = "192.168.1.128/25".parse().unwrap();
+        assert!(odd.contains(ip("192.168.1.200")));
+        assert!(!odd.contains(ip("192.168.1.100")));
+        let host: Cidr = "::1".parse().unwrap();
+        assert!(host.contains(ip("::1")));
+        assert!(!host.contains(ip("::2")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")));
+        assert!(!all.contains(ip("::2")));
+        for bad in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_header_is_believed_only_from_trusted_proxies() {
+        let resolver = ClientAddrResolver {
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+        };
+        // Untrusted peer: its header is ignored.
+        assert_eq!(
+            resolver.resolve(ip("203.0.113.9"), Some("1.2.3.4")),
+            ip("203.0.113.9")
+        );
+        // Trusted peer: the rightmost untrusted hop is the client.
+        assert_eq!(
+            resolver.resolve(ip("127.0.0.1"), Some("1.2.3.4")),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            resolver.resolve(ip("127.0.0.1"), Some("6.6.6.6, 1.2.3.4, 10.0.0.7")),
+            ip("1.2.3.4"),
+            "a client cannot spoof by prepending"
+        );
+        assert_eq!(resolver.resolve(ip("127.0.0.1"), None), ip("127.0.0.1"));
+        assert_eq!(
+            resolver.resolve(ip("127.0.0.1"), Some("garbage")),
+            ip("127.0.0.1")
+        );
+        // No trusted proxies: never believed.
+        let none = ClientAddrResolver::default();
+        assert_eq!(
+            none.resolve(ip("127.0.0.1"), Some("1.2.3.4")),
+            ip("127.0.0.1")
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Everything that touches the Docker engine or runs a process.
+//!
+//! The rest of the crate sees one narrow trait, [`Engine`]: find a container
+//! by name, list a compose service's containers, run one compose command.
+//! [`DockerEngine`] implements it with bollard and real compose processes;
+//! in-process tests implement it with a fake. No other module imports
+//! bollard or spawns anything.
+
+pub mod compose;
+mod engine;
+mod output;
+mod process;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use compose::{ComposeOp, ComposeTarget, TargetError};
+pub use engine::DockerEngine;
+pub use output::OutputLog;
+
+use crate::names::ContainerName;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The socket did not answer; the caller sees 503.
+    #[error("the Docker engine is unreachable: {0}")]
+    Unreachable(String),
+    /// The engine answered, with an error.
+    #[error("the Docker engine refused the request: {0}")]
+    Api(String),
+}
+
+/// What the engine says about a container found by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFacts {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// The state of one container of a service, after `up`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// `created`, `running`, `restarting`, `exited`, `dead`, …
+    pub state: String,
+    pub exit_code: i64,
+    /// `starting`, `healthy` or `unhealthy`; `None` without a health check.
+    pub health: Option<String>,
+    /// The health check's last output, trimmed, when it has one.
+    pub health_log: Option<String>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    /// Killed by this signal (not by us).
+    Signal(i32),
+    /// Killed with its process group at the job's deadline.
+    TimedOut,
+    /// Killed with its process group because the gateway is stopping.
+    Cancelled,
+    /// It never started (tool missing, not executable).
+    SpawnFailed(String),
+}
+
+/// One command run, as the job reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub argv: Vec<String>,
+    pub exit: Exit,
+    pub duration: Duration,
+}
+
+/// When a command must stop: at the deadline, or when the token is cancelled.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub deadline: Instant,
+    pub cancel: CancellationToken,
+}
+
+/// The engine operations the gateway needs, and nothing more.
+pub trait Engine: Send + Sync + 'static {
+    /// Whether the engine answers at all (`/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
+
+    /// The container with exactly this name, or `None`. Never matches an id
+    /// or an id prefix, which the engine's own lookup would.
+    fn find_container<'a>(
+        &'a self,
+        name: &'a ContainerName,
+    ) -> BoxFuture<'a, Result<Option<ContainerFacts>, EngineError>>;
+
+    /// The containers of one compose service, one-off containers excluded.
+    fn service_containers<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+    ) -> BoxFuture<'a, Result<Vec<ContainerStatus>, EngineError>>;
+
+    /// Runs one compose command for `target`, appending its output to `output`.
+    fn run_compose<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+        op: ComposeOp,
+        limits: &'a Limits,
+        output: &'a OutputLog,
+    ) -> BoxFuture<'a, CommandOutcome>;
+}

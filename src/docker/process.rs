@@ -1,0 +1,273 @@
+//! The one place that starts processes.
+//!
+//! A command runs from an argv (never a shell) in its own process group, with
+//! a cleared environment plus an allowlist, stdin closed, and stdout/stderr
+//! streamed into the job's output. At the deadline, or when the gateway
+//! stops, the whole group is killed, so a compose plugin or helper it started
+//! does not outlive the job.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::{CommandOutcome, Exit, Limits, OutputLog};
+
+/// Variables compose needs to reach the engine, a registry and its own
+/// configuration. Everything else, the project secrets included, stays out
+/// of the child: a compose file could otherwise interpolate `${SOME_SECRET}`.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION",
+    "DOCKER_BUILDKIT",
+    "BUILDKIT_PROGRESS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// How long to wait for the pipes to close after the process ended. A
+/// process that escaped the group could hold them open forever.
+const DRAIN_BOUND: Duration = Duration::from_secs(2);
+
+async fn pump(mut from: impl AsyncRead + Unpin, into: &OutputLog) {
+    let mut buffer = [0u8; 8192];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => into.push(&buffer[..n]),
+        }
+    }
+}
+
+fn kill_group(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) with a negative pid signals the process group we
+    // created for this child; it has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
+/// Runs `argv` to completion, the deadline, or cancellation.
+pub async fn run(argv: Vec<String>, limits: &Limits, output: &OutputLog) -> CommandOutcome {
+    let started = Instant::now();
+    output.note(&format!("$ {}", argv.join(" ")));
+    let outcome = |exit| CommandOutcome {
+        argv: argv.clone(),
+        exit,
+        duration: started.elapsed(),
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return outcome(Exit::SpawnFailed("empty command".into()));
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(
+            PASSED_ENV
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let message = format!("cannot start {program}: {e}");
+            output.note(&message);
+            return outcome(Exit::SpawnFailed(message));
+        }
+    };
+    let pid = child.id();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let drain = async {
+        tokio::join!(
+            async {
+                if let Some(s) = stdout {
+                    pump(s, output).await
+                }
+            },
+            async {
+                if let Some(s) = stderr {
+                    pump(s, output).await
+                }
+            },
+        )
+    };
+    tokio::pin!(drain);
+    let mut drained = false;
+    let ended = loop {
+        tokio::select! {
+            status = child.wait() => break Ok(status),
+            _ = &mut drain, if !drained => drained = true,
+            () = tokio::time::sleep_until(limits.deadline) => break Err(Exit::TimedOut),
+            () = limits.cancel.cancelled() => break Err(Exit::Cancelled),
+        }
+    };
+    let exit = match ended {
+        Ok(Ok(status)) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(signal)) => Exit::Signal(signal),
+                (None, None) => Exit::Code(-1),
+            }
+        }
+        Ok(Err(e)) => Exit::SpawnFailed(format!("waiting for {program} failed: {e}")),
+        Err(stopped) => {
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            let _ = child.wait().await;
+            let why = match stopped {
+                Exit::TimedOut => "the job timeout passed",
+                _ => "the gateway is stopping",
+            };
+            output.note(&format!("(stopped {program} and its process group: {why})"));
+            stopped
+        }
+    };
+    if !drained {
+        let _ = tokio::time::timeout(DRAIN_BOUND, drain).await;
+    }
+    outcome(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    fn limits(secs: u64) -> Limits {
+        Limits {
+            deadline: Instant::now() + Duration::from_secs(secs),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn argv(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn output_and_exit_code_are_captured() {
+        let log = OutputLog::default();
+        let out = run(
+            argv(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
+            &limits(10),
+            &log,
+        )
+        .await;
+        assert_eq!(out.exit, Exit::Code(3));
+        let text = log.text();
+        assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
+        assert!(text.starts_with("$ /bin/sh -c"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn arguments_are_not_interpreted_by_a_shell() {
+        let log = OutputLog::default();
+        let out = run(
+            argv(&["/bin/echo", "$(id)", "a;b", "`x`"]),
+            &limits(10),
+            &log,
+        )
+        .await;
+        assert_eq!(out.exit, Exit::Code(0));
+        assert!(log.text().contains("$(id) a;b `x`\n"));
+    }
+
+    #[tokio::test]
+    async fn the_environment_is_an_allowlist() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("DELIVERY_TEST_SECRET", "do-not-pass") };
+        let log = OutputLog::default();
+        run(argv(&["/usr/bin/env"]), &limits(10), &log).await;
+        let text = log.text();
+        assert!(!text.contains("do-not-pass"), "{text}");
+        assert!(text.contains("PATH="), "{text}");
+    }
+
+    /// Alive means present in /proc and not a zombie awaiting its reaper.
+    fn alive(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => false,
+            Ok(stat) => {
+                let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+                !state.starts_with('Z') && !state.starts_with('X')
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_deadline_kills_the_whole_group() {
+        let log = OutputLog::default();
+        let pid_file = std::env::temp_dir().join(format!("dh-grandchild-{}", std::process::id()));
+        // The shell leaves a grandchild behind that a plain kill would miss.
+        let script = format!(
+            "sleep 300 & echo $! > {}; exec sleep 300",
+            pid_file.display()
+        );
+        let out = run(argv(&["/bin/sh", "-c", &script]), &limits(1), &log).await;
+        assert_eq!(out.exit, Exit::TimedOut);
+        let grandchild = std::fs::read_to_string(&pid_file).unwrap();
+        let _ = std::fs::remove_file(&pid_file);
+        let grandchild = grandchild.trim();
+        assert!(!grandchild.is_empty());
+        // The signal reaches a process that is not our child asynchronously.
+        let gone_by = Instant::now() + Duration::from_secs(5);
+        while alive(grandchild) && Instant::now() < gone_by {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !alive(grandchild),
+            "the grandchild {grandchild} survived the job"
+        );
+        assert!(log.text().contains("process group"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_reported() {
+        let log = OutputLog::default();
+        let out = run(argv(&["/nonexistent/compose"]), &limits(10), &log).await;
+        assert!(matches!(out.exit, Exit::SpawnFailed(_)));
+        assert!(log.text().contains("cannot start /nonexistent/compose"));
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_the_command() {
+        let log = OutputLog::default();
+        let l = limits(60);
+        let cancel = l.cancel.clone();
+        let task = tokio::spawn(async move { run(argv(&["/bin/sleep", "60"]), &l, &log).await });
+        cancel.cancel();
+        let out = task.await.unwrap();
+        assert_eq!(out.exit, Exit::Cancelled);
+        assert!(out.duration < Duration::from_secs(30));
+    }
+}

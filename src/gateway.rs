@@ -1,0 +1,706 @@
+//! The decisions behind each request, in order, independent of HTTP types.
+//!
+//! A deploy request is handled as:
+//! 1. throttle: a client address with too many recent auth failures → 429;
+//! 2. headers: timestamp format and window, signature format → 401;
+//! 3. body: read with the size and time limits → 413 / 408;
+//! 4. candidate keys: `X-Project`'s keys, or, without it, the keys of the
+//!    projects whose patterns allow the named container (the body is parsed
+//!    for the name only; nothing else in it is used before the MAC checks);
+//! 5. the MAC, over the raw bytes, constant time → 401;
+//! 6. the body, strictly → 400; the policy: action, container → 403;
+//! 7. replay: the same signed request again gets the first one's job;
+//! 8. the engine: the container by exact name → 404 / 422 / 503;
+//!    its compose files against the project's globs → 403;
+//! 9. the job: queued (or joined), durable, then answered.
+//!
+//! Every decision is logged once on the `audit` target.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::auth::{self, AuthError, Signature};
+use crate::docker::{ComposeTarget, Engine, EngineError, TargetError};
+use crate::jobs::{Cursor, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted};
+use crate::metrics::{Gauges, Metrics};
+use crate::names::{Action, ContainerName, JobId, NameError};
+use crate::policy::{Policy, Project};
+use crate::replay::{self, Admission, ReplayCache};
+use crate::throttle::Throttle;
+
+/// The HTTP statuses a refusal maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    RequestTimeout,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unprocessable,
+    TooManyRequests,
+    Unavailable,
+}
+
+impl RefusalKind {
+    pub fn status(self) -> u16 {
+        match self {
+            RefusalKind::BadRequest => 400,
+            RefusalKind::Unauthorized => 401,
+            RefusalKind::Forbidden => 403,
+            RefusalKind::NotFound => 404,
+            RefusalKind::RequestTimeout => 408,
+            RefusalKind::PayloadTooLarge => 413,
+            RefusalKind::UnsupportedMediaType => 415,
+            RefusalKind::Unprocessable => 422,
+            RefusalKind::TooManyRequests => 429,
+            RefusalKind::Unavailable => 503,
+        }
+    }
+}
+
+/// A request that runs nothing, and why, in words safe to send to anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    /// Stable and machine-readable, e.g. `signature_mismatch`.
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    fn bad_name(e: NameError) -> Self {
+        Refusal::new(
+            RefusalKind::BadRequest,
+            "invalid_container_name",
+            format!("container_name {e}; the pattern is ^[a-zA-Z0-9][a-zA-Z0-9_.-]{{0,254}}$"),
+        )
+    }
+
+    fn engine(e: &EngineError) -> Self {
+        Refusal::new(
+            RefusalKind::Unavailable,
+            "engine_unavailable",
+            "the Docker engine does not answer; try again later",
+        )
+        .retry_after(match e {
+            EngineError::Unreachable(_) => 5,
+            EngineError::Api(_) => 1,
+        })
+    }
+
+    fn store(_: &StoreError) -> Self {
+        Refusal::new(
+            RefusalKind::Unavailable,
+            "store_unavailable",
+            "the job could not be recorded; nothing was run",
+        )
+        .retry_after(5)
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::new(RefusalKind::Unauthorized, e.code(), e.to_string())
+    }
+}
+
+impl From<TargetError> for Refusal {
+    fn from(e: TargetError) -> Self {
+        Refusal::new(RefusalKind::Unprocessable, e.code(), e.to_string())
+    }
+}
+
+/// Why reading a body failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+/// The signing headers as received.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SignedHeaders<'a> {
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub project: Option<&'a str>,
+}
+
+/// A deploy request, as the HTTP layer hands it over.
+pub struct DeployCall<'a> {
+    pub action: Action,
+    pub client: IpAddr,
+    pub headers: SignedHeaders<'a>,
+    pub wait_secs: Option<u64>,
+}
+
+/// What a deploy request got.
+#[derive(Debug, Clone)]
+pub struct DeployOutcome {
+    pub job: JobRecord,
+    pub replayed: bool,
+    pub coalesced: bool,
+    /// The caller asked to wait (so a failed job is an error for it).
+    pub waited: bool,
+}
+
+/// A read of one job or of a project's list, as the HTTP layer hands it over.
+pub struct ReadCall<'a> {
+    pub client: IpAddr,
+    pub headers: SignedHeaders<'a>,
+    /// The path and query exactly as received: the signed message.
+    pub target: &'a str,
+}
+
+/// One page of a project's jobs.
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `before` for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeployBody {
+    container_name: String,
+}
+
+pub struct Gateway {
+    policy: RwLock<Arc<Policy>>,
+    engine: Arc<dyn Engine>,
+    jobs: Jobs,
+    replay: ReplayCache<JobId, Refusal>,
+    throttle: Throttle,
+    metrics: Arc<Metrics>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn replay_key(signature: &Signature) -> replay::ReplayKey {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&signature[..16]);
+    key
+}
+
+/// Parses the deploy body strictly enough for the SPEC's 400s.
+fn parse_body(bytes: &[u8]) -> Result<ContainerName, Refusal> {
+    let body: DeployBody = serde_json::from_slice(bytes).map_err(|e| {
+        let (code, message) = if e.is_data() {
+            (
+                "invalid_body",
+                format!("the body must be {{\"container_name\": \"<name>\"}}: {e}"),
+            )
+        } else {
+            ("invalid_json", format!("the body is not valid JSON: {e}"))
+        };
+        Refusal::new(RefusalKind::BadRequest, code, message)
+    })?;
+    ContainerName::parse(&body.container_name).map_err(Refusal::bad_name)
+}
+
+impl Gateway {
+    pub fn new(policy: Policy, engine: Arc<dyn Engine>, jobs: Jobs, metrics: Arc<Metrics>) -> Self {
+        let replay = ReplayCache::new(policy.server.replay_cache_entries);
+        Self {
+            policy: RwLock::new(Arc::new(policy)),
+            engine,
+            jobs,
+            replay,
+            throttle: Throttle::new(),
+            metrics,
+        }
+    }
+
+    /// The policy in force; a request keeps the one it started with.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new policy atomically; requests in flight finish on the old one.
+    pub fn replace_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let (queued, running) = self.jobs.depth();
+        Gauges {
+            jobs_queued: queued,
+            jobs_running: running,
+            replay_entries: self.replay.len(),
+            replay_capacity: self.replay.capacity(),
+            throttled_clients: self.throttle.tracked(),
+        }
+    }
+
+    /// Rule: 429 for a client that failed authentication too often.
+    fn check_throttle(&self, policy: &Policy, client: IpAddr) -> Result<(), Refusal> {
+        let window = Duration::from_secs(policy.server.auth_failure_window_secs);
+        self.throttle
+            .check(client, Instant::now(), policy.server.auth_failure_limit, window)
+            .map_err(|wait| {
+                Refusal::new(
+                    RefusalKind::TooManyRequests,
+                    "too_many_failures",
+                    "too many failed authentication attempts from this address; wait before retrying",
+                )
+                .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            })
+    }
+
+    fn auth_failed(&self, policy: &Policy, client: IpAddr, e: AuthError) -> Refusal {
+        self.throttle.record_failure(
+            client,
+            Instant::now(),
+            Duration::from_secs(policy.server.auth_failure_window_secs),
+        );
+        self.metrics.auth_failure(e.code());
+        e.into()
+    }
+
+    /// Handles a deploy request. `read_body(limit)` reads the raw body,
+    /// refusing more than `limit` bytes; it is only called once the headers
+    /// passed, so a refused request costs no body read.
+    pub async fn deploy<F, Fut>(
+        &self,
+        call: DeployCall<'_>,
+        read_body: F,
+    ) -> Result<DeployOutcome, Refusal>
+    where
+        F: FnOnce(usize) -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, BodyError>>,
+    {
+        let policy = self.policy();
+        let mut seen = Seen::default();
+        let result = self.deploy_with(&policy, &call, &mut seen, read_body).await;
+        audit_deploy(&call, &seen, &result);
+        result
+    }
+
+    async fn deploy_with<F, Fut>(
+        &self,
+        policy: &Policy,
+        call: &DeployCall<'_>,
+        seen: &mut Seen,
+        read_body: F,
+    ) -> Result<DeployOutcome, Refusal>
+    where
+        F: FnOnce(usize) -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, BodyError>>,
+    {
+        self.check_throttle(policy, call.client)?;
+        if let Some(wait) = call.wait_secs {
+            check_wait(policy, wait)?;
+        }
+        let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
+        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
+        let tolerance = policy.server.timestamp_tolerance_secs;
+        auth::check_window(timestamp.secs, unix_now(), tolerance).map_err(fail)?;
+        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
+        let named = match call.headers.project {
+            Some(name) => Some(named_project(policy, name).map_err(fail)?),
+            None => None,
+        };
+        let body = read_body(policy.server.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => Refusal::new(
+                    RefusalKind::PayloadTooLarge,
+                    "body_too_large",
+                    format!(
+                        "the body is larger than {} bytes",
+                        policy.server.max_body_bytes
+                    ),
+                ),
+                BodyError::TimedOut => Refusal::new(
+                    RefusalKind::RequestTimeout,
+                    "body_timeout",
+                    "the body did not arrive in time",
+                ),
+                BodyError::Broken => Refusal::new(
+                    RefusalKind::BadRequest,
+                    "invalid_body",
+                    "the body could not be read",
+                ),
+            })?;
+        // Which keys may sign this request (rule 3 of the SPEC).
+        let (candidates, early_name) = match named {
+            Some(project) => (project.into_iter().collect::<Vec<_>>(), None),
+            None => {
+                let name = parse_body(&body)?;
+                (policy.candidates(&name), Some(name))
+            }
+        };
+        let verified = candidates
+            .iter()
+            .find(|p| auth::verify_any(p.keys(), &body, timestamp.text, &signature).is_some());
+        let Some(project) = verified.copied() else {
+            if candidates.is_empty() {
+                // The same work as a wrong key, so timing tells nothing.
+                auth::verify_any([], &body, timestamp.text, &signature);
+            }
+            return Err(fail(AuthError::SignatureMismatch));
+        };
+        seen.project = Some(project.name.to_string());
+        let container = match early_name {
+            Some(name) => name,
+            None => parse_body(&body)?,
+        };
+        seen.container = Some(container.to_string());
+        authorise(project, call.action, &container)?;
+
+        let expires_at = timestamp.secs.saturating_add(tolerance);
+        let key = replay_key(&signature);
+        let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
+        loop {
+            match self.replay.admit(key, expires_at, unix_now()) {
+                Admission::First(ticket) => {
+                    let submitted = self.accept(project, call.action, &container).await;
+                    ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
+                    let submitted = submitted?;
+                    return self
+                        .finish(submitted.job, false, submitted.coalesced, wait)
+                        .await;
+                }
+                Admission::Replay(id) => return self.replayed(id, wait).await,
+                Admission::InFlight(receiver) => match replay::wait_for_outcome(receiver).await {
+                    Some(Ok(id)) => return self.replayed(id, wait).await,
+                    Some(Err(refusal)) => return Err(refusal),
+                    None => continue,
+                },
+                Admission::Full { retry_after_secs } => {
+                    return Err(Refusal::new(
+                        RefusalKind::Unavailable,
+                        "replay_cache_full",
+                        "the gateway is remembering as many recent requests as it can hold; retry later",
+                    )
+                    .retry_after(retry_after_secs));
+                }
+            }
+        }
+    }
+
+    /// Resolves the container and queues the job: steps 8 and 9.
+    async fn accept(
+        &self,
+        project: &Project,
+        action: Action,
+        container: &ContainerName,
+    ) -> Result<Submitted, Refusal> {
+        let facts = self
+            .engine
+            .find_container(container)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "engine lookup failed");
+                Refusal::engine(&e)
+            })?
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::NotFound,
+                    "container_not_found",
+                    "no container with this name exists on the host",
+                )
+            })?;
+        let target = ComposeTarget::from_labels(&facts.labels)?;
+        if !project.allows_compose_files(&target.config_files) {
+            return Err(Refusal::new(
+                RefusalKind::Forbidden,
+                "compose_file_not_allowed",
+                "the container's compose files are outside this project's compose_files",
+            ));
+        }
+        target.check_visible()?;
+        let request = JobRequest {
+            project: project.name.clone(),
+            action,
+            container: container.clone(),
+            target,
+        };
+        match self.jobs.submit(request).await {
+            Ok(submitted) => Ok(submitted),
+            Err(SubmitError::ShuttingDown) => Err(Refusal::new(
+                RefusalKind::Unavailable,
+                "shutting_down",
+                "the gateway is shutting down; retry against its next start",
+            )
+            .retry_after(5)),
+            Err(SubmitError::Store(e)) => {
+                tracing::error!(error = %e, "could not record a job");
+                Err(Refusal::store(&e))
+            }
+        }
+    }
+
+    async fn replayed(&self, id: JobId, wait: Option<Duration>) -> Result<DeployOutcome, Refusal> {
+        let job = self
+            .jobs
+            .get(id)
+            .await
+            .map_err(|e| Refusal::store(&e))?
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::NotFound,
+                    "job_not_found",
+                    "this request was seen before, but its job is no longer kept",
+                )
+            })?;
+        self.finish(job, true, false, wait).await
+    }
+
+    async fn finish(
+        &self,
+        job: JobRecord,
+        replayed: bool,
+        coalesced: bool,
+        wait: Option<Duration>,
+    ) -> Result<DeployOutcome, Refusal> {
+        let job = match wait {
+            Some(limit) if !job.state.is_final() => self
+                .jobs
+                .wait(job.id, limit)
+                .await
+                .map_err(|e| Refusal::store(&e))?
+                .unwrap_or(job),
+            _ => job,
+        };
+        Ok(DeployOutcome {
+            job,
+            replayed,
+            coalesced,
+            waited: wait.is_some(),
+        })
+    }
+
+    /// Authenticates a read (`GET /jobs…`): `X-Project` is required and the
+    /// request target is the signed message.
+    fn authenticate_read(&self, policy: &Policy, call: &ReadCall<'_>) -> Result<String, Refusal> {
+        self.check_throttle(policy, call.client)?;
+        let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
+        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
+        auth::check_window(
+            timestamp.secs,
+            unix_now(),
+            policy.server.timestamp_tolerance_secs,
+        )
+        .map_err(fail)?;
+        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
+        let name = call
+            .headers
+            .project
+            .ok_or(AuthError::MissingProject)
+            .map_err(fail)?;
+        let project = named_project(policy, name).map_err(fail)?;
+        let keys = project.map(Project::keys).unwrap_or_default();
+        match auth::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
+            Some(_) => Ok(name.to_owned()),
+            None => Err(fail(AuthError::SignatureMismatch)),
+        }
+    }
+
+    /// `GET /jobs/{id}`: a job of the authenticated project.
+    pub async fn job(
+        &self,
+        call: ReadCall<'_>,
+        id: &str,
+        wait_secs: Option<u64>,
+    ) -> Result<JobRecord, Refusal> {
+        let policy = self.policy();
+        let result = async {
+            let project = self.authenticate_read(&policy, &call)?;
+            if let Some(wait) = wait_secs {
+                check_wait(&policy, wait)?;
+            }
+            let not_found = || {
+                Refusal::new(
+                    RefusalKind::NotFound,
+                    "job_not_found",
+                    "no job with this id for this project",
+                )
+            };
+            let id = JobId::parse(id).ok_or_else(not_found)?;
+            let job = match wait_secs.filter(|w| *w > 0) {
+                Some(wait) => self.jobs.wait(id, Duration::from_secs(wait)).await,
+                None => self.jobs.get(id).await,
+            }
+            .map_err(|e| Refusal::store(&e))?;
+            job.filter(|j| j.project == project).ok_or_else(not_found)
+        }
+        .await;
+        audit_read(&call, "getJob", result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// `GET /jobs`: a page of the authenticated project's jobs, newest first.
+    pub async fn list_jobs(
+        &self,
+        call: ReadCall<'_>,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<JobPage, Refusal> {
+        let policy = self.policy();
+        let result = async {
+            let project = self.authenticate_read(&policy, &call)?;
+            let cursor = match before {
+                None => None,
+                Some(text) => Some(parse_cursor(text).ok_or_else(|| {
+                    Refusal::new(
+                        RefusalKind::BadRequest,
+                        "invalid_parameter",
+                        "`before` is not a cursor this gateway issued",
+                    )
+                })?),
+            };
+            let jobs = self
+                .jobs
+                .list(&project, limit, cursor)
+                .await
+                .map_err(|e| Refusal::store(&e))?;
+            let next = (jobs.len() == limit)
+                .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at_ms, j.id)))
+                .flatten();
+            Ok(JobPage { jobs, next })
+        }
+        .await;
+        audit_read(&call, "listJobs", result.as_ref().map(|_| ()));
+        result
+    }
+}
+
+fn parse_cursor(text: &str) -> Option<Cursor> {
+    let (at, id) = text.split_once('-')?;
+    Some(Cursor {
+        created_at_ms: at.parse().ok()?,
+        id: JobId::parse(id)?,
+    })
+}
+
+fn check_wait(policy: &Policy, wait: u64) -> Result<(), Refusal> {
+    let max = policy.server.max_wait_secs;
+    if wait > max {
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            "invalid_wait",
+            format!("wait must be from 0 to {max} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+/// `X-Project`: a malformed name is its own error; an unknown one is not
+/// told apart from a wrong signature, so project names cannot be probed.
+fn named_project<'p>(policy: &'p Policy, name: &str) -> Result<Option<&'p Project>, AuthError> {
+    crate::names::ProjectName::parse(name).map_err(|_| AuthError::InvalidProject)?;
+    Ok(policy.project(name))
+}
+
+/// Step 6: the project's policy.
+fn authorise(project: &Project, action: Action, container: &ContainerName) -> Result<(), Refusal> {
+    if !project.allows_action(action) {
+        return Err(Refusal::new(
+            RefusalKind::Forbidden,
+            "action_not_allowed",
+            format!("this project may not {action}"),
+        ));
+    }
+    if !project.allows_container(container) {
+        return Err(Refusal::new(
+            RefusalKind::Forbidden,
+            "container_not_allowed",
+            "this project may not deploy this container",
+        ));
+    }
+    Ok(())
+}
+
+/// What a deploy request was found to be about, as far as it got.
+#[derive(Default)]
+struct Seen {
+    project: Option<String>,
+    container: Option<String>,
+}
+
+fn audit_deploy(call: &DeployCall<'_>, seen: &Seen, result: &Result<DeployOutcome, Refusal>) {
+    match result {
+        Ok(o) => tracing::info!(
+            target: "audit",
+            client = %call.client,
+            project = %o.job.project,
+            container = %o.job.container_name,
+            action = %call.action,
+            job = %o.job.id,
+            state = o.job.state.as_str(),
+            replayed = o.replayed,
+            coalesced = o.coalesced,
+            code = if o.replayed { "replayed" } else if o.coalesced { "coalesced" } else { "accepted" },
+            "deploy accepted"
+        ),
+        Err(r) => tracing::info!(
+            target: "audit",
+            client = %call.client,
+            project = seen.project.as_deref().unwrap_or("-"),
+            container = seen.container.as_deref().unwrap_or("-"),
+            action = %call.action,
+            status = r.kind.status(),
+            code = r.code,
+            "deploy refused"
+        ),
+    }
+}
+
+fn audit_read(call: &ReadCall<'_>, operation: &str, result: Result<(), &Refusal>) {
+    match result {
+        Ok(_) => tracing::debug!(
+            target: "audit",
+            client = %call.client,
+            project = call.headers.project.unwrap_or("-"),
+            operation,
+            "read allowed"
+        ),
+        Err(r) => tracing::info!(
+            target: "audit",
+            client = %call.client,
+            project = call.headers.project.unwrap_or("-"),
+            operation,
+            status = r.kind.status(),
+            code = r.code,
+            "read refused"
+        ),
+    }
+}

@@ -1,0 +1,484 @@
+//! Jobs: the queue, per-service serialisation, the workers and job records.
+//!
+//! Rules (SPEC section 6):
+//! - per compose service, one job runs at a time;
+//! - a request arriving while a job for the same service and action is still
+//!   queued joins it (`coalesced`); one arriving while it runs queues another;
+//! - at most `max_parallel_jobs` run across services.
+//!
+//! Each service with work has one worker task, which exits when its queue is
+//! empty. Active jobs live in memory behind a `watch` channel (so waiters
+//! learn of changes at once); every state change is also written to the
+//! [`Store`], and a job leaves memory only once its final state is durable.
+
+mod record;
+mod run;
+mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use record::{JobRecord, JobState, Step, now_ms, rfc3339};
+pub use store::{Cursor, Store, StoreError};
+
+use crate::docker::{ComposeTarget, Engine, Limits, OutputLog};
+use crate::names::{Action, ContainerName, JobId, ProjectName};
+
+/// A job interrupted this many times is not started again.
+const MAX_ATTEMPTS: u32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub timeout: Duration,
+    pub max_parallel: usize,
+}
+
+/// An authorised request to run an action on a service.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub project: ProjectName,
+    pub action: Action,
+    pub container: ContainerName,
+    pub target: ComposeTarget,
+}
+
+/// The job a request ended up with.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: JobRecord,
+    /// It joined a job that was already queued.
+    pub coalesced: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the gateway is shutting down and accepts no new jobs")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Something a job did that an observer (logs, metrics) may want to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEvent {
+    Started,
+    Finished { duration: Duration },
+    Requeued,
+}
+
+pub type JobObserver = Arc<dyn Fn(&JobRecord, JobEvent) + Send + Sync>;
+
+/// What the restart recovery did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub requeued: usize,
+    pub rerun: usize,
+    pub abandoned: usize,
+}
+
+struct Active {
+    record: watch::Sender<JobRecord>,
+    output: Arc<OutputLog>,
+    target: ComposeTarget,
+}
+
+type ServiceKey = (String, String);
+
+#[derive(Default)]
+struct Schedule {
+    active: HashMap<JobId, Arc<Active>>,
+    /// Queued jobs per service; a key is present exactly while its worker lives.
+    services: HashMap<ServiceKey, VecDeque<JobId>>,
+    running: usize,
+}
+
+struct Inner {
+    engine: Arc<dyn Engine>,
+    store: Store,
+    settings: JobSettings,
+    permits: Arc<Semaphore>,
+    schedule: Mutex<Schedule>,
+    /// Cancelled on shutdown: no new job starts and none is accepted.
+    stopping: CancellationToken,
+    /// Cancelled when the grace period ends: running jobs are killed.
+    kill: CancellationToken,
+    idle: Notify,
+    observer: Option<JobObserver>,
+}
+
+/// The job system; cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+fn key_of(target: &ComposeTarget) -> ServiceKey {
+    (target.project.to_string(), target.service.to_string())
+}
+
+impl Jobs {
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        store: Store,
+        settings: JobSettings,
+        observer: Option<JobObserver>,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.max_parallel));
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                store,
+                settings,
+                permits,
+                schedule: Mutex::new(Schedule::default()),
+                stopping: CancellationToken::new(),
+                kill: CancellationToken::new(),
+                idle: Notify::new(),
+                observer,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Queues a job, or joins the queued one for the same service and action.
+    /// Returns once a new job is durable in the store.
+    pub async fn submit(&self, request: JobRequest) -> Result<Submitted, SubmitError> {
+        let (record, written) = {
+            let mut schedule = self.inner.lock();
+            if self.inner.stopping.is_cancelled() {
+                return Err(SubmitError::ShuttingDown);
+            }
+            let key = key_of(&request.target);
+            let joined = schedule.services.get(&key).and_then(|queue| {
+                queue.iter().find_map(|id| {
+                    let active = schedule.active.get(id)?;
+                    let record = active.record.borrow();
+                    (record.action == request.action).then(|| snapshot(active, &record))
+                })
+            });
+            if let Some(job) = joined {
+                return Ok(Submitted {
+                    job,
+                    coalesced: true,
+                });
+            }
+            let record = JobRecord::new(
+                request.project.as_str(),
+                request.action,
+                request.container.as_str(),
+                &request.target,
+            );
+            // Sent while holding the lock, so this insert reaches the store
+            // before anything the worker writes about the job.
+            let written = self.inner.store.put(&record);
+            self.inner.enqueue(
+                &mut schedule,
+                record.clone(),
+                request.target,
+                OutputLog::default(),
+            );
+            (record, written)
+        };
+        if let Err(e) = written.await {
+            self.inner.withdraw(record.id);
+            return Err(e.into());
+        }
+        Ok(Submitted {
+            job: record,
+            coalesced: false,
+        })
+    }
+
+    /// The job with this id, live if it is active, else from the store.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        if let Some(record) = self.inner.live(id) {
+            return Ok(Some(record));
+        }
+        self.inner.store.get(id).await
+    }
+
+    /// A project's jobs, newest first, with live state for active ones.
+    pub async fn list(
+        &self,
+        project: &str,
+        limit: usize,
+        before: Option<Cursor>,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut records = self.inner.store.list(project, limit, before).await?;
+        for record in &mut records {
+            if let Some(live) = self.inner.live(record.id) {
+                *record = live;
+            }
+        }
+        Ok(records)
+    }
+
+    /// Waits until the job is final or `limit` passes; returns its latest state.
+    pub async fn wait(&self, id: JobId, limit: Duration) -> Result<Option<JobRecord>, StoreError> {
+        let receiver = self
+            .inner
+            .lock()
+            .active
+            .get(&id)
+            .map(|active| active.record.subscribe());
+        if let Some(mut receiver) = receiver {
+            let _ = tokio::time::timeout(limit, receiver.wait_for(|r| r.state.is_final())).await;
+        }
+        self.get(id).await
+    }
+
+    /// Number of jobs queued and running.
+    pub fn depth(&self) -> (usize, usize) {
+        let schedule = self.inner.lock();
+        let running = schedule.running;
+        (schedule.active.len() - running, running)
+    }
+
+    /// After a restart: queued jobs are queued again; jobs that were running
+    /// are re-run once (compose up is idempotent), or end `interrupted`.
+    pub async fn recover(&self) -> Result<Recovery, StoreError> {
+        let mut recovery = Recovery::default();
+        for mut record in self.inner.store.unfinished().await? {
+            let output = OutputLog::with_text(&record.output);
+            if record.state == JobState::Running {
+                if record.attempt >= MAX_ATTEMPTS {
+                    output.note("(the gateway stopped during this job again; it is not re-run)");
+                    record.state = JobState::Interrupted;
+                    record.finished_at_ms = Some(now_ms());
+                    record.error = Some("interrupted by gateway restarts, twice".into());
+                    record.output = output.text();
+                    self.inner.store.put(&record).await?;
+                    recovery.abandoned += 1;
+                    continue;
+                }
+                requeue(
+                    &mut record,
+                    &output,
+                    "the gateway restarted during this job",
+                );
+                recovery.rerun += 1;
+            } else {
+                recovery.requeued += 1;
+            }
+            let target = match record.target() {
+                Ok(target) => target,
+                Err(e) => {
+                    record.state = JobState::Failed;
+                    record.finished_at_ms = Some(now_ms());
+                    record.error = Some(format!("cannot be resumed: {e}"));
+                    self.inner.store.put(&record).await?;
+                    continue;
+                }
+            };
+            let written = self.inner.store.put(&record);
+            self.inner
+                .enqueue(&mut self.inner.lock(), record, target, output);
+            written.await?;
+        }
+        Ok(recovery)
+    }
+
+    /// Stops accepting and starting jobs, lets running ones finish for up to
+    /// `grace`, then stops the rest; they are queued again for the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.cancel();
+        if tokio::time::timeout(grace, self.inner.until_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "jobs still running after the shutdown grace period; stopping them"
+            );
+            self.inner.kill.cancel();
+            self.inner.until_idle().await;
+        }
+    }
+}
+
+fn snapshot(active: &Active, record: &JobRecord) -> JobRecord {
+    let mut record = record.clone();
+    if !record.state.is_final() {
+        record.output = active.output.text();
+    }
+    record
+}
+
+fn requeue(record: &mut JobRecord, output: &OutputLog, why: &str) {
+    record.attempt += 1;
+    output.note(&format!(
+        "({why}; it will run again, attempt {})",
+        record.attempt
+    ));
+    record.state = JobState::Queued;
+    record.output = output.text();
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self, id: JobId) -> Option<JobRecord> {
+        let schedule = self.lock();
+        let active = schedule.active.get(&id)?;
+        let record = active.record.borrow();
+        Some(snapshot(active, &record))
+    }
+
+    fn notify(&self, record: &JobRecord, event: JobEvent) {
+        if let Some(observer) = &self.observer {
+            observer(record, event);
+        }
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        schedule: &mut Schedule,
+        record: JobRecord,
+        target: ComposeTarget,
+        output: OutputLog,
+    ) {
+        let id = record.id;
+        let key = key_of(&target);
+        let (sender, _) = watch::channel(record);
+        schedule.active.insert(
+            id,
+            Arc::new(Active {
+                record: sender,
+                output: Arc::new(output),
+                target,
+            }),
+        );
+        match schedule.services.get_mut(&key) {
+            Some(queue) => queue.push_back(id),
+            None => {
+                schedule.services.insert(key.clone(), VecDeque::from([id]));
+                tokio::spawn(self.clone().work(key));
+            }
+        }
+    }
+
+    /// Takes back a job whose insert failed, if it has not started.
+    fn withdraw(&self, id: JobId) {
+        let mut schedule = self.lock();
+        for queue in schedule.services.values_mut() {
+            queue.retain(|queued| *queued != id);
+        }
+        schedule.active.remove(&id);
+    }
+
+    async fn until_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.lock().running == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The worker of one service: runs its queue in order, then exits.
+    async fn work(self: Arc<Self>, key: ServiceKey) {
+        loop {
+            let permit = tokio::select! {
+                permit = self.permits.clone().acquire_owned() => permit,
+                () = self.stopping.cancelled() => {
+                    self.lock().services.remove(&key);
+                    return;
+                }
+            };
+            let Ok(_permit) = permit else { return };
+            let (id, active) = {
+                let mut schedule = self.lock();
+                let next = if self.stopping.is_cancelled() {
+                    None
+                } else {
+                    schedule
+                        .services
+                        .get_mut(&key)
+                        .and_then(VecDeque::pop_front)
+                };
+                let Some(id) = next else {
+                    schedule.services.remove(&key);
+                    return;
+                };
+                let Some(active) = schedule.active.get(&id).cloned() else {
+                    continue;
+                };
+                schedule.running += 1;
+                (id, active)
+            };
+            self.run_one(&active).await;
+            let mut schedule = self.lock();
+            schedule.active.remove(&id);
+            schedule.running -= 1;
+            if schedule.running == 0 {
+                self.idle.notify_waiters();
+            }
+        }
+    }
+
+    async fn persist(&self, active: &Active) {
+        let record = snapshot(active, &active.record.borrow());
+        if let Err(e) = self.store.put(&record).await {
+            tracing::error!(job = %record.id, error = %e, "could not record a job's state");
+        }
+    }
+
+    async fn run_one(&self, active: &Active) {
+        let started = Instant::now();
+        active.record.send_modify(|r| {
+            r.state = JobState::Running;
+            r.started_at_ms = Some(now_ms());
+        });
+        self.persist(active).await;
+        self.notify(&active.record.borrow(), JobEvent::Started);
+        let limits = Limits {
+            deadline: started + self.settings.timeout,
+            cancel: self.kill.child_token(),
+        };
+        let (action, attempt) = {
+            let r = active.record.borrow();
+            (r.action, r.attempt)
+        };
+        let completion = run::execute(
+            &*self.engine,
+            &active.target,
+            action,
+            &active.record,
+            &active.output,
+            &limits,
+            self.settings.timeout,
+        )
+        .await;
+        let requeued = completion.state == JobState::Interrupted && attempt < MAX_ATTEMPTS;
+        active.record.send_modify(|r| {
+            if requeued {
+                requeue(r, &active.output, "the gateway stopped during this job");
+            } else {
+                r.state = completion.state;
+                r.error = completion.error.clone();
+                r.finished_at_ms = Some(now_ms());
+                r.output = active.output.text();
+            }
+        });
+        self.persist(active).await;
+        let event = if requeued {
+            JobEvent::Requeued
+        } else {
+            JobEvent::Finished {
+                duration: started.elapsed(),
+            }
+        };
+        self.notify(&active.record.borrow(), event);
+    }
+}

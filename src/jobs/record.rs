@@ -1,0 +1,199 @@
+//! A job as it is stored and reported.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::docker::{CommandOutcome, ComposeTarget, Exit, TargetError};
+use crate::names::{Action, JobId};
+
+/// The life of a job.
+///
+/// `queued → running → succeeded | failed | timed_out`. A job running when
+/// the gateway stops is put back to `queued` for one more attempt at the
+/// next start (compose `up` is idempotent); interrupted again, it ends
+/// `interrupted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Interrupted,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::TimedOut,
+        JobState::Interrupted,
+    ];
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::TimedOut => "timed_out",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One command a job ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub argv: Vec<String>,
+    /// `None` when it was killed or never started.
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+}
+
+impl From<&CommandOutcome> for Step {
+    fn from(outcome: &CommandOutcome) -> Self {
+        Self {
+            argv: outcome.argv.clone(),
+            exit_code: match outcome.exit {
+                Exit::Code(code) => Some(code),
+                _ => None,
+            },
+            duration_ms: outcome.duration.as_millis() as u64,
+        }
+    }
+}
+
+/// Everything known about a job. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub project: String,
+    pub action: Action,
+    pub container_name: String,
+    pub compose_project: String,
+    pub service: String,
+    pub working_dir: String,
+    pub compose_files: Vec<String>,
+    #[serde(default)]
+    pub env_files: Vec<String>,
+    pub state: JobState,
+    pub created_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub steps: Vec<Step>,
+    pub output: String,
+    /// Why it did not succeed, in a sentence.
+    pub error: Option<String>,
+    /// 1, or 2 when re-run after an interruption.
+    pub attempt: u32,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn display_paths(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+impl JobRecord {
+    pub fn new(
+        project: &str,
+        action: Action,
+        container_name: &str,
+        target: &ComposeTarget,
+    ) -> Self {
+        Self {
+            id: JobId::random(),
+            project: project.to_owned(),
+            action,
+            container_name: container_name.to_owned(),
+            compose_project: target.project.to_string(),
+            service: target.service.to_string(),
+            working_dir: target.working_dir.display().to_string(),
+            compose_files: display_paths(&target.config_files),
+            env_files: display_paths(&target.env_files),
+            state: JobState::Queued,
+            created_at_ms: now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+            steps: Vec::new(),
+            output: String::new(),
+            error: None,
+            attempt: 1,
+        }
+    }
+
+    /// The compose target again, re-validated (used after a restart).
+    pub fn target(&self) -> Result<ComposeTarget, TargetError> {
+        ComposeTarget::from_parts(
+            &self.compose_project,
+            &self.service,
+            &self.working_dir,
+            &self.compose_files.join(","),
+            &self.env_files.join(","),
+        )
+    }
+}
+
+/// Formats Unix milliseconds as RFC 3339 in UTC, e.g. `2026-11-28T09:15:02.123Z`.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn final_states() {
+        let finals: Vec<_> = JobState::ALL.iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals.len(), 4);
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The durable job store: SQLite in `state_dir`, owned by one thread.
+//!
+//! Every accepted job is written before the response goes out, and every
+//! state change after. One thread owns the connection and serves requests
+//! from a channel in order, so a job's insert always lands before its
+//! updates and no async task ever blocks on disk.
+//!
+//! WAL with `synchronous = FULL`: a commit is on disk when it returns, so an
+//! accepted job survives a crash of the process and of the machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::record::{JobRecord, JobState};
+use crate::names::JobId;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the job store at {path} cannot be opened: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the job store failed: {0}")]
+    Sqlite(String),
+    #[error("the job store has stopped")]
+    Stopped,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+/// A page position: jobs created strictly before this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at_ms: u64,
+    pub id: JobId,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Request {
+    Put(Box<JobRecord>, Reply<()>),
+    Get(JobId, Reply<Option<JobRecord>>),
+    List {
+        project: String,
+        limit: usize,
+        before: Option<Cursor>,
+        reply: Reply<Vec<JobRecord>>,
+    },
+    Unfinished(Reply<Vec<JobRecord>>),
+    Prune {
+        older_than_ms: u64,
+        keep: u64,
+        reply: Reply<usize>,
+    },
+}
+
+/// A handle to the store thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    requests: mpsc::Sender<Request>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    project     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+";
+
+impl Store {
+    /// Opens (creating) `<dir>/jobs.sqlite3`, creating `dir` too.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let path: PathBuf = dir.join("jobs.sqlite3");
+        let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
+        Self::start(connection).map_err(|e| open_error(e.to_string()))
+    }
+
+    /// A store that lives only as long as the process; for tests.
+    pub fn in_memory() -> Self {
+        Self::start(Connection::open_in_memory().expect("SQLite opens in memory"))
+            .expect("an in-memory store starts")
+    }
+
+    fn start(connection: Connection) -> Result<Self, StoreError> {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        let (requests, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("job-store".into())
+            .spawn(move || serve(connection, inbox))
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
+        Ok(Self { requests })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Queues a write of the whole record and returns at once; the returned
+    /// future resolves when it is durable. Writes are applied in call order.
+    pub fn put(&self, record: &JobRecord) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .requests
+            .send(Request::Put(Box::new(record.clone()), reply));
+        async move {
+            sent.map_err(|_| StoreError::Stopped)?;
+            answer.await.map_err(|_| StoreError::Stopped)?
+        }
+    }
+
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.ask(|reply| Request::Get(id, reply)).await
+    }
+
+    /// A project's jobs, newest first.
+    pub async fn list(
+        &self,
+        project: &str,
+        limit: usize,
+        before: Option<Cursor>,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let project = project.to_owned();
+        self.ask(|reply| Request::List {
+            project,
+            limit,
+            before,
+            reply,
+        })
+        .await
+    }
+
+    /// Jobs that were queued or running, oldest first.
+    pub async fn unfinished(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.ask(Request::Unfinished).await
+    }
+
+    /// Deletes finished jobs created before `older_than_ms`, and beyond the
+    /// newest `keep`. Returns how many went.
+    pub async fn prune(&self, older_than_ms: u64, keep: u64) -> Result<usize, StoreError> {
+        self.ask(|reply| Request::Prune {
+            older_than_ms,
+            keep,
+            reply,
+        })
+        .await
+    }
+}
+
+fn serve(connection: Connection, inbox: mpsc::Receiver<Request>) {
+    while let Ok(request) = inbox.recv() {
+        match request {
+            Request::Put(record, reply) => {
+                let _ = reply.send(put(&connection, &record));
+            }
+            Request::Get(id, reply) => {
+                let _ = reply.send(get(&connection, id));
+            }
+            Request::List {
+                project,
+                limit,
+                before,
+                reply,
+            } => {
+                let _ = reply.send(list(&connection, &project, limit, before));
+            }
+            Request::Unfinished(reply) => {
+                let _ = reply.send(unfinished(&connection));
+            }
+            Request::Prune {
+                older_than_ms,
+                keep,
+                reply,
+            } => {
+                let _ = reply.send(prune(&connection, older_than_ms, keep));
+            }
+        }
+    }
+}
+
+fn decode(doc: String) -> Result<JobRecord, StoreError> {
+    serde_json::from_str(&doc)
+        .map_err(|e| StoreError::Sqlite(format!("a stored job is unreadable: {e}")))
+}
+
+fn put(c: &Connection, record: &JobRecord) -> Result<(), StoreError> {
+    let doc = serde_json::to_string(record).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+    c.prepare_cached(
+        "INSERT INTO jobs (id, project, created_at, state, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+    )?
+    .execute(params![
+        record.id.to_string(),
+        record.project,
+        record.created_at_ms as i64,
+        record.state.as_str(),
+        doc
+    ])?;
+    Ok(())
+}
+
+fn get(c: &Connection, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+    let doc: Option<String> = c
+        .prepare_cached("SELECT doc FROM jobs WHERE id = ?1")?
+        .query_row([id.to_string()], |row| row.get(0))
+        .optional()?;
+    doc.map(decode).transpose()
+}
+
+fn list(
+    c: &Connection,
+    project: &str,
+    limit: usize,
+    before: Option<Cursor>,
+) -> Result<Vec<JobRecord>, StoreError> {
+    let (at, id) = match before {
+        Some(cursor) => (cursor.created_at_ms as i64, cursor.id.to_string()),
+        None => (i64::MAX, String::new()),
+    };
+    let mut statement = c.prepare_cached(
+        "SELECT doc FROM jobs WHERE project = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
+         ORDER BY created_at DESC, id DESC LIMIT ?4",
+    )?;
+    let id_bound = if before.is_some() { id } else { "~".to_owned() };
+    let docs = statement
+        .query_map(params![project, at, id_bound, limit as i64], |row| {
+            row.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.into_iter().map(decode).collect()
+}
+
+fn unfinished(c: &Connection) -> Result<Vec<JobRecord>, StoreError> {
+    let mut statement = c.prepare_cached(
+        "SELECT doc FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at, id",
+    )?;
+    let docs = statement
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.into_iter().map(decode).collect()
+}
+
+fn prune(c: &Connection, older_than_ms: u64, keep: u64) -> Result<usize, StoreError> {
+    let unfinished = [JobState::Queued.as_str(), JobState::Running.as_str()];
+    let by_age = c.execute(
+        "DELETE FROM jobs WHERE created_at < ?1 AND state NOT IN (?2, ?3)",
+        params![older_than_ms as i64, unfinished[0], unfinished[1]],
+    )?;
+    let by_count = c.execute(
+        "DELETE FROM jobs WHERE state NOT IN (?2, ?3) AND id IN (
+             SELECT id FROM jobs WHERE state NOT IN (?2, ?3)
+             ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?1)",
+        params![keep as i64, unfinished[0], unfinished[1]],
+    )?;
+    Ok(by_age + by_count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ComposeTarget;
+    use crate::names::Action;
+
+    fn record(project: &str, created_at_ms: u64, state: JobState) -> JobRecord {
+        let target = ComposeTarget::from_parts("p", "web", "/srv", "/srv/c.yml", "").unwrap();
+        let mut r = JobRecord::new(project, Action::Pull, "p-web", &target);
+        r.created_at_ms = created_at_ms;
+        r.state = state;
+        r
+    }
+
+    #[tokio::test]
+    async fn put_get_and_update() {
+        let store = Store::in_memory();
+        let mut r = record("a", 1, JobState::Queued);
+        store.put(&r).await.unwrap();
+        assert_eq!(store.get(r.id).await.unwrap(), Some(r.clone()));
+        r.state = JobState::Succeeded;
+        r.output = "done".into();
+        store.put(&r).await.unwrap();
+        assert_eq!(store.get(r.id).await.unwrap().unwrap().output, "done");
+        assert_eq!(store.get(JobId::random()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn list_pages_newest_first_per_project() {
+        let store = Store::in_memory();
+        let mut ids = Vec::new();
+        for t in 0..5 {
+            let r = record("a", 100 + t, JobState::Succeeded);
+            ids.push(r.id);
+            store.put(&r).await.unwrap();
+        }
+        store
+            .put(&record("b", 500, JobState::Succeeded))
+            .await
+            .unwrap();
+        let first = store.list("a", 2, None).await.unwrap();
+        assert_eq!(
+            first.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[3]]
+        );
+        let cursor = Cursor {
+            created_at_ms: first[1].created_at_ms,
+            id: first[1].id,
+        };
+        let second = store.list("a", 10, Some(cursor)).await.unwrap();
+        assert_eq!(
+            second.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[1], ids[0]]
+        );
+    }
+
+    #[tokio::test]
+    async fn unfinished_and_prune() {
+        let store = Store::in_memory();
+        let queued = record("a", 1, JobState::Queued);
+        let running = record("a", 2, JobState::Running);
+        store.put(&queued).await.unwrap();
+        store.put(&running).await.unwrap();
+        for t in 0..4 {
+            store
+                .put(&record("a", 10 + t, JobState::Failed))
+                .await
+                .unwrap();
+        }
+        let open: Vec<_> = store
+            .unfinished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(open, vec![queued.id, running.id]);
+        // Keep the newest 3 finished jobs; unfinished jobs are never pruned.
+        assert_eq!(store.prune(0, 3).await.unwrap(), 1);
+        assert_eq!(store.unfinished().await.unwrap().len(), 2);
+        // By age: finished jobs created before t=12 go (only t=11 is left).
+        assert_eq!(store.prune(12, 100).await.unwrap(), 1);
+        assert_eq!(store.prune(14, 100).await.unwrap(), 2);
+        assert_eq!(store.list("a", 10, None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn survives_reopening_from_disk() {
+        let dir = std::env::temp_dir().join(format!("dh-store-{}", JobId::random()));
+        let r = record("a", 1, JobState::Queued);
+        {
+            let store = Store::open(&dir).unwrap();
+            store.put(&r).await.unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.get(r.id).await.unwrap(), Some(r));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

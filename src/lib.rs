@@ -1,0 +1,10 @@
+pub mod auth;
+pub mod client_addr;
+pub mod docker;
+pub mod gateway;
+pub mod jobs;
+pub mod metrics;
+pub mod names;
+pub mod policy;
+pub mod replay;
+pub mod throttle;

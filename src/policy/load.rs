@@ -1,0 +1,1142 @@
+//! Reading `delivery.toml`.
+//!
+//! The file is parsed into a spanned tree and walked by hand rather than
+//! deserialised, because serde stops at the first problem while an operator
+//! wants every problem, each with its line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::{
+    ComposeTool, DockerSettings, Origin, Policy, ProjectSpec, SecretSource, ServerSettings,
+};
+use crate::auth::MIN_SECRET_LEN;
+use crate::client_addr::Cidr;
+use crate::names::{Action, ProjectName};
+
+/// The largest policy file read; 10,000 projects take about 2 MB.
+const MAX_POLICY_BYTES: u64 = 64 << 20;
+/// The largest secret file read.
+const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+/// The longest container or compose-file pattern.
+const MAX_PATTERN_LEN: usize = 1024;
+
+/// Where secrets and overrides come from; tests pass a fake.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+}
+
+/// The process environment and the real filesystem.
+pub struct SystemEnvironment;
+
+impl Environment for SystemEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        read_bounded(path, MAX_SECRET_FILE_BYTES)
+    }
+}
+
+fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// One problem, with the line it is on when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every error found in a policy; `Display` prints one `file:line: message` each.
+#[derive(Debug, Clone)]
+pub struct PolicyErrors {
+    pub origin: String,
+    pub errors: Vec<Diagnostic>,
+}
+
+fn write_diagnostics(
+    f: &mut fmt::Formatter<'_>,
+    origin: &str,
+    level: &str,
+    diagnostics: &[Diagnostic],
+) -> fmt::Result {
+    for (i, d) in diagnostics.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        match d.line {
+            Some(line) => write!(f, "{level}: {origin}:{line}: {}", d.message)?,
+            None => write!(f, "{level}: {origin}: {}", d.message)?,
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_diagnostics(f, &self.origin, "error", &self.errors)
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// A policy that loaded, with what `check` should still warn about.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub origin: String,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// The warnings, one `warning: file:line: message` per line.
+    pub fn warnings(&self) -> impl fmt::Display + '_ {
+        struct Warnings<'a>(&'a Loaded);
+        impl fmt::Display for Warnings<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_diagnostics(f, &self.0.origin, "warning", &self.0.warnings)
+            }
+        }
+        Warnings(self)
+    }
+}
+
+/// Reads and compiles the policy at `path`.
+pub fn load(path: &Path, env: &dyn Environment) -> Result<Loaded, PolicyErrors> {
+    let origin = path.display().to_string();
+    let bytes = read_bounded(path, MAX_POLICY_BYTES).map_err(|e| PolicyErrors {
+        origin: origin.clone(),
+        errors: vec![Diagnostic {
+            line: None,
+            message: format!("cannot read the policy file: {e}"),
+        }],
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| PolicyErrors {
+        origin: origin.clone(),
+        errors: vec![Diagnostic {
+            line: None,
+            message: "the policy file is not UTF-8".into(),
+        }],
+    })?;
+    parse(&text, path, env)
+}
+
+/// Compiles policy text; `path` names it in messages and anchors relative paths.
+pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, PolicyErrors> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut reader = Reader::new(path.display().to_string(), text, base, env);
+    let specs = reader.document();
+    let Reader {
+        origin,
+        mut errors,
+        mut warnings,
+        server,
+        docker,
+        ..
+    } = reader;
+    errors.sort_by_key(|d| d.line);
+    warnings.sort_by_key(|d| d.line);
+    if !errors.is_empty() {
+        return Err(PolicyErrors { origin, errors });
+    }
+    let policy =
+        Policy::compile(Origin::File(path.to_owned()), server, docker, specs).map_err(|e| {
+            PolicyErrors {
+                origin: origin.clone(),
+                errors: vec![Diagnostic {
+                    line: None,
+                    message: format!("internal error compiling patterns: {e}"),
+                }],
+            }
+        })?;
+    Ok(Loaded {
+        policy,
+        origin,
+        warnings,
+    })
+}
+
+pub(crate) fn default_server(base: &Path) -> ServerSettings {
+    ServerSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+        docs: false,
+        max_body_bytes: 16384,
+        timestamp_tolerance_secs: 300,
+        max_wait_secs: 600,
+        state_dir: base.join("delivery-state"),
+        metrics: false,
+        metrics_listen: None,
+        trusted_proxies: Vec::new(),
+        client_ip_header: "x-forwarded-for".into(),
+        max_connections: 1024,
+        request_timeout_secs: 10,
+        replay_cache_entries: 100_000,
+        auth_failure_limit: 10,
+        auth_failure_window_secs: 60,
+        job_history_days: 30,
+        job_history_max: 10_000,
+    }
+}
+
+pub(crate) fn default_docker() -> DockerSettings {
+    DockerSettings {
+        compose: ComposeTool::Auto,
+        job_timeout_secs: 900,
+        max_parallel_jobs: 4,
+        shutdown_grace_secs: 30,
+    }
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+type Setter = fn(&mut ServerSettings, u64);
+
+/// The integer keys of `[server]`: accepted range and where the value goes.
+fn server_integer(key: &str) -> Option<(Range<u64>, Setter)> {
+    let entry: (Range<u64>, Setter) = match key {
+        "max_body_bytes" => (64..(16 << 20) + 1, |s, n| s.max_body_bytes = n as usize),
+        "timestamp_tolerance_secs" => (1..86_401, |s, n| s.timestamp_tolerance_secs = n),
+        "max_wait_secs" => (0..86_401, |s, n| s.max_wait_secs = n),
+        "max_connections" => (1..1_000_001, |s, n| s.max_connections = n as usize),
+        "request_timeout_secs" => (1..3601, |s, n| s.request_timeout_secs = n),
+        "replay_cache_entries" => (16..100_000_001, |s, n| s.replay_cache_entries = n as usize),
+        "auth_failure_limit" => (1..1_000_001, |s, n| s.auth_failure_limit = n as u32),
+        "auth_failure_window_secs" => (1..86_401, |s, n| s.auth_failure_window_secs = n),
+        "job_history_days" => (1..36_501, |s, n| s.job_history_days = n),
+        "job_history_max" => (1..1_000_000_001, |s, n| s.job_history_max = n),
+        _ => return None,
+    };
+    Some(entry)
+}
+
+struct Reader<'t> {
+    origin: String,
+    line_starts: Vec<usize>,
+    text: &'t str,
+    base: &'t Path,
+    env: &'t dyn Environment,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    server: ServerSettings,
+    docker: DockerSettings,
+    /// Secret bytes to the project that first used them.
+    seen_secrets: HashMap<Vec<u8>, String>,
+}
+
+impl<'t> Reader<'t> {
+    fn new(origin: String, text: &'t str, base: &'t Path, env: &'t dyn Environment) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            origin,
+            line_starts,
+            text,
+            base,
+            env,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            server: default_server(base),
+            docker: default_docker(),
+            seen_secrets: HashMap::new(),
+        }
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.line_starts
+            .partition_point(|&start| start <= span.start)
+    }
+
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = Some(self.line(&span));
+        self.errors.push(Diagnostic {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = Some(self.line(&span));
+        self.warnings.push(Diagnostic {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn document(&mut self) -> Vec<ProjectSpec> {
+        let (root, syntax) = DeTable::parse_recoverable(self.text);
+        for e in syntax {
+            let span = e.span().unwrap_or(0..0);
+            self.error(span, format!("TOML syntax: {}", e.message()));
+        }
+        let mut specs = Vec::new();
+        let mut saw_projects = false;
+        for (key, value) in root.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "server" => {
+                    if let Some(table) = self.table(value, "[server]") {
+                        self.server_section(table);
+                    }
+                }
+                "docker" => {
+                    if let Some(table) = self.table(value, "[docker]") {
+                        self.docker_section(table);
+                    }
+                }
+                "projects" => {
+                    saw_projects = true;
+                    if let Some(table) = self.table(value, "[projects]") {
+                        if table.is_empty() {
+                            self.error(value.span(), "[projects] defines no project");
+                        }
+                        for (name, project) in table.iter() {
+                            if let Some(spec) = self.project(name, project) {
+                                specs.push(spec);
+                            }
+                        }
+                    }
+                }
+                other => self.error(
+                    key.span(),
+                    format!("unknown section `{other}` (expected server, docker or projects)"),
+                ),
+            }
+        }
+        if !saw_projects {
+            self.errors.push(Diagnostic {
+                line: None,
+                message: "no [projects.<name>] section: nobody could deploy anything".into(),
+            });
+        }
+        if let Some(listen) = self.env.var("DELIVERY_LISTEN") {
+            match listen.parse() {
+                Ok(addr) => self.server.listen = addr,
+                Err(_) => self.errors.push(Diagnostic {
+                    line: None,
+                    message: format!("DELIVERY_LISTEN=`{listen}` is not an IP:port address"),
+                }),
+            }
+        }
+        specs
+    }
+
+    fn table<'v, 'i>(&mut self, value: &'v Value<'i>, what: &str) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("{what} must be a table, not a {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        let b = value.get_ref().as_bool();
+        if b.is_none() {
+            self.error(value.span(), format!("`{key}` must be true or false"));
+        }
+        b
+    }
+
+    fn integer(&mut self, key: &str, value: &Value<'_>, range: Range<u64>) -> Option<u64> {
+        let n = value
+            .get_ref()
+            .as_integer()
+            .and_then(|i| u64::from_str_radix(i.as_str(), i.radix()).ok())
+            .filter(|n| range.contains(n));
+        if n.is_none() {
+            self.error(
+                value.span(),
+                format!(
+                    "`{key}` must be an integer from {} to {}",
+                    range.start,
+                    range.end - 1
+                ),
+            );
+        }
+        n
+    }
+
+    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
+        let s = value.get_ref().as_str();
+        if s.is_none() {
+            self.error(value.span(), format!("`{key}` must be a string"));
+        }
+        s
+    }
+
+    /// An array of strings, each with its span; `None` after reporting an error.
+    fn strings(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<(String, Range<usize>)>> {
+        let Some(array) = value.get_ref().as_array() else {
+            self.error(value.span(), format!("`{key}` must be an array of strings"));
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in array.iter() {
+            match item.get_ref().as_str() {
+                Some(s) => out.push((s.to_owned(), item.span())),
+                None => {
+                    self.error(item.span(), format!("`{key}` must contain only strings"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &Value<'_>) -> Option<SocketAddr> {
+        let text = self.string(key, value)?;
+        let addr = text.parse().ok();
+        if addr.is_none() {
+            self.error(
+                value.span(),
+                format!("`{key}` must be an IP:port address such as 127.0.0.1:8000"),
+            );
+        }
+        addr
+    }
+
+    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, section: &str) {
+        self.error(
+            key.span(),
+            format!("unknown key `{}` in {section}", key.get_ref()),
+        );
+    }
+
+    fn server_section(&mut self, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            match name {
+                "listen" => {
+                    if let Some(a) = self.socket_addr(name, value) {
+                        self.server.listen = a;
+                    }
+                }
+                "docs" => {
+                    if let Some(b) = self.boolean(name, value) {
+                        self.server.docs = b;
+                    }
+                }
+                "metrics" => {
+                    if let Some(b) = self.boolean(name, value) {
+                        self.server.metrics = b;
+                    }
+                }
+                "metrics_listen" => {
+                    self.server.metrics_listen = self.socket_addr(name, value);
+                }
+                "state_dir" => {
+                    if let Some(dir) = self.string(name, value) {
+                        if dir.is_empty() {
+                            self.error(value.span(), "`state_dir` must not be empty");
+                        } else {
+                            self.server.state_dir = self.base.join(dir);
+                        }
+                    }
+                }
+                "client_ip_header" => {
+                    if let Some(h) = self.string(name, value) {
+                        let valid = !h.is_empty()
+                            && h.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                        if valid {
+                            self.server.client_ip_header = h.to_ascii_lowercase();
+                        } else {
+                            self.error(value.span(), "`client_ip_header` must be a header name");
+                        }
+                    }
+                }
+                "trusted_proxies" => {
+                    if let Some(items) = self.strings(name, value) {
+                        let mut proxies = Vec::new();
+                        for (text, span) in items {
+                            match text.parse::<Cidr>() {
+                                Ok(c) => proxies.push(c),
+                                Err(e) => self.error(span, e),
+                            }
+                        }
+                        self.server.trusted_proxies = proxies;
+                    }
+                }
+                _ => match server_integer(name) {
+                    Some((range, set)) => {
+                        if let Some(n) = self.integer(name, value, range) {
+                            set(&mut self.server, n);
+                        }
+                    }
+                    None => self.unknown_key(key, "[server]"),
+                },
+            }
+        }
+    }
+
+    fn docker_section(&mut self, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            match name {
+                "compose" => {
+                    if value.get_ref().as_str() == Some("auto") {
+                        self.docker.compose = ComposeTool::Auto;
+                    } else if value.get_ref().is_array() {
+                        if let Some(items) = self.strings(name, value) {
+                            let argv: Vec<String> = items.into_iter().map(|(s, _)| s).collect();
+                            let valid = !argv.is_empty()
+                                && argv
+                                    .iter()
+                                    .all(|a| !a.is_empty() && !a.chars().any(|c| c.is_control()));
+                            if valid {
+                                self.docker.compose = ComposeTool::Command(argv);
+                            } else {
+                                self.error(
+                                    value.span(),
+                                    "`compose` must be a non-empty argv without empty or control characters",
+                                );
+                            }
+                        }
+                    } else {
+                        self.error(
+                            value.span(),
+                            r#"`compose` must be "auto" or an argv such as ["docker", "compose"]"#,
+                        );
+                    }
+                }
+                "job_timeout_secs" => {
+                    if let Some(n) = self.integer(name, value, 1..86_401) {
+                        self.docker.job_timeout_secs = n;
+                    }
+                }
+                "max_parallel_jobs" => {
+                    if let Some(n) = self.integer(name, value, 1..257) {
+                        self.docker.max_parallel_jobs = n as usize;
+                    }
+                }
+                "shutdown_grace_secs" => {
+                    if let Some(n) = self.integer(name, value, 0..86_401) {
+                        self.docker.shutdown_grace_secs = n;
+                    }
+                }
+                _ => self.unknown_key(key, "[docker]"),
+            }
+        }
+    }
+
+    fn project(
+        &mut self,
+        name: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Value<'_>,
+    ) -> Option<ProjectSpec> {
+        let section = format!("[projects.{}]", name.get_ref());
+        let project_name = match ProjectName::parse(name.get_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.error(
+                    name.span(),
+                    format!("project name `{}` {e}", name.get_ref()),
+                );
+                None
+            }
+        };
+        let table = self.table(value, &section)?;
+        let mut secrets = None;
+        let mut containers = None;
+        let mut actions = None;
+        let mut compose_files = None;
+        for (key, value) in table.iter() {
+            let key_name = key.get_ref().as_ref();
+            match key_name {
+                "secrets" => secrets = Some(self.secrets(value, name.get_ref())),
+                "containers" => containers = self.container_patterns(value),
+                "actions" => actions = self.actions(value),
+                "compose_files" => compose_files = self.compose_file_patterns(value).map(Some),
+                _ => self.unknown_key(key, &section),
+            }
+        }
+        let span = value.span();
+        let mut missing = |what: &str| {
+            self.error(span.clone(), format!("{section} has no `{what}`"));
+        };
+        if secrets.is_none() {
+            missing("secrets");
+        }
+        if containers.is_none() && !table.contains_key("containers") {
+            missing("containers");
+        }
+        if actions.is_none() && !table.contains_key("actions") {
+            missing("actions");
+        }
+        Some(ProjectSpec {
+            name: project_name?,
+            secrets: secrets??,
+            containers: containers?,
+            actions: actions?,
+            compose_files: compose_files.unwrap_or(None),
+        })
+    }
+
+    fn secrets(
+        &mut self,
+        value: &Value<'_>,
+        project: &str,
+    ) -> Option<Vec<(SecretSource, Vec<u8>)>> {
+        let items = self.strings("secrets", value)?;
+        if items.is_empty() {
+            self.error(value.span(), "`secrets` must list at least one secret");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (text, span) in items {
+            match self.secret(&text, &span, project) {
+                Some(secret) => out.push(secret),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn secret(
+        &mut self,
+        text: &str,
+        span: &Range<usize>,
+        project: &str,
+    ) -> Option<(SecretSource, Vec<u8>)> {
+        let (source, bytes) = if let Some(var) = text.strip_prefix("env:") {
+            let Some(value) = self.env.var(var).filter(|_| !var.is_empty()) else {
+                self.error(
+                    span.clone(),
+                    format!("environment variable `{var}` is not set"),
+                );
+                return None;
+            };
+            (SecretSource::Env(var.to_owned()), value.into_bytes())
+        } else if let Some(path) = text.strip_prefix("file:") {
+            let path = self.base.join(path);
+            let bytes = match self.env.read_file(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.error(
+                        span.clone(),
+                        format!("cannot read secret file {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            };
+            let Ok(mut secret) = String::from_utf8(bytes) else {
+                self.error(
+                    span.clone(),
+                    format!("secret file {} is not UTF-8", path.display()),
+                );
+                return None;
+            };
+            let trimmed = secret.trim_end_matches(['\n', '\r']).len();
+            secret.truncate(trimmed);
+            (SecretSource::File(path), secret.into_bytes())
+        } else {
+            self.warn(
+                span.clone(),
+                format!(
+                    "project `{project}` has a literal secret in the policy file; prefer env: or file:"
+                ),
+            );
+            (SecretSource::Literal, text.as_bytes().to_vec())
+        };
+        if bytes.len() < MIN_SECRET_LEN {
+            self.error(
+                span.clone(),
+                format!("the secret from {source} is shorter than {MIN_SECRET_LEN} bytes"),
+            );
+            return None;
+        }
+        match self.seen_secrets.get(&bytes) {
+            Some(owner) if owner == project => {
+                self.error(
+                    span.clone(),
+                    format!("project `{project}` lists the same secret twice ({source})"),
+                );
+                None
+            }
+            Some(owner) => {
+                let message = format!(
+                    "the secret from {source} is also used by project `{owner}`; every project needs its own"
+                );
+                self.error(span.clone(), message);
+                None
+            }
+            None => {
+                self.seen_secrets.insert(bytes.clone(), project.to_owned());
+                Some((source, bytes))
+            }
+        }
+    }
+
+    fn container_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        let items = self.strings("containers", value)?;
+        let mut ok = true;
+        let mut any_allow = false;
+        for (pattern, span) in &items {
+            let body = pattern.strip_prefix('!').unwrap_or(pattern);
+            any_allow |= !pattern.starts_with('!');
+            let problem = if body.is_empty() {
+                Some("an empty container pattern matches nothing".to_owned())
+            } else if body.starts_with('/') {
+                Some(format!(
+                    "container pattern `{pattern}` starts with '/'; container names are matched without it"
+                ))
+            } else if body.len() > MAX_PATTERN_LEN {
+                Some(format!(
+                    "container pattern is longer than {MAX_PATTERN_LEN} characters"
+                ))
+            } else {
+                super::glob(body)
+                    .err()
+                    .map(|e| format!("container pattern `{pattern}`: {}", e.kind()))
+            };
+            if let Some(problem) = problem {
+                self.error(span.clone(), problem);
+                ok = false;
+            }
+        }
+        if ok && !any_allow {
+            self.error(
+                value.span(),
+                "`containers` needs at least one pattern without '!'",
+            );
+            ok = false;
+        }
+        ok.then(|| items.into_iter().map(|(p, _)| p).collect())
+    }
+
+    fn compose_file_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        let items = self.strings("compose_files", value)?;
+        if items.is_empty() {
+            self.error(
+                value.span(),
+                "`compose_files`, when present, must list a pattern",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for (pattern, span) in &items {
+            let problem = if !pattern.starts_with('/') {
+                Some(format!(
+                    "compose file pattern `{pattern}` must be absolute: compose records absolute paths"
+                ))
+            } else if pattern.len() > MAX_PATTERN_LEN {
+                Some(format!(
+                    "compose file pattern is longer than {MAX_PATTERN_LEN} characters"
+                ))
+            } else {
+                super::glob(pattern)
+                    .err()
+                    .map(|e| format!("compose file pattern `{pattern}`: {}", e.kind()))
+            };
+            if let Some(problem) = problem {
+                self.error(span.clone(), problem);
+                ok = false;
+            }
+        }
+        ok.then(|| items.into_iter().map(|(p, _)| p).collect())
+    }
+
+    fn actions(&mut self, value: &Value<'_>) -> Option<Vec<Action>> {
+        let items = self.strings("actions", value)?;
+        if items.is_empty() {
+            self.error(value.span(), "`actions` must list pull, build or both");
+            return None;
+        }
+        let mut actions = Vec::new();
+        let mut ok = true;
+        for (text, span) in items {
+            match Action::parse(&text) {
+                Some(a) if actions.contains(&a) => {
+                    self.error(span, format!("action `{text}` is listed twice"));
+                    ok = false;
+                }
+                Some(a) => actions.push(a),
+                None => {
+                    self.error(
+                        span,
+                        format!("unknown action `{text}` (expected pull or build)"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(actions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::ContainerName;
+    use std::path::PathBuf;
+
+    struct FakeEnv {
+        vars: HashMap<&'static str, &'static str>,
+        files: HashMap<&'static str, &'static [u8]>,
+    }
+
+    impl Environment for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.vars.get(name).map(|v| v.to_string())
+        }
+        fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+            self.files
+                .get(path.to_str().unwrap())
+                .map(|b| b.to_vec())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        }
+    }
+
+    fn env() -> FakeEnv {
+        FakeEnv {
+            vars: HashMap::from([
+                ("BILLING_SECRET", "billing-secret-0123456789"),
+                ("SHOP_SECRET", "shop-secret-0123456789ab"),
+                ("SHORT", "short"),
+                ("DUP", "billing-secret-0123456789"),
+            ]),
+            files: HashMap::from([
+                ("/etc/dh/next", &b"billing-next-0123456789\n"[..]),
+                ("/etc/dh/crlf", &b"crlf-secret-0123456789\r\n"[..]),
+            ]),
+        }
+    }
+
+    fn parse_ok(text: &str) -> Loaded {
+        match parse(text, Path::new("/etc/dh/delivery.toml"), &env()) {
+            Ok(loaded) => loaded,
+            Err(e) => panic!("expected a valid policy, got:\n{e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse(text, Path::new("/etc/dh/delivery.toml"), &env()) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const FULL: &str = r#"
+[server]
+listen = "0.0.0.0:9000"
+docs = true
+max_body_bytes = 4096
+timestamp_tolerance_secs = 60
+max_wait_secs = 30
+state_dir = "state"
+metrics = true
+trusted_proxies = ["10.0.0.0/8"]
+
+[docker]
+compose = ["docker-compose"]
+job_timeout_secs = 120
+max_parallel_jobs = 2
+
+[projects.billing]
+secrets = ["env:BILLING_SECRET", "file:/etc/dh/next"]
+containers = ["billing-*", "!billing-db"]
+actions = ["pull", "build"]
+compose_files = ["/srv/billing/**"]
+
+[projects.shop]
+secrets = ["env:SHOP_SECRET"]
+containers = ["shop-web"]
+actions = ["pull"]
+"#;
+
+    fn name(n: &str) -> ContainerName {
+        ContainerName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn a_full_policy_compiles_with_every_setting() {
+        let loaded = parse_ok(FULL);
+        let p = &loaded.policy;
+        assert_eq!(p.server.listen, "0.0.0.0:9000".parse().unwrap());
+        assert!(p.server.docs && p.server.metrics);
+        assert_eq!(p.server.max_body_bytes, 4096);
+        assert_eq!(p.server.timestamp_tolerance_secs, 60);
+        assert_eq!(p.server.max_wait_secs, 30);
+        assert_eq!(p.server.state_dir, PathBuf::from("/etc/dh/state"));
+        assert_eq!(p.server.trusted_proxies.len(), 1);
+        assert_eq!(
+            p.docker.compose,
+            ComposeTool::Command(vec!["docker-compose".into()])
+        );
+        assert_eq!(p.docker.job_timeout_secs, 120);
+        assert_eq!(p.docker.max_parallel_jobs, 2);
+        let billing = p.project("billing").unwrap();
+        assert_eq!(billing.keys().len(), 2);
+        assert_eq!(billing.actions, vec![Action::Pull, Action::Build]);
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn defaults_fill_every_section_but_projects() {
+        let loaded = parse_ok(
+            "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
+        );
+        let p = &loaded.policy;
+        assert_eq!(p.server, default_server(Path::new("/etc/dh")));
+        assert_eq!(p.docker, default_docker());
+        assert_eq!(p.server.state_dir, PathBuf::from("/etc/dh/delivery-state"));
+    }
+
+    #[test]
+    fn container_globs_with_exclusions() {
+        let p = parse_ok(FULL).policy;
+        let billing = p.project("billing").unwrap();
+        assert!(billing.allows_container(&name("billing-web")));
+        assert!(billing.allows_container(&name("billing-")));
+        assert!(!billing.allows_container(&name("billing-db")), "! excludes");
+        assert!(!billing.allows_container(&name("billingweb")));
+        assert!(!billing.allows_container(&name("shop-web")));
+        let shop = p.project("shop").unwrap();
+        assert!(shop.allows_container(&name("shop-web")));
+        assert!(
+            !shop.allows_container(&name("shop-web2")),
+            "no implicit prefix match"
+        );
+    }
+
+    #[test]
+    fn candidates_are_the_projects_allowing_the_name() {
+        let p = parse_ok(FULL).policy;
+        let names = |c: &str| -> Vec<String> {
+            p.candidates(&name(c))
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect()
+        };
+        assert_eq!(names("billing-web"), vec!["billing"]);
+        assert_eq!(names("shop-web"), vec!["shop"]);
+        assert!(
+            names("billing-db").is_empty(),
+            "an excluded name has no candidate"
+        );
+        assert!(names("other").is_empty());
+    }
+
+    #[test]
+    fn compose_file_globs() {
+        let p = parse_ok(FULL).policy;
+        let billing = p.project("billing").unwrap();
+        let ok = [
+            PathBuf::from("/srv/billing/compose.yml"),
+            PathBuf::from("/srv/billing/a/b.yml"),
+        ];
+        assert!(billing.allows_compose_files(&ok));
+        let mixed = [ok[0].clone(), PathBuf::from("/srv/shop/compose.yml")];
+        assert!(
+            !billing.allows_compose_files(&mixed),
+            "every file must match"
+        );
+        let shop = p.project("shop").unwrap();
+        assert!(
+            shop.allows_compose_files(&mixed),
+            "no compose_files means any"
+        );
+    }
+
+    #[test]
+    fn file_secrets_are_trimmed_and_rotation_keys_load() {
+        let p = parse_ok(FULL).policy;
+        let billing = p.project("billing").unwrap();
+        let next = crate::auth::SigningKey::new(b"billing-next-0123456789");
+        let sig = next.sign(b"x", "1");
+        assert!(crate::auth::verify_any(billing.keys(), b"x", "1", &sig).is_some());
+        let crlf = parse_ok(
+            "[projects.a]\nsecrets = [\"file:/etc/dh/crlf\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
+        );
+        let key = crate::auth::SigningKey::new(b"crlf-secret-0123456789");
+        let sig = key.sign(b"x", "1");
+        let a = crlf.policy.project("a").unwrap();
+        assert!(crate::auth::verify_any(a.keys(), b"x", "1", &sig).is_some());
+    }
+
+    #[test]
+    fn a_secret_of_another_project_never_authorises() {
+        let p = parse_ok(FULL).policy;
+        let shop_key = crate::auth::SigningKey::new(b"shop-secret-0123456789ab");
+        let sig = shop_key.sign(b"x", "1");
+        let billing = p.project("billing").unwrap();
+        assert_eq!(
+            crate::auth::verify_any(billing.keys(), b"x", "1", &sig),
+            None
+        );
+    }
+
+    #[test]
+    fn literal_secrets_warn_with_their_line() {
+        let loaded = parse_ok(
+            "[projects.a]\ncontainers = [\"*\"]\nsecrets = [\"literal-secret-0123456789\"]\nactions = [\"pull\"]\n",
+        );
+        assert_eq!(loaded.warnings.len(), 1);
+        assert_eq!(loaded.warnings[0].line, Some(3));
+        let shown = loaded.warnings().to_string();
+        assert!(
+            shown.starts_with("warning: /etc/dh/delivery.toml:3: "),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("literal-secret"),
+            "the warning never shows the secret"
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let text = r#"[server]
+listen = "nowhere"
+docs = "yes"
+max_body_bytes = 10
+colour = 1
+
+[docker]
+compose = "podman"
+max_parallel_jobs = 0
+extra = true
+
+[projects.billing]
+secrets = ["env:MISSING", "file:/nope", "env:SHORT"]
+containers = ["/billing", "!", "[z-a]"]
+actions = ["pull", "deploy", "pull"]
+compose_files = ["relative/*.yml"]
+unknown = 1
+
+[projects."bad name"]
+secrets = ["env:SHOP_SECRET"]
+containers = ["!x"]
+actions = []
+
+[projects.dup]
+secrets = ["env:DUP", "env:BILLING_SECRET"]
+containers = ["*"]
+actions = ["pull"]
+
+[projects.dup2]
+secrets = ["env:DUP"]
+containers = ["*"]
+actions = ["build"]
+
+[projects.empty]
+
+[surprise]
+"#;
+        let out = parse_err(text);
+        let expect = [
+            ":2: `listen` must be an IP:port address",
+            ":3: `docs` must be true or false",
+            ":4: `max_body_bytes` must be an integer from 64 to",
+            ":5: unknown key `colour` in [server]",
+            ":8: `compose` must be \"auto\" or an argv",
+            ":9: `max_parallel_jobs` must be an integer from 1 to 256",
+            ":10: unknown key `extra` in [docker]",
+            ":13: environment variable `MISSING` is not set",
+            ":13: cannot read secret file /nope",
+            ":13: the secret from env:SHORT is shorter than 16 bytes",
+            ":14: container pattern `/billing` starts with '/'",
+            ":14: an empty container pattern matches nothing",
+            ":14: container pattern `[z-a]`",
+            ":15: unknown action `deploy`",
+            ":15: action `pull` is listed twice",
+            ":16: compose file pattern `relative/*.yml` must be absolute",
+            ":17: unknown key `unknown` in [projects.billing]",
+            ":19: project name `bad name` may contain only",
+            ":21: `containers` needs at least one pattern without '!'",
+            ":22: `actions` must list pull, build or both",
+            ":25: project `dup` lists the same secret twice",
+            ":30: the secret from env:DUP is also used by project `dup`",
+            "[projects.empty] has no `secrets`",
+            "[projects.empty] has no `containers`",
+            "[projects.empty] has no `actions`",
+            ":36: unknown section `surprise`",
+        ];
+        for e in expect {
+            assert!(out.contains(e), "missing {e:?} in:\n{out}");
+        }
+        assert!(
+            !out.contains("billing-secret"),
+            "errors never show a secret:\n{out}"
+        );
+        for line in out.lines() {
+            assert!(line.starts_with("error: /etc/dh/delivery.toml"), "{line}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_lines_too() {
+        let out = parse_err("[projects.a]\nsecrets = [\"env:SHOP_SECRET\"\ncontainers = 1\n");
+        assert!(out.contains("delivery.toml:"), "{out}");
+        assert!(out.contains("TOML syntax"), "{out}");
+    }
+
+    #[test]
+    fn a_policy_without_projects_is_refused() {
+        let out = parse_err("[server]\ndocs = true\n");
+        assert!(out.contains("no [projects.<name>] section"), "{out}");
+        let out = parse_err("[projects]\n");
+        assert!(out.contains("[projects] defines no project"), "{out}");
+    }
+
+    #[test]
+    fn delivery_listen_overrides_the_file() {
+        let mut e = env();
+        e.vars.insert("DELIVERY_LISTEN", "127.0.0.1:9999");
+        let loaded = parse(FULL, Path::new("/etc/dh/delivery.toml"), &e).unwrap();
+        assert_eq!(
+            loaded.policy.server.listen,
+            "127.0.0.1:9999".parse().unwrap()
+        );
+        e.vars.insert("DELIVERY_LISTEN", "bogus");
+        let err = parse(FULL, Path::new("/etc/dh/delivery.toml"), &e).unwrap_err();
+        assert!(err.to_string().contains("DELIVERY_LISTEN"));
+    }
+
+    #[test]
+    fn summary_lists_projects_but_never_secrets() {
+        let p = parse_ok(FULL).policy;
+        let s = p.summary().to_string();
+        assert!(s.contains("billing: containers billing-*, !billing-db; actions pull, build; secrets 2 (env:BILLING_SECRET, file:/etc/dh/next); compose files /srv/billing/**"), "{s}");
+        assert!(s.contains("projects: 2"));
+        assert!(!s.contains("billing-secret-0123456789"));
+        assert!(!s.contains("billing-next"));
+    }
+
+    #[test]
+    fn seed_mode_is_one_project_for_everything() {
+        let p = Policy::seed("your-very-secret-key", 8000, true, PathBuf::from("s")).unwrap();
+        assert_eq!(p.server.listen, "0.0.0.0:8000".parse().unwrap());
+        assert!(p.server.docs);
+        let default = p.project("default").unwrap();
+        assert!(default.allows_container(&name("anything")));
+        assert!(default.allows_action(Action::Build));
+        assert_eq!(p.candidates(&name("x")).len(), 1);
+        assert!(Policy::seed("short", 8000, false, PathBuf::from("s")).is_err());
+    }
+}
