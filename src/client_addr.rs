@@ -81,43 +81,32 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// Resolves the client address from the peer and the forwarding header.
-#[derive(Debug, Clone, Default)]
-pub struct ClientAddrResolver {
-    pub trusted_proxies: Vec<Cidr>,
-}
-
-impl ClientAddrResolver {
-    fn trusted(&self, addr: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|c| c.contains(addr))
-    }
-
-    /// `forwarded` is the value of the configured header (`X-Forwarded-For` by
-    /// default): a comma-separated list, each proxy appending its own peer.
-    /// Walking from the right, the first address that is not a trusted proxy
-    /// is the client. Unparseable entries stop the walk at the last good one.
-    pub fn resolve(&self, peer: IpAddr, forwarded: Option<&str>) -> IpAddr {
-        let peer = canonical(peer);
-        if !self.trusted(peer) {
-            return peer;
-        }
-        let Some(forwarded) = forwarded else {
-            return peer;
-        };
-        let mut client = peer;
-        for hop in forwarded.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(addr) => {
-                    client = canonical(addr);
-                    if !self.trusted(client) {
-                        break;
-                    }
+/// The client address of a request from `peer`.
+///
+/// `forwarded` is the value of the configured header (`X-Forwarded-For` by
+/// default): a comma-separated list, each proxy appending its own peer. It is
+/// read only when `peer` is a trusted proxy; walking from the right, the
+/// first address that is not a trusted proxy is the client. An unparseable
+/// entry stops the walk at the last good one.
+pub fn resolve(trusted: &[Cidr], peer: IpAddr, forwarded: Option<&str>) -> IpAddr {
+    let is_trusted = |addr: IpAddr| trusted.iter().any(|c| c.contains(addr));
+    let peer = canonical(peer);
+    let Some(forwarded) = forwarded.filter(|_| is_trusted(peer)) else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in forwarded.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(addr) => {
+                client = canonical(addr);
+                if !is_trusted(client) {
+                    break;
                 }
-                Err(_) => break,
             }
+            Err(_) => break,
         }
-        client
     }
+    client
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
+pub mod api;
 pub mod auth;
+pub mod cli;
+pub mod client;
 pub mod client_addr;
 pub mod docker;
 pub mod gateway;
@@ -7,4 +10,6 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod replay;
+pub mod serve;
+pub mod server;
 pub mod throttle;

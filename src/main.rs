@@ -1,1 +1,7 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    delivery_hook::cli::run(delivery_hook::cli::Cli::parse())
+}

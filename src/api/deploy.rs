@@ -1,0 +1,211 @@
+//! `POST /pull` and `POST /build`.
+
+use std::sync::Arc;
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::model::{DeployRequest, Job, Problem, refusal_for_parse_error};
+use super::signed::SignedJson;
+use super::{ApiTag, client_of};
+use crate::gateway::{DeployCall, DeployOutcome, Gateway, Refusal, RefusalKind, SignedHeaders};
+use crate::jobs::JobState;
+use crate::names::Action;
+
+/// The answer to a deploy request.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum DeployResponse {
+    /// With `wait`: the job succeeded. Without `wait`: this request was seen
+    /// before and its job has finished (in any state); the body says which.
+    #[oai(status = 200)]
+    Finished(Json<Job>),
+    /// The job is queued or running. Follow it with `GET /jobs/{id}` (the
+    /// `Location` header), or send the request with `wait`.
+    #[oai(status = 202)]
+    Accepted(Json<Job>, #[oai(header = "Location")] String),
+    /// With `wait`: the job failed, timed out or was interrupted. The body is
+    /// the job; `error` says why and `output` holds compose's output.
+    #[oai(status = 502)]
+    JobFailed(Json<Job>),
+    /// The body is not `{"container_name": "<name>"}`, the name does not
+    /// match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`, or `wait` is out of range.
+    /// Codes: `invalid_json`, `invalid_body`, `invalid_container_name`, `invalid_wait`.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Authentication failed; `code` names the rule: `missing_timestamp`,
+    /// `invalid_timestamp`, `timestamp_out_of_window`, `missing_signature`,
+    /// `invalid_signature`, `invalid_project`, `signature_mismatch`.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// Authenticated, but the project may not do this: `action_not_allowed`,
+    /// `container_not_allowed`, `compose_file_not_allowed`.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// Authenticated and allowed, but no container has this exact name
+    /// (`container_not_found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The body did not arrive within the request timeout (`body_timeout`).
+    #[oai(status = 408, content_type = "application/problem+json")]
+    RequestTimeout(Json<Problem>),
+    /// The body is larger than the server's `max_body_bytes` (`body_too_large`).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not sent as JSON (`unsupported_media_type`).
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// The container exists but cannot be deployed: `not_compose_managed`,
+    /// `compose_label_missing`, `compose_label_invalid`, or
+    /// `compose_file_not_visible` (mount the compose files into the gateway at
+    /// the same absolute path as on the host).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// Too many failed authentications from this address (`too_many_failures`).
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// The Docker engine does not answer (`engine_unavailable`), the job
+    /// could not be recorded (`store_unavailable`), the replay cache is full
+    /// (`replay_cache_full`) or the gateway is stopping (`shutting_down`).
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+fn bad_request(err: poem::Error) -> DeployResponse {
+    refusal_for_parse_error(&err).into()
+}
+
+impl From<Refusal> for DeployResponse {
+    fn from(r: Refusal) -> Self {
+        let problem = Json(Problem::from(&r));
+        let retry_after = r.retry_after.unwrap_or(1);
+        match r.kind {
+            RefusalKind::BadRequest => Self::BadRequest(problem),
+            RefusalKind::Unauthorized => Self::Unauthorized(problem),
+            RefusalKind::Forbidden => Self::Forbidden(problem),
+            RefusalKind::NotFound => Self::NotFound(problem),
+            RefusalKind::RequestTimeout => Self::RequestTimeout(problem),
+            RefusalKind::PayloadTooLarge => Self::PayloadTooLarge(problem),
+            RefusalKind::UnsupportedMediaType => Self::UnsupportedMediaType(problem),
+            RefusalKind::Unprocessable => Self::Unprocessable(problem),
+            RefusalKind::TooManyRequests => Self::TooManyRequests(problem, retry_after),
+            RefusalKind::Unavailable => Self::Unavailable(problem, retry_after),
+        }
+    }
+}
+
+impl From<DeployOutcome> for DeployResponse {
+    /// 200 / 202 / 502 as the SPEC defines them.
+    fn from(o: DeployOutcome) -> Self {
+        let state = o.job.state;
+        let job = Job::from_record(o.job, o.replayed, o.coalesced);
+        if !state.is_final() {
+            let location = format!("/jobs/{}", job.id);
+            Self::Accepted(Json(job), location)
+        } else if state == JobState::Succeeded || !o.waited {
+            Self::Finished(Json(job))
+        } else {
+            Self::JobFailed(Json(job))
+        }
+    }
+}
+
+pub struct DeployApi;
+
+/// Both operations: they differ only in the action.
+async fn deploy(
+    gateway: &Gateway,
+    request: &Request,
+    action: Action,
+    headers: [&Header<Option<String>>; 3],
+    wait: Option<u32>,
+    body: SignedJson<DeployRequest>,
+) -> DeployResponse {
+    let [timestamp, signature, project] = headers.map(|h| h.0.as_deref());
+    let policy = gateway.policy();
+    let timeout = policy.server.request_timeout();
+    let call = DeployCall {
+        action,
+        client: client_of(&policy, request),
+        headers: SignedHeaders {
+            timestamp,
+            signature,
+            project,
+        },
+        wait_secs: wait.map(u64::from),
+    };
+    drop(policy);
+    match gateway
+        .deploy(call, |limit| body.read(limit, timeout))
+        .await
+    {
+        Ok(outcome) => outcome.into(),
+        Err(refusal) => refusal.into(),
+    }
+}
+
+#[OpenApi(tag = "ApiTag::Deploy")]
+impl DeployApi {
+    /// Pull and recreate a service
+    ///
+    /// Runs `compose pull <service>` then `compose up -d <service>` for the
+    /// compose service of the named container, as its labels record it.
+    /// The request must be signed (see the API description).
+    #[oai(path = "/pull", method = "post", operation_id = "pullContainer")]
+    #[allow(clippy::too_many_arguments)]
+    async fn pull(
+        &self,
+        gateway: Data<&Arc<Gateway>>,
+        request: &Request,
+        /// Unix time in seconds when the request was signed; decimal digits only.
+        /// Accepted within `timestamp_tolerance_secs` (default 300) of the gateway's clock.
+        #[oai(name = "X-Timestamp")]
+        timestamp: Header<Option<String>>,
+        /// Hex HMAC-SHA256 of the raw body followed by the X-Timestamp string,
+        /// keyed with one of the project's secrets; optionally prefixed `sha256=`.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+        /// The policy project whose keys signed the request. Optional: without
+        /// it, the projects allowed to deploy the named container are tried.
+        #[oai(name = "X-Project")]
+        project: Header<Option<String>>,
+        /// Hold the response up to this many seconds until the job ends
+        /// (200 succeeded, 502 failed); at most the server's `max_wait_secs`.
+        wait: Query<Option<u32>>,
+        body: SignedJson<DeployRequest>,
+    ) -> DeployResponse {
+        let headers = [&timestamp, &signature, &project];
+        deploy(&gateway, request, Action::Pull, headers, wait.0, body).await
+    }
+
+    /// Rebuild and recreate a service
+    ///
+    /// Runs `compose up -d --build <service>` for the compose service of the
+    /// named container. Its build context must be visible to the gateway at
+    /// the same path as on the host. Signed like `pullContainer`.
+    #[oai(path = "/build", method = "post", operation_id = "buildContainer")]
+    #[allow(clippy::too_many_arguments)]
+    async fn build(
+        &self,
+        gateway: Data<&Arc<Gateway>>,
+        request: &Request,
+        /// Unix time in seconds when the request was signed; decimal digits only.
+        #[oai(name = "X-Timestamp")]
+        timestamp: Header<Option<String>>,
+        /// Hex HMAC-SHA256 of the raw body followed by the X-Timestamp string.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+        /// The policy project whose keys signed the request; optional.
+        #[oai(name = "X-Project")]
+        project: Header<Option<String>>,
+        /// Hold the response up to this many seconds until the job ends.
+        wait: Query<Option<u32>>,
+        body: SignedJson<DeployRequest>,
+    ) -> DeployResponse {
+        let headers = [&timestamp, &signature, &project];
+        deploy(&gateway, request, Action::Build, headers, wait.0, body).await
+    }
+}

@@ -1,0 +1,73 @@
+//! `GET /healthz` and `GET /readyz`.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTag;
+use super::model::Problem;
+use crate::gateway::Gateway;
+
+/// A health answer.
+#[derive(Debug, Clone, Object)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// The process serves requests.
+    #[oai(status = 200)]
+    Ok(Json<Health>),
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// The Docker engine answers; deploys can run.
+    #[oai(status = 200)]
+    Ready(Json<Health>),
+    /// The Docker engine does not answer (`engine_unavailable`).
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+pub struct HealthApi;
+
+#[OpenApi(tag = "ApiTag::Health")]
+impl HealthApi {
+    /// Liveness
+    ///
+    /// 200 while the process serves requests. Unauthenticated.
+    #[oai(path = "/healthz", method = "get", operation_id = "getHealth")]
+    async fn healthz(&self) -> HealthResponse {
+        HealthResponse::Ok(Json(Health {
+            status: "ok".into(),
+        }))
+    }
+
+    /// Readiness
+    ///
+    /// 200 when the Docker engine answers, else 503. Unauthenticated.
+    #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
+    async fn readyz(&self, gateway: Data<&Arc<Gateway>>) -> ReadyResponse {
+        match gateway.engine().ping().await {
+            Ok(()) => ReadyResponse::Ready(Json(Health {
+                status: "ready".into(),
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                ReadyResponse::Unavailable(
+                    Json(Problem::new(
+                        503,
+                        "engine_unavailable",
+                        "the Docker engine does not answer",
+                    )),
+                    5,
+                )
+            }
+        }
+    }
+}

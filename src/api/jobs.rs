@@ -1,0 +1,192 @@
+//! `GET /jobs/{id}` and `GET /jobs`.
+
+use std::sync::Arc;
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::model::{Job, JobList, Problem, refusal_for_parse_error};
+use super::{ApiTag, client_of};
+use crate::gateway::{Gateway, ReadCall, Refusal, RefusalKind, SignedHeaders};
+
+/// The most jobs one page lists.
+const MAX_PAGE: u32 = 100;
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "job_bad_request")]
+pub enum JobResponse {
+    /// The job, in whatever state it is.
+    #[oai(status = 200)]
+    Ok(Json<Job>),
+    /// `wait` is out of range (`invalid_wait`).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Authentication failed (see `pullContainer`); `X-Project` is required here (`missing_project`).
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No job with this id belongs to the authenticated project (`job_not_found`).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Too many failed authentications from this address (`too_many_failures`).
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// The job store does not answer (`store_unavailable`).
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+fn job_bad_request(err: poem::Error) -> JobResponse {
+    refusal_for_parse_error(&err).into()
+}
+
+impl From<Refusal> for JobResponse {
+    fn from(r: Refusal) -> Self {
+        let problem = Json(Problem::from(&r));
+        let retry_after = r.retry_after.unwrap_or(1);
+        match r.kind {
+            RefusalKind::Unauthorized => Self::Unauthorized(problem),
+            RefusalKind::NotFound => Self::NotFound(problem),
+            RefusalKind::TooManyRequests => Self::TooManyRequests(problem, retry_after),
+            RefusalKind::Unavailable => Self::Unavailable(problem, retry_after),
+            _ => Self::BadRequest(problem),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "list_bad_request")]
+pub enum ListResponse {
+    /// A page of the project's jobs, newest first.
+    #[oai(status = 200)]
+    Ok(Json<JobList>),
+    /// `limit` or `before` is not valid (`invalid_parameter`).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Authentication failed (see `getJob`).
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// Too many failed authentications from this address (`too_many_failures`).
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// The job store does not answer (`store_unavailable`).
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+fn list_bad_request(err: poem::Error) -> ListResponse {
+    refusal_for_parse_error(&err).into()
+}
+
+impl From<Refusal> for ListResponse {
+    fn from(r: Refusal) -> Self {
+        let problem = Json(Problem::from(&r));
+        let retry_after = r.retry_after.unwrap_or(1);
+        match r.kind {
+            RefusalKind::Unauthorized => Self::Unauthorized(problem),
+            RefusalKind::TooManyRequests => Self::TooManyRequests(problem, retry_after),
+            RefusalKind::Unavailable => Self::Unavailable(problem, retry_after),
+            _ => Self::BadRequest(problem),
+        }
+    }
+}
+
+fn read_call<'a>(
+    gateway: &Gateway,
+    request: &'a Request,
+    headers: [&'a Header<Option<String>>; 3],
+) -> ReadCall<'a> {
+    let [timestamp, signature, project] = headers.map(|h| h.0.as_deref());
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(request.uri().path(), |pq| pq.as_str());
+    ReadCall {
+        client: client_of(&gateway.policy(), request),
+        headers: SignedHeaders {
+            timestamp,
+            signature,
+            project,
+        },
+        target,
+    }
+}
+
+pub struct JobsApi;
+
+#[OpenApi(tag = "ApiTag::Jobs")]
+impl JobsApi {
+    /// Get a job
+    ///
+    /// One job of the authenticated project. Signed over the request target
+    /// (path and query exactly as sent, e.g. `/jobs/5f0c…?wait=30`) followed
+    /// by the X-Timestamp string; `X-Project` is required.
+    #[oai(path = "/jobs/:id", method = "get", operation_id = "getJob")]
+    #[allow(clippy::too_many_arguments)]
+    async fn get_job(
+        &self,
+        gateway: Data<&Arc<Gateway>>,
+        request: &Request,
+        /// The job id, 32 hex digits.
+        id: Path<String>,
+        /// Unix time in seconds when the request was signed.
+        #[oai(name = "X-Timestamp")]
+        timestamp: Header<Option<String>>,
+        /// Hex HMAC-SHA256 of the request target followed by the X-Timestamp string.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+        /// The project the job belongs to; required.
+        #[oai(name = "X-Project")]
+        project: Header<Option<String>>,
+        /// Hold the response up to this many seconds until the job ends.
+        wait: Query<Option<u32>>,
+    ) -> JobResponse {
+        let call = read_call(&gateway, request, [&timestamp, &signature, &project]);
+        match gateway.job(call, &id, wait.0.map(u64::from)).await {
+            Ok(job) => JobResponse::Ok(Json(Job::from_record(job, false, false))),
+            Err(refusal) => refusal.into(),
+        }
+    }
+
+    /// List recent jobs
+    ///
+    /// The authenticated project's jobs, newest first. Signed like `getJob`.
+    #[oai(path = "/jobs", method = "get", operation_id = "listJobs")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_jobs(
+        &self,
+        gateway: Data<&Arc<Gateway>>,
+        request: &Request,
+        /// Unix time in seconds when the request was signed.
+        #[oai(name = "X-Timestamp")]
+        timestamp: Header<Option<String>>,
+        /// Hex HMAC-SHA256 of the request target followed by the X-Timestamp string.
+        #[oai(name = "X-Signature")]
+        signature: Header<Option<String>>,
+        /// The project whose jobs to list; required.
+        #[oai(name = "X-Project")]
+        project: Header<Option<String>>,
+        /// Jobs per page, 1 to 100.
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// The `next_before` of the previous page.
+        #[oai(validator(max_length = 64))]
+        before: Query<Option<String>>,
+    ) -> ListResponse {
+        let call = read_call(&gateway, request, [&timestamp, &signature, &project]);
+        let limit = limit.0.unwrap_or(20).min(MAX_PAGE) as usize;
+        match gateway.list_jobs(call, limit, before.0.as_deref()).await {
+            Ok(page) => ListResponse::Ok(Json(JobList {
+                jobs: page
+                    .jobs
+                    .into_iter()
+                    .map(|j| Job::from_record(j, false, false))
+                    .collect(),
+                next_before: page.next,
+            })),
+            Err(refusal) => refusal.into(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The HTTP API: poem-openapi operations, the OpenAPI document, and the
+//! mapping of domain outcomes to statuses. Only this module knows poem types.
+
+mod deploy;
+mod health;
+mod jobs;
+mod model;
+mod signed;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use poem::http::{Method, StatusCode, header};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+use poem_openapi::{LicenseObject, OpenApiService, ServerObject, Tags};
+
+pub use model::{DeployRequest, Job, JobList, Problem};
+
+use crate::gateway::Gateway;
+use crate::policy::Policy;
+
+#[derive(Tags)]
+enum ApiTag {
+    /// Redeploy a compose service.
+    Deploy,
+    /// Follow deploy jobs.
+    Jobs,
+    /// Liveness and readiness, unauthenticated.
+    Health,
+}
+
+const DESCRIPTION: &str = r#"Redeploys docker compose services on this host when a CI pipeline asks, under a per-project policy.
+
+## Signing
+
+Every operation but the health checks is signed with one of the calling project's secrets:
+
+- `X-Timestamp`: the current Unix time in seconds, decimal digits only. It must be within the gateway's tolerance (default 300 s) of its clock, in either direction.
+- `X-Signature`: hex (either case) HMAC-SHA256, keyed with the UTF-8 bytes of the secret, over this message, optionally prefixed `sha256=`:
+  - `POST`: the exact raw bytes of the request body, immediately followed by the `X-Timestamp` string;
+  - `GET`: the request target (path and query exactly as sent, e.g. `/jobs/5f0c3a9e8b7d4c21a0e9f8d7c6b5a493?wait=30`), immediately followed by the `X-Timestamp` string.
+- `X-Project`: the project's name; optional on `POST`, required on `GET`.
+
+With openssl and curl:
+
+```sh
+BODY='{"container_name": "billing-web"}'
+TS=$(date +%s)
+SIG=$(printf '%s%s' "$BODY" "$TS" | openssl dgst -sha256 -hmac "$SECRET" | cut -d' ' -f2)
+curl --fail -H 'Content-Type: application/json' -H "X-Timestamp: $TS" -H "X-Signature: $SIG" \
+     -d "$BODY" "https://deploy.example.com/pull?wait=300"
+```
+
+A signed request runs at most once: sent again while its timestamp is in the window, it gets the first request's job back with `replayed: true`.
+
+## Errors
+
+Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code` and a human `message`. Authentication errors name the rule that failed, never whether a project or container exists.
+"#;
+
+type Api = (deploy::DeployApi, jobs::JobsApi, health::HealthApi);
+
+fn service() -> OpenApiService<Api, ()> {
+    OpenApiService::new(
+        (deploy::DeployApi, jobs::JobsApi, health::HealthApi),
+        "delivery-hook",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .summary("Signed redeploys of docker compose services for CI pipelines")
+    .description(DESCRIPTION)
+    .license(LicenseObject::new("MIT").identifier("MIT"))
+    .server(ServerObject::new("/").description("the gateway serving this document"))
+}
+
+/// The OpenAPI 3 document, as JSON.
+pub fn document() -> String {
+    service().spec()
+}
+
+/// The client address of `request` under `policy`'s trusted proxies.
+pub(crate) fn client_of(policy: &Policy, request: &Request) -> IpAddr {
+    let peer = request
+        .remote_addr()
+        .as_socket_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let forwarded = request
+        .headers()
+        .get(policy.server.client_ip_header.as_str())
+        .and_then(|v| v.to_str().ok());
+    crate::client_addr::resolve(&policy.server.trusted_proxies, peer, forwarded)
+}
+
+/// Which operation a request is, for the request counter.
+fn operation_of(method: &Method, path: &str) -> &'static str {
+    match (method.as_str(), path) {
+        ("POST", "/pull") => "pullContainer",
+        ("POST", "/build") => "buildContainer",
+        ("GET", "/jobs") => "listJobs",
+        ("GET", p) if p.starts_with("/jobs/") => "getJob",
+        ("GET", "/healthz") => "getHealth",
+        ("GET", "/readyz") => "getReadiness",
+        ("GET", "/openapi.json") => "openapi",
+        ("GET", "/metrics") => "metrics",
+        ("GET", p) if p == "/docs" || p.starts_with("/docs/") => "docs",
+        _ => "other",
+    }
+}
+
+fn problem_response(problem: &Problem) -> Response {
+    let body = serde_json::json!({
+        "type": problem.kind,
+        "title": problem.title,
+        "status": problem.status,
+        "code": problem.code,
+        "message": problem.message,
+    });
+    Response::builder()
+        .status(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header(header::CONTENT_TYPE, "application/problem+json")
+        .body(body.to_string())
+}
+
+/// Errors raised outside the operations (unknown path, wrong method) as problem documents.
+async fn routing_problem(err: poem::Error) -> Response {
+    let status = err.status();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not accept this method".to_owned(),
+        ),
+        _ => ("invalid_request", err.to_string()),
+    };
+    problem_response(&Problem::new(status.as_u16(), code, message))
+}
+
+#[handler]
+fn metrics(gateway: poem::web::Data<&Arc<Gateway>>) -> Response {
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(gateway.metrics().render(&gateway.gauges()))
+}
+
+/// `GET /metrics` alone, for a separate `metrics_listen` address.
+pub fn metrics_app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
+    Route::new()
+        .at("/metrics", get(metrics))
+        .data(gateway)
+        .catch_all_error(routing_problem)
+}
+
+/// The whole HTTP application for `gateway`. Docs and metrics follow the
+/// policy at the time it is built.
+pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
+    let policy = gateway.policy();
+    let service = service();
+    let mut route = Route::new().at("/openapi.json", service.spec_endpoint());
+    if policy.server.docs {
+        route = route.nest("/docs", service.swagger_ui());
+    }
+    if policy.server.metrics && policy.server.metrics_listen.is_none() {
+        route = route.at("/metrics", get(metrics));
+    }
+    let counted = gateway.clone();
+    route
+        .nest("/", service)
+        .data(gateway)
+        .catch_all_error(routing_problem)
+        .around(move |ep, request| {
+            let gateway = counted.clone();
+            async move {
+                let operation = operation_of(request.method(), request.uri().path());
+                let response = ep.call(request).await?.into_response();
+                gateway
+                    .metrics()
+                    .request(operation, response.status().as_u16());
+                Ok(response)
+            }
+        })
+}

@@ -1,0 +1,325 @@
+//! The wire types of the API, as the OpenAPI document describes them.
+
+use poem_openapi::types::Example;
+use poem_openapi::{Enum, Object};
+
+use crate::gateway::{Refusal, RefusalKind};
+use crate::jobs::{self, JobRecord};
+
+/// The body of `POST /pull` and `POST /build`.
+///
+/// Sign these exact bytes: the gateway verifies the raw body, so any
+/// serialisation works as long as the signature covers what is sent.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct DeployRequest {
+    /// The container's name as `docker ps` shows it (compose's
+    /// `container_name`, or names like `project-web-1`).
+    #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
+    pub container_name: String,
+}
+
+impl Example for DeployRequest {
+    fn example() -> Self {
+        Self {
+            container_name: "billing-web".into(),
+        }
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum JobAction {
+    /// `compose pull <service>`, then `compose up -d <service>`.
+    Pull,
+    /// `compose up -d --build <service>`.
+    Build,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for its service's previous job or for a free slot.
+    Queued,
+    /// Its compose commands, or the check after them, are running.
+    Running,
+    /// Compose succeeded and the service's containers run (and are healthy, where checked).
+    Succeeded,
+    /// A command failed, or the service did not come up; see `error` and `output`.
+    Failed,
+    /// It ran past the job timeout; its processes were killed.
+    TimedOut,
+    /// The gateway stopped during it twice; it was not re-run again.
+    Interrupted,
+}
+
+/// One command a job ran.
+#[derive(Debug, Clone, Object)]
+pub struct JobStep {
+    /// The command, exactly as run (no shell).
+    pub argv: Vec<String>,
+    /// Its exit code; absent when it was killed or did not start.
+    #[oai(skip_serializing_if_is_none)]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// A deploy job.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct Job {
+    /// 32 hex digits; 128 random bits.
+    pub id: String,
+    /// The policy project that asked for it.
+    pub project: String,
+    pub action: JobAction,
+    pub container_name: String,
+    /// The compose service, from the container's `com.docker.compose.service` label.
+    pub service: String,
+    /// The compose project, from `com.docker.compose.project`.
+    pub compose_project: String,
+    /// The compose files, from `com.docker.compose.project.config_files`.
+    pub compose_files: Vec<String>,
+    pub state: JobStatus,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC; absent until it starts.
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<String>,
+    /// RFC 3339, UTC; absent until it ends.
+    #[oai(skip_serializing_if_is_none)]
+    pub finished_at: Option<String>,
+    pub steps: Vec<JobStep>,
+    /// The last 64 KiB of the commands' combined stdout and stderr.
+    pub output: String,
+    /// Why it did not succeed, in a sentence; absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<String>,
+    /// 1, or 2 when it was re-run after the gateway stopped during it.
+    pub attempt: u32,
+    /// This request was seen before; this is the job the first one started.
+    pub replayed: bool,
+    /// This request joined a job that was already queued for the same service and action.
+    pub coalesced: bool,
+    /// `pulling` or `building`, as the seed tool answered.
+    pub message: String,
+    /// The compose files, comma-joined, as the seed tool answered.
+    pub compose_file: String,
+}
+
+impl Job {
+    pub fn from_record(r: JobRecord, replayed: bool, coalesced: bool) -> Self {
+        Self {
+            id: r.id.to_string(),
+            action: match r.action {
+                crate::names::Action::Pull => JobAction::Pull,
+                crate::names::Action::Build => JobAction::Build,
+            },
+            state: match r.state {
+                jobs::JobState::Queued => JobStatus::Queued,
+                jobs::JobState::Running => JobStatus::Running,
+                jobs::JobState::Succeeded => JobStatus::Succeeded,
+                jobs::JobState::Failed => JobStatus::Failed,
+                jobs::JobState::TimedOut => JobStatus::TimedOut,
+                jobs::JobState::Interrupted => JobStatus::Interrupted,
+            },
+            created_at: jobs::rfc3339(r.created_at_ms),
+            started_at: r.started_at_ms.map(jobs::rfc3339),
+            finished_at: r.finished_at_ms.map(jobs::rfc3339),
+            steps: r
+                .steps
+                .into_iter()
+                .map(|s| JobStep {
+                    argv: s.argv,
+                    exit_code: s.exit_code,
+                    duration_ms: s.duration_ms,
+                })
+                .collect(),
+            message: r.action.progress_word().to_owned(),
+            compose_file: r.compose_files.join(","),
+            project: r.project,
+            container_name: r.container_name,
+            service: r.service,
+            compose_project: r.compose_project,
+            compose_files: r.compose_files,
+            output: r.output,
+            error: r.error,
+            attempt: r.attempt,
+            replayed,
+            coalesced,
+        }
+    }
+}
+
+impl Example for Job {
+    fn example() -> Self {
+        Self {
+            id: "5f0c3a9e8b7d4c21a0e9f8d7c6b5a493".into(),
+            project: "billing".into(),
+            action: JobAction::Pull,
+            container_name: "billing-web".into(),
+            service: "web".into(),
+            compose_project: "billing".into(),
+            compose_files: vec!["/srv/billing/compose.yml".into()],
+            state: JobStatus::Succeeded,
+            created_at: "2026-11-28T09:15:02.120Z".into(),
+            started_at: Some("2026-11-28T09:15:02.131Z".into()),
+            finished_at: Some("2026-11-28T09:15:05.442Z".into()),
+            steps: vec![
+                JobStep {
+                    argv: [
+                        "docker",
+                        "compose",
+                        "--project-name=billing",
+                        "--file=/srv/billing/compose.yml",
+                        "--project-directory=/srv/billing",
+                        "pull",
+                        "--",
+                        "web",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    exit_code: Some(0),
+                    duration_ms: 2310,
+                },
+                JobStep {
+                    argv: [
+                        "docker",
+                        "compose",
+                        "--project-name=billing",
+                        "--file=/srv/billing/compose.yml",
+                        "--project-directory=/srv/billing",
+                        "up",
+                        "-d",
+                        "--",
+                        "web",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    exit_code: Some(0),
+                    duration_ms: 812,
+                },
+            ],
+            output: "$ docker compose … pull -- web\n web Pulled\n$ docker compose … up -d -- web\n Container billing-web  Recreated\n Container billing-web  Started\n".into(),
+            error: None,
+            attempt: 1,
+            replayed: false,
+            coalesced: false,
+            message: "pulling".into(),
+            compose_file: "/srv/billing/compose.yml".into(),
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_before: Option<String>,
+}
+
+/// An error, as an RFC 9457 problem document with the gateway's own `code` and `message`.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct Problem {
+    /// `urn:delivery-hook:error:<code>`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// The HTTP reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Stable and machine-readable, e.g. `signature_mismatch`, `container_not_allowed`.
+    pub code: String,
+    /// What went wrong and what to do, for a person. Never contains a secret, a
+    /// signature, or whether a project or container exists.
+    pub message: String,
+}
+
+impl Example for Problem {
+    fn example() -> Self {
+        Problem::new(
+            401,
+            "timestamp_out_of_window",
+            "X-Timestamp is 412 s away from the gateway's clock; at most 300 s is accepted (check the client's clock)",
+        )
+    }
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+impl Problem {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:delivery-hook:error:{code}"),
+            title: reason_phrase(status).into(),
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&Refusal> for Problem {
+    fn from(r: &Refusal) -> Self {
+        Problem::new(r.kind.status(), r.code, r.message.clone())
+    }
+}
+
+/// Turns poem-openapi's own extraction errors (a wrong content type, a
+/// parameter that does not parse) into the gateway's refusals.
+pub fn refusal_for_parse_error(err: &poem::Error) -> Refusal {
+    use poem_openapi::error::ParseParamError;
+    if err.status() == poem::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return Refusal::new(
+            RefusalKind::UnsupportedMediaType,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        );
+    }
+    if let Some(p) = err.downcast_ref::<ParseParamError>() {
+        let unauthorized = |code, what: &str| {
+            Refusal::new(
+                RefusalKind::Unauthorized,
+                code,
+                format!("{what} is not valid header text"),
+            )
+        };
+        return match p.name {
+            "X-Timestamp" => unauthorized("invalid_timestamp", "X-Timestamp"),
+            "X-Signature" => unauthorized("invalid_signature", "X-Signature"),
+            "X-Project" => unauthorized("invalid_project", "X-Project"),
+            "wait" => Refusal::new(
+                RefusalKind::BadRequest,
+                "invalid_wait",
+                "wait must be a whole number of seconds",
+            ),
+            name => Refusal::new(
+                RefusalKind::BadRequest,
+                "invalid_parameter",
+                format!("the parameter `{name}` is not valid: {}", p.reason),
+            ),
+        };
+    }
+    Refusal::new(RefusalKind::BadRequest, "invalid_request", err.to_string())
+}

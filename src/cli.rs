@@ -1,0 +1,382 @@
+//! The command line (SPEC section 2).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{self, OutputFormat, SignInput, Trigger};
+use crate::docker::DockerEngine;
+use crate::jobs::Store;
+use crate::names::Action;
+use crate::policy::{self, Policy, SystemEnvironment};
+use crate::serve::{self, Controls};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "delivery-hook",
+    version,
+    about = "Signed redeploys of docker compose services for CI pipelines"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionArg {
+    Pull,
+    Build,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The policy file [default: $DELIVERY_CONFIG, then ./delivery.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log lines as text or as JSON objects (the audit trail included).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate the policy and print a summary; exit 1 on any error.
+    Check {
+        /// The policy file [default: $DELIVERY_CONFIG, then ./delivery.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the OpenAPI document (JSON).
+    Openapi,
+    /// Print the X-Timestamp and X-Signature headers for a request.
+    Sign {
+        /// The environment variable holding the secret.
+        #[arg(long, default_value = "DELIVERY_SECRET")]
+        secret_env: String,
+        /// Sign for this Unix time instead of now.
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// Sign this request target (path and query) of a request without a body.
+        #[arg(long, conflicts_with = "body")]
+        path: Option<String>,
+        /// The exact body to sign, or - to read it from stdin.
+        body: Option<String>,
+    },
+    /// Sign and send a deploy, follow the job, exit 0 only if it succeeded.
+    Trigger {
+        /// The gateway's base URL, e.g. https://deploy.example.com.
+        #[arg(long)]
+        url: String,
+        /// The container to redeploy.
+        #[arg(long)]
+        container: String,
+        #[arg(long, value_enum, default_value = "pull")]
+        action: ActionArg,
+        /// The policy project to sign for (sent as X-Project).
+        #[arg(long)]
+        project: Option<String>,
+        /// The environment variable holding the secret.
+        #[arg(long, default_value = "DELIVERY_SECRET")]
+        secret_env: String,
+        /// Follow the job for up to this many seconds; exit 1 unless it succeeds.
+        #[arg(long)]
+        wait: Option<u64>,
+        /// Progress lines, or the final job as JSON on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputArg,
+    },
+}
+
+/// The policy path, and whether the operator named it.
+fn config_path(flag: Option<PathBuf>) -> (PathBuf, bool) {
+    match flag {
+        Some(path) => (path, true),
+        None => match std::env::var_os("DELIVERY_CONFIG").filter(|v| !v.is_empty()) {
+            Some(path) => (PathBuf::from(path), false),
+            None => (PathBuf::from("delivery.toml"), false),
+        },
+    }
+}
+
+/// A policy and the warnings to show, or every error, already formatted.
+fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf), String> {
+    let (path, explicit) = config_path(flag);
+    if !explicit && !path.exists() {
+        if let Ok(secret) = std::env::var("SECRET_KEY") {
+            let port = match std::env::var("UVICORN_PORT") {
+                Ok(p) => p
+                    .parse()
+                    .map_err(|_| format!("UVICORN_PORT=`{p}` is not a port number"))?,
+                Err(_) => 8000,
+            };
+            let docs = std::env::var("SHOW_DOCS").is_ok_and(|v| !v.is_empty());
+            let state = std::env::var_os("DELIVERY_STATE_DIR")
+                .map_or_else(|| PathBuf::from("delivery-state"), PathBuf::from);
+            let policy = Policy::seed(&secret, port, docs, state)?;
+            return Ok((policy, None, path));
+        }
+    }
+    let loaded = policy::load(&path, &SystemEnvironment).map_err(|e| {
+        let mut text = e.to_string();
+        if !explicit && !path.exists() {
+            text.push_str(
+                "\n(no policy file, and SECRET_KEY is not set for the seed-compatible mode)",
+            );
+        }
+        text
+    })?;
+    let warnings = (!loaded.warnings.is_empty()).then(|| loaded.warnings().to_string());
+    Ok((loaded.policy, warnings, path))
+}
+
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::Targets;
+    let filter: Targets = std::env::var("DELIVERY_LOG")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(tracing::Level::TRACE);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = match format {
+        LogFormat::Text => builder.finish().with(filter).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .finish()
+            .with(filter)
+            .try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config, log_format } => {
+            init_logging(log_format);
+            runtime().block_on(serve_command(config))
+        }
+        Command::Check { config } => check(config),
+        Command::Openapi => {
+            println!("{}", crate::api::document());
+            ExitCode::SUCCESS
+        }
+        Command::Sign {
+            secret_env,
+            timestamp,
+            path,
+            body,
+        } => {
+            let input = match (path, body) {
+                (Some(path), _) => SignInput::Path(path),
+                (None, Some(body)) if body == "-" => SignInput::Stdin,
+                (None, Some(body)) => SignInput::Body(body.into_bytes()),
+                (None, None) => {
+                    return fail("give the BODY to sign, - to read it from stdin, or --path");
+                }
+            };
+            let signed = client::secret_from_env(&secret_env)
+                .and_then(|key| client::sign(&key, input, timestamp, &mut std::io::stdout()));
+            match signed {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Trigger {
+            url,
+            container,
+            action,
+            project,
+            secret_env,
+            wait,
+            output,
+        } => {
+            let key = match client::secret_from_env(&secret_env) {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("delivery-hook: {e}");
+                    return ExitCode::from(client::EXIT_REFUSED);
+                }
+            };
+            let trigger = Trigger {
+                url,
+                container,
+                action: match action {
+                    ActionArg::Pull => Action::Pull,
+                    ActionArg::Build => Action::Build,
+                },
+                project,
+                wait,
+                output: match output {
+                    OutputArg::Text => OutputFormat::Text,
+                    OutputArg::Json => OutputFormat::Json,
+                },
+            };
+            ExitCode::from(runtime().block_on(client::trigger(key, trigger)))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("delivery-hook: {message}");
+    ExitCode::FAILURE
+}
+
+fn check(config: Option<PathBuf>) -> ExitCode {
+    match load_policy(config) {
+        Ok((policy, warnings, _)) => {
+            if let Some(w) = warnings {
+                eprintln!("{w}");
+            }
+            print!("{}", policy.summary());
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Signals: SIGTERM and SIGINT stop; SIGHUP reloads the policy file.
+fn watch_signals(
+    path: PathBuf,
+    seed: bool,
+    shutdown: CancellationToken,
+    reload: mpsc::Sender<Policy>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if seed {
+                        tracing::warn!("SIGHUP: nothing to reload in the seed-compatible mode");
+                        continue;
+                    }
+                    match policy::load(&path, &SystemEnvironment) {
+                        Ok(loaded) => {
+                            for w in &loaded.warnings {
+                                tracing::warn!(line = w.line, "{}", w.message);
+                            }
+                            let _ = reload.send(loaded.policy).await;
+                        }
+                        Err(errors) => {
+                            for e in &errors.errors {
+                                tracing::error!(file = %errors.origin, line = e.line, "{}", e.message);
+                            }
+                            tracing::error!("the new policy is invalid; the old one stays in force");
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+    });
+}
+
+async fn serve_command(config: Option<PathBuf>) -> ExitCode {
+    let (policy, warnings, path) = match load_policy(config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(w) = warnings {
+        tracing::warn!("{w}");
+    }
+    let seed = policy.origin == policy::Origin::Seed;
+    if seed {
+        tracing::warn!(
+            "no policy file: running in the seed-compatible mode (one project `default`, SECRET_KEY, every container, pull and build)"
+        );
+    }
+    let listen = policy.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("failed to listen on {listen}: {e}")),
+    };
+    let metrics_listener = match policy
+        .server
+        .metrics_listen
+        .filter(|_| policy.server.metrics)
+    {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => return fail(&format!("failed to listen for metrics on {addr}: {e}")),
+        },
+        None => None,
+    };
+    let store = match Store::open(&policy.server.state_dir) {
+        Ok(store) => store,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let engine = std::sync::Arc::new(DockerEngine::new(policy.docker.compose.clone()));
+    {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            match engine.compose_command().await {
+                Ok(argv) => tracing::info!(compose = %argv.join(" "), "compose tool"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
+    }
+    let gateway = match serve::gateway(policy, engine, store).await {
+        Ok(gateway) => gateway,
+        Err(e) => return fail(&e),
+    };
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    watch_signals(path_for_reload(&path), seed, shutdown.clone(), reload_tx);
+    tracing::info!(addr = %listen, "listening");
+    let controls = Controls {
+        shutdown,
+        reload: reload_rx,
+    };
+    match serve::run(gateway, listener, metrics_listener, controls).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("the server failed: {e}")),
+    }
+}
+
+fn path_for_reload(path: &Path) -> PathBuf {
+    path.to_owned()
+}

@@ -1,0 +1,373 @@
+//! The client commands: `sign` and `trigger`.
+//!
+//! Secrets come from an environment variable, never from the command line,
+//! where `ps` would show them.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::auth::{self, SigningKey};
+use crate::names::{Action, ContainerName};
+
+/// `trigger`'s exit codes, as the SPEC defines them.
+pub const EXIT_SUCCEEDED: u8 = 0;
+pub const EXIT_JOB_FAILED: u8 = 1;
+pub const EXIT_REFUSED: u8 = 2;
+
+/// How long one follow-up request holds on the server while a job runs;
+/// short, so each state change is printed within about this long.
+const FOLLOW_STEP_SECS: u64 = 1;
+/// How many lines of output `trigger` prints when a job fails.
+const TAIL_LINES: usize = 30;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads the signing secret from `var`.
+pub fn secret_from_env(var: &str) -> Result<SigningKey, String> {
+    match std::env::var(var) {
+        Ok(secret) if !secret.is_empty() => Ok(SigningKey::new(secret.as_bytes())),
+        Ok(_) => Err(format!("the secret variable {var} is empty")),
+        Err(_) => Err(format!(
+            "the secret is read from the environment variable {var}, which is not set"
+        )),
+    }
+}
+
+/// What `sign` signs.
+pub enum SignInput {
+    Body(Vec<u8>),
+    Stdin,
+    /// A request target, for a request without a body.
+    Path(String),
+}
+
+/// `delivery-hook sign`: prints the two headers for a request.
+pub fn sign(
+    key: &SigningKey,
+    input: SignInput,
+    timestamp: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let timestamp = timestamp.unwrap_or_else(|| unix_now().to_string());
+    auth::parse_timestamp(Some(&timestamp)).map_err(|e| e.to_string())?;
+    let payload = match input {
+        SignInput::Body(bytes) => bytes,
+        SignInput::Path(path) => path.into_bytes(),
+        SignInput::Stdin => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .take(16 << 20)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("failed to read the body from stdin: {e}"))?;
+            bytes
+        }
+    };
+    let signature = hex::encode(key.sign(&payload, &timestamp));
+    writeln!(out, "X-Timestamp: {timestamp}\nX-Signature: {signature}").map_err(|e| e.to_string())
+}
+
+/// How `trigger` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// A line per state change, for a CI log.
+    Text,
+    /// The final job as one JSON line on stdout; progress on stderr.
+    Json,
+}
+
+pub struct Trigger {
+    pub url: String,
+    pub container: String,
+    pub action: Action,
+    pub project: Option<String>,
+    pub wait: Option<u64>,
+    pub output: OutputFormat,
+}
+
+struct Session {
+    http: reqwest::Client,
+    base: String,
+    key: SigningKey,
+    project: Option<String>,
+    started: Instant,
+    format: OutputFormat,
+}
+
+/// A refusal or transport failure: exit 2 with one line.
+struct Refused(String);
+
+impl Session {
+    fn say(&self, line: &str) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let text = format!("[{elapsed:6.1}s] {line}");
+        match self.format {
+            OutputFormat::Text => println!("{text}"),
+            OutputFormat::Json => eprintln!("{text}"),
+        }
+    }
+
+    fn signed(&self, request: reqwest::RequestBuilder, payload: &[u8]) -> reqwest::RequestBuilder {
+        let timestamp = unix_now().to_string();
+        let signature = hex::encode(self.key.sign(payload, &timestamp));
+        let request = request
+            .header("X-Timestamp", timestamp)
+            .header("X-Signature", signature);
+        match &self.project {
+            Some(project) => request.header("X-Project", project),
+            None => request,
+        }
+    }
+
+    async fn json(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), Refused> {
+        let response = request.send().await.map_err(|e| {
+            Refused(format!(
+                "the gateway could not be reached: {}",
+                error_chain(&e)
+            ))
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Refused(format!("the gateway's answer was cut off: {e}")))?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    async fn get_job(&self, id: &str, wait: u64) -> Result<(u16, Value), Refused> {
+        let target = format!("/jobs/{id}?wait={wait}");
+        let request = self.http.get(format!("{}{target}", self.base));
+        let request = self
+            .signed(request, target.as_bytes())
+            .timeout(Duration::from_secs(wait + 30));
+        self.json(request).await
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn refusal_line(status: u16, body: &Value) -> String {
+    let code = body.get("code").and_then(Value::as_str).unwrap_or("");
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.to_string());
+    format!("refused ({status} {code}): {message}")
+}
+
+fn describe(job: &Value) -> String {
+    let field = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    format!(
+        "job {} {}: {} {} (service {} of compose project {})",
+        field("id"),
+        field("state"),
+        field("action"),
+        field("container_name"),
+        field("service"),
+        field("compose_project"),
+    )
+}
+
+fn state_of(job: &Value) -> &str {
+    job.get("state").and_then(Value::as_str).unwrap_or("")
+}
+
+fn is_final(state: &str) -> bool {
+    !matches!(state, "queued" | "running" | "")
+}
+
+/// `delivery-hook trigger`: returns the exit code.
+pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
+    if let Err(e) = ContainerName::parse(&t.container) {
+        eprintln!("delivery-hook: the container name {e}");
+        return EXIT_REFUSED;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("delivery-hook: cannot set up HTTP: {}", error_chain(&e));
+            return EXIT_REFUSED;
+        }
+    };
+    let session = Session {
+        http,
+        base: t.url.trim_end_matches('/').to_owned(),
+        key,
+        project: t.project,
+        started: Instant::now(),
+        format: t.output,
+    };
+    match run_trigger(&session, &t.container, t.action, t.wait).await {
+        Ok((code, job)) => {
+            if t.output == OutputFormat::Json {
+                println!("{job}");
+            }
+            code
+        }
+        Err(Refused(line)) => {
+            eprintln!("delivery-hook: {line}");
+            EXIT_REFUSED
+        }
+    }
+}
+
+async fn run_trigger(
+    s: &Session,
+    container: &str,
+    action: Action,
+    wait: Option<u64>,
+) -> Result<(u8, Value), Refused> {
+    let body = serde_json::json!({ "container_name": container }).to_string();
+    let request = s
+        .http
+        .post(format!("{}/{}", s.base, action.as_str()))
+        .header("Content-Type", "application/json")
+        .timeout(Duration::from_secs(60));
+    let request = s.signed(request, body.as_bytes()).body(body);
+    let (status, job) = s.json(request).await?;
+    if !matches!(status, 200 | 202) {
+        return Err(Refused(refusal_line(status, &job)));
+    }
+    let mut flags = Vec::new();
+    for flag in ["replayed", "coalesced"] {
+        if job.get(flag).and_then(Value::as_bool) == Some(true) {
+            flags.push(flag);
+        }
+    }
+    let suffix = if flags.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", flags.join(", "))
+    };
+    s.say(&format!("{}{suffix}", describe(&job)));
+    let Some(limit) = wait else {
+        return Ok((EXIT_SUCCEEDED, job));
+    };
+    let id = job
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let deadline = s.started + Duration::from_secs(limit);
+    let mut job = job;
+    let mut last_state = state_of(&job).to_owned();
+    let mut unreachable_since: Option<String> = None;
+    while !is_final(&last_state) {
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        if left == 0 {
+            s.say(&format!(
+                "the job did not finish within {limit} s; it is still {last_state}; follow it at {}/jobs/{id}",
+                s.base
+            ));
+            return Ok((EXIT_JOB_FAILED, job));
+        }
+        match s.get_job(&id, left.min(FOLLOW_STEP_SECS)).await {
+            Ok((200, next)) => {
+                unreachable_since = None;
+                job = next;
+            }
+            Ok((status, body)) => return Err(Refused(refusal_line(status, &body))),
+            Err(Refused(line)) => {
+                // The gateway may be restarting; its jobs survive that.
+                if unreachable_since.is_none() {
+                    s.say(&format!("{line}; retrying"));
+                }
+                unreachable_since = Some(line);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let state = state_of(&job).to_owned();
+        if state != last_state {
+            s.say(&state);
+            last_state = state;
+        }
+    }
+    if last_state == "succeeded" {
+        return Ok((EXIT_SUCCEEDED, job));
+    }
+    let error = job
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("no reason given");
+    s.say(&format!("{last_state}: {error}"));
+    if s.format == OutputFormat::Text {
+        let output = job.get("output").and_then(Value::as_str).unwrap_or("");
+        let lines: Vec<&str> = output.lines().collect();
+        println!(
+            "--- last {} lines of compose output ---",
+            lines.len().min(TAIL_LINES)
+        );
+        for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+            println!("{line}");
+        }
+    }
+    Ok((EXIT_JOB_FAILED, job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_prints_the_headers_for_a_body_and_a_path() {
+        let key = SigningKey::new(b"your-very-secret-key");
+        let body = br#"{"container_name": "my-container-name"}"#.to_vec();
+        let mut out = Vec::new();
+        sign(
+            &key,
+            SignInput::Body(body),
+            Some("1700000000".into()),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "X-Timestamp: 1700000000\nX-Signature: 448353b29e590d7fec7943fecb867e3ecd3943790e67d1e5c46d78abd5f6b986\n"
+        );
+        let mut out = Vec::new();
+        sign(
+            &key,
+            SignInput::Path("/jobs/abc".into()),
+            Some("5".into()),
+            &mut out,
+        )
+        .unwrap();
+        let expected = hex::encode(key.sign(b"/jobs/abc", "5"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with(&format!("{expected}\n"))
+        );
+        assert!(
+            sign(
+                &key,
+                SignInput::Path("/".into()),
+                Some("x1".into()),
+                &mut Vec::new()
+            )
+            .is_err()
+        );
+    }
+}

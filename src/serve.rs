@@ -1,0 +1,214 @@
+//! Assembling a running gateway: store, jobs, API, listeners, signals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::docker::Engine;
+use crate::gateway::Gateway;
+use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, now_ms};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::server::{self, ServerLimits};
+
+/// How often job history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What can be asked of a running gateway from outside.
+pub struct Controls {
+    /// Resolves when the gateway should stop (SIGTERM, Ctrl-C).
+    pub shutdown: CancellationToken,
+    /// Each message is a freshly loaded, valid policy to swap in.
+    pub reload: mpsc::Receiver<Policy>,
+}
+
+/// Logs job transitions and counts finished jobs.
+fn observer(metrics: Arc<Metrics>) -> JobObserver {
+    Arc::new(move |job, event| match event {
+        JobEvent::Started => tracing::info!(
+            job = %job.id,
+            project = %job.project,
+            container = %job.container_name,
+            action = %job.action,
+            service = %job.service,
+            attempt = job.attempt,
+            "job running"
+        ),
+        JobEvent::Requeued => tracing::warn!(
+            job = %job.id,
+            project = %job.project,
+            container = %job.container_name,
+            action = %job.action,
+            attempt = job.attempt,
+            "job interrupted by shutdown; queued to run again at the next start"
+        ),
+        JobEvent::Finished { duration } => {
+            metrics.job_finished(job.action, job.state, duration);
+            tracing::info!(
+                job = %job.id,
+                project = %job.project,
+                container = %job.container_name,
+                action = %job.action,
+                state = job.state.as_str(),
+                duration_ms = duration.as_millis() as u64,
+                error = job.error.as_deref().unwrap_or(""),
+                "job finished"
+            );
+        }
+    })
+}
+
+async fn prune(jobs: &Jobs, policy: &Policy) {
+    let days = policy.server.job_history_days;
+    let older_than = now_ms().saturating_sub(days.saturating_mul(86_400_000));
+    match jobs
+        .store()
+        .prune(older_than, policy.server.job_history_max)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "pruned job history"),
+        Err(e) => tracing::warn!(error = %e, "could not prune job history"),
+    }
+}
+
+/// Builds the gateway around an opened store and recovers unfinished jobs.
+pub async fn gateway(
+    policy: Policy,
+    engine: Arc<dyn Engine>,
+    store: Store,
+) -> Result<Arc<Gateway>, String> {
+    let metrics = Arc::new(Metrics::default());
+    let settings = JobSettings {
+        timeout: Duration::from_secs(policy.docker.job_timeout_secs),
+        max_parallel: policy.docker.max_parallel_jobs,
+    };
+    let jobs = Jobs::new(
+        engine.clone(),
+        store,
+        settings,
+        Some(observer(metrics.clone())),
+    );
+    let recovery = jobs
+        .recover()
+        .await
+        .map_err(|e| format!("failed to recover jobs from the store: {e}"))?;
+    if recovery != Default::default() {
+        tracing::info!(
+            requeued = recovery.requeued,
+            rerun = recovery.rerun,
+            abandoned = recovery.abandoned,
+            "recovered unfinished jobs from the last run"
+        );
+    }
+    prune(&jobs, &policy).await;
+    Ok(Arc::new(Gateway::new(policy, engine, jobs, metrics)))
+}
+
+/// Serves until `controls.shutdown`, then stops accepting, lets running jobs
+/// finish for the grace period, and returns once everything is recorded.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    mut controls: Controls,
+) -> std::io::Result<()> {
+    let policy = gateway.policy();
+    let grace = Duration::from_secs(policy.docker.shutdown_grace_secs);
+    let limits = ServerLimits {
+        max_connections: policy.server.max_connections,
+        header_timeout: policy.server.request_timeout(),
+        drain: grace + Duration::from_secs(5),
+    };
+    let stop = controls.shutdown.clone();
+    let background = CancellationToken::new();
+
+    let maintenance = {
+        let gateway = gateway.clone();
+        let background = background.clone();
+        tokio::spawn(async move {
+            let mut prune_timer = tokio::time::interval(PRUNE_EVERY);
+            prune_timer.tick().await;
+            loop {
+                tokio::select! {
+                    () = background.cancelled() => return,
+                    _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy()).await,
+                    Some(next) = controls.reload.recv() => reload(&gateway, next),
+                }
+            }
+        })
+    };
+    let metrics_server = metrics_listener.map(|listener| {
+        let app = api::metrics_app(gateway.clone());
+        let limits = ServerLimits {
+            max_connections: 64,
+            ..limits.clone()
+        };
+        let stop = stop.clone();
+        tokio::spawn(
+            async move { server::run(listener, app, limits, stop.cancelled_owned()).await },
+        )
+    });
+    let jobs_stopped = {
+        let jobs = gateway.jobs().clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "stopping: no new jobs; waiting for running ones"
+            );
+            jobs.shutdown(grace).await;
+        })
+    };
+    let served = server::run(
+        listener,
+        api::app(gateway.clone()),
+        limits,
+        stop.cancelled_owned(),
+    )
+    .await;
+    let _ = jobs_stopped.await;
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    background.cancel();
+    let _ = maintenance.await;
+    tracing::info!("stopped");
+    served
+}
+
+fn reload(gateway: &Gateway, next: Policy) {
+    let current = gateway.policy();
+    let (s, n) = (&current.server, &next.server);
+    let fixed = [
+        ("listen", s.listen != n.listen),
+        ("state_dir", s.state_dir != n.state_dir),
+        ("docs", s.docs != n.docs),
+        (
+            "metrics",
+            s.metrics != n.metrics || s.metrics_listen != n.metrics_listen,
+        ),
+        ("max_connections", s.max_connections != n.max_connections),
+        (
+            "replay_cache_entries",
+            s.replay_cache_entries != n.replay_cache_entries,
+        ),
+        ("[docker]", current.docker != next.docker),
+    ];
+    for (setting, changed) in fixed {
+        if changed {
+            tracing::warn!(
+                setting,
+                "this setting changed in the policy but takes effect only after a restart"
+            );
+        }
+    }
+    let projects = next.projects().len();
+    gateway.replace_policy(next);
+    tracing::info!(projects, "policy reloaded");
+}

@@ -1,0 +1,797 @@
+//! In-process HTTP tests: the real application over the fake engine.
+//!
+//! Every status of SPEC section 5 is reached by a real request, and every
+//! refused request is shown to have started no compose command.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Polls a condition that another task makes true; fails after 5 s.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The seed README's signing pipeline, run by bash and openssl as a pipeline would.
+fn openssl_signature(secret: &str, payload: &str, timestamp: &str) -> String {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"MESSAGE="${PAYLOAD}${TIMESTAMP}"; echo -n "$MESSAGE" | openssl dgst -sha256 -hmac "$SECRET_KEY" | cut -d " " -f 2"#)
+        .env("PAYLOAD", payload)
+        .env("TIMESTAMP", timestamp)
+        .env("SECRET_KEY", secret)
+        .output()
+        .expect("bash and openssl run");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn the_seed_pipeline_is_accepted_byte_for_byte() {
+    let h = Harness::new().await;
+    let payload = r#"{"container_name": "billing-web"}"#;
+    let timestamp = now().to_string();
+    let signature = openssl_signature(BILLING, payload, &timestamp);
+    assert_eq!(signature.len(), 64, "openssl produced {signature:?}");
+    let response = h
+        .client
+        .post("/pull")
+        .content_type("application/json")
+        .header("X-Timestamp", &timestamp)
+        .header("X-Signature", &signature)
+        .body(payload)
+        .send()
+        .await;
+    let location = response.0.headers().get("location").cloned();
+    let (status, job) = status_json(response).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert_eq!(location.unwrap().to_str().unwrap(), format!("/jobs/{id}"));
+    assert_eq!(job["project"], "billing");
+    assert_eq!(job["service"], "web");
+    assert_eq!(job["compose_project"], "billing");
+    assert_eq!(job["message"], "pulling", "the seed's field");
+    assert!(
+        job["compose_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("/billing/compose.yml")
+    );
+    assert_eq!(job["replayed"], false);
+    assert_eq!(job["coalesced"], false);
+}
+
+#[tokio::test]
+async fn a_deploy_runs_pull_then_up_and_is_readable() {
+    let h = Harness::new().await;
+    let (status, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["state"], "succeeded");
+    let steps = job["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    let argv: Vec<&str> = steps[0]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(&argv[argv.len() - 3..], ["pull", "--", "web"]);
+    assert!(job["finished_at"].as_str().unwrap().ends_with('Z'));
+    let (status, again) = status_json(
+        h.get_signed(
+            &format!("/jobs/{}", job["id"].as_str().unwrap()),
+            BILLING,
+            "billing",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], job["id"]);
+    assert_eq!(again["state"], "succeeded");
+    assert!(again["output"].as_str().unwrap().contains("pull -- web"));
+}
+
+#[tokio::test]
+async fn build_runs_up_with_build() {
+    let h = Harness::new().await;
+    let (status, job) = status_json(h.deploy("/build?wait=10", "shop-web", SHOP).await).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["message"], "building");
+    let commands = h.engine.commands.lock().unwrap().clone();
+    assert_eq!(commands.len(), 1);
+    assert_eq!(commands[0].0, "web");
+}
+
+#[tokio::test]
+async fn a_failing_step_with_wait_is_502_with_the_output() {
+    let h = Harness::new().await;
+    h.engine.fail_step("pull", 1);
+    let (status, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
+    assert_eq!(status, 502, "{job}");
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 1")
+    );
+    assert!(job["output"].as_str().unwrap().contains("manifest unknown"));
+    assert_eq!(
+        h.engine.command_count(),
+        1,
+        "up is not run after a failed pull"
+    );
+}
+
+#[tokio::test]
+async fn an_unhealthy_service_fails_the_job() {
+    let h = Harness::new().await;
+    *h.engine.state.lock().unwrap() = ("running".into(), Some("unhealthy".into()));
+    let (status, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
+    assert_eq!(status, 502);
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("unhealthy") && error.contains("connection refused"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn key_rotation_accepts_the_old_and_new_key() {
+    let h = Harness::new().await;
+    for secret in [BILLING, BILLING_NEXT] {
+        let (status, job) = status_json(h.deploy("/pull", "billing-web", secret).await).await;
+        assert!(status == 202, "{secret}: {status} {job}");
+    }
+}
+
+/// A refusal, the code it must carry, and whether it may reach the engine.
+async fn refused(
+    h: &Harness,
+    response: poem::test::TestResponse,
+    status: u16,
+    code: &str,
+) -> Value {
+    let body = expect_problem(response, status, code).await;
+    assert_eq!(
+        h.engine.command_count(),
+        0,
+        "{code}: no compose command may run"
+    );
+    let text = body.to_string();
+    for secret in [BILLING, BILLING_NEXT, SHOP] {
+        assert!(!text.contains(secret), "{code}: a secret leaked");
+    }
+    body
+}
+
+#[tokio::test]
+async fn authentication_failures_are_401_and_run_nothing() {
+    let h = Harness::with_server("auth_failure_limit = 1000").await;
+    let body = body_for("billing-web");
+    let ts = now();
+    let good = sign(BILLING, body.as_bytes(), &ts.to_string());
+    let post = |ts: Option<String>, sig: Option<String>, project: Option<&str>| {
+        let mut r = h.client.post("/pull").content_type("application/json");
+        if let Some(ts) = ts {
+            r = r.header("X-Timestamp", ts);
+        }
+        if let Some(sig) = sig {
+            r = r.header("X-Signature", sig);
+        }
+        if let Some(p) = project {
+            r = r.header("X-Project", p);
+        }
+        r.body(body.clone()).send()
+    };
+    refused(
+        &h,
+        post(None, Some(good.clone()), None).await,
+        401,
+        "missing_timestamp",
+    )
+    .await;
+    refused(
+        &h,
+        post(Some("12ab".into()), Some(good.clone()), None).await,
+        401,
+        "invalid_timestamp",
+    )
+    .await;
+    refused(
+        &h,
+        post(Some(ts.to_string()), None, None).await,
+        401,
+        "missing_signature",
+    )
+    .await;
+    refused(
+        &h,
+        post(Some(ts.to_string()), Some("nothex".into()), None).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    refused(
+        &h,
+        post(Some(ts.to_string()), Some(good.clone()), Some("bad name")).await,
+        401,
+        "invalid_project",
+    )
+    .await;
+    // A signature for another body, another time or another project's key.
+    let wrong = sign(SHOP, body.as_bytes(), &ts.to_string());
+    refused(
+        &h,
+        post(Some(ts.to_string()), Some(wrong.clone()), None).await,
+        401,
+        "signature_mismatch",
+    )
+    .await;
+    refused(
+        &h,
+        post(Some(ts.to_string()), Some(wrong), Some("billing")).await,
+        401,
+        "signature_mismatch",
+    )
+    .await;
+    refused(
+        &h,
+        post(Some((ts + 1).to_string()), Some(good.clone()), None).await,
+        401,
+        "signature_mismatch",
+    )
+    .await;
+    // An unknown project is not told apart from a wrong signature.
+    let unknown = refused(
+        &h,
+        post(Some(ts.to_string()), Some(good), Some("nosuch")).await,
+        401,
+        "signature_mismatch",
+    )
+    .await;
+    assert!(!unknown.to_string().contains("nosuch"));
+    assert_eq!(
+        h.engine.lookups.load(Ordering::SeqCst),
+        0,
+        "no engine lookup before authentication"
+    );
+}
+
+#[tokio::test]
+async fn the_timestamp_window_holds_in_both_directions() {
+    let h = Harness::with_server("auth_failure_limit = 1000").await;
+    let body = body_for("billing-web");
+    for (offset, ok) in [(-295i64, true), (295, true), (-310, false), (310, false)] {
+        let ts = (now() as i64 + offset) as u64;
+        let response = h.post_signed("/pull", &body, BILLING, ts, None).await;
+        if ok {
+            let (status, job) = status_json(response).await;
+            assert!(matches!(status, 200 | 202), "{offset}: {status} {job}");
+        } else {
+            let problem = expect_problem(response, 401, "timestamp_out_of_window").await;
+            assert!(problem["message"].as_str().unwrap().contains("clock"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn policy_refusals_are_403() {
+    let h = Harness::new().await;
+    refused(
+        &h,
+        h.deploy("/build", "billing-web", BILLING).await,
+        403,
+        "action_not_allowed",
+    )
+    .await;
+    let body = body_for("shop-web");
+    let named = h
+        .post_signed("/pull", &body, BILLING, now(), Some("billing"))
+        .await;
+    refused(&h, named, 403, "container_not_allowed").await;
+    let excluded = h
+        .post_signed(
+            "/pull",
+            &body_for("billing-db"),
+            BILLING,
+            now(),
+            Some("billing"),
+        )
+        .await;
+    refused(&h, excluded, 403, "container_not_allowed").await;
+    refused(
+        &h,
+        h.deploy("/pull", "billing-outside", BILLING).await,
+        403,
+        "compose_file_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_x_project_only_projects_allowing_the_name_are_tried() {
+    let h = Harness::new().await;
+    // billing-db is excluded by `!billing-db`: no project may touch it, so
+    // billing's own key has no candidate to verify against.
+    refused(
+        &h,
+        h.deploy("/pull", "billing-db", BILLING).await,
+        401,
+        "signature_mismatch",
+    )
+    .await;
+    // shop's key cannot deploy a billing container, even with a valid MAC.
+    refused(
+        &h,
+        h.deploy("/pull", "billing-web", SHOP).await,
+        401,
+        "signature_mismatch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn engine_answers_map_to_404_422_and_503() {
+    let h = Harness::new().await;
+    refused(
+        &h,
+        h.deploy("/pull", "billing-missing", BILLING).await,
+        404,
+        "container_not_found",
+    )
+    .await;
+    refused(
+        &h,
+        h.deploy("/pull", "billing-plain", BILLING).await,
+        422,
+        "not_compose_managed",
+    )
+    .await;
+    let hidden = refused(
+        &h,
+        h.deploy("/pull", "billing-hidden", BILLING).await,
+        422,
+        "compose_file_not_visible",
+    )
+    .await;
+    assert!(
+        hidden["message"]
+            .as_str()
+            .unwrap()
+            .contains("same absolute path")
+    );
+    h.engine.down.store(true, Ordering::SeqCst);
+    let response = h.deploy("/pull", "billing-web", BILLING).await;
+    assert!(response.0.headers().contains_key("retry-after"));
+    refused(&h, response, 503, "engine_unavailable").await;
+    expect_problem(
+        h.client.get("/readyz").send().await,
+        503,
+        "engine_unavailable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_bodies_and_parameters_are_400() {
+    let h = Harness::new().await;
+    let cases = [
+        ("{", "invalid_json"),
+        ("[]", "invalid_body"),
+        (r#"{"name": "billing-web"}"#, "invalid_body"),
+        (r#"{"container_name": 7}"#, "invalid_body"),
+        (r#"{"container_name": "-f"}"#, "invalid_container_name"),
+        (
+            r#"{"container_name": "billing-web;id"}"#,
+            "invalid_container_name",
+        ),
+    ];
+    for (body, code) in cases {
+        let response = h
+            .post_signed("/pull", body, BILLING, now(), Some("billing"))
+            .await;
+        refused(&h, response, 400, code).await;
+    }
+    let response = h
+        .post_signed(
+            "/pull?wait=31",
+            &body_for("billing-web"),
+            BILLING,
+            now(),
+            None,
+        )
+        .await;
+    refused(&h, response, 400, "invalid_wait").await;
+    let response = h
+        .post_signed(
+            "/pull?wait=soon",
+            &body_for("billing-web"),
+            BILLING,
+            now(),
+            None,
+        )
+        .await;
+    refused(&h, response, 400, "invalid_wait").await;
+}
+
+#[tokio::test]
+async fn bodies_are_bounded_while_read() {
+    let h = Harness::new().await;
+    let big = format!(
+        r#"{{"container_name": "billing-web", "pad": "{}"}}"#,
+        "x".repeat(2000)
+    );
+    refused(
+        &h,
+        h.post_signed("/pull", &big, BILLING, now(), None).await,
+        413,
+        "body_too_large",
+    )
+    .await;
+    // A Content-Length that lies low does not let more through.
+    let ts = now().to_string();
+    let lying = h
+        .client
+        .post("/pull")
+        .content_type("application/json")
+        .header("Content-Length", "20")
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", sign(BILLING, big.as_bytes(), &ts))
+        .body(big.clone())
+        .send()
+        .await;
+    refused(&h, lying, 413, "body_too_large").await;
+    // A declared length over the limit is refused before reading.
+    let declared = h
+        .client
+        .post("/pull")
+        .content_type("application/json")
+        .header("Content-Length", "999999")
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", sign(BILLING, b"{}", &ts))
+        .body("{}")
+        .send()
+        .await;
+    refused(&h, declared, 413, "body_too_large").await;
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408() {
+    let h = Harness::new().await;
+    let (_writer, reader) = tokio::io::duplex(64);
+    let ts = now().to_string();
+    let response = h
+        .client
+        .post("/pull")
+        .content_type("application/json")
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", sign(BILLING, b"{}", &ts))
+        .body(poem::Body::from_async_read(reader))
+        .send()
+        .await;
+    refused(&h, response, 408, "body_timeout").await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let h = Harness::new().await;
+    let body = body_for("billing-web");
+    let ts = now().to_string();
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let response = h
+            .client
+            .post("/pull")
+            .content_type(content_type)
+            .header("X-Timestamp", &ts)
+            .header("X-Signature", sign(BILLING, body.as_bytes(), &ts))
+            .body(body.clone())
+            .send()
+            .await;
+        refused(&h, response, 415, "unsupported_media_type").await;
+    }
+}
+
+#[tokio::test]
+async fn repeated_auth_failures_are_throttled_with_retry_after() {
+    let h = Harness::with_server("auth_failure_limit = 3\nauth_failure_window_secs = 60").await;
+    let body = body_for("billing-web");
+    for _ in 0..3 {
+        let response = h
+            .post_signed("/pull", &body, SHOP, now(), Some("billing"))
+            .await;
+        refused(&h, response, 401, "signature_mismatch").await;
+    }
+    let response = h.deploy("/pull", "billing-web", BILLING).await;
+    let retry: u64 = response.0.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    refused(&h, response, 429, "too_many_failures").await;
+}
+
+#[tokio::test]
+async fn a_replay_returns_the_first_job_and_runs_nothing_again() {
+    let h = Harness::new().await;
+    let body = body_for("billing-web");
+    let ts = now();
+    let (status, first) = status_json(
+        h.post_signed("/pull?wait=10", &body, BILLING, ts, None)
+            .await,
+    )
+    .await;
+    assert_eq!((status, first["state"].as_str()), (200, Some("succeeded")));
+    let commands = h.engine.command_count();
+    // The same request, and the same MAC written differently.
+    let signature = sign(BILLING, body.as_bytes(), &ts.to_string());
+    for variant in [
+        signature.clone(),
+        signature.to_uppercase(),
+        format!("sha256={signature}"),
+    ] {
+        let response = h
+            .client
+            .post("/pull")
+            .content_type("application/json")
+            .header("X-Timestamp", ts.to_string())
+            .header("X-Signature", variant)
+            .body(body.clone())
+            .send()
+            .await;
+        let (status, again) = status_json(response).await;
+        assert_eq!(status, 200, "a replay of a finished job: {again}");
+        assert_eq!(again["id"], first["id"]);
+        assert_eq!(again["replayed"], true);
+    }
+    assert_eq!(
+        h.engine.command_count(),
+        commands,
+        "a replay never runs again"
+    );
+}
+
+#[tokio::test]
+async fn fifty_identical_requests_at_once_make_one_job() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let gate = h.engine.hold();
+    let body = body_for("billing-web");
+    let ts = now();
+    let requests = (0..50).map(|_| {
+        let h = h.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            status_json(h.post_signed("/pull", &body, BILLING, ts, None).await).await
+        })
+    });
+    let answers: Vec<(u16, Value)> = futures_join(requests).await;
+    let ids: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|(_, j)| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one job for fifty identical requests");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(_, j)| j["replayed"] == false)
+            .count(),
+        1
+    );
+    assert!(answers.iter().all(|(s, _)| *s == 202));
+    gate.add_permits(2);
+    eventually("the job to end", || {
+        h.engine.command_count() == 2 && h.engine.running() == 0
+    })
+    .await;
+    assert_eq!(h.engine.command_count(), 2, "pull and up, once");
+}
+
+async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_job_per_service_at_a_time_and_queued_requests_coalesce() {
+    let h = Harness::new().await;
+    let gate = h.engine.hold();
+    let (_, first) = status_json(h.deploy("/pull", "billing-web", BILLING).await).await;
+    eventually("the first job to run", || h.engine.running() == 1).await;
+    // Distinct signed requests (different timestamps) for the same service.
+    let (_, second) = status_json(
+        h.post_signed("/pull", &body_for("billing-web"), BILLING, now() - 1, None)
+            .await,
+    )
+    .await;
+    let (_, third) = status_json(
+        h.post_signed("/pull", &body_for("billing-web"), BILLING, now() - 2, None)
+            .await,
+    )
+    .await;
+    assert_ne!(
+        second["id"], first["id"],
+        "a request during a run queues a new job"
+    );
+    assert_eq!(second["coalesced"], false);
+    assert_eq!(
+        third["id"], second["id"],
+        "a request while one is queued joins it"
+    );
+    assert_eq!(third["coalesced"], true);
+    assert_eq!(
+        h.engine.running(),
+        1,
+        "the queued job waits for the running one"
+    );
+    // Another service runs in parallel.
+    let (status, _) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
+    assert_eq!(status, 202);
+    eventually("two services at once", || h.engine.running() == 2).await;
+    gate.add_permits(100);
+    let second_id = second["id"].as_str().unwrap();
+    let done = h
+        .gateway
+        .jobs()
+        .wait(second_id.parse_id(), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state.as_str(), "succeeded");
+    eventually("all jobs to end", || {
+        h.engine.running() == 0 && h.engine.command_count() == 6
+    })
+    .await;
+    assert_eq!(
+        h.engine.max_running.load(Ordering::SeqCst),
+        2,
+        "max_parallel_jobs = 2"
+    );
+}
+
+trait ParseId {
+    fn parse_id(&self) -> delivery_hook::names::JobId;
+}
+
+impl ParseId for str {
+    fn parse_id(&self) -> delivery_hook::names::JobId {
+        delivery_hook::names::JobId::parse(self).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_visible_only_to_their_project() {
+    let h = Harness::new().await;
+    let (_, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
+    let target = format!("/jobs/{}", job["id"].as_str().unwrap());
+    expect_problem(
+        h.get_signed(&target, SHOP, "shop").await,
+        404,
+        "job_not_found",
+    )
+    .await;
+    expect_problem(
+        h.get_signed("/jobs/nothex", BILLING, "billing").await,
+        404,
+        "job_not_found",
+    )
+    .await;
+    // X-Project is required on reads.
+    let ts = now().to_string();
+    let response = h
+        .client
+        .get(&target)
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", sign(BILLING, target.as_bytes(), &ts))
+        .send()
+        .await;
+    expect_problem(response, 401, "missing_project").await;
+    // The signature covers the query too.
+    let response = h
+        .client
+        .get(format!("{target}?wait=1"))
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", sign(BILLING, target.as_bytes(), &ts))
+        .header("X-Project", "billing")
+        .send()
+        .await;
+    expect_problem(response, 401, "signature_mismatch").await;
+    let (status, list) =
+        status_json(h.get_signed("/jobs?limit=10", BILLING, "billing").await).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["jobs"][0]["id"], job["id"]);
+    let (_, other) = status_json(h.get_signed("/jobs", SHOP, "shop").await).await;
+    assert_eq!(other["jobs"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn job_lists_page_newest_first() {
+    let h = Harness::new().await;
+    let mut ids = Vec::new();
+    for offset in 0..3 {
+        let response = h
+            .post_signed(
+                "/pull?wait=10",
+                &body_for("billing-web"),
+                BILLING,
+                now() - offset,
+                None,
+            )
+            .await;
+        ids.push(
+            status_json(response).await.1["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (_, page) = status_json(h.get_signed("/jobs?limit=2", BILLING, "billing").await).await;
+    let got: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
+    let next = page["next_before"].as_str().unwrap();
+    let (_, rest) = status_json(
+        h.get_signed(&format!("/jobs?limit=2&before={next}"), BILLING, "billing")
+            .await,
+    )
+    .await;
+    assert_eq!(rest["jobs"][0]["id"].as_str(), Some(ids[0].as_str()));
+    assert!(rest.get("next_before").is_none());
+    expect_problem(
+        h.get_signed("/jobs?limit=0", BILLING, "billing").await,
+        400,
+        "invalid_parameter",
+    )
+    .await;
+    expect_problem(
+        h.get_signed("/jobs?before=zzz", BILLING, "billing").await,
+        400,
+        "invalid_parameter",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn health_document_and_unknown_routes() {
+    let h = Harness::new().await;
+    let (status, body) = status_json(h.client.get("/healthz").send().await).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, _) = status_json(h.client.get("/readyz").send().await).await;
+    assert_eq!(status, 200);
+    let (status, doc) = status_json(h.client.get("/openapi.json").send().await).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["paths"]["/pull"]["post"]["operationId"],
+        "pullContainer"
+    );
+    expect_problem(h.client.get("/nothing").send().await, 404, "not_found").await;
+    expect_problem(
+        h.client.get("/pull").send().await,
+        405,
+        "method_not_allowed",
+    )
+    .await;
+    let (status, _) = status_json(h.client.get("/docs").send().await).await;
+    assert_eq!(status, 404, "Swagger UI is off unless docs = true");
+    let docs = Harness::with_server("docs = true").await;
+    let response = docs.client.get("/docs").send().await;
+    assert_eq!(response.0.status().as_u16(), 200);
+}

@@ -1,0 +1,171 @@
+//! The fake engine: the narrow `Engine` seam, in memory.
+//!
+//! It records every lookup and every compose command, so tests can prove
+//! that a refused request started nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use delivery_hook::docker::{
+    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus, Engine,
+    EngineError, Exit, Limits, OutputLog,
+};
+use delivery_hook::names::ContainerName;
+use tokio::sync::Semaphore;
+
+#[derive(Default)]
+pub struct FakeEngine {
+    containers: Mutex<HashMap<String, ContainerFacts>>,
+    /// Exit codes by step; 0 when absent.
+    exits: Mutex<HashMap<&'static str, i32>>,
+    /// What `service_containers` reports after `up`.
+    pub state: Mutex<(String, Option<String>)>,
+    pub down: AtomicBool,
+    pub lookups: AtomicUsize,
+    pub commands: Mutex<Vec<(String, ComposeOp)>>,
+    running: AtomicUsize,
+    pub max_running: AtomicUsize,
+    /// When set, each command waits for a permit before it ends.
+    gate: Mutex<Option<std::sync::Arc<Semaphore>>>,
+}
+
+fn op_name(op: ComposeOp) -> &'static str {
+    match op {
+        ComposeOp::Pull => "pull",
+        ComposeOp::Up => "up",
+        ComposeOp::UpBuild => "up --build",
+    }
+}
+
+impl FakeEngine {
+    pub fn new() -> Self {
+        let engine = Self::default();
+        *engine.state.lock().unwrap() = ("running".into(), None);
+        engine
+    }
+
+    pub fn add(&self, name: &str, labels: &[(&str, String)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        self.containers.lock().unwrap().insert(
+            name.to_string(),
+            ContainerFacts {
+                id: format!("id-{name}"),
+                name: name.to_string(),
+                labels,
+            },
+        );
+    }
+
+    pub fn fail_step(&self, step: &'static str, code: i32) {
+        self.exits.lock().unwrap().insert(step, code);
+    }
+
+    /// Holds every command until `release` is called for it.
+    pub fn hold(&self) -> std::sync::Arc<Semaphore> {
+        let gate = std::sync::Arc::new(Semaphore::new(0));
+        *self.gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    pub fn command_count(&self) -> usize {
+        self.commands.lock().unwrap().len()
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    fn check_up(&self) -> Result<(), EngineError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(EngineError::Unreachable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Engine for FakeEngine {
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.check_up() })
+    }
+
+    fn find_container<'a>(
+        &'a self,
+        name: &'a ContainerName,
+    ) -> BoxFuture<'a, Result<Option<ContainerFacts>, EngineError>> {
+        Box::pin(async move {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.check_up()?;
+            Ok(self.containers.lock().unwrap().get(name.as_str()).cloned())
+        })
+    }
+
+    fn service_containers<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+    ) -> BoxFuture<'a, Result<Vec<ContainerStatus>, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let (state, health) = self.state.lock().unwrap().clone();
+            Ok(vec![ContainerStatus {
+                id: "id".into(),
+                name: format!("{}-{}-1", target.project, target.service),
+                image: "sha256:new".into(),
+                state,
+                exit_code: 1,
+                health,
+                health_log: Some("wget: connection refused".into()),
+            }])
+        })
+    }
+
+    fn run_compose<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+        op: ComposeOp,
+        limits: &'a Limits,
+        output: &'a OutputLog,
+    ) -> BoxFuture<'a, CommandOutcome> {
+        Box::pin(async move {
+            self.commands
+                .lock()
+                .unwrap()
+                .push((target.service.to_string(), op));
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_running.fetch_max(now, Ordering::SeqCst);
+            let mut argv = vec!["fake-compose".to_string()];
+            argv.extend(target.args(op));
+            output.note(&format!("$ {}", argv.join(" ")));
+            let gate = self.gate.lock().unwrap().clone();
+            let exit = match gate {
+                Some(gate) => tokio::select! {
+                    permit = gate.acquire() => { permit.unwrap().forget(); None }
+                    () = tokio::time::sleep_until(limits.deadline) => Some(Exit::TimedOut),
+                    () = limits.cancel.cancelled() => Some(Exit::Cancelled),
+                },
+                None => None,
+            };
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let code = self
+                .exits
+                .lock()
+                .unwrap()
+                .get(op_name(op))
+                .copied()
+                .unwrap_or(0);
+            if code != 0 {
+                output.note("Error response from daemon: manifest unknown");
+            }
+            CommandOutcome {
+                argv,
+                exit: exit.unwrap_or(Exit::Code(code)),
+                duration: Duration::from_millis(5),
+            }
+        })
+    }
+}

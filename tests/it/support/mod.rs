@@ -1,0 +1,238 @@
+//! Shared test support: signing, temporary directories, the in-process harness.
+
+pub mod fake_engine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use delivery_hook::auth::SigningKey;
+use delivery_hook::gateway::Gateway;
+use delivery_hook::jobs::Store;
+use delivery_hook::policy::{self, Environment};
+use poem::EndpointExt;
+use poem::endpoint::BoxEndpoint;
+use poem::test::{TestClient, TestResponse};
+use serde_json::Value;
+
+pub use fake_engine::FakeEngine;
+
+pub const BILLING: &str = "billing-secret-0123456789";
+pub const BILLING_NEXT: &str = "billing-next-0123456789";
+pub const SHOP: &str = "shop-secret-0123456789ab";
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn sign(secret: &str, message: &[u8], timestamp: &str) -> String {
+    hex::encode(SigningKey::new(secret.as_bytes()).sign(message, timestamp))
+}
+
+pub fn body_for(name: &str) -> String {
+    format!(r#"{{"container_name": "{name}"}}"#)
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "dh-{tag}-{}-{}",
+            std::process::id(),
+            delivery_hook::names::JobId::random()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct NoEnv;
+
+impl Environment for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// Compose labels for a service whose files live under `dir`.
+pub fn compose_labels(project: &str, service: &str, dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("com.docker.compose.project", project.to_string()),
+        ("com.docker.compose.service", service.to_string()),
+        (
+            "com.docker.compose.project.working_dir",
+            dir.display().to_string(),
+        ),
+        (
+            "com.docker.compose.project.config_files",
+            dir.join("compose.yml").display().to_string(),
+        ),
+    ]
+}
+
+/// The policy every in-process test starts from; `extra_server` goes into [server].
+pub fn policy_text(root: &Path, extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+max_body_bytes = 1024
+max_wait_secs = 30
+request_timeout_secs = 2
+state_dir = "{state}"
+{extra_server}
+
+[docker]
+max_parallel_jobs = 2
+job_timeout_secs = 30
+
+[projects.billing]
+secrets = ["{BILLING}", "{BILLING_NEXT}"]
+containers = ["billing-*", "!billing-db"]
+actions = ["pull"]
+compose_files = ["{root}/billing/**"]
+
+[projects.shop]
+secrets = ["{SHOP}"]
+containers = ["shop-*"]
+actions = ["pull", "build"]
+"#,
+        state = root.join("state").display(),
+        root = root.display(),
+    )
+}
+
+/// The real application over a fake engine, driven without a socket.
+pub struct Harness {
+    pub client: TestClient<BoxEndpoint<'static>>,
+    pub engine: Arc<FakeEngine>,
+    pub gateway: Arc<Gateway>,
+    _root: TempDir,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_server("").await
+    }
+
+    pub async fn with_server(extra_server: &str) -> Self {
+        let root = TempDir::new("http");
+        let engine = Arc::new(FakeEngine::new());
+        for (name, project, service, dir) in [
+            ("billing-web", "billing", "web", "billing"),
+            ("billing-worker", "billing", "worker", "billing"),
+            ("billing-db", "billing", "db", "billing"),
+            ("billing-outside", "elsewhere", "web", "elsewhere"),
+            ("shop-web", "shop", "web", "shop"),
+        ] {
+            let dir = root.path().join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
+            engine.add(name, &compose_labels(project, service, &dir));
+        }
+        engine.add("billing-plain", &[]);
+        let hidden = root.path().join("billing/not-mounted");
+        engine.add(
+            "billing-hidden",
+            &compose_labels("billing", "hidden", &hidden),
+        );
+        let text = policy_text(root.path(), extra_server);
+        let loaded = policy::parse(&text, &root.path().join("delivery.toml"), &NoEnv)
+            .unwrap_or_else(|e| panic!("test policy: {e}"));
+        let store = Store::open(&loaded.policy.server.state_dir).unwrap();
+        let gateway = delivery_hook::serve::gateway(loaded.policy, engine.clone(), store)
+            .await
+            .unwrap();
+        let app = delivery_hook::api::app(gateway.clone())
+            .map_to_response()
+            .boxed();
+        Self {
+            client: TestClient::new(app),
+            engine,
+            gateway,
+            _root: root,
+        }
+    }
+
+    /// POSTs `body` to `path`, signed with `secret` at `timestamp`.
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        body: &str,
+        secret: &str,
+        timestamp: u64,
+        project: Option<&str>,
+    ) -> TestResponse {
+        let ts = timestamp.to_string();
+        let mut request = self
+            .client
+            .post(path)
+            .content_type("application/json")
+            .header("X-Timestamp", &ts)
+            .header("X-Signature", sign(secret, body.as_bytes(), &ts));
+        if let Some(project) = project {
+            request = request.header("X-Project", project);
+        }
+        request.body(body.to_string()).send().await
+    }
+
+    pub async fn deploy(&self, path: &str, container: &str, secret: &str) -> TestResponse {
+        self.post_signed(path, &body_for(container), secret, now(), None)
+            .await
+    }
+
+    /// GETs `target` signed for `project`.
+    pub async fn get_signed(&self, target: &str, secret: &str, project: &str) -> TestResponse {
+        let ts = now().to_string();
+        self.client
+            .get(target)
+            .header("X-Timestamp", &ts)
+            .header("X-Signature", sign(secret, target.as_bytes(), &ts))
+            .header("X-Project", project)
+            .send()
+            .await
+    }
+}
+
+/// Status and parsed JSON body of a response.
+pub async fn status_json(response: TestResponse) -> (u16, Value) {
+    let status = response.0.status().as_u16();
+    let bytes = response.0.into_body().into_bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+/// Asserts a problem document with this status and code, and returns it.
+pub async fn expect_problem(response: TestResponse, status: u16, code: &str) -> Value {
+    let content_type = response
+        .0
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let (got, body) = status_json(response).await;
+    assert_eq!(
+        (got, body["code"].as_str()),
+        (status, Some(code)),
+        "body: {body}"
+    );
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["status"], status);
+    body
+}
