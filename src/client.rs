@@ -94,6 +94,7 @@ struct Session {
     http: reqwest::Client,
     base: String,
     key: SigningKey,
+    /// Sent as X-Project; learnt from the accepted job when not given.
     project: Option<String>,
     started: Instant,
     format: OutputFormat,
@@ -210,7 +211,7 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
             return EXIT_REFUSED;
         }
     };
-    let session = Session {
+    let mut session = Session {
         http,
         base: t.url.trim_end_matches('/').to_owned(),
         key,
@@ -218,7 +219,7 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
         started: Instant::now(),
         format: t.output,
     };
-    match run_trigger(&session, &t.container, t.action, t.wait).await {
+    match run_trigger(&mut session, &t.container, t.action, t.wait).await {
         Ok((code, job)) => {
             if t.output == OutputFormat::Json {
                 println!("{job}");
@@ -233,7 +234,7 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
 }
 
 async fn run_trigger(
-    s: &Session,
+    s: &mut Session,
     container: &str,
     action: Action,
     wait: Option<u64>,
@@ -269,6 +270,13 @@ async fn run_trigger(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    // Reads need X-Project; the job says which project signed the request.
+    if s.project.is_none() {
+        s.project = job
+            .get("project")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
     let deadline = s.started + Duration::from_secs(limit);
     let mut job = job;
     let mut last_state = state_of(&job).to_owned();

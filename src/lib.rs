@@ -1,3 +1,31 @@
+//! delivery-hook: a signed HTTP endpoint that lets CI pipelines redeploy a
+//! docker compose service on the host it runs on, under a per-project
+//! policy, without SSH keys in the pipeline and without polling a registry.
+//!
+//! A request names a container; its HMAC signature is checked against the
+//! keys of the projects allowed to touch that container; the container's
+//! compose labels say which project, files and service to run
+//! `compose pull` + `up -d` (or `up -d --build`) for; a job runs it, one at a
+//! time per service, and reports whether the service came up.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line; `serve`, `check`, `openapi`, `sign`, `trigger`.
+//! - [`serve`]: assembling a running gateway: store, jobs, API, signals.
+//! - [`server`]: the HTTP/1.1 accept loop and its limits.
+//! - [`api`]: the HTTP operations and the OpenAPI document; the only poem code.
+//! - [`gateway`]: the decisions behind each request, in order, and the audit log.
+//! - [`policy`]: `delivery.toml` to a compiled, validated policy; pure after loading.
+//! - [`auth`]: timestamp and signature headers, HMAC-SHA256 verification.
+//! - [`replay`]: the bounded replay cache.
+//! - [`throttle`]: 429 for addresses that keep failing authentication.
+//! - [`client_addr`]: the client address, behind trusted proxies or not.
+//! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
+//! - [`docker`]: the only code that talks to the engine or starts processes.
+//! - [`metrics`]: counters for `GET /metrics`.
+//! - [`names`]: validated names; text becomes one of these once, at the edge.
+//! - [`client`]: the `sign` and `trigger` commands.
+
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -15,6 +15,9 @@ use crate::gateway::{Gateway, ReadCall, Refusal, RefusalKind, SignedHeaders};
 /// The most jobs one page lists.
 const MAX_PAGE: u32 = 100;
 
+// Built once per request and moved straight into the body: boxing the large
+// variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "job_bad_request")]
 pub enum JobResponse {

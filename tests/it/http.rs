@@ -22,19 +22,6 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// The seed README's signing pipeline, run by bash and openssl as a pipeline would.
-fn openssl_signature(secret: &str, payload: &str, timestamp: &str) -> String {
-    let output = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(r#"MESSAGE="${PAYLOAD}${TIMESTAMP}"; echo -n "$MESSAGE" | openssl dgst -sha256 -hmac "$SECRET_KEY" | cut -d " " -f 2"#)
-        .env("PAYLOAD", payload)
-        .env("TIMESTAMP", timestamp)
-        .env("SECRET_KEY", secret)
-        .output()
-        .expect("bash and openssl run");
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
 #[tokio::test]
 async fn the_seed_pipeline_is_accepted_byte_for_byte() {
     let h = Harness::new().await;

@@ -32,6 +32,19 @@ pub fn sign(secret: &str, message: &[u8], timestamp: &str) -> String {
     hex::encode(SigningKey::new(secret.as_bytes()).sign(message, timestamp))
 }
 
+/// The seed README's signing pipeline, run by bash and openssl as a pipeline would.
+pub fn openssl_signature(secret: &str, payload: &str, timestamp: &str) -> String {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"MESSAGE="${PAYLOAD}${TIMESTAMP}"; echo -n "$MESSAGE" | openssl dgst -sha256 -hmac "$SECRET_KEY" | cut -d " " -f 2"#)
+        .env("PAYLOAD", payload)
+        .env("TIMESTAMP", timestamp)
+        .env("SECRET_KEY", secret)
+        .output()
+        .expect("bash and openssl run");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
 pub fn body_for(name: &str) -> String {
     format!(r#"{{"container_name": "{name}"}}"#)
 }

@@ -1,0 +1,451 @@
+//! End-to-end tests: the real gateway binary, the real Docker engine, the
+//! real compose tool, a real registry.
+//!
+//! Every fixture is made here: images `FROM scratch` holding Debian's static
+//! busybox, a `docker-registry` process on a free 127.0.0.1 port, compose
+//! projects in temporary directories. Everything created carries the label
+//! `dh.test=<fixture id>` or a compose project named after it, and is removed
+//! when the fixture is dropped, also when a test fails.
+//!
+//! Without a Docker engine these tests print one line and pass, unless
+//! `CI=true`, where they fail: CI must never pass without them.
+
+mod scenarios;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::TempDir;
+
+/// Whether the engine answers; under CI=true its absence is a failure.
+pub fn engine_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    let ready = *READY.get_or_init(|| {
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !ready {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no Docker engine answers: the end-to-end tests cannot be skipped in CI"
+        );
+        eprintln!("skipping: no Docker engine answers (set CI=true to make this a failure)");
+    }
+    ready
+}
+
+/// The compose tool, found the way `compose = "auto"` finds it.
+pub fn compose_tool() -> Vec<String> {
+    static TOOL: OnceLock<Vec<String>> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let plugin = Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if plugin {
+            vec!["docker".into(), "compose".into()]
+        } else {
+            vec!["docker-compose".into()]
+        }
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a command, returns stdout; fails the test with stderr when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Runs a command whose failure does not matter (cleanup).
+fn run_quietly(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Waits for a condition that something else makes true.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A `docker-registry` process on a free loopback port.
+pub struct Registry {
+    child: Child,
+    pub host: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry runs (Debian package docker-registry)");
+        let host = format!("127.0.0.1:{port}");
+        let probe = format!("http://{host}/v2/");
+        wait_until("the registry to answer", Duration::from_secs(15), || {
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &probe])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        Self { child, host }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything one test creates, removed on drop.
+pub struct Fixture {
+    /// Lowercase and short: usable as a compose project and a name prefix.
+    pub id: String,
+    pub dir: TempDir,
+    pub registry: Option<Registry>,
+    /// Compose projects brought up, with their files and directory.
+    projects: Mutex<Vec<(String, Vec<PathBuf>, PathBuf)>>,
+    base: String,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let id = format!(
+            "dh{}",
+            &delivery_hook::names::JobId::random().to_string()[..10]
+        );
+        let dir = TempDir::new(&id);
+        let fixture = Self {
+            base: format!("{id}/base:1"),
+            id,
+            dir,
+            registry: None,
+            projects: Mutex::new(Vec::new()),
+        };
+        let context = fixture.dir.path().join("base");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::copy("/bin/busybox", context.join("busybox"))
+            .expect("/bin/busybox exists (Debian package busybox-static)");
+        std::fs::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM scratch\nCOPY busybox /bin/busybox\nLABEL dh.test={}\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+                fixture.id
+            ),
+        )
+        .unwrap();
+        fixture.docker_build(&fixture.base, &context);
+        fixture
+    }
+
+    pub fn with_registry() -> Self {
+        let mut fixture = Self::new();
+        fixture.registry = Some(Registry::start(fixture.dir.path()));
+        fixture
+    }
+
+    pub fn registry_host(&self) -> &str {
+        &self
+            .registry
+            .as_ref()
+            .expect("a fixture with a registry")
+            .host
+    }
+
+    fn docker_build(&self, tag: &str, context: &Path) {
+        run(
+            "docker",
+            &["build", "-q", "-t", tag, &context.display().to_string()],
+        );
+    }
+
+    /// A build context serving `content` at /www/index.html, FROM the base image.
+    pub fn write_context(&self, name: &str, content: &str, extra: &str) -> PathBuf {
+        let context = self.dir.path().join(name);
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::write(context.join("index.html"), content).unwrap();
+        std::fs::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM {}\nCOPY index.html /www/index.html\n{extra}",
+                self.base
+            ),
+        )
+        .unwrap();
+        context
+    }
+
+    /// Builds an image serving `content`; returns its id.
+    pub fn image(&self, tag: &str, content: &str) -> String {
+        let context = self.write_context(
+            &format!("ctx-{}", tag.replace([':', '/'], "-")),
+            content,
+            "",
+        );
+        self.docker_build(tag, &context);
+        run("docker", &["image", "inspect", "--format", "{{.Id}}", tag])
+    }
+
+    /// Pushes `local` to the registry as `repo:tag`, then drops the local
+    /// registry tag so that only a real pull can bring it back.
+    pub fn publish(&self, local: &str, remote: &str) {
+        let remote = format!("{}/{remote}", self.registry_host());
+        run("docker", &["tag", local, &remote]);
+        run("docker", &["push", "-q", &remote]);
+        run("docker", &["rmi", &remote]);
+    }
+
+    /// The remote name of a repository in the fixture's registry.
+    pub fn remote(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.registry_host())
+    }
+
+    /// Writes compose files into `project_dir` and runs `up -d` with them.
+    pub fn compose_up(
+        &self,
+        project: &str,
+        project_dir: &Path,
+        files: &[(&str, String)],
+        extra_up: &[&str],
+    ) {
+        std::fs::create_dir_all(project_dir).unwrap();
+        let mut paths = Vec::new();
+        for (name, text) in files {
+            let path = project_dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            paths.push(path);
+        }
+        self.projects.lock().unwrap().push((
+            project.to_string(),
+            paths.clone(),
+            project_dir.to_path_buf(),
+        ));
+        let mut args = compose_args(project, &paths, project_dir);
+        args.extend(["up", "-d"].map(String::from));
+        args.extend(extra_up.iter().map(|s| s.to_string()));
+        let tool = compose_tool();
+        let all: Vec<&str> = tool[1..]
+            .iter()
+            .chain(args.iter())
+            .map(String::as_str)
+            .collect();
+        run(&tool[0], &all);
+    }
+
+    pub fn container(&self, name: &str) -> Value {
+        let text = run("docker", &["inspect", name]);
+        serde_json::from_str::<Value>(&text).unwrap()[0].clone()
+    }
+
+    /// What the container serves, read inside it.
+    pub fn content(&self, name: &str) -> String {
+        run(
+            "docker",
+            &["exec", name, "/bin/busybox", "cat", "/www/index.html"],
+        )
+    }
+}
+
+fn compose_args(project: &str, files: &[PathBuf], dir: &Path) -> Vec<String> {
+    let mut args = vec![format!("--project-name={project}")];
+    args.extend(files.iter().map(|f| format!("--file={}", f.display())));
+    args.push(format!("--project-directory={}", dir.display()));
+    args
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let tool = compose_tool();
+        for (project, files, dir) in self.projects.lock().unwrap().iter() {
+            let mut args: Vec<String> = tool[1..].to_vec();
+            args.extend(compose_args(project, files, dir));
+            args.extend(["down", "--volumes", "--remove-orphans"].map(String::from));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_quietly(&tool[0], &args);
+        }
+        let label = format!("label=dh.test={}", self.id);
+        let containers = run_quietly("docker", &["ps", "-aq", "--filter", &label]);
+        for id in containers.split_whitespace() {
+            run_quietly("docker", &["rm", "-f", id]);
+        }
+        // Newest first, so children go before the images they are built on;
+        // a second pass catches what a parent-first order left.
+        for _ in 0..3 {
+            let images = run_quietly("docker", &["images", "-q", "--filter", &label]);
+            if images.is_empty() {
+                break;
+            }
+            for id in images.split_whitespace() {
+                run_quietly("docker", &["rmi", "-f", id]);
+            }
+        }
+    }
+}
+
+/// The gateway binary, serving a policy on a free port.
+pub struct GatewayProcess {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+pub const SECRET: &str = "e2e-secret-0123456789abcdef";
+
+impl GatewayProcess {
+    /// Starts `delivery-hook serve` with a policy allowing `<fixture id>-*`.
+    pub fn start(fixture: &Fixture, docker_extra: &str) -> Self {
+        let port = free_port();
+        let policy = fixture.dir.path().join("delivery.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_wait_secs = 300\n\n[docker]\n{docker_extra}\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\", \"build\"]\n",
+                id = fixture.id
+            ),
+        )
+        .unwrap();
+        let log = fixture.dir.path().join("gateway.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+            .args(["serve", "--config"])
+            .arg(&policy)
+            .env("E2E_SECRET", SECRET)
+            .env_remove("DELIVERY_LISTEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the gateway binary starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let health = format!("{url}/healthz");
+        wait_until("the gateway to listen", Duration::from_secs(15), || {
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &health])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        Self { child, url, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client for the gateway, signing as the e2e project.
+pub struct Client {
+    http: reqwest::Client,
+    pub url: String,
+}
+
+impl Client {
+    pub fn new(gateway: &GatewayProcess) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            http: reqwest::Client::new(),
+            url: gateway.url.clone(),
+        }
+    }
+
+    /// POSTs `{"container_name": name}` signed at `timestamp`.
+    pub async fn deploy_at(&self, path: &str, name: &str, timestamp: u64) -> (u16, Value) {
+        let body = crate::support::body_for(name);
+        let ts = timestamp.to_string();
+        let signature = crate::support::sign(SECRET, body.as_bytes(), &ts);
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .header("X-Timestamp", ts)
+            .header("X-Signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn deploy(&self, path: &str, name: &str) -> (u16, Value) {
+        self.deploy_at(path, name, crate::support::now()).await
+    }
+
+    pub async fn job(&self, id: &str, wait: u64) -> (u16, Value) {
+        let target = format!("/jobs/{id}?wait={wait}");
+        let ts = crate::support::now().to_string();
+        let response = self
+            .http
+            .get(format!("{}{target}", self.url))
+            .header("X-Timestamp", &ts)
+            .header(
+                "X-Signature",
+                crate::support::sign(SECRET, target.as_bytes(), &ts),
+            )
+            .header("X-Project", "e2e")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+}
