@@ -299,4 +299,83 @@ mod tests {
         let key = SigningKey::new(b"super-secret-value-1234");
         assert!(!format!("{key:?}").contains("super"));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn timestamp_parser_never_panics_and_accepts_only_digits(text in "\\PC{0,30}") {
+                match parse_timestamp(Some(&text)) {
+                    Ok(t) => {
+                        prop_assert!(!text.is_empty() && text.len() <= 19);
+                        prop_assert!(text.bytes().all(|b| b.is_ascii_digit()));
+                        prop_assert_eq!(t.secs, text.parse::<u64>().unwrap());
+                        prop_assert_eq!(t.text, text.as_str());
+                    }
+                    Err(e) => prop_assert_eq!(e, AuthError::InvalidTimestamp),
+                }
+            }
+
+            #[test]
+            fn digit_strings_parse(secs in any::<u64>()) {
+                let text = secs.to_string();
+                let parsed = parse_timestamp(Some(&text));
+                prop_assert_eq!(parsed.is_ok(), text.len() <= 19);
+            }
+
+            #[test]
+            fn window_is_symmetric(now in 0u64..u64::MAX / 2, skew in 0u64..10_000, tolerance in 0u64..5_000) {
+                let inside = skew <= tolerance;
+                prop_assert_eq!(check_window(now + skew, now, tolerance).is_ok(), inside);
+                if now >= skew {
+                    prop_assert_eq!(check_window(now - skew, now, tolerance).is_ok(), inside);
+                }
+            }
+
+            #[test]
+            fn signature_parser_never_panics(text in "\\PC{0,80}") {
+                if let Ok(bytes) = parse_signature(Some(&text)) {
+                    let digits = text.strip_prefix("sha256=").unwrap_or(&text);
+                    prop_assert_eq!(digits.len(), 64);
+                    prop_assert_eq!(hex::encode(bytes), digits.to_ascii_lowercase());
+                }
+            }
+
+            #[test]
+            fn hex_of_any_mac_parses_back(bytes in any::<[u8; 32]>(), upper in any::<bool>(), prefix in any::<bool>()) {
+                let mut text = hex::encode(bytes);
+                if upper { text = text.to_uppercase(); }
+                if prefix { text = format!("sha256={text}"); }
+                prop_assert_eq!(parse_signature(Some(&text)), Ok(bytes));
+            }
+
+            /// A signature is accepted only if it is the true MAC for one of the keys.
+            #[test]
+            fn only_the_true_mac_verifies(
+                secrets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 16..48), 1..4),
+                payload in proptest::collection::vec(any::<u8>(), 0..256),
+                timestamp in "[0-9]{1,19}",
+                forged in any::<[u8; 32]>(),
+                pick in any::<prop::sample::Index>(),
+                flip in any::<prop::sample::Index>(),
+            ) {
+                let keys: Vec<SigningKey> = secrets.iter().map(|s| SigningKey::new(s)).collect();
+                let macs: Vec<Signature> = keys.iter().map(|k| k.sign(&payload, &timestamp)).collect();
+                // A random signature verifies only if it happens to be one of the MACs.
+                let accepted = verify_any(&keys, &payload, &timestamp, &forged);
+                prop_assert_eq!(accepted.is_some(), macs.contains(&forged));
+                // Each true MAC verifies, against its own key.
+                let i = pick.index(keys.len());
+                let found = verify_any(&keys, &payload, &timestamp, &macs[i]).unwrap();
+                prop_assert_eq!(macs[found], macs[i]);
+                // One flipped bit is refused.
+                let mut bent = macs[i];
+                let bit = flip.index(256);
+                bent[bit / 8] ^= 1 << (bit % 8);
+                prop_assert_eq!(verify_any(&keys, &payload, &timestamp, &bent).is_some(), macs.contains(&bent));
+            }
+        }
+    }
 }

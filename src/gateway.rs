@@ -178,9 +178,46 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
+/// The deploy body. Deserialised by hand because serde's derived impl also
+/// accepts a JSON array by position (`["web"]`): only an object is a body,
+/// `container_name` must appear exactly once, and other fields are ignored,
+/// as the tool this replaces ignored them.
 struct DeployBody {
     container_name: String,
+}
+
+impl<'de> serde::Deserialize<'de> for DeployBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+
+        struct Fields;
+
+        impl<'de> Visitor<'de> for Fields {
+            type Value = DeployBody;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with a container_name string")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeployBody, A::Error> {
+                let mut container_name = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "container_name" {
+                        map.next_value::<IgnoredAny>()?;
+                    } else if container_name.is_some() {
+                        return Err(A::Error::duplicate_field("container_name"));
+                    } else {
+                        container_name = Some(map.next_value::<String>()?);
+                    }
+                }
+                container_name
+                    .map(|container_name| DeployBody { container_name })
+                    .ok_or_else(|| A::Error::missing_field("container_name"))
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 pub struct Gateway {
@@ -603,10 +640,15 @@ impl Gateway {
     }
 }
 
+/// `<created_at_ms>-<id>`. A time beyond any representable one means
+/// "from the newest", as a cursor from the far future would.
 fn parse_cursor(text: &str) -> Option<Cursor> {
     let (at, id) = text.split_once('-')?;
+    if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     Some(Cursor {
-        created_at_ms: at.parse().ok()?,
+        created_at_ms: at.parse().unwrap_or(i64::MAX as u64).min(i64::MAX as u64),
         id: JobId::parse(id)?,
     })
 }

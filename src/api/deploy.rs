@@ -10,8 +10,8 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::model::{DeployRequest, Job, Problem, refusal_for_parse_error};
 use super::signed::SignedJson;
-use super::{ApiTag, client_of};
-use crate::gateway::{DeployCall, DeployOutcome, Gateway, Refusal, RefusalKind, SignedHeaders};
+use super::{ApiTag, client_of, signing_headers};
+use crate::gateway::{DeployCall, DeployOutcome, Gateway, Refusal, RefusalKind};
 use crate::jobs::JobState;
 use crate::names::Action;
 
@@ -115,26 +115,21 @@ impl From<DeployOutcome> for DeployResponse {
 
 pub struct DeployApi;
 
-/// Both operations: they differ only in the action.
+/// Both operations: they differ only in the action. The signing headers
+/// are declared on the operations for the document and read from `request`.
 async fn deploy(
     gateway: &Gateway,
     request: &Request,
     action: Action,
-    headers: [&Header<Option<String>>; 3],
     wait: Option<u32>,
     body: SignedJson<DeployRequest>,
 ) -> DeployResponse {
-    let [timestamp, signature, project] = headers.map(|h| h.0.as_deref());
     let policy = gateway.policy();
     let timeout = policy.server.request_timeout();
     let call = DeployCall {
         action,
         client: client_of(&policy, request),
-        headers: SignedHeaders {
-            timestamp,
-            signature,
-            project,
-        },
+        headers: signing_headers(request),
         wait_secs: wait.map(u64::from),
     };
     drop(policy);
@@ -163,22 +158,23 @@ impl DeployApi {
         /// Unix time in seconds when the request was signed; decimal digits only.
         /// Accepted within `timestamp_tolerance_secs` (default 300) of the gateway's clock.
         #[oai(name = "X-Timestamp")]
-        timestamp: Header<Option<String>>,
+        _timestamp: Header<Option<String>>,
         /// Hex HMAC-SHA256 of the raw body followed by the X-Timestamp string,
         /// keyed with one of the project's secrets; optionally prefixed `sha256=`.
         #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        _signature: Header<Option<String>>,
         /// The policy project whose keys signed the request. Optional: without
         /// it, the projects allowed to deploy the named container are tried.
         #[oai(name = "X-Project")]
-        project: Header<Option<String>>,
+        _project: Header<Option<String>>,
         /// Hold the response up to this many seconds until the job ends
-        /// (200 succeeded, 502 failed); at most the server's `max_wait_secs`.
+        /// (200 succeeded, 502 failed); at most the server's `max_wait_secs`
+        /// (600 unless configured; never more than 86400).
+        #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
         body: SignedJson<DeployRequest>,
     ) -> DeployResponse {
-        let headers = [&timestamp, &signature, &project];
-        deploy(&gateway, request, Action::Pull, headers, wait.0, body).await
+        deploy(&gateway, request, Action::Pull, wait.0, body).await
     }
 
     /// Rebuild and recreate a service
@@ -194,18 +190,18 @@ impl DeployApi {
         request: &Request,
         /// Unix time in seconds when the request was signed; decimal digits only.
         #[oai(name = "X-Timestamp")]
-        timestamp: Header<Option<String>>,
+        _timestamp: Header<Option<String>>,
         /// Hex HMAC-SHA256 of the raw body followed by the X-Timestamp string.
         #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        _signature: Header<Option<String>>,
         /// The policy project whose keys signed the request; optional.
         #[oai(name = "X-Project")]
-        project: Header<Option<String>>,
+        _project: Header<Option<String>>,
         /// Hold the response up to this many seconds until the job ends.
+        #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
         body: SignedJson<DeployRequest>,
     ) -> DeployResponse {
-        let headers = [&timestamp, &signature, &project];
-        deploy(&gateway, request, Action::Build, headers, wait.0, body).await
+        deploy(&gateway, request, Action::Build, wait.0, body).await
     }
 }

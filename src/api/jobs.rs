@@ -9,8 +9,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::model::{Job, JobList, Problem, refusal_for_parse_error};
-use super::{ApiTag, client_of};
-use crate::gateway::{Gateway, ReadCall, Refusal, RefusalKind, SignedHeaders};
+use super::{ApiTag, client_of, signing_headers};
+use crate::gateway::{Gateway, ReadCall, Refusal, RefusalKind};
 
 /// The most jobs one page lists.
 const MAX_PAGE: u32 = 100;
@@ -24,7 +24,8 @@ pub enum JobResponse {
     /// The job, in whatever state it is.
     #[oai(status = 200)]
     Ok(Json<Job>),
-    /// `wait` is out of range (`invalid_wait`).
+    /// The id is not 32 hex digits (`invalid_parameter`), or `wait` is out of
+    /// range (`invalid_wait`).
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
     /// Authentication failed (see `pullContainer`); `X-Project` is required here (`missing_project`).
@@ -96,23 +97,16 @@ impl From<Refusal> for ListResponse {
     }
 }
 
-fn read_call<'a>(
-    gateway: &Gateway,
-    request: &'a Request,
-    headers: [&'a Header<Option<String>>; 3],
-) -> ReadCall<'a> {
-    let [timestamp, signature, project] = headers.map(|h| h.0.as_deref());
+/// The signing headers are declared on the operations for the document
+/// and read from `request`.
+fn read_call<'a>(gateway: &Gateway, request: &'a Request) -> ReadCall<'a> {
     let target = request
         .uri()
         .path_and_query()
         .map_or(request.uri().path(), |pq| pq.as_str());
     ReadCall {
         client: client_of(&gateway.policy(), request),
-        headers: SignedHeaders {
-            timestamp,
-            signature,
-            project,
-        },
+        headers: signing_headers(request),
         target,
     }
 }
@@ -133,20 +127,22 @@ impl JobsApi {
         gateway: Data<&Arc<Gateway>>,
         request: &Request,
         /// The job id, 32 hex digits.
+        #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         id: Path<String>,
         /// Unix time in seconds when the request was signed.
         #[oai(name = "X-Timestamp")]
-        timestamp: Header<Option<String>>,
+        _timestamp: Header<Option<String>>,
         /// Hex HMAC-SHA256 of the request target followed by the X-Timestamp string.
         #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        _signature: Header<Option<String>>,
         /// The project the job belongs to; required.
         #[oai(name = "X-Project")]
-        project: Header<Option<String>>,
+        _project: Header<Option<String>>,
         /// Hold the response up to this many seconds until the job ends.
+        #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
     ) -> JobResponse {
-        let call = read_call(&gateway, request, [&timestamp, &signature, &project]);
+        let call = read_call(&gateway, request);
         match gateway.job(call, &id, wait.0.map(u64::from)).await {
             Ok(job) => JobResponse::Ok(Json(Job::from_record(job, false, false))),
             Err(refusal) => refusal.into(),
@@ -164,21 +160,21 @@ impl JobsApi {
         request: &Request,
         /// Unix time in seconds when the request was signed.
         #[oai(name = "X-Timestamp")]
-        timestamp: Header<Option<String>>,
+        _timestamp: Header<Option<String>>,
         /// Hex HMAC-SHA256 of the request target followed by the X-Timestamp string.
         #[oai(name = "X-Signature")]
-        signature: Header<Option<String>>,
+        _signature: Header<Option<String>>,
         /// The project whose jobs to list; required.
         #[oai(name = "X-Project")]
-        project: Header<Option<String>>,
+        _project: Header<Option<String>>,
         /// Jobs per page, 1 to 100.
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
         /// The `next_before` of the previous page.
-        #[oai(validator(max_length = 64))]
+        #[oai(validator(pattern = "^[0-9]{1,20}-[0-9a-f]{32}$"))]
         before: Query<Option<String>>,
     ) -> ListResponse {
-        let call = read_call(&gateway, request, [&timestamp, &signature, &project]);
+        let call = read_call(&gateway, request);
         let limit = limit.0.unwrap_or(20).min(MAX_PAGE) as usize;
         match gateway.list_jobs(call, limit, before.0.as_deref()).await {
             Ok(page) => ListResponse::Ok(Json(JobList {

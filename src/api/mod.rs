@@ -16,7 +16,7 @@ use poem_openapi::{LicenseObject, OpenApiService, ServerObject, Tags};
 
 pub use model::{DeployRequest, Job, JobList, Problem};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, SignedHeaders};
 use crate::policy::Policy;
 
 #[derive(Tags)]
@@ -88,6 +88,36 @@ pub(crate) fn client_of(policy: &Policy, request: &Request) -> IpAddr {
         .get(policy.server.client_ip_header.as_str())
         .and_then(|v| v.to_str().ok());
     crate::client_addr::resolve(&policy.server.trusted_proxies, peer, forwarded)
+}
+
+/// The signing headers as sent. Read from the request itself rather than
+/// from the documented parameters, which treat a value that is not visible
+/// ASCII as absent: such a value must be refused as malformed, not missing.
+pub(crate) fn signing_headers(request: &Request) -> SignedHeaders<'_> {
+    let text = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or(UNREADABLE))
+    };
+    SignedHeaders {
+        timestamp: text("x-timestamp"),
+        signature: text("x-signature"),
+        project: text("x-project"),
+    }
+}
+
+/// Stands in for a header value that is not text; it fails every check.
+const UNREADABLE: &str = "\u{fffd}";
+
+/// The methods a path answers, for the `Allow` header of a 405.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/pull" | "/build" => Some("POST"),
+        "/jobs" | "/healthz" | "/readyz" | "/openapi.json" | "/metrics" => Some("GET"),
+        p if p.starts_with("/jobs/") || p.starts_with("/docs") => Some("GET"),
+        _ => None,
+    }
 }
 
 /// Which operation a request is, for the request counter.
@@ -172,8 +202,15 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
         .around(move |ep, request| {
             let gateway = counted.clone();
             async move {
-                let operation = operation_of(request.method(), request.uri().path());
-                let response = ep.call(request).await?.into_response();
+                let path = request.uri().path().to_owned();
+                let operation = operation_of(request.method(), &path);
+                let mut response = ep.call(request).await?.into_response();
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    if let Some(allow) = allowed_methods(&path) {
+                        let value = header::HeaderValue::from_static(allow);
+                        response.headers_mut().insert(header::ALLOW, value);
+                    }
+                }
                 gateway
                     .metrics()
                     .request(operation, response.status().as_u16());

@@ -369,3 +369,46 @@ impl fmt::Display for Summary<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn compile(containers: Vec<String>) -> Option<Policy> {
+        let spec = ProjectSpec {
+            name: ProjectName::parse("p").unwrap(),
+            secrets: vec![(SecretSource::Literal, b"0123456789abcdef".to_vec())],
+            containers,
+            actions: vec![Action::Pull],
+            compose_files: None,
+        };
+        Policy::compile(
+            Origin::Seed,
+            load::default_server(Path::new(".")),
+            load::default_docker(),
+            vec![spec],
+        )
+        .ok()
+    }
+
+    proptest! {
+        /// The matcher never panics, and a name is allowed exactly when one
+        /// allow pattern matches it and no deny pattern does, whether asked
+        /// through the project or through the global index.
+        #[test]
+        fn matcher_agrees_with_its_definition(
+            patterns in proptest::collection::vec("!?[a-c*?\\[\\]{},.-]{0,6}", 1..5),
+            name in "[a-c.-]{1,6}",
+        ) {
+            let Ok(name) = ContainerName::parse(&name) else { return Ok(()) };
+            let Some(policy) = compile(patterns.clone()) else { return Ok(()) };
+            let matches = |p: &str| glob(p).map(|g| g.compile_matcher().is_match(name.as_str())).unwrap_or(false);
+            let allowed = patterns.iter().any(|p| !p.starts_with('!') && matches(p))
+                && !patterns.iter().any(|p| p.strip_prefix('!').is_some_and(matches));
+            let project = policy.project("p").unwrap();
+            prop_assert_eq!(project.allows_container(&name), allowed);
+            prop_assert_eq!(!policy.candidates(&name).is_empty(), allowed);
+        }
+    }
+}

@@ -673,8 +673,8 @@ async fn jobs_are_visible_only_to_their_project() {
     .await;
     expect_problem(
         h.get_signed("/jobs/nothex", BILLING, "billing").await,
-        404,
-        "job_not_found",
+        400,
+        "invalid_parameter",
     )
     .await;
     // X-Project is required on reads.

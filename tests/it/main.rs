@@ -1,6 +1,8 @@
 //! The one integration-test binary: in-process HTTP tests over a fake
 //! engine, and end-to-end tests against the real Docker engine.
 
+mod attacks;
 mod e2e;
 mod http;
+mod limits;
 mod support;

@@ -132,6 +132,39 @@ actions = ["pull", "build"]
     )
 }
 
+/// The real gateway over a fake engine with the test containers, and the
+/// directory holding their compose files and the job store.
+pub async fn gateway_over_fake(extra_server: &str) -> (Arc<Gateway>, Arc<FakeEngine>, TempDir) {
+    let root = TempDir::new("http");
+    let engine = Arc::new(FakeEngine::new());
+    for (name, project, service, dir) in [
+        ("billing-web", "billing", "web", "billing"),
+        ("billing-worker", "billing", "worker", "billing"),
+        ("billing-db", "billing", "db", "billing"),
+        ("billing-outside", "elsewhere", "web", "elsewhere"),
+        ("shop-web", "shop", "web", "shop"),
+    ] {
+        let dir = root.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
+        engine.add(name, &compose_labels(project, service, &dir));
+    }
+    engine.add("billing-plain", &[]);
+    let hidden = root.path().join("billing/not-mounted");
+    engine.add(
+        "billing-hidden",
+        &compose_labels("billing", "hidden", &hidden),
+    );
+    let text = policy_text(root.path(), extra_server);
+    let loaded = policy::parse(&text, &root.path().join("delivery.toml"), &NoEnv)
+        .unwrap_or_else(|e| panic!("test policy: {e}"));
+    let store = Store::open(&loaded.policy.server.state_dir).unwrap();
+    let gateway = delivery_hook::serve::gateway(loaded.policy, engine.clone(), store)
+        .await
+        .unwrap();
+    (gateway, engine, root)
+}
+
 /// The real application over a fake engine, driven without a socket.
 pub struct Harness {
     pub client: TestClient<BoxEndpoint<'static>>,
@@ -146,33 +179,7 @@ impl Harness {
     }
 
     pub async fn with_server(extra_server: &str) -> Self {
-        let root = TempDir::new("http");
-        let engine = Arc::new(FakeEngine::new());
-        for (name, project, service, dir) in [
-            ("billing-web", "billing", "web", "billing"),
-            ("billing-worker", "billing", "worker", "billing"),
-            ("billing-db", "billing", "db", "billing"),
-            ("billing-outside", "elsewhere", "web", "elsewhere"),
-            ("shop-web", "shop", "web", "shop"),
-        ] {
-            let dir = root.path().join(dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
-            engine.add(name, &compose_labels(project, service, &dir));
-        }
-        engine.add("billing-plain", &[]);
-        let hidden = root.path().join("billing/not-mounted");
-        engine.add(
-            "billing-hidden",
-            &compose_labels("billing", "hidden", &hidden),
-        );
-        let text = policy_text(root.path(), extra_server);
-        let loaded = policy::parse(&text, &root.path().join("delivery.toml"), &NoEnv)
-            .unwrap_or_else(|e| panic!("test policy: {e}"));
-        let store = Store::open(&loaded.policy.server.state_dir).unwrap();
-        let gateway = delivery_hook::serve::gateway(loaded.policy, engine.clone(), store)
-            .await
-            .unwrap();
+        let (gateway, engine, root) = gateway_over_fake(extra_server).await;
         let app = delivery_hook::api::app(gateway.clone())
             .map_to_response()
             .boxed();
