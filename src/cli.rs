@@ -172,6 +172,12 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => {
             init_logging(log_format);
+            if let Ok(user) = std::env::var("DELIVERY_RUN_AS") {
+                let socket = crate::privilege::docker_socket();
+                if let Err(e) = crate::privilege::drop_root(&user, &socket) {
+                    return fail(&e);
+                }
+            }
             runtime().block_on(serve_command(config))
         }
         Command::Check { config } => check(config),

@@ -24,6 +24,7 @@
 //! - [`docker`]: the only code that talks to the engine or starts processes.
 //! - [`metrics`]: counters for `GET /metrics`.
 //! - [`names`]: validated names; text becomes one of these once, at the edge.
+//! - [`privilege`]: dropping root when started as root in the container image.
 //! - [`client`]: the `sign` and `trigger` commands.
 
 pub mod api;
@@ -37,6 +38,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod names;
 pub mod policy;
+pub mod privilege;
 pub mod replay;
 pub mod serve;
 pub mod server;

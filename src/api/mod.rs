@@ -66,9 +66,8 @@ fn service() -> OpenApiService<Api, ()> {
         "delivery-hook",
         env!("CARGO_PKG_VERSION"),
     )
-    .summary("Signed redeploys of docker compose services for CI pipelines")
     .description(DESCRIPTION)
-    .license(LicenseObject::new("MIT").identifier("MIT"))
+    .license(LicenseObject::new("MIT").url("https://opensource.org/license/mit"))
     .server(ServerObject::new("/").description("the gateway serving this document"))
 }
 

@@ -2,6 +2,7 @@
 //! engine, and end-to-end tests against the real Docker engine.
 
 mod attacks;
+mod cli;
 mod e2e;
 mod http;
 mod limits;

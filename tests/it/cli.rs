@@ -1,0 +1,292 @@
+//! The command line, run as a user would: `check`, `openapi`, `sign`, and
+//! `serve` in the seed-compatible mode, refusing a bad policy, dropping root.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::e2e::{free_port, wait_until};
+use crate::support::{TempDir, sign};
+
+const BIN: &str = env!("CARGO_BIN_EXE_delivery-hook");
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("DELIVERY_CONFIG")
+        .env_remove("SECRET_KEY")
+        .env_remove("DELIVERY_LISTEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[test]
+fn check_accepts_the_shipped_policies_and_never_prints_a_secret() {
+    let secret = "web-secret-for-the-check-0123456789";
+    for policy in [
+        repo("delivery.toml.example"),
+        repo("examples/delivery.toml"),
+    ] {
+        let out = cli(
+            &["check", "--config", &policy],
+            &[
+                ("WEB_DEPLOY_SECRET", secret),
+                ("BILLING_DEPLOY_SECRET", "billing-secret-for-the-check-0123"),
+            ],
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{policy}:\n{stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(stdout.contains("web: containers web-*, !web-"), "{stdout}");
+        assert!(
+            stdout.contains("secrets 1 (env:WEB_DEPLOY_SECRET)"),
+            "{stdout}"
+        );
+        assert!(!stdout.contains(secret) && !text(&out.stderr).contains(secret));
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_line_and_exits_1() {
+    let dir = TempDir::new("check");
+    let policy = dir.path().join("delivery.toml");
+    std::fs::write(
+        &policy,
+        "[server]\nlisten = \"x\"\n\n[projects.a]\nsecrets = [\"env:UNSET_FOR_SURE\"]\ncontainers = [\"*\"]\nactions = [\"deploy\"]\n",
+    )
+    .unwrap();
+    let out = cli(&["check", "--config", &policy.display().to_string()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let origin = policy.display().to_string();
+    for expected in [
+        format!("error: {origin}:2: `listen`"),
+        format!("error: {origin}:5: environment variable `UNSET_FOR_SURE` is not set"),
+        format!("error: {origin}:7: unknown action `deploy`"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // `serve` refuses to start on the same file, with the same errors.
+    let out = cli(&["serve", "--config", &origin], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(":7: unknown action `deploy`"));
+    // A named policy file that does not exist is an error, not the seed mode.
+    let out = cli(
+        &["check", "--config", "/nonexistent/delivery.toml"],
+        &[("SECRET_KEY", "your-very-secret-key")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read the policy file"));
+}
+
+#[test]
+fn openapi_prints_the_document() {
+    let out = cli(&["openapi"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    for id in [
+        "pullContainer",
+        "buildContainer",
+        "getJob",
+        "listJobs",
+        "getHealth",
+        "getReadiness",
+    ] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+}
+
+#[test]
+fn sign_prints_headers_for_a_body_stdin_or_path() {
+    let secret = "your-very-secret-key";
+    let body = r#"{"container_name": "my-container-name"}"#;
+    let out = cli(
+        &["sign", "--timestamp", "1700000000", body],
+        &[("DELIVERY_SECRET", secret)],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "X-Timestamp: 1700000000\nX-Signature: 448353b29e590d7fec7943fecb867e3ecd3943790e67d1e5c46d78abd5f6b986\n"
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "sign",
+            "--secret-env",
+            "OTHER_SECRET",
+            "--timestamp",
+            "5",
+            "-",
+        ])
+        .env("OTHER_SECRET", secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"raw\nbytes")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(text(&out.stdout).ends_with(&format!("{}\n", sign(secret, b"raw\nbytes", "5"))));
+    let out = cli(
+        &["sign", "--timestamp", "5", "--path", "/jobs/abc?wait=1"],
+        &[("DELIVERY_SECRET", secret)],
+    );
+    assert!(text(&out.stdout).ends_with(&format!("{}\n", sign(secret, b"/jobs/abc?wait=1", "5"))));
+    let out = cli(&["sign", "{}"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("DELIVERY_SECRET, which is not set"));
+}
+
+fn get(port: u16, path: &str) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .ok()?;
+    text(&out.stdout).parse().ok().filter(|s| *s != 0)
+}
+
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn without_a_policy_secret_key_runs_the_seed_compatible_mode() {
+    let dir = TempDir::new("seed");
+    let port = free_port();
+    let log = dir.path().join("log");
+    let _gateway = Running(
+        Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("DELIVERY_CONFIG")
+            .env_remove("DELIVERY_LISTEN")
+            .env("SECRET_KEY", "your-very-secret-key")
+            .env("UVICORN_PORT", port.to_string())
+            .env("SHOW_DOCS", "1")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the seed-mode gateway", Duration::from_secs(15), || {
+        get(port, "/healthz") == Some(200)
+    });
+    assert_eq!(
+        get(port, "/docs"),
+        Some(200),
+        "SHOW_DOCS turns Swagger UI on"
+    );
+    let listening = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    assert!(
+        listening
+            .lines()
+            .any(|l| l.contains(&format!("00000000:{port:04X}"))),
+        "listens on 0.0.0.0:{port}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.matches("seed-compatible mode").count(),
+        1,
+        "one warning:\n{log}"
+    );
+    assert!(!log.contains("your-very-secret-key"));
+    assert!(Path::new(&dir.path().join("delivery-state/jobs.sqlite3")).exists());
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn serve_started_as_root_drops_to_the_named_user_with_the_socket_group() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: dropping root can only be tested as root");
+        return;
+    }
+    let dir = TempDir::new("drop");
+    let socket = dir.path().join("docker.sock");
+    std::fs::write(&socket, "").unwrap();
+    std::os::unix::fs::chown(&socket, None, Some(4242)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let port = free_port();
+    let policy = dir.path().join("delivery.toml");
+    std::fs::write(
+        &policy,
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\n[projects.a]\nsecrets = [\"literal-secret-0123456789\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n"),
+    )
+    .unwrap();
+    let gateway = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&policy)
+            .env("DELIVERY_RUN_AS", "nobody")
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env_remove("DELIVERY_LISTEN")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the gateway", Duration::from_secs(15), || {
+        get(port, "/healthz") == Some(200)
+    });
+    let pid = gateway.0.id();
+    assert!(
+        status_field(pid, "Uid:").starts_with("65534"),
+        "uid {}",
+        status_field(pid, "Uid:")
+    );
+    assert!(status_field(pid, "Gid:").starts_with("65534"));
+    assert_eq!(
+        status_field(pid, "Groups:"),
+        "4242",
+        "only the socket's group"
+    );
+}
