@@ -143,35 +143,13 @@ fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf
     Ok((loaded.policy, warnings, path))
 }
 
-pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::Targets;
-    let filter: Targets = std::env::var("DELIVERY_LOG")
-        .ok()
-        .and_then(|f| f.parse().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(tracing::Level::TRACE);
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let _ = match format {
-        LogFormat::Text => builder.finish().with(filter).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .finish()
-            .with(filter)
-            .try_init(),
-    };
-}
-
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => {
-            init_logging(log_format);
+            let _logs = crate::logging::init(match log_format {
+                LogFormat::Text => crate::logging::Format::Text,
+                LogFormat::Json => crate::logging::Format::Json,
+            });
             if let Ok(user) = std::env::var("DELIVERY_RUN_AS") {
                 let socket = crate::privilege::docker_socket();
                 if let Err(e) = crate::privilege::drop_root(&user, &socket) {

@@ -420,24 +420,27 @@ impl Gateway {
             None => parse_body(&body)?,
         };
         seen.container = Some(container.to_string());
-        authorise(project, call.action, &container)?;
+        authorise(policy, project, call.action, &container)?;
 
         let expires_at = timestamp.secs.saturating_add(tolerance);
         let key = replay_key(&signature);
         let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
+        // The steps below await the engine, the store and jobs; boxed, their
+        // state lives on the heap only for requests that get this far, and
+        // a refused request's future stays small (every layer of the HTTP
+        // stack moves it).
         loop {
             match self.replay.admit(key, expires_at, unix_now()) {
                 Admission::First(ticket) => {
-                    let submitted = self.accept(project, call.action, &container).await;
+                    let submitted = Box::pin(self.accept(project, call.action, &container)).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
-                    return self
-                        .finish(submitted.job, false, submitted.coalesced, wait)
-                        .await;
+                    let finished = self.finish(submitted.job, false, submitted.coalesced, wait);
+                    return Box::pin(finished).await;
                 }
-                Admission::Replay(id) => return self.replayed(id, wait).await,
+                Admission::Replay(id) => return Box::pin(self.replayed(id, wait)).await,
                 Admission::InFlight(receiver) => match replay::wait_for_outcome(receiver).await {
-                    Some(Ok(id)) => return self.replayed(id, wait).await,
+                    Some(Ok(id)) => return Box::pin(self.replayed(id, wait)).await,
                     Some(Err(refusal)) => return Err(refusal),
                     None => continue,
                 },
@@ -673,7 +676,12 @@ fn named_project<'p>(policy: &'p Policy, name: &str) -> Result<Option<&'p Projec
 }
 
 /// Step 6: the project's policy.
-fn authorise(project: &Project, action: Action, container: &ContainerName) -> Result<(), Refusal> {
+fn authorise(
+    policy: &Policy,
+    project: &Project,
+    action: Action,
+    container: &ContainerName,
+) -> Result<(), Refusal> {
     if !project.allows_action(action) {
         return Err(Refusal::new(
             RefusalKind::Forbidden,
@@ -681,7 +689,7 @@ fn authorise(project: &Project, action: Action, container: &ContainerName) -> Re
             format!("this project may not {action}"),
         ));
     }
-    if !project.allows_container(container) {
+    if !policy.allows_container(project, container) {
         return Err(Refusal::new(
             RefusalKind::Forbidden,
             "container_not_allowed",

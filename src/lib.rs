@@ -22,6 +22,7 @@
 //! - [`client_addr`]: the client address, behind trusted proxies or not.
 //! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
 //! - [`docker`]: the only code that talks to the engine or starts processes.
+//! - [`logging`]: log lines on stderr, written in batches by one thread.
 //! - [`metrics`]: counters for `GET /metrics`.
 //! - [`names`]: validated names; text becomes one of these once, at the edge.
 //! - [`privilege`]: dropping root when started as root in the container image.
@@ -35,6 +36,7 @@ pub mod client_addr;
 pub mod docker;
 pub mod gateway;
 pub mod jobs;
+pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod policy;

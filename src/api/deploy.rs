@@ -5,10 +5,9 @@ use std::sync::Arc;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Header, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{DeployRequest, Job, Problem, refusal_for_parse_error};
+use super::model::{DeployRequest, Job, JsonBody, Problem, refusal_for_parse_error};
 use super::signed::SignedJson;
 use super::{ApiTag, client_of, signing_headers};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway, Refusal, RefusalKind};
@@ -22,56 +21,56 @@ pub enum DeployResponse {
     /// With `wait`: the job succeeded. Without `wait`: this request was seen
     /// before and its job has finished (in any state); the body says which.
     #[oai(status = 200)]
-    Finished(Json<Job>),
+    Finished(JsonBody<Job>),
     /// The job is queued or running. Follow it with `GET /jobs/{id}` (the
     /// `Location` header), or send the request with `wait`.
     #[oai(status = 202)]
-    Accepted(Json<Job>, #[oai(header = "Location")] String),
+    Accepted(JsonBody<Job>, #[oai(header = "Location")] String),
     /// With `wait`: the job failed, timed out or was interrupted. The body is
     /// the job; `error` says why and `output` holds compose's output.
     #[oai(status = 502)]
-    JobFailed(Json<Job>),
+    JobFailed(JsonBody<Job>),
     /// The body is not `{"container_name": "<name>"}`, the name does not
     /// match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`, or `wait` is out of range.
     /// Codes: `invalid_json`, `invalid_body`, `invalid_container_name`, `invalid_wait`.
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
+    BadRequest(JsonBody<Problem>),
     /// Authentication failed; `code` names the rule: `missing_timestamp`,
     /// `invalid_timestamp`, `timestamp_out_of_window`, `missing_signature`,
     /// `invalid_signature`, `invalid_project`, `signature_mismatch`.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
+    Unauthorized(JsonBody<Problem>),
     /// Authenticated, but the project may not do this: `action_not_allowed`,
     /// `container_not_allowed`, `compose_file_not_allowed`.
     #[oai(status = 403, content_type = "application/problem+json")]
-    Forbidden(Json<Problem>),
+    Forbidden(JsonBody<Problem>),
     /// Authenticated and allowed, but no container has this exact name
     /// (`container_not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    NotFound(JsonBody<Problem>),
     /// The body did not arrive within the request timeout (`body_timeout`).
     #[oai(status = 408, content_type = "application/problem+json")]
-    RequestTimeout(Json<Problem>),
+    RequestTimeout(JsonBody<Problem>),
     /// The body is larger than the server's `max_body_bytes` (`body_too_large`).
     #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
+    PayloadTooLarge(JsonBody<Problem>),
     /// The body is not sent as JSON (`unsupported_media_type`).
     #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
+    UnsupportedMediaType(JsonBody<Problem>),
     /// The container exists but cannot be deployed: `not_compose_managed`,
     /// `compose_label_missing`, `compose_label_invalid`, or
     /// `compose_file_not_visible` (mount the compose files into the gateway at
     /// the same absolute path as on the host).
     #[oai(status = 422, content_type = "application/problem+json")]
-    Unprocessable(Json<Problem>),
+    Unprocessable(JsonBody<Problem>),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
     /// The Docker engine does not answer (`engine_unavailable`), the job
     /// could not be recorded (`store_unavailable`), the replay cache is full
     /// (`replay_cache_full`) or the gateway is stopping (`shutting_down`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
 fn bad_request(err: poem::Error) -> DeployResponse {
@@ -80,7 +79,7 @@ fn bad_request(err: poem::Error) -> DeployResponse {
 
 impl From<Refusal> for DeployResponse {
     fn from(r: Refusal) -> Self {
-        let problem = Json(Problem::from(&r));
+        let problem = JsonBody(Problem::from(&r));
         let retry_after = r.retry_after.unwrap_or(1);
         match r.kind {
             RefusalKind::BadRequest => Self::BadRequest(problem),
@@ -104,11 +103,11 @@ impl From<DeployOutcome> for DeployResponse {
         let job = Job::from_record(o.job, o.replayed, o.coalesced);
         if !state.is_final() {
             let location = format!("/jobs/{}", job.id);
-            Self::Accepted(Json(job), location)
+            Self::Accepted(JsonBody(job), location)
         } else if state == JobState::Succeeded || !o.waited {
-            Self::Finished(Json(job))
+            Self::Finished(JsonBody(job))
         } else {
-            Self::JobFailed(Json(job))
+            Self::JobFailed(JsonBody(job))
         }
     }
 }

@@ -3,15 +3,14 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTag;
-use super::model::Problem;
+use super::model::{JsonBody, Problem};
 use crate::gateway::Gateway;
 
 /// A health answer.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
@@ -21,17 +20,17 @@ pub struct Health {
 pub enum HealthResponse {
     /// The process serves requests.
     #[oai(status = 200)]
-    Ok(Json<Health>),
+    Ok(JsonBody<Health>),
 }
 
 #[derive(ApiResponse)]
 pub enum ReadyResponse {
     /// The Docker engine answers; deploys can run.
     #[oai(status = 200)]
-    Ready(Json<Health>),
+    Ready(JsonBody<Health>),
     /// The Docker engine does not answer (`engine_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
 pub struct HealthApi;
@@ -43,7 +42,7 @@ impl HealthApi {
     /// 200 while the process serves requests. Unauthenticated.
     #[oai(path = "/healthz", method = "get", operation_id = "getHealth")]
     async fn healthz(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(Health {
+        HealthResponse::Ok(JsonBody(Health {
             status: "ok".into(),
         }))
     }
@@ -54,13 +53,13 @@ impl HealthApi {
     #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
     async fn readyz(&self, gateway: Data<&Arc<Gateway>>) -> ReadyResponse {
         match gateway.engine().ping().await {
-            Ok(()) => ReadyResponse::Ready(Json(Health {
+            Ok(()) => ReadyResponse::Ready(JsonBody(Health {
                 status: "ready".into(),
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
                 ReadyResponse::Unavailable(
-                    Json(Problem::new(
+                    JsonBody(Problem::new(
                         503,
                         "engine_unavailable",
                         "the Docker engine does not answer",

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{Job, JobList, Problem, refusal_for_parse_error};
+use super::model::{Job, JobList, JsonBody, Problem, refusal_for_parse_error};
 use super::{ApiTag, client_of, signing_headers};
 use crate::gateway::{Gateway, ReadCall, Refusal, RefusalKind};
 
@@ -23,23 +22,23 @@ const MAX_PAGE: u32 = 100;
 pub enum JobResponse {
     /// The job, in whatever state it is.
     #[oai(status = 200)]
-    Ok(Json<Job>),
+    Ok(JsonBody<Job>),
     /// The id is not 32 hex digits (`invalid_parameter`), or `wait` is out of
     /// range (`invalid_wait`).
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
+    BadRequest(JsonBody<Problem>),
     /// Authentication failed (see `pullContainer`); `X-Project` is required here (`missing_project`).
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
+    Unauthorized(JsonBody<Problem>),
     /// No job with this id belongs to the authenticated project (`job_not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    NotFound(JsonBody<Problem>),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
     /// The job store does not answer (`store_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
 fn job_bad_request(err: poem::Error) -> JobResponse {
@@ -48,7 +47,7 @@ fn job_bad_request(err: poem::Error) -> JobResponse {
 
 impl From<Refusal> for JobResponse {
     fn from(r: Refusal) -> Self {
-        let problem = Json(Problem::from(&r));
+        let problem = JsonBody(Problem::from(&r));
         let retry_after = r.retry_after.unwrap_or(1);
         match r.kind {
             RefusalKind::Unauthorized => Self::Unauthorized(problem),
@@ -65,19 +64,19 @@ impl From<Refusal> for JobResponse {
 pub enum ListResponse {
     /// A page of the project's jobs, newest first.
     #[oai(status = 200)]
-    Ok(Json<JobList>),
+    Ok(JsonBody<JobList>),
     /// `limit` or `before` is not valid (`invalid_parameter`).
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
+    BadRequest(JsonBody<Problem>),
     /// Authentication failed (see `getJob`).
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
+    Unauthorized(JsonBody<Problem>),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
     /// The job store does not answer (`store_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
 fn list_bad_request(err: poem::Error) -> ListResponse {
@@ -86,7 +85,7 @@ fn list_bad_request(err: poem::Error) -> ListResponse {
 
 impl From<Refusal> for ListResponse {
     fn from(r: Refusal) -> Self {
-        let problem = Json(Problem::from(&r));
+        let problem = JsonBody(Problem::from(&r));
         let retry_after = r.retry_after.unwrap_or(1);
         match r.kind {
             RefusalKind::Unauthorized => Self::Unauthorized(problem),
@@ -144,7 +143,7 @@ impl JobsApi {
     ) -> JobResponse {
         let call = read_call(&gateway, request);
         match gateway.job(call, &id, wait.0.map(u64::from)).await {
-            Ok(job) => JobResponse::Ok(Json(Job::from_record(job, false, false))),
+            Ok(job) => JobResponse::Ok(JsonBody(Job::from_record(job, false, false))),
             Err(refusal) => refusal.into(),
         }
     }
@@ -177,7 +176,7 @@ impl JobsApi {
         let call = read_call(&gateway, request);
         let limit = limit.0.unwrap_or(20).min(MAX_PAGE) as usize;
         match gateway.list_jobs(call, limit, before.0.as_deref()).await {
-            Ok(page) => ListResponse::Ok(Json(JobList {
+            Ok(page) => ListResponse::Ok(JsonBody(JobList {
                 jobs: page
                     .jobs
                     .into_iter()

@@ -150,7 +150,7 @@ fn problem_response(problem: &Problem) -> Response {
 }
 
 /// Errors raised outside the operations (unknown path, wrong method) as problem documents.
-async fn routing_problem(err: poem::Error) -> Response {
+fn routing_problem(err: poem::Error) -> Response {
     let status = err.status();
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint".to_owned()),
@@ -161,6 +161,39 @@ async fn routing_problem(err: poem::Error) -> Response {
         _ => ("invalid_request", err.to_string()),
     };
     problem_response(&Problem::new(status.as_u16(), code, message))
+}
+
+/// The outermost layer: routing errors become problem documents, a 405
+/// says what is allowed, and every answer is counted. One layer rather than
+/// poem's `catch_all_error` and `around`, because each layer moves the
+/// request's future once more.
+struct Edge<E> {
+    inner: E,
+    gateway: Arc<Gateway>,
+}
+
+impl<E: Endpoint> Endpoint for Edge<E> {
+    type Output = Response;
+
+    async fn call(&self, request: Request) -> poem::Result<Response> {
+        let path = request.uri().path();
+        let operation = operation_of(request.method(), path);
+        let allow = allowed_methods(path);
+        let mut response = match self.inner.call(request).await {
+            Ok(output) => output.into_response(),
+            Err(err) => routing_problem(err),
+        };
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            if let Some(allow) = allow {
+                let value = header::HeaderValue::from_static(allow);
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+        }
+        self.gateway
+            .metrics()
+            .request(operation, response.status().as_u16());
+        Ok(response)
+    }
 }
 
 #[handler]
@@ -175,10 +208,10 @@ fn metrics(gateway: poem::web::Data<&Arc<Gateway>>) -> Response {
 
 /// `GET /metrics` alone, for a separate `metrics_listen` address.
 pub fn metrics_app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
-    Route::new()
+    let inner = Route::new()
         .at("/metrics", get(metrics))
-        .data(gateway)
-        .catch_all_error(routing_problem)
+        .data(gateway.clone());
+    Edge { inner, gateway }
 }
 
 /// The whole HTTP application for `gateway`. Docs and metrics follow the
@@ -193,27 +226,6 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
     if policy.server.metrics && policy.server.metrics_listen.is_none() {
         route = route.at("/metrics", get(metrics));
     }
-    let counted = gateway.clone();
-    route
-        .nest("/", service)
-        .data(gateway)
-        .catch_all_error(routing_problem)
-        .around(move |ep, request| {
-            let gateway = counted.clone();
-            async move {
-                let path = request.uri().path().to_owned();
-                let operation = operation_of(request.method(), &path);
-                let mut response = ep.call(request).await?.into_response();
-                if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-                    if let Some(allow) = allowed_methods(&path) {
-                        let value = header::HeaderValue::from_static(allow);
-                        response.headers_mut().insert(header::ALLOW, value);
-                    }
-                }
-                gateway
-                    .metrics()
-                    .request(operation, response.status().as_u16());
-                Ok(response)
-            }
-        })
+    let inner = route.nest("/", service).data(gateway.clone());
+    Edge { inner, gateway }
 }

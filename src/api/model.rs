@@ -1,10 +1,49 @@
 //! The wire types of the API, as the OpenAPI document describes them.
 
-use poem_openapi::types::Example;
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{Example, Type};
 use poem_openapi::{Enum, Object};
+use serde::Serialize;
 
 use crate::gateway::{Refusal, RefusalKind};
 use crate::jobs::{self, JobRecord};
+
+/// A JSON response body serialised straight from its type with serde.
+///
+/// poem-openapi's own `Json` goes through a `serde_json::Value` first, which
+/// cost as much as all the rest of refusing a request. The types below
+/// derive both `Object` (the schema) and `Serialize` (the bytes) with the
+/// same names; schemathesis checks that the two agree.
+pub struct JsonBody<T>(pub T);
+
+impl<T: Type + Send> Payload for JsonBody<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Serialize + Send> poem::IntoResponse for JsonBody<T> {
+    fn into_response(self) -> poem::Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => poem::Response::builder()
+                .content_type("application/json; charset=utf-8")
+                .body(body),
+            Err(e) => {
+                tracing::error!(error = %e, "a response could not be serialised");
+                poem::Response::builder()
+                    .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    .finish()
+            }
+        }
+    }
+}
 
 /// The body of `POST /pull` and `POST /build`.
 ///
@@ -28,8 +67,9 @@ impl Example for DeployRequest {
 }
 
 /// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum JobAction {
     /// `compose pull <service>`, then `compose up -d <service>`.
     Pull,
@@ -38,8 +78,9 @@ pub enum JobAction {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its service's previous job or for a free slot.
     Queued,
@@ -56,18 +97,19 @@ pub enum JobStatus {
 }
 
 /// One command a job ran.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct JobStep {
     /// The command, exactly as run (no shell).
     pub argv: Vec<String>,
     /// Its exit code; absent when it was killed or did not start.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
 }
 
 /// A deploy job.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct Job {
     /// 32 hex digits; 128 random bits.
@@ -87,15 +129,18 @@ pub struct Job {
     pub created_at: String,
     /// RFC 3339, UTC; absent until it starts.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// RFC 3339, UTC; absent until it ends.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     pub steps: Vec<JobStep>,
     /// The last 64 KiB of the commands' combined stdout and stderr.
     pub output: String,
     /// Why it did not succeed, in a sentence; absent otherwise.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// 1, or 2 when it was re-run after the gateway stopped during it.
     pub attempt: u32,
@@ -214,20 +259,22 @@ impl Example for Job {
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct JobList {
     pub jobs: Vec<Job>,
     /// Pass as `before` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_before: Option<String>,
 }
 
 /// An error, as an RFC 9457 problem document with the gateway's own `code` and `message`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct Problem {
     /// `urn:delivery-hook:error:<code>`.
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// The HTTP reason phrase.
     pub title: String,

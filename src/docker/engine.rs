@@ -24,6 +24,15 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 const DETECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest health-check output kept in a job's error message.
 const HEALTH_LOG_CHARS: usize = 500;
+/// How long a container lookup by name is reused. A burst of requests for
+/// one container (a pipeline retrying, ten jobs fanning out) asks the engine
+/// once; a container replaced within this time is still found by compose,
+/// which the job runs against the same labels anyway.
+const LOOKUP_TTL: Duration = Duration::from_secs(1);
+/// Lookups remembered at most; past this the memory is cleared.
+const LOOKUP_ENTRIES: usize = 1024;
+
+type Lookup = (Instant, Option<ContainerFacts>);
 
 pub struct DockerEngine {
     /// Connected lazily and with the API version negotiated, so the gateway
@@ -33,6 +42,8 @@ pub struct DockerEngine {
     tool: ComposeTool,
     /// The argv prefix `auto` settled on; only success is cached.
     detected: OnceCell<Vec<String>>,
+    /// Recent lookups by container name, see [`LOOKUP_TTL`].
+    lookups: std::sync::Mutex<HashMap<String, Lookup>>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> EngineError {
@@ -64,6 +75,7 @@ impl DockerEngine {
             client: OnceCell::new(),
             tool,
             detected: OnceCell::new(),
+            lookups: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -162,19 +174,27 @@ impl Engine for DockerEngine {
         name: &'a ContainerName,
     ) -> BoxFuture<'a, Result<Option<ContainerFacts>, EngineError>> {
         Box::pin(async move {
-            let Some(found) = self.inspect(name.as_str()).await? else {
-                return Ok(None);
-            };
-            // The engine also resolves ids and id prefixes; only an exact name counts.
-            let found_name = found.name.as_deref().unwrap_or_default();
-            if found_name.trim_start_matches('/') != name.as_str() {
-                return Ok(None);
+            let lock = || self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, facts)) = lock().get(name.as_str()) {
+                if at.elapsed() < LOOKUP_TTL {
+                    return Ok(facts.clone());
+                }
             }
-            Ok(Some(ContainerFacts {
-                id: found.id.unwrap_or_default(),
-                name: name.to_string(),
-                labels: found.config.and_then(|c| c.labels).unwrap_or_default(),
-            }))
+            let facts = self.inspect(name.as_str()).await?.and_then(|found| {
+                // The engine also resolves ids and id prefixes; only an exact name counts.
+                let found_name = found.name.as_deref().unwrap_or_default();
+                (found_name.trim_start_matches('/') == name.as_str()).then(|| ContainerFacts {
+                    id: found.id.unwrap_or_default(),
+                    name: name.to_string(),
+                    labels: found.config.and_then(|c| c.labels).unwrap_or_default(),
+                })
+            });
+            let mut lookups = lock();
+            if lookups.len() >= LOOKUP_ENTRIES {
+                lookups.clear();
+            }
+            lookups.insert(name.to_string(), (Instant::now(), facts.clone()));
+            Ok(facts)
         })
     }
 

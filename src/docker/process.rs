@@ -94,6 +94,19 @@ pub async fn run(argv: Vec<String>, limits: &Limits, output: &OutputLog) -> Comm
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // If the gateway dies (kill -9, a crash), the kernel kills the command
+    // too, so it cannot race the job's re-run after the restart. Tokio
+    // spawns from its worker threads, which live as long as the runtime,
+    // and the signal follows the spawning thread.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {

@@ -461,24 +461,28 @@ impl Inner {
         )
         .await;
         let requeued = completion.state == JobState::Interrupted && attempt < MAX_ATTEMPTS;
-        active.record.send_modify(|r| {
-            if requeued {
-                requeue(r, &active.output, "the gateway stopped during this job");
-            } else {
-                r.state = completion.state;
-                r.error = completion.error.clone();
-                r.finished_at_ms = Some(now_ms());
-                r.output = active.output.text();
-            }
-        });
-        self.persist(active).await;
+        let mut record = active.record.borrow().clone();
         let event = if requeued {
+            requeue(
+                &mut record,
+                &active.output,
+                "the gateway stopped during this job",
+            );
             JobEvent::Requeued
         } else {
+            record.state = completion.state;
+            record.error = completion.error;
+            record.finished_at_ms = Some(now_ms());
+            record.output = active.output.text();
             JobEvent::Finished {
                 duration: started.elapsed(),
             }
         };
-        self.notify(&active.record.borrow(), event);
+        // Durable, counted and logged before anyone waiting is told.
+        if let Err(e) = self.store.put(&record).await {
+            tracing::error!(job = %record.id, error = %e, "could not record a job's state");
+        }
+        self.notify(&record, event);
+        active.record.send_replace(record);
     }
 }

@@ -710,7 +710,7 @@ impl<'t> Reader<'t> {
                     "container pattern is longer than {MAX_PATTERN_LEN} characters"
                 ))
             } else {
-                super::glob(body)
+                super::glob(body, super::Subject::ContainerName)
                     .err()
                     .map(|e| format!("container pattern `{pattern}`: {}", e.kind()))
             };
@@ -749,7 +749,7 @@ impl<'t> Reader<'t> {
                     "compose file pattern is longer than {MAX_PATTERN_LEN} characters"
                 ))
             } else {
-                super::glob(pattern)
+                super::glob(pattern, super::Subject::Path)
                     .err()
                     .map(|e| format!("compose file pattern `{pattern}`: {}", e.kind()))
             };
@@ -911,15 +911,18 @@ actions = ["pull"]
     fn container_globs_with_exclusions() {
         let p = parse_ok(FULL).policy;
         let billing = p.project("billing").unwrap();
-        assert!(billing.allows_container(&name("billing-web")));
-        assert!(billing.allows_container(&name("billing-")));
-        assert!(!billing.allows_container(&name("billing-db")), "! excludes");
-        assert!(!billing.allows_container(&name("billingweb")));
-        assert!(!billing.allows_container(&name("shop-web")));
-        let shop = p.project("shop").unwrap();
-        assert!(shop.allows_container(&name("shop-web")));
+        assert!(p.allows_container(billing, &name("billing-web")));
+        assert!(p.allows_container(billing, &name("billing-")));
         assert!(
-            !shop.allows_container(&name("shop-web2")),
+            !p.allows_container(billing, &name("billing-db")),
+            "! excludes"
+        );
+        assert!(!p.allows_container(billing, &name("billingweb")));
+        assert!(!p.allows_container(billing, &name("shop-web")));
+        let shop = p.project("shop").unwrap();
+        assert!(p.allows_container(shop, &name("shop-web")));
+        assert!(
+            !p.allows_container(shop, &name("shop-web2")),
             "no implicit prefix match"
         );
     }
@@ -1134,7 +1137,7 @@ actions = ["build"]
         assert_eq!(p.server.listen, "0.0.0.0:8000".parse().unwrap());
         assert!(p.server.docs);
         let default = p.project("default").unwrap();
-        assert!(default.allows_container(&name("anything")));
+        assert!(p.allows_container(default, &name("anything")));
         assert!(default.allows_action(Action::Build));
         assert_eq!(p.candidates(&name("x")).len(), 1);
         assert!(Policy::seed("short", 8000, false, PathBuf::from("s")).is_err());

@@ -92,32 +92,17 @@ impl fmt::Display for SecretSource {
     }
 }
 
-/// Container-name patterns: allowed when one pattern matches and no `!pattern` does.
-#[derive(Debug, Clone)]
-pub struct ContainerPatterns {
-    allow: GlobSet,
-    deny: GlobSet,
-    /// The patterns as written, for `check`.
-    source: Vec<String>,
-}
-
-impl ContainerPatterns {
-    pub fn allows(&self, name: &str) -> bool {
-        self.allow.is_match(name) && !self.deny.is_match(name)
-    }
-
-    fn denies(&self, name: &str) -> bool {
-        self.deny.is_match(name)
-    }
-}
-
-/// One team or repository of the policy.
+/// One team or repository of the policy. Its container patterns live in the
+/// policy's global indexes; [`Policy::allows_container`] asks them.
 #[derive(Debug, Clone)]
 pub struct Project {
     pub name: ProjectName,
+    /// Its position in the policy, which the indexes name it by.
+    position: usize,
     keys: Vec<SigningKey>,
     pub secret_sources: Vec<SecretSource>,
-    pub containers: ContainerPatterns,
+    /// The container patterns as written, `!` excludes included.
+    pub containers: Vec<String>,
     pub actions: Vec<Action>,
     compose_files: Option<(GlobSet, Vec<String>)>,
 }
@@ -129,10 +114,6 @@ impl Project {
 
     pub fn allows_action(&self, action: Action) -> bool {
         self.actions.contains(&action)
-    }
-
-    pub fn allows_container(&self, name: &ContainerName) -> bool {
-        self.containers.allows(name.as_str())
     }
 
     /// Every file must match one of the `compose_files` globs, when they are set.
@@ -169,26 +150,143 @@ pub struct Policy {
     pub docker: DockerSettings,
     projects: Vec<Project>,
     by_name: HashMap<String, usize>,
-    /// Every allow pattern of every project in one automaton, so finding the
-    /// projects that may touch a name costs the same with 10 or 10,000 projects.
-    container_index: GlobSet,
-    /// Which project each pattern of `container_index` belongs to.
-    pattern_owner: Vec<usize>,
+    /// Every container pattern of every project, in two indexes (allow and
+    /// `!` deny) that know the project each pattern belongs to. One lookup
+    /// answers for all projects, so a request costs the same with 10 or
+    /// 10,000, and memory grows with the patterns, not a matcher per project.
+    allow: PatternIndex,
+    deny: PatternIndex,
 }
 
-/// Builds a glob the way every pattern in the policy is read: `*` and `?`
-/// never cross `/`, `**` does, `\` escapes.
-fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+/// Container patterns of many projects, with the project each belongs to.
+///
+/// Policies are mostly literal names, `prefix*` and `*suffix`; those are
+/// answered with hash lookups (one per distinct prefix or suffix length),
+/// which cost the same with 10 or 10,000 projects. Any other glob goes into
+/// one glob set, tried once per lookup.
+#[derive(Debug, Default)]
+struct PatternIndex {
+    exact: HashMap<Box<str>, Vec<usize>>,
+    prefixes: HashMap<Box<str>, Vec<usize>>,
+    prefix_lengths: Vec<usize>,
+    suffixes: HashMap<Box<str>, Vec<usize>>,
+    suffix_lengths: Vec<usize>,
+    /// Projects with a bare `*`.
+    everything: Vec<usize>,
+    others: GlobSet,
+    other_owner: Vec<usize>,
+}
+
+/// Characters that make a pattern more than a literal.
+fn is_glob_syntax(c: char) -> bool {
+    matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\')
+}
+
+#[derive(Default)]
+struct PatternIndexBuilder {
+    index: PatternIndex,
+    others: Vec<Glob>,
+}
+
+impl PatternIndexBuilder {
+    fn add(&mut self, pattern: &str, owner: usize) -> Result<(), globset::Error> {
+        let literal = |text: &str| !text.contains(is_glob_syntax);
+        let index = &mut self.index;
+        if pattern == "*" {
+            index.everything.push(owner);
+        } else if literal(pattern) {
+            index.exact.entry(pattern.into()).or_default().push(owner);
+        } else if let Some(prefix) = pattern.strip_suffix('*').filter(|p| literal(p)) {
+            index.prefixes.entry(prefix.into()).or_default().push(owner);
+            index.prefix_lengths.push(prefix.len());
+        } else if let Some(suffix) = pattern.strip_prefix('*').filter(|s| literal(s)) {
+            index.suffixes.entry(suffix.into()).or_default().push(owner);
+            index.suffix_lengths.push(suffix.len());
+        } else {
+            self.others.push(glob(pattern, Subject::ContainerName)?);
+            index.other_owner.push(owner);
+        }
+        Ok(())
+    }
+
+    fn build(mut self) -> Result<PatternIndex, globset::Error> {
+        let mut set = GlobSetBuilder::new();
+        for glob in self.others {
+            set.add(glob);
+        }
+        let index = &mut self.index;
+        index.others = set.build()?;
+        for lengths in [&mut index.prefix_lengths, &mut index.suffix_lengths] {
+            lengths.sort_unstable();
+            lengths.dedup();
+        }
+        index.everything.sort_unstable();
+        index.everything.dedup();
+        Ok(self.index)
+    }
+}
+
+impl PatternIndex {
+    /// The projects with a pattern matching `name`, sorted, without repeats.
+    fn owners(&self, name: &str) -> Vec<usize> {
+        let mut owners = self.everything.clone();
+        let mut take = |found: Option<&Vec<usize>>| {
+            if let Some(found) = found {
+                owners.extend_from_slice(found);
+            }
+        };
+        take(self.exact.get(name));
+        // Names are ASCII (validated), so every byte offset is a boundary.
+        for &length in self.prefix_lengths.iter().take_while(|&&l| l <= name.len()) {
+            take(self.prefixes.get(&name[..length]));
+        }
+        for &length in self.suffix_lengths.iter().take_while(|&&l| l <= name.len()) {
+            take(self.suffixes.get(&name[name.len() - length..]));
+        }
+        if !self.other_owner.is_empty() {
+            owners.extend(
+                self.others
+                    .matches(name)
+                    .into_iter()
+                    .map(|i| self.other_owner[i]),
+            );
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+    }
+
+    fn has(&self, name: &str, owner: usize) -> bool {
+        self.owners(name).binary_search(&owner).is_ok()
+    }
+}
+
+/// What a pattern is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// Container names never contain `/`, so `*` is plain "anything" (with
+    /// `*` unable to cross `/`, globset would compile each such pattern into
+    /// a regex, which grows with the policy and fails past a few thousand).
+    ContainerName,
+    /// Compose file paths: `*` and `?` never cross `/`, `**` does.
+    Path,
+}
+
+/// Builds a glob the way the policy reads it; `\` escapes.
+fn glob(pattern: &str, subject: Subject) -> Result<Glob, globset::Error> {
     GlobBuilder::new(pattern)
-        .literal_separator(true)
+        .literal_separator(subject == Subject::Path)
         .backslash_escape(true)
         .build()
 }
 
-fn glob_set<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<GlobSet, globset::Error> {
+fn glob_set<'a>(
+    patterns: impl IntoIterator<Item = &'a str>,
+    subject: Subject,
+) -> Result<GlobSet, globset::Error> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        builder.add(glob(pattern)?);
+        builder.add(glob(pattern, subject)?);
     }
     builder.build()
 }
@@ -213,26 +311,21 @@ impl Policy {
     ) -> Result<Self, globset::Error> {
         let mut projects = Vec::with_capacity(specs.len());
         let mut by_name = HashMap::with_capacity(specs.len());
-        let mut index = GlobSetBuilder::new();
-        let mut pattern_owner = Vec::new();
+        let mut allow = PatternIndexBuilder::default();
+        let mut deny = PatternIndexBuilder::default();
         for (position, spec) in specs.into_iter().enumerate() {
-            let (deny, allow): (Vec<&str>, Vec<&str>) = spec
-                .containers
-                .iter()
-                .map(String::as_str)
-                .partition(|p| p.starts_with('!'));
-            for pattern in &allow {
-                index.add(glob(pattern)?);
-                pattern_owner.push(position);
+            for pattern in &spec.containers {
+                match pattern.strip_prefix('!') {
+                    Some(denied) => deny.add(denied, position)?,
+                    None => allow.add(pattern, position)?,
+                }
             }
-            let containers = ContainerPatterns {
-                allow: glob_set(allow.iter().copied())?,
-                deny: glob_set(deny.iter().map(|p| &p[1..]))?,
-                source: spec.containers.clone(),
-            };
             let compose_files = match spec.compose_files {
                 None => None,
-                Some(patterns) => Some((glob_set(patterns.iter().map(String::as_str))?, patterns)),
+                Some(patterns) => Some((
+                    glob_set(patterns.iter().map(String::as_str), Subject::Path)?,
+                    patterns,
+                )),
             };
             by_name.insert(spec.name.as_str().to_owned(), position);
             let (secret_sources, keys) = spec
@@ -242,9 +335,10 @@ impl Policy {
                 .unzip();
             projects.push(Project {
                 name: spec.name,
+                position,
                 keys,
                 secret_sources,
-                containers,
+                containers: spec.containers,
                 actions: spec.actions,
                 compose_files,
             });
@@ -255,8 +349,8 @@ impl Policy {
             docker,
             projects,
             by_name,
-            container_index: index.build()?,
-            pattern_owner,
+            allow: allow.build()?,
+            deny: deny.build()?,
         })
     }
 
@@ -297,19 +391,20 @@ impl Policy {
     /// Projects whose container patterns allow `name` (rule 3 of the SPEC):
     /// only their keys are tried for a request without `X-Project`.
     pub fn candidates(&self, name: &ContainerName) -> Vec<&Project> {
-        let mut owners: Vec<usize> = self
-            .container_index
-            .matches(name.as_str())
+        let denied = self.deny.owners(name.as_str());
+        self.allow
+            .owners(name.as_str())
             .into_iter()
-            .map(|pattern| self.pattern_owner[pattern])
-            .collect();
-        owners.sort_unstable();
-        owners.dedup();
-        owners
-            .into_iter()
-            .map(|i| &self.projects[i])
-            .filter(|p| !p.containers.denies(name.as_str()))
+            .filter(|owner| denied.binary_search(owner).is_err())
+            .map(|owner| &self.projects[owner])
             .collect()
+    }
+
+    /// Whether `project` may touch `name`: one of its patterns matches and
+    /// none of its `!` patterns does.
+    pub fn allows_container(&self, project: &Project, name: &ContainerName) -> bool {
+        self.allow.has(name.as_str(), project.position)
+            && !self.deny.has(name.as_str(), project.position)
     }
 
     /// The human summary printed by `delivery-hook check`. Never shows a secret.
@@ -356,7 +451,7 @@ impl fmt::Display for Summary<'_> {
                 f,
                 "  {}: containers {}; actions {}; secrets {} ({})",
                 p.name,
-                p.containers.source.join(", "),
+                p.containers.join(", "),
                 actions.join(", "),
                 p.keys.len(),
                 sources.join(", ")
@@ -403,11 +498,11 @@ mod tests {
         ) {
             let Ok(name) = ContainerName::parse(&name) else { return Ok(()) };
             let Some(policy) = compile(patterns.clone()) else { return Ok(()) };
-            let matches = |p: &str| glob(p).map(|g| g.compile_matcher().is_match(name.as_str())).unwrap_or(false);
+            let matches = |p: &str| glob(p, Subject::ContainerName).map(|g| g.compile_matcher().is_match(name.as_str())).unwrap_or(false);
             let allowed = patterns.iter().any(|p| !p.starts_with('!') && matches(p))
                 && !patterns.iter().any(|p| p.strip_prefix('!').is_some_and(matches));
             let project = policy.project("p").unwrap();
-            prop_assert_eq!(project.allows_container(&name), allowed);
+            prop_assert_eq!(policy.allows_container(project, &name), allowed);
             prop_assert_eq!(!policy.candidates(&name).is_empty(), allowed);
         }
     }

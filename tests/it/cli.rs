@@ -224,6 +224,10 @@ fn without_a_policy_secret_key_runs_the_seed_compatible_mode() {
             .any(|l| l.contains(&format!("00000000:{port:04X}"))),
         "listens on 0.0.0.0:{port}"
     );
+    // Log lines are written by a background thread: wait for the warning.
+    wait_until("the seed-mode warning", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("seed-compatible mode"))
+    });
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         log.matches("seed-compatible mode").count(),

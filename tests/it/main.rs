@@ -6,4 +6,5 @@ mod cli;
 mod e2e;
 mod http;
 mod limits;
+mod operations;
 mod support;

@@ -10,6 +10,7 @@
 //! Without a Docker engine these tests print one line and pass, unless
 //! `CI=true`, where they fail: CI must never pass without them.
 
+mod operations;
 mod scenarios;
 
 use std::net::TcpListener;

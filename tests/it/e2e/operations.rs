@@ -1,0 +1,273 @@
+//! Operations against the real engine: crashes, restarts and SIGTERM lose
+//! no accepted job.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+
+/// Two `build:` services whose builds take `seconds` whenever their stamp changes.
+fn slow_builds(f: &Fixture, seconds: u32) -> PathBuf {
+    let dir = f.dir.path().join("slow");
+    let mut file = String::from("services:\n");
+    for service in ["a", "b"] {
+        let context = f.write_context(
+            &format!("slow/{service}"),
+            service,
+            &format!("COPY stamp /stamp\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\nLABEL dh.test={}\n", f.id),
+        );
+        std::fs::write(context.join("stamp"), "0").unwrap();
+        file.push_str(&format!(
+            "  {service}:\n    build: ./{service}\n    image: {id}/{service}:dev\n    container_name: {id}-{service}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{id}\"\n",
+            id = f.id
+        ));
+    }
+    f.compose_up(&f.id, &dir, &[("compose.yml", file)], &["--build"]);
+    dir
+}
+
+/// Makes the next build of both services do its slow step again.
+fn restamp(dir: &Path, value: &str) {
+    for service in ["a", "b"] {
+        std::fs::write(dir.join(service).join("stamp"), value).unwrap();
+    }
+}
+
+/// A gateway process on a fixed policy file and state directory.
+struct Restartable {
+    policy: PathBuf,
+    log: PathBuf,
+    url: String,
+}
+
+impl Restartable {
+    fn new(f: &Fixture, docker: &str) -> Self {
+        let port = free_port();
+        let policy = f.dir.path().join("ops.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"ops-state\"\nmax_wait_secs = 300\n\n[docker]\n{docker}\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\", \"build\"]\n",
+                id = f.id
+            ),
+        )
+        .unwrap();
+        Self {
+            policy,
+            log: f.dir.path().join("ops.log"),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn start(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+            .args(["serve", "--config"])
+            .arg(&self.policy)
+            .env("E2E_SECRET", SECRET)
+            .env_remove("DELIVERY_LISTEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let health = format!("{}/healthz", self.url);
+        wait_until("the gateway to listen", Duration::from_secs(15), || {
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &health])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        child
+    }
+
+    fn client(&self) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+        }
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    run("kill", &[&format!("-{signal}"), &child.id().to_string()]);
+}
+
+async fn state_of(client: &Client, id: &str) -> String {
+    let (_, job) = client.job(id, 0).await;
+    job["state"].as_str().unwrap_or("").to_string()
+}
+
+async fn wait_for_state(client: &Client, id: &str, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if state_of(client, id).await == wanted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "job {id} never became {wanted}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until one of two jobs runs; returns (running, the other).
+async fn one_running(client: &Client, a: &str, b: &str) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (sa, sb) = (state_of(client, a).await, state_of(client, b).await);
+        match (sa.as_str(), sb.as_str()) {
+            ("running", other) => {
+                assert_eq!(other, "queued", "max_parallel_jobs = 1");
+                return (a.to_string(), b.to_string());
+            }
+            (other, "running") => {
+                assert_eq!(other, "queued", "max_parallel_jobs = 1");
+                return (b.to_string(), a.to_string());
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "neither job started: {sa} {sb}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn id_of(answer: &(u16, Value)) -> String {
+    assert_eq!(answer.0, 202, "{answer:?}");
+    answer.1["id"].as_str().unwrap().to_string()
+}
+
+const FINAL: [&str; 4] = ["succeeded", "failed", "timed_out", "interrupted"];
+
+/// kill -9 with one job running and one queued, restart, repeat: every job
+/// accepted ends in a final state and stays readable.
+#[tokio::test]
+async fn e2e_kill_9_and_restart_lose_no_accepted_job() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let dir = slow_builds(&f, 3);
+    let gateway = Restartable::new(&f, "max_parallel_jobs = 1");
+    let mut accepted = Vec::new();
+    const CYCLES: usize = 3;
+    for cycle in 1..=CYCLES {
+        let mut child = gateway.start();
+        let client = gateway.client();
+        restamp(&dir, &cycle.to_string());
+        let a = id_of(&client.deploy("/build", &format!("{}-a", f.id)).await);
+        let b = id_of(&client.deploy("/build", &format!("{}-b", f.id)).await);
+        // One permit: either service may get it first; the other waits.
+        let (running, queued) = one_running(&client, &a, &b).await;
+        // After a restart, a new request may join a recovered job still queued.
+        for id in [running, queued] {
+            if !accepted.contains(&id) {
+                accepted.push(id);
+            }
+        }
+        signal(&child, "KILL");
+        let _ = child.wait();
+    }
+    let mut child = gateway.start();
+    // A new client: the old one's pooled connections died with the gateway.
+    let client = gateway.client();
+    let mut finals = Vec::new();
+    for id in &accepted {
+        let (status, job) = client.job(id, 240).await;
+        assert_eq!(status, 200, "job {id} is readable after restarts");
+        let state = job["state"].as_str().unwrap().to_string();
+        assert!(
+            FINAL.contains(&state.as_str()),
+            "job {id} ended {state}: {job:#}"
+        );
+        finals.push((state, job["attempt"].as_u64().unwrap()));
+    }
+    eprintln!(
+        "restart loop: {CYCLES} kill -9 cycles, {} jobs accepted, {} with a final state: {finals:?}",
+        accepted.len(),
+        finals.len()
+    );
+    assert_eq!(finals.len(), accepted.len());
+    let interrupted_twice = finals.iter().filter(|(s, _)| s == "interrupted").count();
+    let rerun = finals.iter().filter(|(_, attempt)| *attempt == 2).count();
+    assert!(rerun >= 1, "a job interrupted by the crash ran again");
+    assert!(
+        finals.iter().filter(|(s, _)| s == "succeeded").count() + interrupted_twice
+            == accepted.len()
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+/// SIGTERM during a deploy: it finishes, the process exits 0, and a job
+/// still queued runs at the next start.
+#[tokio::test]
+async fn e2e_sigterm_lets_the_running_deploy_finish() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let dir = slow_builds(&f, 3);
+    let gateway = Restartable::new(&f, "max_parallel_jobs = 1\nshutdown_grace_secs = 60");
+    let mut child = gateway.start();
+    let client = gateway.client();
+    restamp(&dir, "term");
+    let a = id_of(&client.deploy("/build", &format!("{}-a", f.id)).await);
+    let b = id_of(&client.deploy("/build", &format!("{}-b", f.id)).await);
+    let (running, queued) = one_running(&client, &a, &b).await;
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let mut child = gateway.start();
+    let client = gateway.client();
+    let (_, first) = client.job(&running, 0).await;
+    assert_eq!(
+        first["state"], "succeeded",
+        "the running deploy finished: {first:#}"
+    );
+    assert_eq!(first["attempt"], 1);
+    let (_, second) = client.job(&queued, 120).await;
+    assert_eq!(
+        second["state"], "succeeded",
+        "the queued one ran after the restart: {second:#}"
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+/// SIGTERM with a grace period shorter than the deploy: it is stopped and
+/// queued again, and runs to the end at the next start.
+#[tokio::test]
+async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let dir = slow_builds(&f, 6);
+    let gateway = Restartable::new(&f, "shutdown_grace_secs = 1");
+    let mut child = gateway.start();
+    let client = gateway.client();
+    restamp(&dir, "grace");
+    let id = id_of(&client.deploy("/build", &format!("{}-a", f.id)).await);
+    wait_for_state(&client, &id, "running").await;
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let mut child = gateway.start();
+    let client = gateway.client();
+    let (_, job) = client.job(&id, 120).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["attempt"], 2, "it ran a second time");
+    assert!(
+        job["output"]
+            .as_str()
+            .unwrap()
+            .contains("it will run again, attempt 2")
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}

@@ -1,0 +1,364 @@
+//! Operations without the engine: policy reload, metrics, the audit log.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::e2e::{free_port, wait_until};
+use crate::support::*;
+
+fn policy(port: u16, projects: &str, extra: &str) -> String {
+    format!("[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\n{extra}\n{projects}")
+}
+
+const KEY_OLD: &str = "reload-old-0123456789abcdef";
+const KEY_NEW: &str = "reload-new-0123456789abcdef";
+const KEY_OTHER: &str = "reload-other-0123456789abcd";
+
+fn project(name: &str, secret: &str) -> String {
+    format!(
+        "[projects.{name}]\nsecrets = [\"{secret}\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n"
+    )
+}
+
+struct Gateway {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &TempDir, text: &str, args: &[&str], port: u16) -> Gateway {
+    let file = dir.path().join("delivery.toml");
+    std::fs::write(&file, text).unwrap();
+    let log = dir.path().join("gateway.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(args)
+        .env_remove("DELIVERY_LISTEN")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let g = Gateway { child, port, log };
+    wait_until("the gateway", Duration::from_secs(15), || {
+        status(&g, "GET", "/healthz", None).0 == 200
+    });
+    g
+}
+
+/// (status, body) of a request; `signed` = (project, secret, body).
+fn status(
+    g: &Gateway,
+    method: &str,
+    path: &str,
+    signed: Option<(&str, &str, &str)>,
+) -> (u16, String) {
+    let mut args = vec![
+        "-s".to_string(),
+        "-o".into(),
+        "-".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        "-X".into(),
+        method.into(),
+    ];
+    if let Some((project, secret, body)) = signed {
+        let ts = now().to_string();
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-H".into(),
+            format!("X-Project: {project}"),
+            "-H".into(),
+            format!("X-Timestamp: {ts}"),
+            "-H".into(),
+            format!("X-Signature: {}", sign(secret, body.as_bytes(), &ts)),
+            "--data-binary".into(),
+            body.to_string(),
+        ]);
+    }
+    args.push(format!("http://127.0.0.1:{}{path}", g.port));
+    let out = Command::new("curl").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.parse().unwrap_or(0), body.to_string())
+}
+
+/// Authenticated requests get past 401: 404 (no such container) with an
+/// engine, 503 without one. Either proves the key was accepted.
+fn accepted(g: &Gateway, project: &str, secret: &str) -> bool {
+    let body = body_for("reload-probe-nonexistent");
+    !matches!(
+        status(g, "POST", "/pull", Some((project, secret, &body))).0,
+        401 | 0
+    )
+}
+
+fn hup(g: &Gateway) {
+    Command::new("kill")
+        .args(["-HUP", &g.child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn sighup_swaps_a_valid_policy_and_keeps_the_old_one_on_errors() {
+    let dir = TempDir::new("reload");
+    let port = free_port();
+    let extra = "auth_failure_limit = 1000";
+    let g = start(
+        &dir,
+        &policy(port, &project("alpha", KEY_OLD), extra),
+        &[],
+        port,
+    );
+    assert!(accepted(&g, "alpha", KEY_OLD));
+    // A new key for alpha (the old one removed) and a new project.
+    let next = policy(
+        port,
+        &format!(
+            "{}{}",
+            project("alpha", KEY_NEW),
+            project("beta", KEY_OTHER)
+        ),
+        extra,
+    );
+    std::fs::write(dir.path().join("delivery.toml"), next).unwrap();
+    hup(&g);
+    wait_until("the new key to work", Duration::from_secs(10), || {
+        accepted(&g, "alpha", KEY_NEW)
+    });
+    assert!(
+        accepted(&g, "beta", KEY_OTHER),
+        "a new project works at once"
+    );
+    assert!(
+        !accepted(&g, "alpha", KEY_OLD),
+        "a removed key stops working"
+    );
+    // A broken policy is refused; the last good one stays.
+    std::fs::write(
+        dir.path().join("delivery.toml"),
+        "[projects.alpha]\nsecrets = 7\n",
+    )
+    .unwrap();
+    hup(&g);
+    wait_until("the refusal to be logged", Duration::from_secs(10), || {
+        std::fs::read_to_string(&g.log).is_ok_and(|l| l.contains("the old one stays in force"))
+    });
+    assert!(accepted(&g, "alpha", KEY_NEW) && accepted(&g, "beta", KEY_OTHER));
+    let log = std::fs::read_to_string(&g.log).unwrap();
+    assert!(
+        log.contains("`secrets` must be an array of strings"),
+        "{log}"
+    );
+    assert_eq!(
+        status(&g, "GET", "/healthz", None).0,
+        200,
+        "connections kept serving"
+    );
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text")
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let h = Harness::with_server("metrics = true").await;
+    for _ in 0..3 {
+        let response = h
+            .post_signed(
+                "/pull",
+                &body_for("billing-web"),
+                SHOP,
+                now(),
+                Some("billing"),
+            )
+            .await;
+        assert_eq!(response.0.status().as_u16(), 401);
+    }
+    let (status, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
+    assert_eq!((status, job["state"].as_str()), (200, Some("succeeded")));
+    let response = h.client.get("/metrics").send().await;
+    assert!(
+        response.0.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text =
+        String::from_utf8(response.0.into_body().into_bytes().await.unwrap().to_vec()).unwrap();
+    let scrape = parse(&text);
+    let requests = "delivery_hook_requests_total";
+    assert_eq!(
+        sample(
+            &scrape,
+            requests,
+            &[("operation", "pullContainer"), ("status", "401")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            requests,
+            &[("operation", "pullContainer"), ("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "delivery_hook_auth_failures_total",
+            &[("reason", "signature_mismatch")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "delivery_hook_jobs_total",
+            &[("action", "pull"), ("state", "succeeded")]
+        ),
+        1.0
+    );
+    assert_eq!(sample(&scrape, "delivery_hook_jobs_queued", &[]), 0.0);
+    assert_eq!(
+        sample(&scrape, "delivery_hook_replay_cache_entries", &[]),
+        1.0
+    );
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "delivery_hook_job_duration_seconds")
+        .expect("the duration histogram");
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(
+                buckets.last().unwrap().count,
+                1.0,
+                "one job in the +Inf bucket"
+            );
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    // Off unless enabled.
+    let plain = Harness::new().await;
+    assert_eq!(
+        plain
+            .client
+            .get("/metrics")
+            .send()
+            .await
+            .0
+            .status()
+            .as_u16(),
+        404
+    );
+}
+
+#[test]
+fn metrics_can_have_their_own_address() {
+    let dir = TempDir::new("metrics");
+    let (port, metrics_port) = (free_port(), free_port());
+    let extra = format!("metrics = true\nmetrics_listen = \"127.0.0.1:{metrics_port}\"");
+    let g = start(
+        &dir,
+        &policy(port, &project("alpha", KEY_OLD), &extra),
+        &[],
+        port,
+    );
+    assert_eq!(
+        status(&g, "GET", "/metrics", None).0,
+        404,
+        "not on the API address"
+    );
+    let metrics = Gateway {
+        child: Command::new("true").spawn().unwrap(),
+        port: metrics_port,
+        log: g.log.clone(),
+    };
+    let (code, text) = status(&metrics, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    parse(&text);
+    assert!(
+        text.contains("delivery_hook_requests_total{operation=\"metrics\",status=\"404\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_audit_log_has_one_json_line_per_decision() {
+    let dir = TempDir::new("audit");
+    let port = free_port();
+    let g = start(
+        &dir,
+        &policy(port, &project("alpha", KEY_OLD), ""),
+        &["--log-format", "json"],
+        port,
+    );
+    let body = body_for("audit-probe-nonexistent");
+    status(
+        &g,
+        "POST",
+        "/pull",
+        Some(("alpha", "wrong-secret-0123456789", &body)),
+    );
+    status(&g, "POST", "/pull", Some(("alpha", KEY_OLD, &body)));
+    let audit = || -> Vec<Value> {
+        std::fs::read_to_string(&g.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("every log line is JSON"))
+            .filter(|v| v["target"] == "audit")
+            .collect()
+    };
+    wait_until("two audit lines", Duration::from_secs(10), || {
+        audit().len() >= 2
+    });
+    let lines = audit();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let refused = &lines[0];
+    assert_eq!(refused["code"], "signature_mismatch");
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["client"], "127.0.0.1");
+    assert_eq!(refused["action"], "pull");
+    assert!(refused["timestamp"].is_string());
+    let authenticated = &lines[1];
+    assert_eq!(authenticated["project"], "alpha");
+    assert_eq!(authenticated["container"], "audit-probe-nonexistent");
+    assert!(matches!(
+        authenticated["code"].as_str(),
+        Some("container_not_found" | "engine_unavailable")
+    ));
+    let text = std::fs::read_to_string(&g.log).unwrap();
+    assert!(
+        !text.contains(KEY_OLD) && !text.contains("wrong-secret"),
+        "no secret in the log"
+    );
+}
