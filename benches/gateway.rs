@@ -853,6 +853,7 @@ async fn with_engine(table: &mut Table) {
 
     let mut through = Vec::new();
     let mut direct = Vec::new();
+    let mut steps = Vec::new();
     for i in 0..7 {
         let started = Instant::now();
         let request = signed_post(
@@ -867,23 +868,46 @@ async fn with_engine(table: &mut Table) {
         let (status, body) = exchange(&mut s, &request).await.unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         through.push(started.elapsed());
+        let job: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        steps.push(
+            job["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["duration_ms"].as_u64().unwrap())
+                .sum::<u64>(),
+        );
         let started = Instant::now();
         fixture.compose(&["pull", "--", "web"]).unwrap();
         fixture.compose(&["up", "-d", "--", "web"]).unwrap();
         direct.push(started.elapsed());
     }
+    // The gateway's own share: each request's time minus the compose
+    // commands it ran. Comparing with commands run by hand is reported too,
+    // but compose's own start-up varies by more than the target between runs.
+    let mut own: Vec<f64> = through
+        .iter()
+        .zip(&steps)
+        .map(|(total, steps)| total.as_secs_f64() * 1000.0 - *steps as f64)
+        .collect();
+    own.sort_by(f64::total_cmp);
     through.sort();
     direct.sort();
     let (t, d) = (
         through[3].as_secs_f64() * 1000.0,
         direct[3].as_secs_f64() * 1000.0,
     );
-    let overhead = t - d;
     table.add(
-        "pull deploy: POST /pull?wait vs the same two compose commands (median of 7)",
-        format!("{t:.0} ms vs {d:.0} ms: overhead {overhead:.0} ms"),
+        "pull deploy: POST /pull?wait to the finished job, minus its compose commands (median of 7)",
+        format!("{:.0} ms", own[3]),
         "< 50 ms",
-        Some(overhead < 50.0),
+        Some(own[3] < 50.0),
+    );
+    table.add(
+        "pull deploy: POST /pull?wait vs the same two compose commands by hand (median of 7)",
+        format!("{t:.0} ms vs {d:.0} ms (difference {:.0} ms)", t - d),
+        "",
+        None,
     );
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
@@ -990,6 +1014,47 @@ async fn hostile(table: &mut Table) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What the durable store costs: a job is written when accepted, when it
+/// starts and when it ends, each a committed SQLite transaction on disk.
+async fn store_writes(table: &mut Table) {
+    use delivery_hook::docker::ComposeTarget;
+    use delivery_hook::jobs::{JobRecord, Store};
+    let dir = temp_dir("store");
+    let store = Store::open(&dir).unwrap();
+    let target = ComposeTarget::from_parts("bench", "web", "/srv", "/srv/compose.yml", "").unwrap();
+    let writes = 300;
+    let mut latencies = Vec::with_capacity(writes);
+    for _ in 0..writes / 3 {
+        let mut record = JobRecord::new(
+            "bench",
+            delivery_hook::names::Action::Pull,
+            "bench-web",
+            &target,
+        );
+        for state in [
+            delivery_hook::jobs::JobState::Queued,
+            delivery_hook::jobs::JobState::Running,
+            delivery_hook::jobs::JobState::Succeeded,
+        ] {
+            record.state = state;
+            let started = Instant::now();
+            store.put(&record).await.unwrap();
+            latencies.push(started.elapsed());
+        }
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2].as_secs_f64() * 1000.0;
+    let p99 = latencies[latencies.len() * 99 / 100].as_secs_f64() * 1000.0;
+    table.add(
+        "job store: one durable write (WAL, synchronous = FULL), median / p99",
+        format!("{median:.2} / {p99:.2} ms; a job is written 3 times"),
+        "",
+        None,
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Bytes one settled replay-cache entry costs, measured on this process.
 fn replay_entry_bytes(table: &mut Table) {
     use delivery_hook::replay::{Admission, ReplayCache};
@@ -1040,6 +1105,9 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         if wanted("basics") {
             basics(&mut table).await;
+        }
+        if wanted("store") {
+            store_writes(&mut table).await;
         }
         if wanted("rejected") {
             rejected(&mut table).await;

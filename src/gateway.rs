@@ -487,6 +487,15 @@ impl Gateway {
             ));
         }
         target.check_visible()?;
+        if let Some((project, service)) = self.engine.own_service().await {
+            if project == target.project.as_str() && service == target.service.as_str() {
+                return Err(Refusal::new(
+                    RefusalKind::Unprocessable,
+                    "self_update_unsupported",
+                    "this is the gateway's own compose service: recreating it from inside would stop the deploy halfway; redeploy it from the host",
+                ));
+            }
+        }
         let request = JobRequest {
             project: project.name.clone(),
             action,

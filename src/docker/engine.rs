@@ -44,6 +44,8 @@ pub struct DockerEngine {
     detected: OnceCell<Vec<String>>,
     /// Recent lookups by container name, see [`LOOKUP_TTL`].
     lookups: std::sync::Mutex<HashMap<String, Lookup>>,
+    /// The compose service this gateway runs as, looked up once.
+    own: OnceCell<Option<(String, String)>>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> EngineError {
@@ -76,6 +78,7 @@ impl DockerEngine {
             tool,
             detected: OnceCell::new(),
             lookups: std::sync::Mutex::new(HashMap::new()),
+            own: OnceCell::new(),
         }
     }
 
@@ -111,6 +114,17 @@ impl DockerEngine {
             Err(e) => Err(classify(e)),
         }
     }
+}
+
+/// The id of the container this process runs in: Docker mounts
+/// `/var/lib/docker/containers/<id>/…` (hostname, resolv.conf) into each.
+pub fn own_container_id(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let at = line.find("/containers/")? + "/containers/".len();
+        let id = line.get(at..at + 64)?;
+        let next = line.as_bytes().get(at + 64);
+        (id.bytes().all(|b| b.is_ascii_hexdigit()) && next == Some(&b'/')).then(|| id.to_owned())
+    })
 }
 
 /// `docker compose` when the plugin answers, else `docker-compose`.
@@ -236,6 +250,24 @@ impl Engine for DockerEngine {
         })
     }
 
+    fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
+        Box::pin(async move {
+            self.own
+                .get_or_init(|| async {
+                    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+                    let id = own_container_id(&mountinfo)?;
+                    let found = self.inspect(&id).await.ok()??;
+                    let labels = found.config?.labels?;
+                    Some((
+                        labels.get(LABEL_PROJECT)?.clone(),
+                        labels.get(LABEL_SERVICE)?.clone(),
+                    ))
+                })
+                .await
+                .clone()
+        })
+    }
+
     fn run_compose<'a>(
         &'a self,
         target: &'a ComposeTarget,
@@ -258,5 +290,25 @@ impl Engine for DockerEngine {
             argv.extend(target.args(op));
             process::run(argv, limits, output).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_container_id;
+
+    #[test]
+    fn the_own_container_id_comes_from_docker_mounts() {
+        let id = "4f1d5a7e2b9c8d3e6f0a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcde";
+        let mountinfo = format!(
+            "612 590 0:52 / / rw,relatime - overlay overlay rw\n\
+             640 612 254:1 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(own_container_id(&mountinfo).as_deref(), Some(id));
+        assert_eq!(
+            own_container_id("22 1 0:21 / /proc rw - proc proc rw\n"),
+            None
+        );
+        assert_eq!(own_container_id("1 2 3 /containers/abc/x /y rw\n"), None);
     }
 }

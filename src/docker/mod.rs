@@ -108,6 +108,10 @@ pub trait Engine: Send + Sync + 'static {
         target: &'a ComposeTarget,
     ) -> BoxFuture<'a, Result<Vec<ContainerStatus>, EngineError>>;
 
+    /// The compose project and service of the container this gateway runs
+    /// in, if it runs in one that compose made.
+    fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>>;
+
     /// Runs one compose command for `target`, appending its output to `output`.
     fn run_compose<'a>(
         &'a self,

@@ -372,6 +372,27 @@ async fn engine_answers_map_to_404_422_and_503() {
 }
 
 #[tokio::test]
+async fn the_gateway_refuses_to_recreate_its_own_service() {
+    let h = Harness::new().await;
+    *h.engine.own.lock().unwrap() = Some(("billing".into(), "web".into()));
+    let problem = refused(
+        &h,
+        h.deploy("/pull", "billing-web", BILLING).await,
+        422,
+        "self_update_unsupported",
+    )
+    .await;
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("own compose service")
+    );
+    let (status, _) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
+    assert_eq!(status, 202, "other services of the same project deploy");
+}
+
+#[tokio::test]
 async fn bad_bodies_and_parameters_are_400() {
     let h = Harness::new().await;
     let cases = [

@@ -27,6 +27,8 @@ pub struct FakeEngine {
     pub commands: Mutex<Vec<(String, ComposeOp)>>,
     running: AtomicUsize,
     pub max_running: AtomicUsize,
+    /// The compose (project, service) the fake gateway runs as.
+    pub own: Mutex<Option<(String, String)>>,
     /// When set, each command waits for a permit before it ends.
     gate: Mutex<Option<std::sync::Arc<Semaphore>>>,
 }
@@ -122,6 +124,10 @@ impl Engine for FakeEngine {
                 health_log: Some("wget: connection refused".into()),
             }])
         })
+    }
+
+    fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
+        Box::pin(async move { self.own.lock().unwrap().clone() })
     }
 
     fn run_compose<'a>(
