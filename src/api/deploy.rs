@@ -7,10 +7,10 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{DeployRequest, Job, JsonBody, Problem, refusal_for_parse_error};
+use super::model::{DeployRequest, Job, JsonBody, Problem, refusal_responses};
 use super::signed::SignedJson;
 use super::{ApiTag, client_of, signing_headers};
-use crate::gateway::{DeployCall, DeployOutcome, Gateway, Refusal, RefusalKind};
+use crate::gateway::{DeployCall, DeployOutcome, Gateway};
 use crate::jobs::JobState;
 use crate::names::Action;
 
@@ -74,28 +74,21 @@ pub enum DeployResponse {
     Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
-fn bad_request(err: poem::Error) -> DeployResponse {
-    refusal_for_parse_error(&err).into()
-}
-
-impl From<Refusal> for DeployResponse {
-    fn from(r: Refusal) -> Self {
-        let problem = JsonBody(Problem::from(&r));
-        let retry_after = r.retry_after.unwrap_or(1);
-        match r.kind {
-            RefusalKind::BadRequest => Self::BadRequest(problem),
-            RefusalKind::Unauthorized => Self::Unauthorized(problem),
-            RefusalKind::Forbidden => Self::Forbidden(problem),
-            RefusalKind::NotFound => Self::NotFound(problem),
-            RefusalKind::RequestTimeout => Self::RequestTimeout(problem),
-            RefusalKind::PayloadTooLarge => Self::PayloadTooLarge(problem),
-            RefusalKind::UnsupportedMediaType => Self::UnsupportedMediaType(problem),
-            RefusalKind::Unprocessable => Self::Unprocessable(problem),
-            RefusalKind::TooManyRequests => Self::TooManyRequests(problem, retry_after),
-            RefusalKind::Unavailable => Self::Unavailable(problem, retry_after),
-        }
-    }
-}
+refusal_responses!(
+    DeployResponse, bad_request,
+    plain {
+        BadRequest => BadRequest,
+        Unauthorized => Unauthorized,
+        Forbidden => Forbidden,
+        NotFound => NotFound,
+        RequestTimeout => RequestTimeout,
+        PayloadTooLarge => PayloadTooLarge,
+        UnsupportedMediaType => UnsupportedMediaType,
+        Unprocessable => Unprocessable,
+    },
+    retry { TooManyRequests => TooManyRequests, Unavailable => Unavailable },
+    otherwise BadRequest,
+);
 
 impl From<DeployOutcome> for DeployResponse {
     /// 200 / 202 / 502 as the SPEC defines them.

@@ -7,9 +7,9 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{Job, JobList, JsonBody, Problem, refusal_for_parse_error};
+use super::model::{Job, JobList, JsonBody, Problem, refusal_responses};
 use super::{ApiTag, client_of, signing_headers};
-use crate::gateway::{Gateway, ReadCall, Refusal, RefusalKind};
+use crate::gateway::{Gateway, ReadCall};
 
 /// The most jobs one page lists.
 const MAX_PAGE: u32 = 100;
@@ -41,23 +41,12 @@ pub enum JobResponse {
     Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
-fn job_bad_request(err: poem::Error) -> JobResponse {
-    refusal_for_parse_error(&err).into()
-}
-
-impl From<Refusal> for JobResponse {
-    fn from(r: Refusal) -> Self {
-        let problem = JsonBody(Problem::from(&r));
-        let retry_after = r.retry_after.unwrap_or(1);
-        match r.kind {
-            RefusalKind::Unauthorized => Self::Unauthorized(problem),
-            RefusalKind::NotFound => Self::NotFound(problem),
-            RefusalKind::TooManyRequests => Self::TooManyRequests(problem, retry_after),
-            RefusalKind::Unavailable => Self::Unavailable(problem, retry_after),
-            _ => Self::BadRequest(problem),
-        }
-    }
-}
+refusal_responses!(
+    JobResponse, job_bad_request,
+    plain { Unauthorized => Unauthorized, NotFound => NotFound },
+    retry { TooManyRequests => TooManyRequests, Unavailable => Unavailable },
+    otherwise BadRequest,
+);
 
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "list_bad_request")]
@@ -79,22 +68,12 @@ pub enum ListResponse {
     Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
-fn list_bad_request(err: poem::Error) -> ListResponse {
-    refusal_for_parse_error(&err).into()
-}
-
-impl From<Refusal> for ListResponse {
-    fn from(r: Refusal) -> Self {
-        let problem = JsonBody(Problem::from(&r));
-        let retry_after = r.retry_after.unwrap_or(1);
-        match r.kind {
-            RefusalKind::Unauthorized => Self::Unauthorized(problem),
-            RefusalKind::TooManyRequests => Self::TooManyRequests(problem, retry_after),
-            RefusalKind::Unavailable => Self::Unavailable(problem, retry_after),
-            _ => Self::BadRequest(problem),
-        }
-    }
-}
+refusal_responses!(
+    ListResponse, list_bad_request,
+    plain { Unauthorized => Unauthorized },
+    retry { TooManyRequests => TooManyRequests, Unavailable => Unavailable },
+    otherwise BadRequest,
+);
 
 /// The signing headers are declared on the operations for the document
 /// and read from `request`.

@@ -370,3 +370,35 @@ pub fn refusal_for_parse_error(err: &poem::Error) -> Refusal {
     }
     Refusal::new(RefusalKind::BadRequest, "invalid_request", err.to_string())
 }
+
+/// Maps refusals onto an operation's response variants, and provides the
+/// function its `bad_request_handler` names. Variants listed under `retry`
+/// carry a `Retry-After` header; a kind the operation cannot produce falls
+/// back to `otherwise`.
+macro_rules! refusal_responses {
+    (
+        $response:ident, $handler:ident,
+        plain { $($kind:ident => $variant:ident),* $(,)? },
+        retry { $($retry_kind:ident => $retry_variant:ident),* $(,)? },
+        otherwise $fallback:ident $(,)?
+    ) => {
+        fn $handler(err: poem::Error) -> $response {
+            $crate::api::model::refusal_for_parse_error(&err).into()
+        }
+
+        impl From<$crate::gateway::Refusal> for $response {
+            fn from(r: $crate::gateway::Refusal) -> Self {
+                use $crate::gateway::RefusalKind;
+                let problem = $crate::api::model::JsonBody($crate::api::model::Problem::from(&r));
+                let retry_after = r.retry_after.unwrap_or(1);
+                #[allow(unreachable_patterns)]
+                match r.kind {
+                    $(RefusalKind::$kind => Self::$variant(problem),)*
+                    $(RefusalKind::$retry_kind => Self::$retry_variant(problem, retry_after),)*
+                    _ => Self::$fallback(problem),
+                }
+            }
+        }
+    };
+}
+pub(crate) use refusal_responses;

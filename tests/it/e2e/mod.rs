@@ -103,6 +103,16 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
+/// Waits until `url` answers with a success status.
+pub fn wait_for_http(what: &str, url: &str) {
+    wait_until(what, Duration::from_secs(15), || {
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+}
+
 /// A `docker-registry` process on a free loopback port.
 pub struct Registry {
     child: Child,
@@ -129,13 +139,7 @@ impl Registry {
             .spawn()
             .expect("docker-registry runs (Debian package docker-registry)");
         let host = format!("127.0.0.1:{port}");
-        let probe = format!("http://{host}/v2/");
-        wait_until("the registry to answer", Duration::from_secs(15), || {
-            Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", &probe])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
+        wait_for_http("the registry to answer", &format!("http://{host}/v2/"));
         Self { child, host }
     }
 }
@@ -365,13 +369,7 @@ impl GatewayProcess {
             .spawn()
             .expect("the gateway binary starts");
         let url = format!("http://127.0.0.1:{port}");
-        let health = format!("{url}/healthz");
-        wait_until("the gateway to listen", Duration::from_secs(15), || {
-            Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", &health])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
+        wait_for_http("the gateway to listen", &format!("{url}/healthz"));
         Self { child, url, log }
     }
 

@@ -77,13 +77,7 @@ impl Restartable {
             .stderr(log)
             .spawn()
             .unwrap();
-        let health = format!("{}/healthz", self.url);
-        wait_until("the gateway to listen", Duration::from_secs(15), || {
-            Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", &health])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
+        wait_for_http("the gateway to listen", &format!("{}/healthz", self.url));
         child
     }
 
