@@ -62,7 +62,7 @@ impl Restartable {
         }
     }
 
-    fn start(&self) -> Child {
+    fn start(&self) -> Started {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -78,7 +78,7 @@ impl Restartable {
             .spawn()
             .unwrap();
         wait_for_http("the gateway to listen", &format!("{}/healthz", self.url));
-        child
+        Started(child)
     }
 
     fn client(&self) -> Client {
@@ -90,8 +90,24 @@ impl Restartable {
     }
 }
 
-fn signal(child: &Child, signal: &str) {
-    run("kill", &[&format!("-{signal}"), &child.id().to_string()]);
+/// A started gateway, killed if a failing test drops it still running.
+struct Started(Child);
+
+impl Started {
+    fn signal(&self, signal: &str) {
+        run("kill", &[&format!("-{signal}"), &self.0.id().to_string()]);
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn state_of(client: &Client, id: &str) -> String {
@@ -164,7 +180,7 @@ async fn e2e_kill_9_and_restart_lose_no_accepted_job() {
                 accepted.push(id);
             }
         }
-        signal(&child, "KILL");
+        child.signal("KILL");
         let _ = child.wait();
     }
     let mut child = gateway.start();
@@ -194,7 +210,7 @@ async fn e2e_kill_9_and_restart_lose_no_accepted_job() {
         finals.iter().filter(|(s, _)| s == "succeeded").count() + interrupted_twice
             == accepted.len()
     );
-    signal(&child, "TERM");
+    child.signal("TERM");
     assert!(child.wait().unwrap().success());
 }
 
@@ -214,7 +230,7 @@ async fn e2e_sigterm_lets_the_running_deploy_finish() {
     let a = id_of(&client.deploy("/build", &format!("{}-a", f.id)).await);
     let b = id_of(&client.deploy("/build", &format!("{}-b", f.id)).await);
     let (running, queued) = one_running(&client, &a, &b).await;
-    signal(&child, "TERM");
+    child.signal("TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     let mut child = gateway.start();
@@ -230,7 +246,7 @@ async fn e2e_sigterm_lets_the_running_deploy_finish() {
         second["state"], "succeeded",
         "the queued one ran after the restart: {second:#}"
     );
-    signal(&child, "TERM");
+    child.signal("TERM");
     assert!(child.wait().unwrap().success());
 }
 
@@ -249,7 +265,7 @@ async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart() {
     restamp(&dir, "grace");
     let id = id_of(&client.deploy("/build", &format!("{}-a", f.id)).await);
     wait_for_state(&client, &id, "running").await;
-    signal(&child, "TERM");
+    child.signal("TERM");
     assert!(child.wait().unwrap().success());
     let mut child = gateway.start();
     let client = gateway.client();
@@ -262,6 +278,6 @@ async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart() {
             .unwrap()
             .contains("it will run again, attempt 2")
     );
-    signal(&child, "TERM");
+    child.signal("TERM");
     assert!(child.wait().unwrap().success());
 }
