@@ -1030,6 +1030,7 @@ async fn store_writes(table: &mut Table) {
             delivery_hook::names::Action::Pull,
             "bench-web",
             &target,
+            false,
         );
         for state in [
             delivery_hook::jobs::JobState::Queued,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
@@ -10,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{self, OutputFormat, SignInput, Trigger};
 use crate::docker::DockerEngine;
 use crate::jobs::Store;
-use crate::names::Action;
-use crate::policy::{self, Policy, SystemEnvironment};
+use crate::names::{Action, JobId};
+use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
 
 #[derive(Debug, Parser)]
@@ -99,6 +100,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputArg,
     },
+    /// Run a self-update job that a gateway handed off. The gateway starts
+    /// this in a helper container; it is not meant to be run by hand.
+    #[command(hide = true)]
+    Helper {
+        /// The gateway's state directory, holding the job store.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The job to run.
+        #[arg(long)]
+        job: String,
+        /// The job's time budget, counted from when the gateway started it.
+        #[arg(long)]
+        timeout_secs: u64,
+        /// The compose command, e.g. `docker compose`.
+        #[arg(last = true, required = true)]
+        compose: Vec<String>,
+    },
 }
 
 /// The policy path, and whether the operator named it.
@@ -150,13 +168,26 @@ pub fn run(cli: Cli) -> ExitCode {
                 LogFormat::Text => crate::logging::Format::Text,
                 LogFormat::Json => crate::logging::Format::Json,
             });
-            if let Ok(user) = std::env::var("DELIVERY_RUN_AS") {
-                let socket = crate::privilege::docker_socket();
-                if let Err(e) = crate::privilege::drop_root(&user, &socket) {
-                    return fail(&e);
-                }
+            if let Err(e) = become_run_as_user() {
+                return fail(&e);
             }
             runtime().block_on(serve_command(config))
+        }
+        Command::Helper {
+            state_dir,
+            job,
+            timeout_secs,
+            compose,
+        } => {
+            let _logs = crate::logging::init(crate::logging::Format::Text);
+            if let Err(e) = become_run_as_user() {
+                return fail(&e);
+            }
+            let Some(id) = JobId::parse(&job) else {
+                return fail(&format!("--job `{job}` is not a job id"));
+            };
+            let timeout = Duration::from_secs(timeout_secs);
+            runtime().block_on(helper_command(state_dir, id, timeout, compose))
         }
         Command::Check { config } => check(config),
         Command::Openapi => {
@@ -216,6 +247,58 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             ExitCode::from(runtime().block_on(client::trigger(key, trigger)))
         }
+    }
+}
+
+/// Drops root for the user `DELIVERY_RUN_AS` names, when it is set.
+fn become_run_as_user() -> Result<(), String> {
+    match std::env::var("DELIVERY_RUN_AS") {
+        Ok(user) => crate::privilege::drop_root(&user, &crate::privilege::docker_socket()),
+        Err(_) => Ok(()),
+    }
+}
+
+async fn helper_command(
+    state_dir: PathBuf,
+    id: JobId,
+    timeout: Duration,
+    compose: Vec<String>,
+) -> ExitCode {
+    let store = match Store::open(&state_dir) {
+        Ok(store) => store,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let engine = DockerEngine::new(ComposeTool::Command(compose));
+    let cancel = CancellationToken::new();
+    {
+        // Stopped, it stops compose's process group and records the job interrupted.
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                cancel.cancel();
+            }
+        });
+    }
+    tracing::info!(job = %id, "running a self-update job handed off by the gateway");
+    match crate::jobs::run_helper(&engine, &store, id, timeout, cancel).await {
+        Ok(record) => {
+            tracing::info!(
+                job = %id,
+                state = record.state.as_str(),
+                error = record.error.as_deref().unwrap_or(""),
+                "self-update job finished"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -103,7 +103,7 @@ impl Refusal {
         )
         .retry_after(match e {
             EngineError::Unreachable(_) => 5,
-            EngineError::Api(_) => 1,
+            EngineError::Api(_) | EngineError::Unsupported(_) => 1,
         })
     }
 
@@ -487,20 +487,17 @@ impl Gateway {
             ));
         }
         target.check_visible()?;
-        if let Some((project, service)) = self.engine.own_service().await {
-            if project == target.project.as_str() && service == target.service.as_str() {
-                return Err(Refusal::new(
-                    RefusalKind::Unprocessable,
-                    "self_update_unsupported",
-                    "this is the gateway's own compose service: recreating it from inside would stop the deploy halfway; redeploy it from the host",
-                ));
-            }
-        }
+        let self_update = self
+            .engine
+            .own_service()
+            .await
+            .is_some_and(|(p, s)| p == target.project.as_str() && s == target.service.as_str());
         let request = JobRequest {
             project: project.name.clone(),
             action,
             container: container.clone(),
             target,
+            self_update,
         };
         match self.jobs.submit(request).await {
             Ok(submitted) => Ok(submitted),

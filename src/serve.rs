@@ -102,6 +102,7 @@ pub async fn gateway(
             requeued = recovery.requeued,
             rerun = recovery.rerun,
             abandoned = recovery.abandoned,
+            followed = recovery.followed,
             "recovered unfinished jobs from the last run"
         );
     }

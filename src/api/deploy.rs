@@ -59,9 +59,8 @@ pub enum DeployResponse {
     UnsupportedMediaType(JsonBody<Problem>),
     /// The container exists but cannot be deployed: `not_compose_managed`,
     /// `compose_label_missing`, `compose_label_invalid`,
-    /// `compose_file_not_visible` (mount the compose files into the gateway at
-    /// the same absolute path as on the host), or `self_update_unsupported`
-    /// (it is the gateway's own service).
+    /// or `compose_file_not_visible` (mount the compose files into the
+    /// gateway at the same absolute path as on the host).
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(JsonBody<Problem>),
     /// Too many failed authentications from this address (`too_many_failures`).

@@ -148,6 +148,9 @@ pub struct Job {
     pub replayed: bool,
     /// This request joined a job that was already queued for the same service and action.
     pub coalesced: bool,
+    /// The job redeploys the gateway's own compose service, so a helper
+    /// container runs it; the gateway restarts during the job.
+    pub self_update: bool,
     /// `pulling` or `building`, as the seed tool answered.
     pub message: String,
     /// The compose files, comma-joined, as the seed tool answered.
@@ -194,6 +197,7 @@ impl Job {
             attempt: r.attempt,
             replayed,
             coalesced,
+            self_update: r.self_update,
         }
     }
 }
@@ -252,6 +256,7 @@ impl Example for Job {
             attempt: 1,
             replayed: false,
             coalesced: false,
+            self_update: false,
             message: "pulling".into(),
             compose_file: "/srv/billing/compose.yml".into(),
         }

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::compose::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
 use super::{
     BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus, Engine,
-    EngineError, Exit, Limits, OutputLog, process,
+    EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog, process,
 };
 use crate::names::ContainerName;
 use crate::policy::ComposeTool;
@@ -32,7 +37,22 @@ const LOOKUP_TTL: Duration = Duration::from_secs(1);
 /// Lookups remembered at most; past this the memory is cleared.
 const LOOKUP_ENTRIES: usize = 1024;
 
+/// The label that marks a self-update helper container, with its job id.
+pub const LABEL_HELPER: &str = "io.delivery-hook.helper.job";
+/// The name of the gateway container that started a helper.
+pub const LABEL_HELPER_OF: &str = "io.delivery-hook.helper.of";
+/// Pause before asking again after the engine failed to answer a wait.
+const WAIT_RETRY: Duration = Duration::from_secs(1);
+
 type Lookup = (Instant, Option<ContainerFacts>);
+
+/// The container this gateway runs in, when compose made it.
+#[derive(Debug, Clone)]
+struct Own {
+    id: String,
+    project: String,
+    service: String,
+}
 
 pub struct DockerEngine {
     /// Connected lazily and with the API version negotiated, so the gateway
@@ -44,8 +64,8 @@ pub struct DockerEngine {
     detected: OnceCell<Vec<String>>,
     /// Recent lookups by container name, see [`LOOKUP_TTL`].
     lookups: std::sync::Mutex<HashMap<String, Lookup>>,
-    /// The compose service this gateway runs as, looked up once.
-    own: OnceCell<Option<(String, String)>>,
+    /// The compose-made container this gateway runs in, looked up once.
+    own: OnceCell<Option<Own>>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> EngineError {
@@ -99,6 +119,95 @@ impl DockerEngine {
             ComposeTool::Command(argv) => Ok(argv.clone()),
             ComposeTool::Auto => self.detected.get_or_try_init(detect_compose).await.cloned(),
         }
+    }
+
+    async fn own(&self) -> Option<&Own> {
+        self.own
+            .get_or_init(|| async {
+                let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+                let id = own_container_id(&mountinfo)?;
+                let found = self.inspect(&id).await.ok()??;
+                let labels = found.config?.labels?;
+                Some(Own {
+                    id,
+                    project: labels.get(LABEL_PROJECT)?.clone(),
+                    service: labels.get(LABEL_SERVICE)?.clone(),
+                })
+            })
+            .await
+            .as_ref()
+    }
+
+    /// The helper container: the gateway's own image (by id, so a pull that
+    /// moves the tag changes nothing), mounts, environment, user, groups and
+    /// network, running `delivery-hook helper` for the job. None of the
+    /// gateway's labels are copied, so compose never counts it as one of its
+    /// containers.
+    async fn helper_body(&self, run: &HelperRun) -> Result<ContainerCreateBody, EngineError> {
+        let unsupported = |why: String| EngineError::Unsupported(why);
+        let own = self.own().await.ok_or_else(|| {
+            unsupported("the gateway does not run in a container that compose made".into())
+        })?;
+        let found = self.inspect(&own.id).await?.ok_or_else(|| {
+            unsupported("the gateway's own container is no longer known to the engine".into())
+        })?;
+        let state_dir = std::path::absolute(&run.state_dir)
+            .map_err(|e| unsupported(format!("state_dir cannot be resolved: {e}")))?;
+        let mounted = found
+            .mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| m.destination.as_deref())
+            .any(|destination| state_dir.starts_with(destination));
+        if !mounted {
+            return Err(unsupported(format!(
+                "state_dir {} is not on a volume or bind mount of the gateway's container, so a helper container could not record the result; mount it",
+                state_dir.display()
+            )));
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| unsupported(format!("the gateway's executable cannot be found: {e}")))?;
+        let compose = self.compose_command().await.map_err(unsupported)?;
+        let mut cmd = vec![
+            "helper".to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--job".into(),
+            run.job.to_string(),
+            "--timeout-secs".into(),
+            run.timeout.as_secs().to_string(),
+            "--".into(),
+        ];
+        cmd.extend(compose);
+        let config = found.config.unwrap_or_default();
+        let host = found.host_config.unwrap_or_default();
+        let own_name = found.name.unwrap_or_default();
+        Ok(ContainerCreateBody {
+            image: found.image,
+            entrypoint: Some(vec![exe.display().to_string()]),
+            cmd: Some(cmd),
+            env: config.env,
+            user: config.user,
+            working_dir: config.working_dir,
+            labels: Some(HashMap::from([
+                (LABEL_HELPER.to_string(), run.job.to_string()),
+                (
+                    LABEL_HELPER_OF.to_string(),
+                    own_name.trim_start_matches('/').to_string(),
+                ),
+            ])),
+            host_config: Some(HostConfig {
+                binds: host.binds,
+                mounts: host.mounts,
+                group_add: host.group_add,
+                network_mode: host.network_mode,
+                extra_hosts: host.extra_hosts,
+                dns: host.dns,
+                auto_remove: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
     }
 
     async fn inspect(
@@ -252,19 +361,78 @@ impl Engine for DockerEngine {
 
     fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
         Box::pin(async move {
-            self.own
-                .get_or_init(|| async {
-                    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-                    let id = own_container_id(&mountinfo)?;
-                    let found = self.inspect(&id).await.ok()??;
-                    let labels = found.config?.labels?;
-                    Some((
-                        labels.get(LABEL_PROJECT)?.clone(),
-                        labels.get(LABEL_SERVICE)?.clone(),
-                    ))
-                })
+            self.own()
                 .await
-                .clone()
+                .map(|own| (own.project.clone(), own.service.clone()))
+        })
+    }
+
+    fn start_helper<'a>(&'a self, run: &'a HelperRun) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let body = self.helper_body(run).await?;
+            let docker = self.client().await?;
+            let options = CreateContainerOptionsBuilder::new().name(&run.name).build();
+            bounded(docker.create_container(Some(options), body))
+                .await
+                .map_err(classify)?;
+            bounded(docker.start_container(&run.name, None))
+                .await
+                .map_err(classify)
+        })
+    }
+
+    fn wait_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<HelperEnd, EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            loop {
+                let Some(found) = self.inspect(name).await? else {
+                    return Ok(HelperEnd::Gone);
+                };
+                let state = found.state.unwrap_or_default();
+                let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+                match status.as_str() {
+                    "exited" | "dead" => {
+                        return Ok(HelperEnd::Exited(state.exit_code.unwrap_or(-1)));
+                    }
+                    // Created but never started: the gateway stopped in between.
+                    "created" => {
+                        bounded(docker.start_container(name, None))
+                            .await
+                            .map_err(classify)?;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let options = WaitContainerOptionsBuilder::new()
+                    .condition("not-running")
+                    .build();
+                match docker.wait_container(name, Some(options)).next().await {
+                    // Exited (any code) or removed: the next inspect tells which.
+                    Some(Ok(_) | Err(BollardError::DockerContainerWaitError { .. })) | None => {}
+                    Some(Err(BollardError::DockerResponseServerError {
+                        status_code: 404, ..
+                    })) => return Ok(HelperEnd::Gone),
+                    Some(Err(e)) => {
+                        tracing::warn!(helper = name, error = %e, "waiting for the self-update helper failed; asking again");
+                        tokio::time::sleep(WAIT_RETRY).await;
+                    }
+                }
+            }
+        })
+    }
+
+    fn remove_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let options = RemoveContainerOptionsBuilder::new().force(true).build();
+            match bounded(docker.remove_container(name, Some(options))).await {
+                Ok(()) => Ok(()),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                }) => Ok(()),
+                Err(e) => Err(classify(e)),
+            }
         })
     }
 

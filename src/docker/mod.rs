@@ -1,7 +1,9 @@
 //! Everything that touches the Docker engine or runs a process.
 //!
 //! The rest of the crate sees one narrow trait, [`Engine`]: find a container
-//! by name, list a compose service's containers, run one compose command.
+//! by name, list a compose service's containers, run one compose command,
+//! and run a job in a detached helper container when the deploy replaces
+//! the gateway's own container.
 //! [`DockerEngine`] implements it with bollard and real compose processes;
 //! in-process tests implement it with a fake. No other module imports
 //! bollard or spawns anything.
@@ -13,6 +15,7 @@ mod process;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -21,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use compose::{ComposeOp, ComposeTarget, TargetError};
 pub use engine::DockerEngine;
+pub use engine::{LABEL_HELPER, LABEL_HELPER_OF};
 pub use output::OutputLog;
 
-use crate::names::ContainerName;
+use crate::names::{ContainerName, JobId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -35,6 +39,9 @@ pub enum EngineError {
     /// The engine answered, with an error.
     #[error("the Docker engine refused the request: {0}")]
     Api(String),
+    /// What was asked cannot work in this setup; the text says why.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What the engine says about a container found by name.
@@ -90,6 +97,28 @@ pub struct Limits {
     pub cancel: CancellationToken,
 }
 
+/// What a self-update helper needs to run a job on its own (see
+/// [`Engine::start_helper`]).
+#[derive(Debug, Clone)]
+pub struct HelperRun {
+    /// The container name to give the helper.
+    pub name: String,
+    pub job: JobId,
+    /// The gateway's state directory, which the helper records the result in.
+    pub state_dir: PathBuf,
+    /// The job's time budget.
+    pub timeout: Duration,
+}
+
+/// How a helper container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelperEnd {
+    /// It exited with this code.
+    Exited(i64),
+    /// It does not exist (removed, or never created).
+    Gone,
+}
+
 /// The engine operations the gateway needs, and nothing more.
 pub trait Engine: Send + Sync + 'static {
     /// Whether the engine answers at all (`/readyz`).
@@ -111,6 +140,17 @@ pub trait Engine: Send + Sync + 'static {
     /// The compose project and service of the container this gateway runs
     /// in, if it runs in one that compose made.
     fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>>;
+
+    /// Starts a detached container from the gateway's own image and mounts
+    /// that runs `delivery-hook helper` for the job: a deploy that recreates
+    /// the gateway's own container must not run inside it.
+    fn start_helper<'a>(&'a self, run: &'a HelperRun) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Waits until the helper container has stopped.
+    fn wait_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<HelperEnd, EngineError>>;
+
+    /// Removes a stopped helper container.
+    fn remove_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
     /// Runs one compose command for `target`, appending its output to `output`.
     fn run_compose<'a>(

@@ -10,6 +10,12 @@
 //! empty. Active jobs live in memory behind a `watch` channel (so waiters
 //! learn of changes at once); every state change is also written to the
 //! [`Store`], and a job leaves memory only once its final state is durable.
+//!
+//! A job that redeploys the gateway's own compose service cannot run inside
+//! the gateway: `up` stops the container it runs in. Such a job is handed to
+//! a helper container (see [`run_helper`]) that runs the same steps and
+//! records the end in the store; the gateway follows the helper until it
+//! ends, and a gateway started in its place follows it on from the store.
 
 mod record;
 mod run;
@@ -26,11 +32,14 @@ use tokio_util::sync::CancellationToken;
 pub use record::{JobRecord, JobState, Step, now_ms, rfc3339};
 pub use store::{Cursor, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, Limits, OutputLog};
+use crate::docker::{ComposeTarget, Engine, HelperEnd, HelperRun, Limits, OutputLog};
 use crate::names::{Action, ContainerName, JobId, ProjectName};
 
 /// A job interrupted this many times is not started again.
 const MAX_ATTEMPTS: u32 = 2;
+/// How long past the job's timeout a helper is followed before it is stopped;
+/// the helper enforces the timeout itself, this covers a helper that hangs.
+const HELPER_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -45,6 +54,8 @@ pub struct JobRequest {
     pub action: Action,
     pub container: ContainerName,
     pub target: ComposeTarget,
+    /// The target is the gateway's own compose service.
+    pub self_update: bool,
 }
 
 /// The job a request ended up with.
@@ -79,6 +90,8 @@ pub struct Recovery {
     pub requeued: usize,
     pub rerun: usize,
     pub abandoned: usize,
+    /// Self-update jobs whose helper is followed on.
+    pub followed: usize,
 }
 
 struct Active {
@@ -175,6 +188,7 @@ impl Jobs {
                 request.action,
                 request.container.as_str(),
                 &request.target,
+                request.self_update,
             );
             // Sent while holding the lock, so this insert reaches the store
             // before anything the worker writes about the job.
@@ -248,7 +262,10 @@ impl Jobs {
         let mut recovery = Recovery::default();
         for mut record in self.inner.store.unfinished().await? {
             let output = OutputLog::with_text(&record.output);
-            if record.state == JobState::Running {
+            if record.state == JobState::Running && record.helper.is_some() {
+                // A helper runs it; the worker follows the helper.
+                recovery.followed += 1;
+            } else if record.state == JobState::Running {
                 if record.attempt >= MAX_ATTEMPTS {
                     output.note("(the gateway stopped during this job again; it is not re-run)");
                     record.state = JobState::Interrupted;
@@ -310,6 +327,56 @@ fn snapshot(active: &Active, record: &JobRecord) -> JobRecord {
         record.output = active.output.text();
     }
     record
+}
+
+/// Writes how a job ended into its record.
+fn settle(record: &mut JobRecord, completion: run::Completion, output: &OutputLog) {
+    record.state = completion.state;
+    record.error = completion.error;
+    record.finished_at_ms = Some(now_ms());
+    record.output = output.text();
+}
+
+/// The name of the helper container of a self-update job.
+pub fn helper_name(id: JobId) -> String {
+    format!("delivery-hook-helper-{id}")
+}
+
+/// `delivery-hook helper`: runs a self-update job that a gateway handed off
+/// and records how it ended. The job's time budget counts from when the
+/// gateway started it.
+pub async fn run_helper(
+    engine: &dyn Engine,
+    store: &Store,
+    id: JobId,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<JobRecord, String> {
+    let record = store
+        .get(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no job {id} in the store"))?;
+    if record.state.is_final() {
+        return Ok(record);
+    }
+    let target = record
+        .target()
+        .map_err(|e| format!("job {id} cannot be run: {e}"))?;
+    let spent = Duration::from_millis(now_ms().saturating_sub(record.started_at_ms.unwrap_or(0)));
+    let limits = Limits {
+        deadline: Instant::now() + timeout.saturating_sub(spent),
+        cancel,
+    };
+    let output = OutputLog::with_text(&record.output);
+    let action = record.action;
+    let (sender, _) = watch::channel(record);
+    let completion =
+        run::execute(engine, &target, action, &sender, &output, &limits, timeout).await;
+    let mut record = sender.borrow().clone();
+    settle(&mut record, completion, &output);
+    store.put(&record).await.map_err(|e| e.to_string())?;
+    Ok(record)
 }
 
 fn requeue(record: &mut JobRecord, output: &OutputLog, why: &str) {
@@ -435,6 +502,9 @@ impl Inner {
     }
 
     async fn run_one(&self, active: &Active) {
+        if active.record.borrow().self_update {
+            return self.run_detached(active).await;
+        }
         let started = Instant::now();
         active.record.send_modify(|r| {
             r.state = JobState::Running;
@@ -470,19 +540,154 @@ impl Inner {
             );
             JobEvent::Requeued
         } else {
-            record.state = completion.state;
-            record.error = completion.error;
-            record.finished_at_ms = Some(now_ms());
-            record.output = active.output.text();
+            settle(&mut record, completion, &active.output);
             JobEvent::Finished {
                 duration: started.elapsed(),
             }
         };
-        // Durable, counted and logged before anyone waiting is told.
+        self.publish(active, record, event).await;
+    }
+
+    /// Makes a job's new state durable, counts and logs it, then tells
+    /// anyone waiting.
+    async fn publish(&self, active: &Active, record: JobRecord, event: JobEvent) {
         if let Err(e) = self.store.put(&record).await {
             tracing::error!(job = %record.id, error = %e, "could not record a job's state");
         }
         self.notify(&record, event);
         active.record.send_replace(record);
+    }
+
+    /// A self-update job: starts its helper (unless one already runs it)
+    /// and follows the helper until it ends. When the gateway stops, it
+    /// stops following and leaves the job `running` with the helper's name,
+    /// for the next start to follow on.
+    async fn run_detached(&self, active: &Active) {
+        let (id, helper) = {
+            let r = active.record.borrow();
+            (r.id, r.helper.clone())
+        };
+        let name = match helper {
+            Some(name) => name,
+            None => match self.start_helper(active, id).await {
+                Ok(name) => name,
+                Err(why) => return self.end_detached(active, JobState::Failed, why).await,
+            },
+        };
+        let started_ms = active.record.borrow().started_at_ms.unwrap_or_else(now_ms);
+        let budget = self.settings.timeout + HELPER_MARGIN;
+        let left =
+            budget.saturating_sub(Duration::from_millis(now_ms().saturating_sub(started_ms)));
+        let end = tokio::select! {
+            end = self.engine.wait_helper(&name) => Some(end),
+            () = tokio::time::sleep(left) => None,
+            () = self.stopping.cancelled() => {
+                tracing::info!(job = %id, helper = %name, "stopping; the self-update helper carries on and the next start follows it");
+                return;
+            }
+        };
+        match self.store.get(id).await {
+            Ok(Some(record)) if record.state.is_final() => {
+                let duration = Duration::from_millis(
+                    record
+                        .finished_at_ms
+                        .unwrap_or_else(now_ms)
+                        .saturating_sub(started_ms),
+                );
+                self.notify(&record, JobEvent::Finished { duration });
+                active.record.send_replace(record);
+            }
+            read => {
+                if let Err(e) = &read {
+                    tracing::error!(job = %id, error = %e, "could not read a self-update job's result");
+                }
+                let (state, why) = match end {
+                    None => {
+                        if let Err(e) = self.engine.remove_helper(&name).await {
+                            tracing::warn!(helper = %name, error = %e, "could not stop the self-update helper");
+                        }
+                        (
+                            JobState::TimedOut,
+                            format!(
+                                "the self-update helper {name} ran past job_timeout_secs ({} s) and was stopped",
+                                self.settings.timeout.as_secs()
+                            ),
+                        )
+                    }
+                    Some(Ok(HelperEnd::Exited(code))) => (
+                        JobState::Failed,
+                        format!(
+                            "the self-update helper {name} exited with code {code} without recording a result"
+                        ),
+                    ),
+                    Some(Ok(HelperEnd::Gone)) => (
+                        JobState::Failed,
+                        format!("the self-update helper {name} is gone and recorded no result"),
+                    ),
+                    Some(Err(e)) => (
+                        JobState::Failed,
+                        format!("the self-update helper {name} could not be followed: {e}"),
+                    ),
+                };
+                self.end_detached(active, state, why).await;
+            }
+        }
+    }
+
+    /// Marks the job running under its helper's name, durably, then starts
+    /// the helper; the name is recorded first so that a restart in between
+    /// still finds the helper.
+    async fn start_helper(&self, active: &Active, id: JobId) -> Result<String, String> {
+        let name = helper_name(id);
+        let state_dir = self
+            .store
+            .dir()
+            .ok_or("the job store is in memory, so a helper could not record the result")?
+            .to_owned();
+        active.output.note(&format!(
+            "(this deploy recreates the gateway's own container, so the helper container {name} runs it)"
+        ));
+        active.record.send_modify(|r| {
+            r.state = JobState::Running;
+            r.started_at_ms = Some(now_ms());
+            r.helper = Some(name.clone());
+        });
+        let record = snapshot(active, &active.record.borrow());
+        self.store
+            .put(&record)
+            .await
+            .map_err(|e| format!("the job could not be recorded before handing it off: {e}"))?;
+        self.notify(&record, JobEvent::Started);
+        let run = HelperRun {
+            name: name.clone(),
+            job: id,
+            state_dir,
+            timeout: self.settings.timeout,
+        };
+        self.engine
+            .start_helper(&run)
+            .await
+            .map_err(|e| format!("the self-update helper could not be started: {e}"))?;
+        tracing::info!(job = %id, helper = %name, "self-update handed to a helper container");
+        Ok(name)
+    }
+
+    async fn end_detached(&self, active: &Active, state: JobState, why: String) {
+        let mut record = active.record.borrow().clone();
+        if record.started_at_ms.is_none() {
+            record.started_at_ms = Some(now_ms());
+        }
+        let duration =
+            Duration::from_millis(now_ms().saturating_sub(record.started_at_ms.unwrap_or(0)));
+        settle(
+            &mut record,
+            run::Completion {
+                state,
+                error: Some(why),
+            },
+            &active.output,
+        );
+        self.publish(active, record, JobEvent::Finished { duration })
+            .await;
     }
 }

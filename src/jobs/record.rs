@@ -99,6 +99,13 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// 1, or 2 when re-run after an interruption.
     pub attempt: u32,
+    /// It redeploys the gateway's own compose service, so a helper container
+    /// runs it.
+    #[serde(default)]
+    pub self_update: bool,
+    /// The helper container's name, once it is started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helper: Option<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -118,6 +125,7 @@ impl JobRecord {
         action: Action,
         container_name: &str,
         target: &ComposeTarget,
+        self_update: bool,
     ) -> Self {
         Self {
             id: JobId::random(),
@@ -137,6 +145,8 @@ impl JobRecord {
             output: String::new(),
             error: None,
             attempt: 1,
+            self_update,
+            helper: None,
         }
     }
 

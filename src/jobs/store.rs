@@ -63,6 +63,8 @@ enum Request {
 #[derive(Clone)]
 pub struct Store {
     requests: mpsc::Sender<Request>,
+    /// The directory it lives in; `None` in memory.
+    dir: Option<PathBuf>,
 }
 
 const SCHEMA: &str = "
@@ -87,7 +89,9 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
         let path: PathBuf = dir.join("jobs.sqlite3");
         let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
-        Self::start(connection).map_err(|e| open_error(e.to_string()))
+        let mut store = Self::start(connection).map_err(|e| open_error(e.to_string()))?;
+        store.dir = Some(dir.to_owned());
+        Ok(store)
     }
 
     /// A store that lives only as long as the process; for tests.
@@ -106,7 +110,15 @@ impl Store {
             .name("job-store".into())
             .spawn(move || serve(connection, inbox))
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
-        Ok(Self { requests })
+        Ok(Self {
+            requests,
+            dir: None,
+        })
+    }
+
+    /// The directory the store lives in; `None` for one in memory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
@@ -284,7 +296,7 @@ mod tests {
 
     fn record(project: &str, created_at_ms: u64, state: JobState) -> JobRecord {
         let target = ComposeTarget::from_parts("p", "web", "/srv", "/srv/c.yml", "").unwrap();
-        let mut r = JobRecord::new(project, Action::Pull, "p-web", &target);
+        let mut r = JobRecord::new(project, Action::Pull, "p-web", &target, false);
         r.created_at_ms = created_at_ms;
         r.state = state;
         r

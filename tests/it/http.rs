@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use delivery_hook::docker::{HelperEnd, HelperRun};
+use delivery_hook::jobs::Store;
+
 use crate::support::*;
 
 /// Polls a condition that another task makes true; fails after 5 s.
@@ -371,25 +374,155 @@ async fn engine_answers_map_to_404_422_and_503() {
     .await;
 }
 
-#[tokio::test]
-async fn the_gateway_refuses_to_recreate_its_own_service() {
-    let h = Harness::new().await;
+/// Starts a deploy of the gateway's own service; returns the job id and the
+/// helper the gateway started for it.
+async fn self_update(h: &Harness) -> (String, HelperRun) {
     *h.engine.own.lock().unwrap() = Some(("billing".into(), "web".into()));
-    let problem = refused(
-        &h,
-        h.deploy("/pull", "billing-web", BILLING).await,
-        422,
-        "self_update_unsupported",
+    let (status, job) = status_json(h.deploy("/pull", "billing-web", BILLING).await).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["self_update"], true);
+    let id = job["id"].as_str().unwrap().to_string();
+    let engine = h.engine.clone();
+    let helper = tokio::time::timeout(Duration::from_secs(10), async move {
+        loop {
+            if let Some(run) = engine.helpers.lock().unwrap().first().cloned() {
+                return run;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the gateway starts a helper");
+    assert_eq!(helper.job.to_string(), id);
+    assert_eq!(
+        Some(helper.state_dir.as_path()),
+        h.gateway.jobs().store().dir(),
+        "the helper records into the gateway's store"
+    );
+    (id, helper)
+}
+
+/// What `delivery-hook helper` does in its container: runs the job from the
+/// store, with its own store handle on the same directory.
+async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::jobs::JobRecord {
+    let store = Store::open(&helper.state_dir).unwrap();
+    let engine: &dyn delivery_hook::docker::Engine = &*h.engine;
+    delivery_hook::jobs::run_helper(
+        engine,
+        &store,
+        helper.job,
+        Duration::from_secs(60),
+        Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_deploy_of_the_gateways_own_service_runs_in_a_helper() {
+    let h = Harness::new().await;
+    let (id, helper) = self_update(&h).await;
+    let (_, running) = status_json(
+        h.get_signed(&format!("/jobs/{id}"), BILLING, "billing")
+            .await,
     )
     .await;
-    assert!(
-        problem["message"]
-            .as_str()
-            .unwrap()
-            .contains("own compose service")
+    assert_eq!(running["state"], "running");
+    assert_eq!(
+        h.engine.command_count(),
+        0,
+        "the gateway itself runs no compose command"
     );
-    let (status, _) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
-    assert_eq!(status, 202, "other services of the same project deploy");
+
+    let done = run_as_the_helper(&h, &helper).await;
+    assert_eq!(done.state.as_str(), "succeeded");
+    assert_eq!(h.engine.command_count(), 2, "pull and up ran in the helper");
+    h.engine.end_helper(&helper.name, HelperEnd::Exited(0));
+
+    let (status, finished) = status_json(
+        h.get_signed(&format!("/jobs/{id}?wait=10"), BILLING, "billing")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert_eq!(finished["steps"].as_array().unwrap().len(), 2);
+    assert!(
+        finished["output"].as_str().unwrap().contains(&helper.name),
+        "{finished}"
+    );
+    let (_, other) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
+    assert_eq!(
+        other["self_update"], false,
+        "other services run in the gateway"
+    );
+}
+
+#[tokio::test]
+async fn a_helper_that_records_nothing_fails_the_job() {
+    let h = Harness::new().await;
+    let (id, helper) = self_update(&h).await;
+    h.engine.end_helper(&helper.name, HelperEnd::Exited(3));
+    let (_, job) = status_json(
+        h.get_signed(&format!("/jobs/{id}?wait=10"), BILLING, "billing")
+            .await,
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains(&helper.name)
+            && error.contains("code 3")
+            && error.contains("without recording"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
+    let h = Harness::new().await;
+    let (id, helper) = self_update(&h).await;
+    // Compose stops the old gateway: it stops following at once and leaves
+    // the job to the helper.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        h.gateway.jobs().shutdown(Duration::from_secs(60)),
+    )
+    .await
+    .expect("a followed helper does not hold the shutdown up");
+    let store = Store::open(&helper.state_dir).unwrap();
+    let job_id = delivery_hook::names::JobId::parse(&id).unwrap();
+    let left = store.get(job_id).await.unwrap().unwrap();
+    assert_eq!(
+        left.state.as_str(),
+        "running",
+        "not interrupted, not re-queued"
+    );
+    assert_eq!(left.helper.as_deref(), Some(helper.name.as_str()));
+
+    // The new gateway, on the same store.
+    let settings = delivery_hook::jobs::JobSettings {
+        timeout: Duration::from_secs(60),
+        max_parallel: 2,
+    };
+    let jobs = delivery_hook::jobs::Jobs::new(h.engine.clone(), store.clone(), settings, None);
+    let recovery = jobs.recover().await.unwrap();
+    assert_eq!(recovery.followed, 1, "{recovery:?}");
+    assert_eq!(recovery.rerun + recovery.requeued, 0, "{recovery:?}");
+    run_as_the_helper(&h, &helper).await;
+    h.engine.end_helper(&helper.name, HelperEnd::Gone);
+    let job = jobs
+        .wait(job_id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state.as_str(), "succeeded");
+    assert_eq!(
+        h.engine.helpers.lock().unwrap().len(),
+        1,
+        "no second helper"
+    );
+    assert_eq!(h.engine.command_count(), 2);
 }
 
 #[tokio::test]
@@ -620,14 +753,15 @@ async fn one_job_per_service_at_a_time_and_queued_requests_coalesce() {
     let gate = h.engine.hold();
     let (_, first) = status_json(h.deploy("/pull", "billing-web", BILLING).await).await;
     eventually("the first job to run", || h.engine.running() == 1).await;
-    // Distinct signed requests (different timestamps) for the same service.
+    // Distinct signed requests for the same service: timestamps well clear
+    // of the first one's, so that a clock tick cannot make one a replay.
     let (_, second) = status_json(
-        h.post_signed("/pull", &body_for("billing-web"), BILLING, now() - 1, None)
+        h.post_signed("/pull", &body_for("billing-web"), BILLING, now() - 10, None)
             .await,
     )
     .await;
     let (_, third) = status_json(
-        h.post_signed("/pull", &body_for("billing-web"), BILLING, now() - 2, None)
+        h.post_signed("/pull", &body_for("billing-web"), BILLING, now() - 20, None)
             .await,
     )
     .await;

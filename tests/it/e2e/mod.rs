@@ -213,20 +213,26 @@ impl Fixture {
         );
     }
 
-    /// A build context serving `content` at /www/index.html, FROM the base image.
-    pub fn write_context(&self, name: &str, content: &str, extra: &str) -> PathBuf {
+    /// A directory `name` in the fixture holding `files` (name, content).
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let context = self.dir.path().join(name);
         std::fs::create_dir_all(&context).unwrap();
-        std::fs::write(context.join("index.html"), content).unwrap();
-        std::fs::write(
-            context.join("Dockerfile"),
-            format!(
-                "FROM {}\nCOPY index.html /www/index.html\n{extra}",
-                self.base
-            ),
-        )
-        .unwrap();
+        for (file, content) in files {
+            std::fs::write(context.join(file), content).unwrap();
+        }
         context
+    }
+
+    /// A build context serving `content` at /www/index.html, FROM the base image.
+    pub fn write_context(&self, name: &str, content: &str, extra: &str) -> PathBuf {
+        let dockerfile = format!(
+            "FROM {}\nCOPY index.html /www/index.html\n{extra}",
+            self.base
+        );
+        self.context(
+            name,
+            &[("index.html", content), ("Dockerfile", &dockerfile)],
+        )
     }
 
     /// Builds an image serving `content`; returns its id.
@@ -393,10 +399,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(gateway: &GatewayProcess) -> Self {
+        Self::at(&gateway.url)
+    }
+
+    pub fn at(url: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             http: reqwest::Client::new(),
-            url: gateway.url.clone(),
+            url: url.to_string(),
         }
     }
 

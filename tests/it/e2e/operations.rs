@@ -1,5 +1,5 @@
 //! Operations against the real engine: crashes, restarts and SIGTERM lose
-//! no accepted job.
+//! no accepted job, and the gateway redeploys its own container.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -280,4 +280,134 @@ async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart() {
     );
     child.signal("TERM");
     assert!(child.wait().unwrap().success());
+}
+
+/// An image `FROM scratch` holding only a version stamp; the gateway binary
+/// and the compose tool come from the host through read-only mounts.
+fn gateway_image(f: &Fixture, version: &str) -> String {
+    let dockerfile = format!(
+        "FROM scratch\nCOPY version /version\nLABEL dh.test={}\n",
+        f.id
+    );
+    let context = f.context(
+        &format!("gw-image-{version}"),
+        &[("version", version), ("Dockerfile", &dockerfile)],
+    );
+    let tag = format!("{}/gateway:{version}", f.id);
+    f.docker_build(&tag, &context);
+    tag
+}
+
+/// The job's helper containers, running or stopped.
+fn helpers_of(job: &str) -> String {
+    run(
+        "docker",
+        &[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.delivery-hook.helper.job={job}"),
+        ],
+    )
+}
+
+/// Issue 7, self-update: the gateway runs as a compose service, and a signed
+/// deploy of that very service replaces it with a new image. A helper
+/// container runs the compose commands, the old gateway stops, the new one
+/// follows the helper from the store, and `trigger --wait` rides out the
+/// restart and reports success.
+#[test]
+fn e2e_a_gateway_redeploys_its_own_container() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::with_registry();
+    let repo = format!("{}-gateway:live", f.id);
+    let v1 = gateway_image(&f, "v1");
+    let v2 = gateway_image(&f, "v2");
+    let v2_id = run("docker", &["image", "inspect", "--format", "{{.Id}}", &v2]);
+    f.publish(&v1, &repo);
+
+    let exe = env!("CARGO_BIN_EXE_delivery-hook");
+    let dir = f.dir.path().join("gw");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let policy = dir.join("delivery.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{state}\"\n\n[docker]\ncompose = \"auto\"\njob_timeout_secs = 120\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\"]\n",
+            state = dir.join("state").display(),
+            id = f.id
+        ),
+    )
+    .unwrap();
+    let container = format!("{}-gateway", f.id);
+    let root = f.dir.path().display().to_string();
+    let file = format!(
+        "services:\n  gateway:\n    image: {image}\n    container_name: {container}\n    network_mode: host\n    entrypoint: [\"{exe}\"]\n    command: [\"serve\", \"--config\", \"{policy}\"]\n    environment:\n      E2E_SECRET: \"{SECRET}\"\n    labels:\n      dh.test: \"{id}\"\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n      - /usr:/usr:ro\n      - /lib:/lib:ro\n      - /lib64:/lib64:ro\n      - {exe}:{exe}:ro\n      - {root}:{root}\n",
+        image = f.remote(&repo),
+        policy = policy.display(),
+        id = f.id,
+    );
+    f.compose_up(&format!("{}gw", f.id), &dir, &[("compose.yml", file)], &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_http(
+        "the gateway in its container to listen",
+        &format!("{url}/healthz"),
+    );
+    let before = f.container(&container);
+    f.publish(&v2, &repo);
+
+    let out = Command::new(exe)
+        .args(["trigger", "--url", &url, "--container", &container])
+        .args(["--project", "e2e", "--wait", "120", "--output", "json"])
+        .env("DELIVERY_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&out.stderr);
+    // The gateway logs to stderr, which `docker logs` passes on as stderr.
+    let logs = || {
+        let out = Command::new("docker")
+            .args(["logs", &container])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{progress}\n{}\ngateway:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        logs()
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("trigger said:\n{progress}");
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["self_update"], true);
+    let argv: Vec<String> = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["argv"].to_string())
+        .collect();
+    assert!(
+        argv.len() == 2 && argv[0].contains("\"pull\"") && argv[1].contains("\"up\""),
+        "{argv:?}"
+    );
+
+    let after = f.container(&container);
+    assert_ne!(after["Id"], before["Id"], "a new gateway container");
+    assert_eq!(after["Image"].as_str(), Some(v2_id.as_str()), "running v2");
+    assert_eq!(after["State"]["Running"], true);
+    // The new gateway answers for the job it did not start.
+    let client = Client::at(&url);
+    let (status, seen) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(client.job(job["id"].as_str().unwrap(), 0));
+    assert_eq!((status, seen["state"].as_str()), (200, Some("succeeded")));
+    wait_until("the helper to be removed", Duration::from_secs(30), || {
+        helpers_of(job["id"].as_str().unwrap()).is_empty()
+    });
+    eprintln!("the new gateway's log:\n{}", logs());
 }

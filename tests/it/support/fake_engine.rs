@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use delivery_hook::docker::{
     BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus, Engine,
-    EngineError, Exit, Limits, OutputLog,
+    EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog,
 };
 use delivery_hook::names::ContainerName;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 #[derive(Default)]
 pub struct FakeEngine {
@@ -31,6 +31,12 @@ pub struct FakeEngine {
     pub own: Mutex<Option<(String, String)>>,
     /// When set, each command waits for a permit before it ends.
     gate: Mutex<Option<std::sync::Arc<Semaphore>>>,
+    /// Helper containers started, in order.
+    pub helpers: Mutex<Vec<HelperRun>>,
+    /// How each ended helper ended, by name; the test decides.
+    helper_ends: Mutex<HashMap<String, HelperEnd>>,
+    helper_ended: Notify,
+    pub removed_helpers: Mutex<Vec<String>>,
 }
 
 fn op_name(op: ComposeOp) -> &'static str {
@@ -72,6 +78,15 @@ impl FakeEngine {
         let gate = std::sync::Arc::new(Semaphore::new(0));
         *self.gate.lock().unwrap() = Some(gate.clone());
         gate
+    }
+
+    /// Makes the helper `name` end as `end`.
+    pub fn end_helper(&self, name: &str, end: HelperEnd) {
+        self.helper_ends
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), end);
+        self.helper_ended.notify_waiters();
     }
 
     pub fn command_count(&self) -> usize {
@@ -128,6 +143,33 @@ impl Engine for FakeEngine {
 
     fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
         Box::pin(async move { self.own.lock().unwrap().clone() })
+    }
+
+    fn start_helper<'a>(&'a self, run: &'a HelperRun) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            self.helpers.lock().unwrap().push(run.clone());
+            Ok(())
+        })
+    }
+
+    fn wait_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<HelperEnd, EngineError>> {
+        Box::pin(async move {
+            loop {
+                let ended = self.helper_ended.notified();
+                if let Some(end) = self.helper_ends.lock().unwrap().get(name) {
+                    return Ok(*end);
+                }
+                ended.await;
+            }
+        })
+    }
+
+    fn remove_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.removed_helpers.lock().unwrap().push(name.to_string());
+            Ok(())
+        })
     }
 
     fn run_compose<'a>(
