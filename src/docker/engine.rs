@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -189,6 +189,12 @@ impl DockerEngine {
             env: config.env,
             user: config.user,
             working_dir: config.working_dir,
+            // The image's health check probes the gateway's port, which the
+            // helper does not serve.
+            healthcheck: Some(HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            }),
             labels: Some(HashMap::from([
                 (LABEL_HELPER.to_string(), run.job.to_string()),
                 (

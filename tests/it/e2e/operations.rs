@@ -410,4 +410,22 @@ fn e2e_a_gateway_redeploys_its_own_container() {
         helpers_of(job["id"].as_str().unwrap()).is_empty()
     });
     eprintln!("the new gateway's log:\n{}", logs());
+
+    // Nothing new to pull: compose leaves the gateway running, and the same
+    // gateway follows its helper to the end.
+    let out = Command::new(exe)
+        .args(["trigger", "--url", &url, "--container", &container])
+        .args(["--project", "e2e", "--wait", "120", "--output", "json"])
+        .env("DELIVERY_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(again["state"], "succeeded", "{again:#}\n{}", logs());
+    assert_eq!(again["self_update"], true);
+    assert_eq!(f.container(&container)["Id"], after["Id"], "not recreated");
+    wait_until(
+        "the second helper to be removed",
+        Duration::from_secs(30),
+        || helpers_of(again["id"].as_str().unwrap()).is_empty(),
+    );
 }
