@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use compose::{ComposeOp, ComposeTarget, TargetError};
 pub use engine::DockerEngine;
-pub use engine::{LABEL_HELPER, LABEL_HELPER_OF};
+pub use engine::LABEL_HELPER;
 pub use output::OutputLog;
 
 use crate::names::{ContainerName, JobId};
@@ -149,7 +149,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Waits until the helper container has stopped.
     fn wait_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<HelperEnd, EngineError>>;
 
-    /// Removes a stopped helper container.
+    /// Removes a helper container, stopping it first if it still runs.
     fn remove_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
     /// Runs one compose command for `target`, appending its output to `output`.

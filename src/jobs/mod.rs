@@ -29,7 +29,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use record::{JobRecord, JobState, Step, now_ms, rfc3339};
+pub use record::{JobRecord, JobState, Step, elapsed_since, now_ms, rfc3339};
 pub use store::{Cursor, Store, StoreError};
 
 use crate::docker::{ComposeTarget, Engine, HelperEnd, HelperRun, Limits, OutputLog};
@@ -363,7 +363,7 @@ pub async fn run_helper(
     let target = record
         .target()
         .map_err(|e| format!("job {id} cannot be run: {e}"))?;
-    let spent = Duration::from_millis(now_ms().saturating_sub(record.started_at_ms.unwrap_or(0)));
+    let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
     let limits = Limits {
         deadline: Instant::now() + timeout.saturating_sub(spent),
         cancel,
@@ -576,8 +576,7 @@ impl Inner {
         };
         let started_ms = active.record.borrow().started_at_ms.unwrap_or_else(now_ms);
         let budget = self.settings.timeout + HELPER_MARGIN;
-        let left =
-            budget.saturating_sub(Duration::from_millis(now_ms().saturating_sub(started_ms)));
+        let left = budget.saturating_sub(elapsed_since(started_ms));
         let end = tokio::select! {
             end = self.engine.wait_helper(&name) => Some(end),
             () = tokio::time::sleep(left) => None,
@@ -674,11 +673,7 @@ impl Inner {
 
     async fn end_detached(&self, active: &Active, state: JobState, why: String) {
         let mut record = active.record.borrow().clone();
-        if record.started_at_ms.is_none() {
-            record.started_at_ms = Some(now_ms());
-        }
-        let duration =
-            Duration::from_millis(now_ms().saturating_sub(record.started_at_ms.unwrap_or(0)));
+        let duration = elapsed_since(*record.started_at_ms.get_or_insert_with(now_ms));
         settle(
             &mut record,
             run::Completion {

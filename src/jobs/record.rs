@@ -115,6 +115,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The time since `ms` (Unix milliseconds); zero for a time in the future.
+pub fn elapsed_since(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(now_ms().saturating_sub(ms))
+}
+
 fn display_paths(paths: &[std::path::PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
 }

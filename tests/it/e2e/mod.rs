@@ -342,6 +342,18 @@ impl Drop for Fixture {
     }
 }
 
+/// A compose service running `image` under `container_name`, killed at once
+/// on stop; `extra` adds keys, such as `build:`.
+fn service(name: &str, image: &str, container: &str, id: &str, extra: &str) -> String {
+    format!(
+        "  {name}:\n    image: {image}\n    container_name: {container}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{id}\"\n{extra}"
+    )
+}
+
+fn compose(services: &[String]) -> String {
+    format!("services:\n{}", services.concat())
+}
+
 /// The gateway binary, serving a policy on a free port.
 pub struct GatewayProcess {
     child: Child,

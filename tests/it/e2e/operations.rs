@@ -12,20 +12,28 @@ use super::*;
 /// Two `build:` services whose builds take `seconds` whenever their stamp changes.
 fn slow_builds(f: &Fixture, seconds: u32) -> PathBuf {
     let dir = f.dir.path().join("slow");
-    let mut file = String::from("services:\n");
-    for service in ["a", "b"] {
+    let mut services = Vec::new();
+    for name in ["a", "b"] {
         let context = f.write_context(
-            &format!("slow/{service}"),
-            service,
+            &format!("slow/{name}"),
+            name,
             &format!("COPY stamp /stamp\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\nLABEL dh.test={}\n", f.id),
         );
         std::fs::write(context.join("stamp"), "0").unwrap();
-        file.push_str(&format!(
-            "  {service}:\n    build: ./{service}\n    image: {id}/{service}:dev\n    container_name: {id}-{service}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{id}\"\n",
-            id = f.id
+        services.push(service(
+            name,
+            &format!("{}/{name}:dev", f.id),
+            &format!("{}-{name}", f.id),
+            &f.id,
+            &format!("    build: ./{name}\n"),
         ));
     }
-    f.compose_up(&f.id, &dir, &[("compose.yml", file)], &["--build"]);
+    f.compose_up(
+        &f.id,
+        &dir,
+        &[("compose.yml", compose(&services))],
+        &["--build"],
+    );
     dir
 }
 
@@ -306,7 +314,7 @@ fn helpers_of(job: &str) -> String {
             "ps",
             "-aq",
             "--filter",
-            &format!("label=io.delivery-hook.helper.job={job}"),
+            &format!("label={}={job}", delivery_hook::docker::LABEL_HELPER),
         ],
     )
 }
@@ -359,12 +367,15 @@ fn e2e_a_gateway_redeploys_its_own_container() {
     let before = f.container(&container);
     f.publish(&v2, &repo);
 
-    let out = Command::new(exe)
-        .args(["trigger", "--url", &url, "--container", &container])
-        .args(["--project", "e2e", "--wait", "120", "--output", "json"])
-        .env("DELIVERY_SECRET", SECRET)
-        .output()
-        .unwrap();
+    let trigger = || {
+        Command::new(exe)
+            .args(["trigger", "--url", &url, "--container", &container])
+            .args(["--project", "e2e", "--wait", "120", "--output", "json"])
+            .env("DELIVERY_SECRET", SECRET)
+            .output()
+            .unwrap()
+    };
+    let out = trigger();
     let progress = String::from_utf8_lossy(&out.stderr);
     // The gateway logs to stderr, which `docker logs` passes on as stderr.
     let logs = || {
@@ -413,12 +424,7 @@ fn e2e_a_gateway_redeploys_its_own_container() {
 
     // Nothing new to pull: compose leaves the gateway running, and the same
     // gateway follows its helper to the end.
-    let out = Command::new(exe)
-        .args(["trigger", "--url", &url, "--container", &container])
-        .args(["--project", "e2e", "--wait", "120", "--output", "json"])
-        .env("DELIVERY_SECRET", SECRET)
-        .output()
-        .unwrap();
+    let out = trigger();
     let again: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(again["state"], "succeeded", "{again:#}\n{}", logs());
     assert_eq!(again["self_update"], true);

@@ -8,17 +8,6 @@ use serde_json::Value;
 use super::*;
 use crate::support::{now, openssl_signature};
 
-/// A compose service running `image` under `container_name`, killed at once on stop.
-fn service(name: &str, image: &str, container: &str, id: &str, extra: &str) -> String {
-    format!(
-        "  {name}:\n    image: {image}\n    container_name: {container}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{id}\"\n{extra}"
-    )
-}
-
-fn compose(services: &[String]) -> String {
-    format!("services:\n{}", services.concat())
-}
-
 fn steps_tool(job: &Value) -> String {
     let argv = job["steps"][0]["argv"].as_array().unwrap();
     let tool: Vec<&str> = argv
@@ -114,10 +103,14 @@ async fn e2e_build_recreates_from_the_changed_context() {
     let dir = f.dir.path().join("app");
     let context = f.write_context("app/site", "built-v1", &format!("LABEL dh.test={}\n", f.id));
     let container = format!("{}-site", f.id);
-    let file = format!(
-        "services:\n  site:\n    build: ./site\n    image: {id}/site:dev\n    container_name: {container}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{id}\"\n",
-        id = f.id
-    );
+    let image = format!("{}/site:dev", f.id);
+    let file = compose(&[service(
+        "site",
+        &image,
+        &container,
+        &f.id,
+        "    build: ./site\n",
+    )]);
     f.compose_up(&f.id, &dir, &[("compose.yml", file)], &["--build"]);
     let before = f.container(&container);
     assert_eq!(f.content(&container), "built-v1");
@@ -390,10 +383,14 @@ async fn e2e_a_job_past_its_timeout_is_killed() {
     let dir = f.dir.path().join("slow");
     let context = f.write_context("slow/ctx", "fast", &format!("LABEL dh.test={}\n", f.id));
     let container = format!("{}-slow", f.id);
-    let file = format!(
-        "services:\n  slow:\n    build: ./ctx\n    image: {id}/slow:dev\n    container_name: {container}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{id}\"\n",
-        id = f.id
-    );
+    let image = format!("{}/slow:dev", f.id);
+    let file = compose(&[service(
+        "slow",
+        &image,
+        &container,
+        &f.id,
+        "    build: ./ctx\n",
+    )]);
     f.compose_up(&f.id, &dir, &[("compose.yml", file)], &["--build"]);
     std::fs::write(
         context.join("Dockerfile"),
