@@ -6,6 +6,7 @@
 //!
 //! Everything here is pure: callers pass the current time, so tests pin it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -19,27 +20,55 @@ const MAX_TIMESTAMP_DIGITS: usize = 19;
 
 /// Which authentication rule a request broke. The message names the rule,
 /// never a project, a container or anything computed from a secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("the X-Timestamp header is missing")]
     MissingTimestamp,
-    #[error("X-Timestamp must be Unix time in seconds, decimal digits only")]
     InvalidTimestamp,
-    #[error(
-        "X-Timestamp is {skew_secs} s away from the gateway's clock; at most {tolerance_secs} s is accepted (check the client's clock)"
-    )]
     TimestampOutOfWindow { skew_secs: u64, tolerance_secs: u64 },
-    #[error("the X-Signature header is missing")]
     MissingSignature,
-    #[error("X-Signature must be 64 hex digits of HMAC-SHA256, optionally prefixed with sha256=")]
     InvalidSignature,
-    #[error("the X-Project header is required for this request")]
     MissingProject,
-    #[error("X-Project is not a valid project name")]
     InvalidProject,
-    #[error("the signature does not match a key allowed for this request")]
     SignatureMismatch,
 }
+
+impl AuthError {
+    /// The message for a person; fixed text but for the clock skew, so a
+    /// refusal formats nothing.
+    pub fn message(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            AuthError::MissingTimestamp => "the X-Timestamp header is missing",
+            AuthError::InvalidTimestamp => {
+                "X-Timestamp must be Unix time in seconds, decimal digits only"
+            }
+            AuthError::TimestampOutOfWindow {
+                skew_secs,
+                tolerance_secs,
+            } => {
+                return Cow::Owned(format!(
+                    "X-Timestamp is {skew_secs} s away from the gateway's clock; at most {tolerance_secs} s is accepted (check the client's clock)"
+                ));
+            }
+            AuthError::MissingSignature => "the X-Signature header is missing",
+            AuthError::InvalidSignature => {
+                "X-Signature must be 64 hex digits of HMAC-SHA256, optionally prefixed with sha256="
+            }
+            AuthError::MissingProject => "the X-Project header is required for this request",
+            AuthError::InvalidProject => "X-Project is not a valid project name",
+            AuthError::SignatureMismatch => {
+                "the signature does not match a key allowed for this request"
+            }
+        })
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for AuthError {}
 
 impl AuthError {
     /// The stable, machine-readable code for this failure.

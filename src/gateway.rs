@@ -16,6 +16,7 @@
 //!
 //! Every decision is logged once on the `audit` target.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -67,13 +68,17 @@ pub struct Refusal {
     pub kind: RefusalKind,
     /// Stable and machine-readable, e.g. `signature_mismatch`.
     pub code: &'static str,
-    pub message: String,
+    pub message: Cow<'static, str>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
 }
 
 impl Refusal {
-    pub fn new(kind: RefusalKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: RefusalKind,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             kind,
             code,
@@ -119,7 +124,7 @@ impl Refusal {
 
 impl From<AuthError> for Refusal {
     fn from(e: AuthError) -> Self {
-        Refusal::new(RefusalKind::Unauthorized, e.code(), e.to_string())
+        Refusal::new(RefusalKind::Unauthorized, e.code(), e.message())
     }
 }
 
@@ -719,7 +724,7 @@ fn audit_deploy(call: &DeployCall<'_>, seen: &Seen, result: &Result<DeployOutcom
             client = %call.client,
             project = %o.job.project,
             container = %o.job.container_name,
-            action = %call.action,
+            action = call.action.as_str(),
             job = %o.job.id,
             state = o.job.state.as_str(),
             replayed = o.replayed,
@@ -732,7 +737,7 @@ fn audit_deploy(call: &DeployCall<'_>, seen: &Seen, result: &Result<DeployOutcom
             client = %call.client,
             project = seen.project.as_deref().unwrap_or("-"),
             container = seen.container.as_deref().unwrap_or("-"),
-            action = %call.action,
+            action = call.action.as_str(),
             status = r.kind.status(),
             code = r.code,
             "deploy refused"

@@ -44,4 +44,5 @@ pub mod privilege;
 pub mod replay;
 pub mod serve;
 pub mod server;
+pub mod text;
 pub mod throttle;

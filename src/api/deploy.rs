@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use poem::Request;
 use poem::web::Data;
+use poem::{IntoResponse, Request, Response};
+use poem_openapi::error::{ContentTypeError, ParseParamError};
 use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::types::ParseFromParameter;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{DeployRequest, Job, JsonBody, Problem, refusal_responses};
+use super::model::{DeployRequest, Job, JsonBody, ProblemJson, refusal_responses};
 use super::signed::SignedJson;
 use super::{ApiTag, client_of, signing_headers};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway};
@@ -34,43 +37,43 @@ pub enum DeployResponse {
     /// match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`, or `wait` is out of range.
     /// Codes: `invalid_json`, `invalid_body`, `invalid_container_name`, `invalid_wait`.
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(JsonBody<Problem>),
+    BadRequest(ProblemJson),
     /// Authentication failed; `code` names the rule: `missing_timestamp`,
     /// `invalid_timestamp`, `timestamp_out_of_window`, `missing_signature`,
     /// `invalid_signature`, `invalid_project`, `signature_mismatch`.
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(JsonBody<Problem>),
+    Unauthorized(ProblemJson),
     /// Authenticated, but the project may not do this: `action_not_allowed`,
     /// `container_not_allowed`, `compose_file_not_allowed`.
     #[oai(status = 403, content_type = "application/problem+json")]
-    Forbidden(JsonBody<Problem>),
+    Forbidden(ProblemJson),
     /// Authenticated and allowed, but no container has this exact name
     /// (`container_not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(JsonBody<Problem>),
+    NotFound(ProblemJson),
     /// The body did not arrive within the request timeout (`body_timeout`).
     #[oai(status = 408, content_type = "application/problem+json")]
-    RequestTimeout(JsonBody<Problem>),
+    RequestTimeout(ProblemJson),
     /// The body is larger than the server's `max_body_bytes` (`body_too_large`).
     #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(JsonBody<Problem>),
+    PayloadTooLarge(ProblemJson),
     /// The body is not sent as JSON (`unsupported_media_type`).
     #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(JsonBody<Problem>),
+    UnsupportedMediaType(ProblemJson),
     /// The container exists but cannot be deployed: `not_compose_managed`,
     /// `compose_label_missing`, `compose_label_invalid`,
     /// or `compose_file_not_visible` (mount the compose files into the
     /// gateway at the same absolute path as on the host).
     #[oai(status = 422, content_type = "application/problem+json")]
-    Unprocessable(JsonBody<Problem>),
+    Unprocessable(ProblemJson),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// The Docker engine does not answer (`engine_unavailable`), the job
     /// could not be recorded (`store_unavailable`), the replay cache is full
     /// (`replay_cache_full`) or the gateway is stopping (`shutting_down`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
@@ -106,6 +109,61 @@ impl From<DeployOutcome> for DeployResponse {
 }
 
 pub struct DeployApi;
+
+/// The most `wait` may say, as the operations declare it.
+const MAX_WAIT: u32 = 86_400;
+
+/// `POST /pull` and `POST /build` as the edge serves them: the extraction
+/// the operations below declare (`wait`, then a JSON body), then the same
+/// [`deploy`], without poem's routing tree, which cost as much as the rest
+/// of refusing a bad signature. poem-openapi's own errors are built and
+/// mapped exactly as for the operations; `tests/it/attacks.rs` sends every
+/// hostile request both ways and compares the answers.
+pub(super) async fn serve(gateway: &Gateway, request: Request, action: Action) -> Response {
+    let (request, mut body) = request.split();
+    let extracted = async {
+        let wait = wait_of(&request)?;
+        match request.content_type() {
+            Some(content_type) if SignedJson::<DeployRequest>::check_content_type(content_type) => {
+            }
+            Some(content_type) => {
+                return Err(ContentTypeError::NotSupported {
+                    content_type: content_type.to_owned(),
+                }
+                .into());
+            }
+            None => return Err(ContentTypeError::ExpectContentType.into()),
+        }
+        let payload = SignedJson::<DeployRequest>::from_request(&request, &mut body).await?;
+        Ok((wait, payload))
+    }
+    .await;
+    let response = match extracted {
+        Ok((wait, payload)) => deploy(gateway, &request, action, wait, payload).await,
+        Err(err) => bad_request(err),
+    };
+    response.into_response()
+}
+
+/// The `wait` query parameter as poem-openapi reads it: the query parsed as
+/// form pairs (an unparsable query has no parameters), the first `wait`.
+fn wait_of(request: &Request) -> poem::Result<Option<u32>> {
+    if request.uri().query().is_none() {
+        return Ok(None);
+    }
+    let pairs: Vec<(String, String)> = request.params().unwrap_or_default();
+    let values = pairs.iter().filter(|(n, _)| n == "wait").map(|(_, v)| v);
+    let invalid = |reason: String| ParseParamError {
+        name: "wait",
+        reason,
+    };
+    let wait =
+        <Option<u32>>::parse_from_parameters(values).map_err(|e| invalid(e.into_message()))?;
+    if wait.is_some_and(|w| w > MAX_WAIT) {
+        return Err(invalid(format!("at most {MAX_WAIT}")).into());
+    }
+    Ok(wait)
+}
 
 /// Both operations: they differ only in the action. The signing headers
 /// are declared on the operations for the document and read from `request`.

@@ -6,7 +6,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTag;
-use super::model::{JsonBody, Problem};
+use super::model::{JsonBody, Problem, ProblemJson};
 use crate::gateway::Gateway;
 
 /// A health answer.
@@ -30,7 +30,7 @@ pub enum ReadyResponse {
     Ready(JsonBody<Health>),
     /// The Docker engine does not answer (`engine_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 pub struct HealthApi;
@@ -59,7 +59,7 @@ impl HealthApi {
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
                 ReadyResponse::Unavailable(
-                    JsonBody(Problem::new(
+                    ProblemJson(Problem::new(
                         503,
                         "engine_unavailable",
                         "the Docker engine does not answer",

@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{Job, JobList, JsonBody, Problem, refusal_responses};
+use super::model::{Job, JobList, JsonBody, ProblemJson, refusal_responses};
 use super::{ApiTag, client_of, signing_headers};
 use crate::gateway::{Gateway, ReadCall};
 
@@ -26,19 +26,19 @@ pub enum JobResponse {
     /// The id is not 32 hex digits (`invalid_parameter`), or `wait` is out of
     /// range (`invalid_wait`).
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(JsonBody<Problem>),
+    BadRequest(ProblemJson),
     /// Authentication failed (see `pullContainer`); `X-Project` is required here (`missing_project`).
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(JsonBody<Problem>),
+    Unauthorized(ProblemJson),
     /// No job with this id belongs to the authenticated project (`job_not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(JsonBody<Problem>),
+    NotFound(ProblemJson),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// The job store does not answer (`store_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
@@ -56,16 +56,16 @@ pub enum ListResponse {
     Ok(JsonBody<JobList>),
     /// `limit` or `before` is not valid (`invalid_parameter`).
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(JsonBody<Problem>),
+    BadRequest(ProblemJson),
     /// Authentication failed (see `getJob`).
     #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(JsonBody<Problem>),
+    Unauthorized(ProblemJson),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// The job store does not answer (`store_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(JsonBody<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(

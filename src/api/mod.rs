@@ -10,13 +10,14 @@ mod signed;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use poem::http::{Method, StatusCode, header};
+use poem::http::{HeaderName, Method, StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::{LicenseObject, OpenApiService, ServerObject, Tags};
 
 pub use model::{DeployRequest, Job, JobList, Problem};
 
 use crate::gateway::{Gateway, SignedHeaders};
+use crate::names::Action;
 use crate::policy::Policy;
 
 #[derive(Tags)]
@@ -82,9 +83,14 @@ pub(crate) fn client_of(policy: &Policy, request: &Request) -> IpAddr {
         .remote_addr()
         .as_socket_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let forwarded = request
-        .headers()
-        .get(policy.server.client_ip_header.as_str())
+    // Read only when some proxy is trusted: the header is ignored otherwise.
+    let forwarded = (!policy.server.trusted_proxies.is_empty())
+        .then(|| {
+            request
+                .headers()
+                .get(policy.server.client_ip_header.as_str())
+        })
+        .flatten()
         .and_then(|v| v.to_str().ok());
     crate::client_addr::resolve(&policy.server.trusted_proxies, peer, forwarded)
 }
@@ -93,16 +99,19 @@ pub(crate) fn client_of(policy: &Policy, request: &Request) -> IpAddr {
 /// from the documented parameters, which treat a value that is not visible
 /// ASCII as absent: such a value must be refused as malformed, not missing.
 pub(crate) fn signing_headers(request: &Request) -> SignedHeaders<'_> {
-    let text = |name: &str| {
+    static TIMESTAMP: HeaderName = HeaderName::from_static("x-timestamp");
+    static SIGNATURE: HeaderName = HeaderName::from_static("x-signature");
+    static PROJECT: HeaderName = HeaderName::from_static("x-project");
+    let text = |name: &HeaderName| {
         request
             .headers()
             .get(name)
             .map(|v| v.to_str().unwrap_or(UNREADABLE))
     };
     SignedHeaders {
-        timestamp: text("x-timestamp"),
-        signature: text("x-signature"),
-        project: text("x-project"),
+        timestamp: text(&TIMESTAMP),
+        signature: text(&SIGNATURE),
+        project: text(&PROJECT),
     }
 }
 
@@ -135,18 +144,8 @@ fn operation_of(method: &Method, path: &str) -> &'static str {
     }
 }
 
-fn problem_response(problem: &Problem) -> Response {
-    let body = serde_json::json!({
-        "type": problem.kind,
-        "title": problem.title,
-        "status": problem.status,
-        "code": problem.code,
-        "message": problem.message,
-    });
-    Response::builder()
-        .status(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST))
-        .header(header::CONTENT_TYPE, "application/problem+json")
-        .body(body.to_string())
+fn problem_response(problem: Problem) -> Response {
+    model::ProblemJson(problem).into_response()
 }
 
 /// Errors raised outside the operations (unknown path, wrong method) as problem documents.
@@ -160,16 +159,28 @@ fn routing_problem(err: poem::Error) -> Response {
         ),
         _ => ("invalid_request", err.to_string()),
     };
-    problem_response(&Problem::new(status.as_u16(), code, message))
+    problem_response(Problem::new(status.as_u16(), code, message))
 }
 
-/// The outermost layer: routing errors become problem documents, a 405
-/// says what is allowed, and every answer is counted. One layer rather than
-/// poem's `catch_all_error` and `around`, because each layer moves the
-/// request's future once more.
+/// The outermost layer: deploy requests go straight to their handler,
+/// routing errors become problem documents, a 405 says what is allowed, and
+/// every answer is counted. One layer rather than poem's `catch_all_error`
+/// and `around`, because each layer moves the request's future once more.
 struct Edge<E> {
     inner: E,
     gateway: Arc<Gateway>,
+    /// Whether `POST /pull` and `POST /build` are served here rather than
+    /// through `inner`'s routes (the same operations, more slowly).
+    deploys: bool,
+}
+
+/// The deploy action a request asks for, if it is one.
+fn deploy_action(method: &Method, path: &str) -> Option<Action> {
+    match (method, path) {
+        (&Method::POST, "/pull") => Some(Action::Pull),
+        (&Method::POST, "/build") => Some(Action::Build),
+        _ => None,
+    }
 }
 
 impl<E: Endpoint> Endpoint for Edge<E> {
@@ -178,6 +189,14 @@ impl<E: Endpoint> Endpoint for Edge<E> {
     async fn call(&self, request: Request) -> poem::Result<Response> {
         let path = request.uri().path();
         let operation = operation_of(request.method(), path);
+        if let Some(action) = deploy_action(request.method(), path).filter(|_| self.deploys) {
+            // Boxed: a refusal should not move the accepting path's state.
+            let response = Box::pin(deploy::serve(&self.gateway, request, action)).await;
+            self.gateway
+                .metrics()
+                .request(operation, response.status().as_u16());
+            return Ok(response);
+        }
         let allow = allowed_methods(path);
         let mut response = match self.inner.call(request).await {
             Ok(output) => output.into_response(),
@@ -221,12 +240,27 @@ pub fn metrics_app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
     let inner = Route::new()
         .at("/metrics", get(metrics))
         .data(gateway.clone());
-    Edge { inner, gateway }
+    Edge {
+        inner,
+        gateway,
+        deploys: false,
+    }
 }
 
 /// The whole HTTP application for `gateway`. Docs and metrics follow the
 /// policy at the time it is built.
 pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
+    application(gateway, true)
+}
+
+/// [`app`] with deploy requests routed to the poem-openapi operations
+/// instead of served at the edge; tests compare the two.
+#[doc(hidden)]
+pub fn app_through_operations(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
+    application(gateway, false)
+}
+
+fn application(gateway: Arc<Gateway>, deploys: bool) -> impl Endpoint + 'static {
     let policy = gateway.policy();
     let service = service();
     let mut route = Route::new().at("/openapi.json", get(openapi_json));
@@ -237,5 +271,9 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
         route = route.at("/metrics", get(metrics));
     }
     let inner = route.nest("/", service).data(gateway.clone());
-    Edge { inner, gateway }
+    Edge {
+        inner,
+        gateway,
+        deploys,
+    }
 }

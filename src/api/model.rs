@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::gateway::{Refusal, RefusalKind};
 use crate::jobs::{self, JobRecord};
+use crate::text::{push_json_string, push_number};
 
 /// A JSON response body serialised straight from its type with serde.
 ///
@@ -17,8 +18,10 @@ use crate::jobs::{self, JobRecord};
 /// same names; schemathesis checks that the two agree.
 pub struct JsonBody<T>(pub T);
 
+const JSON: &str = "application/json; charset=utf-8";
+
 impl<T: Type + Send> Payload for JsonBody<T> {
-    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+    const CONTENT_TYPE: &'static str = JSON;
 
     fn schema_ref() -> MetaSchemaRef {
         T::schema_ref()
@@ -33,7 +36,10 @@ impl<T: Serialize + Send> poem::IntoResponse for JsonBody<T> {
     fn into_response(self) -> poem::Response {
         match serde_json::to_vec(&self.0) {
             Ok(body) => poem::Response::builder()
-                .content_type("application/json; charset=utf-8")
+                .header(
+                    poem::http::header::CONTENT_TYPE,
+                    poem::http::HeaderValue::from_static(JSON),
+                )
                 .body(body),
             Err(e) => {
                 tracing::error!(error = %e, "a response could not be serialised");
@@ -323,7 +329,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 impl Problem {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
         Self {
-            kind: format!("urn:delivery-hook:error:{code}"),
+            kind: ["urn:delivery-hook:error:", code].concat(),
             title: reason_phrase(status).into(),
             status,
             code: code.into(),
@@ -332,9 +338,64 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// The document as JSON, with the fields in the order the schema lists
+    /// them, as serde would write it (a test compares the two).
+    pub fn to_json(&self) -> Vec<u8> {
+        let text = [&self.kind, &self.title, &self.code, &self.message];
+        let mut out = Vec::with_capacity(72 + text.iter().map(|t| t.len()).sum::<usize>());
+        out.extend_from_slice(b"{\"type\":");
+        push_json_string(&mut out, &self.kind);
+        out.extend_from_slice(b",\"title\":");
+        push_json_string(&mut out, &self.title);
+        out.extend_from_slice(b",\"status\":");
+        push_number(&mut out, u64::from(self.status), 1);
+        out.extend_from_slice(b",\"code\":");
+        push_json_string(&mut out, &self.code);
+        out.extend_from_slice(b",\"message\":");
+        push_json_string(&mut out, &self.message);
+        out.push(b'}');
+        out
+    }
+}
+
+/// A problem document as a response body. Written by [`Problem::to_json`]
+/// rather than serde: it is the answer the gateway gives most under attack.
+pub struct ProblemJson(pub Problem);
+
+impl Payload for ProblemJson {
+    const CONTENT_TYPE: &'static str = PROBLEM_JSON;
+
+    fn schema_ref() -> MetaSchemaRef {
+        Problem::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+/// The media type of problem documents (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl poem::IntoResponse for ProblemJson {
+    fn into_response(self) -> poem::Response {
+        poem::Response::builder()
+            .status(
+                poem::http::StatusCode::from_u16(self.0.status)
+                    .unwrap_or(poem::http::StatusCode::BAD_REQUEST),
+            )
+            .header(
+                poem::http::header::CONTENT_TYPE,
+                poem::http::HeaderValue::from_static(PROBLEM_JSON),
+            )
+            .body(self.0.to_json())
+    }
+}
+
 impl From<&Refusal> for Problem {
     fn from(r: &Refusal) -> Self {
-        Problem::new(r.kind.status(), r.code, r.message.clone())
+        Problem::new(r.kind.status(), r.code, r.message.as_ref())
     }
 }
 
@@ -394,7 +455,7 @@ macro_rules! refusal_responses {
         impl From<$crate::gateway::Refusal> for $response {
             fn from(r: $crate::gateway::Refusal) -> Self {
                 use $crate::gateway::RefusalKind;
-                let problem = $crate::api::model::JsonBody($crate::api::model::Problem::from(&r));
+                let problem = $crate::api::model::ProblemJson($crate::api::model::Problem::from(&r));
                 let retry_after = r.retry_after.unwrap_or(1);
                 #[allow(unreachable_patterns)]
                 match r.kind {
@@ -407,3 +468,21 @@ macro_rules! refusal_responses {
     };
 }
 pub(crate) use refusal_responses;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn problems_are_written_as_serde_writes_them(
+            status in 100u16..600,
+            code in "[a-z_]{1,30}",
+            message in any::<String>(),
+        ) {
+            let problem = Problem::new(status, &code, message);
+            prop_assert_eq!(problem.to_json(), serde_json::to_vec(&problem).unwrap());
+        }
+    }
+}

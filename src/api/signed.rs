@@ -26,7 +26,9 @@ impl<T: Type> Payload for SignedJson<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        matches!(content_type.parse::<mime::Mime>(), Ok(m)
+        // The common spelling first, without parsing.
+        content_type.eq_ignore_ascii_case(Self::CONTENT_TYPE)
+            || matches!(content_type.parse::<mime::Mime>(), Ok(m)
             if m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")))
     }
 
