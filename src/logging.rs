@@ -22,7 +22,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber, span};
 use tracing_subscriber::filter::Targets;
 
-use crate::text::{push_json_string, push_number};
+use crate::text::{push_json_string, push_number, push_utc};
 
 /// Bytes buffered before they are written at once.
 const BATCH: usize = 64 * 1024;
@@ -269,37 +269,7 @@ fn push_quoted(out: &mut Vec<u8>, text: &str) {
 /// `time` in UTC as `2026-11-28T06:22:22.123456Z`.
 fn push_time(out: &mut Vec<u8>, time: SystemTime) {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let of_day = secs % 86_400;
-    let parts = [
-        (year, 4, b'-'),
-        (month, 2, b'-'),
-        (day, 2, b'T'),
-        (of_day / 3600, 2, b':'),
-        (of_day / 60 % 60, 2, b':'),
-        (of_day % 60, 2, b'.'),
-        (u64::from(since.subsec_micros()), 6, b'Z'),
-    ];
-    for (n, width, then) in parts {
-        push_number(out, n, width);
-        out.push(then);
-    }
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01
-/// (H. Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    push_utc(out, since.as_secs(), u64::from(since.subsec_micros()), 6);
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! Writing JSON strings and numbers straight into a byte buffer, for the
-//! paths every refused request takes (its problem document and its audit
-//! line), where serde_json's and `fmt`'s general machinery cost more than
-//! the rest of the refusal.
+//! Writing JSON strings, numbers and UTC times straight into a byte buffer,
+//! for the paths every refused request takes (its problem document and its
+//! audit line), where serde_json's and `fmt`'s general machinery cost more
+//! than the rest of the refusal.
 
 /// `text` as a JSON string, byte for byte as serde_json writes it (it
 /// escapes only `"`, `\` and control characters below U+0020).
@@ -28,6 +28,41 @@ pub fn push_number(out: &mut Vec<u8>, n: u64, width: usize) {
     }
     let start = start.min(digits.len() - width.clamp(1, digits.len()));
     out.extend_from_slice(&digits[start..]);
+}
+
+/// `secs` after the Unix epoch in UTC as RFC 3339, with `fraction` written
+/// in `digits` digits after the seconds: `2026-11-28T06:22:22.123456Z`.
+pub fn push_utc(out: &mut Vec<u8>, secs: u64, fraction: u64, digits: usize) {
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    let parts = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (of_day / 3600, 2, b':'),
+        (of_day / 60 % 60, 2, b':'),
+        (of_day % 60, 2, b'.'),
+        (fraction, digits, b'Z'),
+    ];
+    for (n, width, then) in parts {
+        push_number(out, n, width);
+        out.push(then);
+    }
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01
+/// (H. Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]

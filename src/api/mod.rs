@@ -144,10 +144,6 @@ fn operation_of(method: &Method, path: &str) -> &'static str {
     }
 }
 
-fn problem_response(problem: Problem) -> Response {
-    model::ProblemJson(problem).into_response()
-}
-
 /// Errors raised outside the operations (unknown path, wrong method) as problem documents.
 fn routing_problem(err: poem::Error) -> Response {
     let status = err.status();
@@ -159,7 +155,7 @@ fn routing_problem(err: poem::Error) -> Response {
         ),
         _ => ("invalid_request", err.to_string()),
     };
-    problem_response(Problem::new(status.as_u16(), code, message))
+    model::ProblemJson(Problem::new(status.as_u16(), code, message)).into_response()
 }
 
 /// The outermost layer: deploy requests go straight to their handler,
