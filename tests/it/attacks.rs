@@ -817,21 +817,26 @@ async fn answer(h: &Harness, case: &Attack) -> (u16, Vec<Option<String>>, Value)
         request = request.header(*name, v.clone());
     }
     let response = request.body(case.body.clone()).send().await;
-    let headers = ["content-type", "retry-after", "allow", "location"]
+    let header = |name: &str| {
+        let v = response.0.headers().get(name)?;
+        Some(v.to_str().unwrap().to_string())
+    };
+    let headers: Vec<Option<String>> = ["content-type", "retry-after", "allow"]
         .iter()
-        .map(|name| {
-            let v = response.0.headers().get(*name)?;
-            let v = v.to_str().unwrap().to_string();
-            Some(if *name == "location" {
-                "/jobs/…".into()
-            } else {
-                v
-            })
-        })
+        .map(|name| header(name))
         .collect();
+    let location = header("location");
     let (mut status, mut body) = status_json(response).await;
     if status == 200 || status == 202 {
-        // A job: where it has got to depends on how fast its runner was.
+        // A job: where it has got to depends on how fast its runner was,
+        // and with it 200 or 202. Only a 202 points at the job.
+        let id = body["id"].as_str().unwrap().to_string();
+        let expected = (status == 202).then(|| format!("/jobs/{id}"));
+        assert_eq!(
+            location, expected,
+            "{} {}: Location",
+            case.method, case.path
+        );
         status = 2;
         let fields = body.as_object_mut().unwrap();
         for volatile in [
@@ -848,6 +853,8 @@ async fn answer(h: &Harness, case: &Attack) -> (u16, Vec<Option<String>>, Value)
         ] {
             fields.remove(volatile);
         }
+    } else {
+        assert_eq!(location, None, "{} {}: Location", case.method, case.path);
     }
     (status, headers, body)
 }
