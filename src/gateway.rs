@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{self, AuthError, Signature};
-use crate::docker::{ComposeTarget, Engine, EngineError, TargetError};
+use crate::docker::{ComposeLabels, Engine, EngineError, Resolved, TargetError};
 use crate::jobs::{Cursor, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted};
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, NameError};
@@ -483,15 +483,26 @@ impl Gateway {
                     "no container with this name exists on the host",
                 )
             })?;
-        let target = ComposeTarget::from_labels(&facts.labels)?;
-        if !project.allows_compose_files(&target.config_files) {
+        let labels = ComposeLabels::from_labels(&facts.labels)?;
+        // A few stat and realpath calls, off the async workers all the same:
+        // a slow mount must not stall other requests.
+        let Resolved { target, real } = tokio::task::spawn_blocking(move || labels.resolve())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "resolving compose paths panicked");
+                Refusal::new(
+                    RefusalKind::Unavailable,
+                    "internal_error",
+                    "the container's compose files could not be checked; nothing was run",
+                )
+            })??;
+        if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
             return Err(Refusal::new(
                 RefusalKind::Forbidden,
                 "compose_file_not_allowed",
-                "the container's compose files are outside this project's compose_files",
+                "the files compose would read for this container are outside this project's compose_files",
             ));
         }
-        target.check_visible()?;
         let self_update = self
             .engine
             .own_service()

@@ -3,12 +3,30 @@
 //!
 //! Label values come from the engine, and anyone who can start a container
 //! can write them, so each is validated before it becomes an argument: names
-//! against compose's own rules, paths as absolute, normalised and free of
-//! control characters. Arguments are passed as `--flag=value` and the service
-//! after `--`, so no value can be read as an option.
+//! against compose's own rules, paths free of control characters and, once
+//! resolved, absolute and normalised. Arguments are passed as `--flag=value`
+//! and the service after `--`, so no value can be read as an option.
+//!
+//! Two steps, so that the pure part is testable without a filesystem:
+//! [`ComposeLabels::from_labels`] checks the label text, and
+//! [`ComposeLabels::resolve`] turns it into paths that exist here, with their
+//! real (symlink-free) forms beside them for the policy to judge.
+//!
+//! The shapes compose writes (read from compose 1.29.2 on this host and from
+//! compose v2's `pkg/compose/loader.go` and `cmd/compose/compose.go`):
+//! - v2 writes every path absolute: the working directory, each config file,
+//!   and `environment_file` (only when `--env-file` was given, comma-joined).
+//! - v1 writes the working directory absolute (the physical directory, with
+//!   symlinks resolved by `getcwd`), but `config_files` and
+//!   `environment_file` exactly as given on its command line: relative to the
+//!   directory compose was started from, which no label records. Without
+//!   `-f` that directory is the working directory (`docker-compose.yml`);
+//!   with `-f sub/compose.yml` or `--project-directory`, it is a directory
+//!   above it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Component, Path, PathBuf};
 
 use crate::names::{ComposeProjectName, ServiceName};
 
@@ -19,9 +37,15 @@ pub const LABEL_CONFIG_FILES: &str = "com.docker.compose.project.config_files";
 pub const LABEL_ENV_FILE: &str = "com.docker.compose.project.environment_file";
 pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
 
+/// The env file compose reads from the project directory when none is named.
+const IMPLICIT_ENV_FILE: &str = ".env";
+
 /// More files than any real project uses; a bound on label parsing.
 const MAX_FILES: usize = 32;
 const MAX_PATH_LEN: usize = 4096;
+/// How many directories above the working directory a relative entry is
+/// looked for in; deeper trees are not a shape compose projects take.
+const MAX_ANCESTORS: usize = 64;
 
 /// Why a container cannot be deployed (HTTP 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,10 +57,19 @@ pub enum TargetError {
     #[error("the container's label {label} is not acceptable: {reason}")]
     InvalidLabel { label: &'static str, reason: String },
     #[error(
-        "{} is not visible inside the gateway; mount it at the same absolute path as on the host",
-        .0.display()
+        "{} (from the label {label}) is not visible inside the gateway; mount it at the same absolute path as on the host",
+        .path.display()
     )]
-    NotVisible(PathBuf),
+    NotVisible { label: &'static str, path: PathBuf },
+    #[error(
+        "the label {label} names {} relative to the directory compose was started from, which compose does not record, and it is not in {} or any directory above it; start compose from the project directory or with absolute paths, and mount the files at the same absolute path as on the host",
+        .entry.display(), .working_dir.display()
+    )]
+    RelativeNotFound {
+        label: &'static str,
+        entry: PathBuf,
+        working_dir: PathBuf,
+    },
 }
 
 impl TargetError {
@@ -45,7 +78,9 @@ impl TargetError {
             TargetError::NotCompose => "not_compose_managed",
             TargetError::MissingLabel(_) => "compose_label_missing",
             TargetError::InvalidLabel { .. } => "compose_label_invalid",
-            TargetError::NotVisible(_) => "compose_file_not_visible",
+            TargetError::NotVisible { .. } | TargetError::RelativeNotFound { .. } => {
+                "compose_file_not_visible"
+            }
         }
     }
 }
@@ -61,7 +96,21 @@ pub enum ComposeOp {
     UpBuild,
 }
 
-/// A compose service, as its container's labels describe it.
+/// A container's compose labels, checked as text. Paths may still be
+/// relative; [`ComposeLabels::resolve`] places them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeLabels {
+    pub project: ComposeProjectName,
+    pub service: ServiceName,
+    /// Absolute and normalised.
+    pub working_dir: PathBuf,
+    /// As written: absolute ones normalised, relative ones untouched.
+    pub config_files: Vec<PathBuf>,
+    pub env_files: Vec<PathBuf>,
+}
+
+/// A compose service, as its container's labels describe it, with every
+/// path absolute and normalised: what the commands are given.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ComposeTarget {
     pub project: ComposeProjectName,
@@ -69,6 +118,23 @@ pub struct ComposeTarget {
     pub working_dir: PathBuf,
     pub config_files: Vec<PathBuf>,
     pub env_files: Vec<PathBuf>,
+}
+
+/// Where the files compose will read really are, symlinks followed: what the
+/// policy judges. Includes the implicit `.env` of the project directory when
+/// compose would read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealPaths {
+    pub working_dir: PathBuf,
+    pub config_files: Vec<PathBuf>,
+    pub env_files: Vec<PathBuf>,
+}
+
+/// A target whose files exist here, and their real paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub target: ComposeTarget,
+    pub real: RealPaths,
 }
 
 fn label<'a>(
@@ -81,46 +147,89 @@ fn label<'a>(
         .ok_or(TargetError::MissingLabel(name))
 }
 
-/// An absolute, normalised path without control characters.
-fn checked_path(label: &'static str, text: &str) -> Result<PathBuf, TargetError> {
-    let invalid = |reason: &str| TargetError::InvalidLabel {
+fn invalid(label: &'static str, reason: impl Into<String>) -> TargetError {
+    TargetError::InvalidLabel {
         label,
-        reason: reason.to_owned(),
-    };
+        reason: reason.into(),
+    }
+}
+
+/// `.` and `..` folded away, textually: `/srv/app/../x` is `/srv/x`. A `..`
+/// above the root is refused rather than read as the root, since no label
+/// compose writes has one.
+fn normalise(label: &'static str, path: &Path) -> Result<PathBuf, TargetError> {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(invalid(label, "a path escapes above the root directory"));
+                }
+            }
+            Component::Prefix(_) => return Err(invalid(label, "a path has a drive prefix")),
+        }
+    }
+    Ok(out)
+}
+
+/// A path as a label holds it: bounded, printable, and a file path (not
+/// compose's `-` for standard input, nor a remote git or OCI reference).
+/// Absolute paths come back normalised; relative ones as written.
+fn checked_path(label: &'static str, text: &str) -> Result<PathBuf, TargetError> {
     if text.is_empty() || text.len() > MAX_PATH_LEN {
-        return Err(invalid("a path must be 1 to 4096 bytes"));
+        return Err(invalid(label, "a path must be 1 to 4096 bytes"));
     }
     if text.chars().any(char::is_control) {
-        return Err(invalid("a path contains a control character"));
+        return Err(invalid(label, "a path contains a control character"));
     }
-    let Some(relative) = text.strip_prefix('/') else {
-        return Err(invalid("a path is not absolute"));
-    };
-    // Textual, because `Path::components` silently drops interior `.` and `//`.
-    if relative
-        .split('/')
-        .any(|segment| matches!(segment, "." | ".."))
-    {
-        return Err(invalid("a path contains '.' or '..'"));
+    if text == "-" {
+        return Err(invalid(
+            label,
+            "compose read this project from standard input, which cannot be read again; use a compose file",
+        ));
     }
-    Ok(PathBuf::from(text))
+    if text.contains("://") || text.starts_with("git@") {
+        return Err(invalid(
+            label,
+            "compose read this project from a remote source; use a compose file on this host",
+        ));
+    }
+    let path = Path::new(text);
+    if path.is_absolute() {
+        normalise(label, path)
+    } else {
+        Ok(path.to_path_buf())
+    }
 }
 
 fn path_list(label: &'static str, text: &str) -> Result<Vec<PathBuf>, TargetError> {
-    let files = text
-        .split(',')
-        .map(|f| checked_path(label, f))
-        .collect::<Result<Vec<_>, _>>()?;
-    if files.len() > MAX_FILES {
-        return Err(TargetError::InvalidLabel {
-            label,
-            reason: format!("more than {MAX_FILES} files"),
-        });
+    if text.split(',').count() > MAX_FILES {
+        return Err(invalid(label, format!("more than {MAX_FILES} files")));
     }
-    Ok(files)
+    text.split(',').map(|f| checked_path(label, f)).collect()
 }
 
-impl ComposeTarget {
+/// Whether a path names an existing regular file, symlinks followed.
+fn is_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+fn real_path(label: &'static str, path: &Path) -> Result<PathBuf, TargetError> {
+    std::fs::canonicalize(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => TargetError::NotVisible {
+            label,
+            path: path.to_path_buf(),
+        },
+        _ => invalid(
+            label,
+            format!("{} cannot be read here: {e}", path.display()),
+        ),
+    })
+}
+
+impl ComposeLabels {
     /// Reads the compose labels of a container.
     pub fn from_labels(labels: &HashMap<String, String>) -> Result<Self, TargetError> {
         let project = labels.get(LABEL_PROJECT).ok_or(TargetError::NotCompose)?;
@@ -142,16 +251,17 @@ impl ComposeTarget {
         config_files: &str,
         env_files: &str,
     ) -> Result<Self, TargetError> {
-        let project =
-            ComposeProjectName::parse(project).map_err(|e| TargetError::InvalidLabel {
-                label: LABEL_PROJECT,
-                reason: format!("the project name {e}"),
-            })?;
-        let service = ServiceName::parse(service).map_err(|e| TargetError::InvalidLabel {
-            label: LABEL_SERVICE,
-            reason: format!("the service name {e}"),
-        })?;
+        let project = ComposeProjectName::parse(project)
+            .map_err(|e| invalid(LABEL_PROJECT, format!("the project name {e}")))?;
+        let service = ServiceName::parse(service)
+            .map_err(|e| invalid(LABEL_SERVICE, format!("the service name {e}")))?;
         let working_dir = checked_path(LABEL_WORKING_DIR, working_dir)?;
+        if !working_dir.is_absolute() {
+            return Err(invalid(
+                LABEL_WORKING_DIR,
+                "the working directory is not absolute",
+            ));
+        }
         let config_files = path_list(LABEL_CONFIG_FILES, config_files)?;
         let env_files = if env_files.is_empty() {
             Vec::new()
@@ -167,17 +277,124 @@ impl ComposeTarget {
         })
     }
 
-    /// Every file compose will read must exist at the same path in here.
-    pub fn check_visible(&self) -> Result<(), TargetError> {
-        let wanted = std::iter::once(&self.working_dir)
-            .chain(&self.config_files)
-            .chain(&self.env_files);
-        for path in wanted {
-            if !path.exists() {
-                return Err(TargetError::NotVisible(path.clone()));
+    fn relative_entries(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+        let configs = self.config_files.iter().map(|p| (LABEL_CONFIG_FILES, p));
+        let envs = self.env_files.iter().map(|p| (LABEL_ENV_FILE, p));
+        configs.chain(envs).filter(|(_, p)| p.is_relative())
+    }
+
+    /// The directory relative entries were written against: the working
+    /// directory or the nearest directory above it in which every relative
+    /// entry is a file. One directory for all of them, since compose wrote
+    /// them all against the one it was started in.
+    fn base_dir(&self) -> Result<&Path, TargetError> {
+        let mut relative = self.relative_entries().peekable();
+        if relative.peek().is_none() {
+            return Ok(&self.working_dir);
+        }
+        let entries: Vec<_> = relative.collect();
+        let bases = || self.working_dir.ancestors().take(MAX_ANCESTORS);
+        bases()
+            .find(|base| entries.iter().all(|(_, entry)| is_file(&base.join(entry))))
+            .ok_or_else(|| {
+                // Name the entry found nowhere, else (each found, but not
+                // all in one directory) the first.
+                let (label, entry) = entries
+                    .iter()
+                    .find(|(_, entry)| !bases().any(|base| is_file(&base.join(entry))))
+                    .unwrap_or(&entries[0]);
+                TargetError::RelativeNotFound {
+                    label,
+                    entry: (*entry).clone(),
+                    working_dir: self.working_dir.clone(),
+                }
+            })
+    }
+
+    /// Places every path: relative entries against the directory compose was
+    /// started in (see [`Self::base_dir`]), then normalised; then checks that
+    /// each exists here and finds its real path. Reads the filesystem.
+    pub fn resolve(&self) -> Result<Resolved, TargetError> {
+        let base = self.base_dir()?;
+        let place = |label: &'static str, path: &PathBuf| normalise(label, &base.join(path));
+        let config_files = self
+            .config_files
+            .iter()
+            .map(|p| place(LABEL_CONFIG_FILES, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let env_files = self
+            .env_files
+            .iter()
+            .map(|p| place(LABEL_ENV_FILE, p))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let real_dir = real_path(LABEL_WORKING_DIR, &self.working_dir)?;
+        if !real_dir.is_dir() {
+            return Err(invalid(
+                LABEL_WORKING_DIR,
+                "the working directory is not a directory",
+            ));
+        }
+        let real_files = |label: &'static str, paths: &[PathBuf]| {
+            paths
+                .iter()
+                .map(|p| {
+                    let real = real_path(label, p)?;
+                    if real.is_file() {
+                        Ok(real)
+                    } else {
+                        Err(invalid(label, format!("{} is not a file", p.display())))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let real_configs = real_files(LABEL_CONFIG_FILES, &config_files)?;
+        let mut real_envs = real_files(LABEL_ENV_FILE, &env_files)?;
+        if env_files.is_empty() {
+            let implicit = self.working_dir.join(IMPLICIT_ENV_FILE);
+            if std::fs::symlink_metadata(&implicit).is_ok() {
+                real_envs.push(real_path(LABEL_WORKING_DIR, &implicit)?);
             }
         }
-        Ok(())
+        Ok(Resolved {
+            target: ComposeTarget {
+                project: self.project.clone(),
+                service: self.service.clone(),
+                working_dir: self.working_dir.clone(),
+                config_files,
+                env_files,
+            },
+            real: RealPaths {
+                working_dir: real_dir,
+                config_files: real_configs,
+                env_files: real_envs,
+            },
+        })
+    }
+}
+
+impl ComposeTarget {
+    /// A target from parts already resolved (a stored job's): every path
+    /// must be absolute. Validated as labels are.
+    pub fn from_parts(
+        project: &str,
+        service: &str,
+        working_dir: &str,
+        config_files: &str,
+        env_files: &str,
+    ) -> Result<Self, TargetError> {
+        let labels =
+            ComposeLabels::from_parts(project, service, working_dir, config_files, env_files)?;
+        if let Some((label, _)) = labels.relative_entries().next() {
+            return Err(invalid(label, "a path is not absolute"));
+        }
+        Ok(Self {
+            project: labels.project,
+            service: labels.service,
+            working_dir: labels.working_dir,
+            config_files: labels.config_files,
+            env_files: labels.env_files,
+        })
     }
 
     /// The arguments after the compose tool itself, e.g. after `docker compose`.
@@ -216,6 +433,8 @@ impl ComposeTarget {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::symlink;
+
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -237,9 +456,82 @@ mod tests {
         ])
     }
 
+    /// A directory tree for one test, removed afterwards.
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new() -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("dh-compose-{}", crate::names::JobId::random()));
+            std::fs::create_dir_all(&dir).unwrap();
+            // The real path, so that expectations compare with canonicalize's.
+            Self(std::fs::canonicalize(&dir).unwrap())
+        }
+
+        fn file(&self, relative: &str) -> PathBuf {
+            let path = self.0.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "services: {}\n").unwrap();
+            path
+        }
+
+        fn dir(&self, relative: &str) -> PathBuf {
+            let path = self.0.join(relative);
+            std::fs::create_dir_all(&path).unwrap();
+            path
+        }
+
+        fn path(&self, relative: &str) -> String {
+            self.0.join(relative).display().to_string()
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Compose labels as v1 writes them: the working directory absolute,
+    /// files as given on its command line.
+    fn v1(
+        working_dir: &str,
+        config_files: &str,
+        env_file: Option<&str>,
+    ) -> HashMap<String, String> {
+        let mut l = labels(&[
+            (
+                "com.docker.compose.config-hash",
+                "3ab8aaab48a7e2745bfa1671e17729f91fe03f4f702b9090e96a54a9185313b5",
+            ),
+            ("com.docker.compose.container-number", "1"),
+            (LABEL_ONEOFF, "False"),
+            (LABEL_PROJECT, "app"),
+            (LABEL_CONFIG_FILES, config_files),
+            (LABEL_WORKING_DIR, working_dir),
+            (LABEL_SERVICE, "web"),
+            ("com.docker.compose.version", "1.29.2"),
+        ]);
+        if let Some(env) = env_file {
+            l.insert(LABEL_ENV_FILE.into(), env.into());
+        }
+        l
+    }
+
+    fn resolve(l: &HashMap<String, String>) -> Result<Resolved, TargetError> {
+        ComposeLabels::from_labels(l)?.resolve()
+    }
+
     #[test]
     fn labels_become_a_target_and_argv() {
-        let t = ComposeTarget::from_labels(&good()).unwrap();
+        let t = ComposeTarget::from_parts(
+            "billing",
+            "web",
+            "/srv/billing",
+            "/srv/billing/compose.yml,/srv/billing/override.yml",
+            "",
+        )
+        .unwrap();
         assert_eq!(t.service.as_str(), "web");
         assert_eq!(
             t.args(ComposeOp::Pull),
@@ -264,60 +556,283 @@ mod tests {
     }
 
     #[test]
-    fn env_files_are_passed_when_compose_recorded_them() {
-        let mut l = good();
-        l.insert(LABEL_ENV_FILE.into(), "/srv/billing/prod.env".into());
-        let t = ComposeTarget::from_labels(&l).unwrap();
-        assert!(
-            t.args(ComposeOp::Up)
-                .contains(&"--env-file=/srv/billing/prod.env".to_string())
+    fn a_stored_target_must_be_absolute() {
+        let err = ComposeTarget::from_parts("p", "web", "/srv", "compose.yml", "").unwrap_err();
+        assert_eq!(err.code(), "compose_label_invalid");
+        let err =
+            ComposeTarget::from_parts("p", "web", "/srv", "/srv/c.yml", "prod.env").unwrap_err();
+        assert!(err.to_string().contains(LABEL_ENV_FILE), "{err}");
+    }
+
+    #[test]
+    fn v1_from_the_project_directory_records_bare_file_names() {
+        // cd /srv/app && docker-compose up -d
+        let tree = Tree::new();
+        let file = tree.file("app/docker-compose.yml");
+        let over = tree.file("app/docker-compose.override.yml");
+        let r = resolve(&v1(
+            &tree.path("app"),
+            "docker-compose.yml,docker-compose.override.yml",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(r.target.config_files, [file.clone(), over.clone()]);
+        assert_eq!(r.target.working_dir, tree.0.join("app"));
+        assert_eq!(r.real.config_files, [file, over]);
+        assert!(r.real.env_files.is_empty());
+    }
+
+    #[test]
+    fn v1_with_a_relative_file_from_a_directory_above() {
+        // cd /srv && docker-compose -f app/sub/compose.yml up -d: compose
+        // records the working directory /srv/app/sub and the file as given.
+        let tree = Tree::new();
+        let file = tree.file("app/sub/compose.yml");
+        let r = resolve(&v1(&tree.path("app/sub"), "app/sub/compose.yml", None)).unwrap();
+        assert_eq!(r.target.config_files, [file]);
+        assert_eq!(
+            r.target.args(ComposeOp::Up)[1],
+            format!("--file={}", tree.path("app/sub/compose.yml"))
         );
     }
 
     #[test]
+    fn v1_with_several_relative_files_and_a_relative_env_file() {
+        let tree = Tree::new();
+        let base = tree.file("app/base.yml");
+        let over = tree.file("app/override.yml");
+        let env = tree.file("app/custom.env");
+        let r = resolve(&v1(
+            &tree.path("app"),
+            "base.yml,override.yml",
+            Some("custom.env"),
+        ))
+        .unwrap();
+        assert_eq!(r.target.config_files, [base, over]);
+        assert_eq!(r.target.env_files, std::slice::from_ref(&env));
+        assert_eq!(r.real.env_files, std::slice::from_ref(&env));
+        assert!(
+            r.target
+                .args(ComposeOp::Pull)
+                .contains(&format!("--env-file={}", env.display()))
+        );
+    }
+
+    #[test]
+    fn v1_with_a_project_directory_elsewhere() {
+        // cd /srv && docker-compose -f app/c.yml --project-directory pd
+        // --env-file app/custom.env up -d
+        let tree = Tree::new();
+        let file = tree.file("app/c.yml");
+        let env = tree.file("app/custom.env");
+        tree.dir("pd");
+        let r = resolve(&v1(&tree.path("pd"), "app/c.yml", Some("app/custom.env"))).unwrap();
+        assert_eq!(r.target.config_files, [file]);
+        assert_eq!(r.target.env_files, [env]);
+        assert_eq!(r.target.working_dir, tree.0.join("pd"));
+    }
+
+    #[test]
+    fn the_working_directory_wins_over_directories_above() {
+        // Both /srv/app/compose.yml and /srv/compose.yml exist; compose run
+        // without -f in /srv/app read the first.
+        let tree = Tree::new();
+        tree.file("compose.yml");
+        let near = tree.file("app/compose.yml");
+        let r = resolve(&v1(&tree.path("app"), "compose.yml", None)).unwrap();
+        assert_eq!(r.target.config_files, [near]);
+    }
+
+    #[test]
+    fn relative_entries_with_dot_dot_are_normalised() {
+        // cd /srv/app && docker-compose -f ../shared/compose.yml up -d
+        let tree = Tree::new();
+        let file = tree.file("shared/compose.yml");
+        tree.dir("app");
+        let r = resolve(&v1(&tree.path("shared"), "../shared/compose.yml", None)).unwrap();
+        assert_eq!(r.target.config_files, [file]);
+        assert!(
+            !r.target.args(ComposeOp::Up)[1].contains(".."),
+            "argv gets the normalised path"
+        );
+    }
+
+    #[test]
+    fn a_relative_entry_found_nowhere_names_its_label() {
+        let tree = Tree::new();
+        tree.file("app/compose.yml");
+        let err = resolve(&v1(&tree.path("app"), "compose.yml", Some("prod.env"))).unwrap_err();
+        assert_eq!(err.code(), "compose_file_not_visible");
+        let text = err.to_string();
+        assert!(
+            text.contains(LABEL_ENV_FILE) && text.contains("prod.env"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn symlinks_are_judged_by_their_real_paths() {
+        let tree = Tree::new();
+        let real = tree.file("real/app/compose.yml");
+        symlink(tree.0.join("real/app"), tree.0.join("link")).unwrap();
+        let other = tree.file("other-team/.env");
+        symlink(&other, tree.0.join("real/app/.env")).unwrap();
+        let r = resolve(&v1(&tree.path("link"), "compose.yml", None)).unwrap();
+        // Compose is given the path the labels name (a `current` symlink
+        // keeps working when it is moved), the policy the real one.
+        assert_eq!(r.target.config_files, [tree.0.join("link/compose.yml")]);
+        assert_eq!(r.real.config_files, [real]);
+        assert_eq!(r.real.working_dir, tree.0.join("real/app"));
+        assert_eq!(r.real.env_files, [other], "the implicit .env is read too");
+    }
+
+    #[test]
+    fn a_dangling_implicit_env_file_is_refused() {
+        let tree = Tree::new();
+        tree.file("app/compose.yml");
+        symlink(tree.0.join("gone.env"), tree.0.join("app/.env")).unwrap();
+        let err = resolve(&v1(&tree.path("app"), "compose.yml", None)).unwrap_err();
+        assert_eq!(err.code(), "compose_file_not_visible");
+    }
+
+    /// The labels compose v2 writes (`pkg/compose/loader.go`, with
+    /// `cmd/compose/compose.go` making `--env-file` paths absolute): every
+    /// path absolute, `environment_file` comma-joined and only when given.
+    fn v2(root: &Tree, env_files: Option<&str>) -> HashMap<String, String> {
+        let mut l = labels(&[
+            (
+                "com.docker.compose.config-hash",
+                "a2c5a7f0b1c4e0f6f8c3a58f3e1f5b2d9c1e7a6b4d3c2b1a0f9e8d7c6b5a4f3e",
+            ),
+            ("com.docker.compose.container-number", "1"),
+            ("com.docker.compose.depends_on", ""),
+            (
+                "com.docker.compose.image",
+                "sha256:0dff7c67cda49033f1088efe57d898c6a7ccd2264c7f9a57f10d2392d102300a",
+            ),
+            (LABEL_ONEOFF, "False"),
+            (LABEL_PROJECT, "app"),
+            (LABEL_SERVICE, "web"),
+            ("com.docker.compose.version", "2.29.7"),
+        ]);
+        l.insert(LABEL_WORKING_DIR.into(), root.path("app"));
+        l.insert(
+            LABEL_CONFIG_FILES.into(),
+            format!(
+                "{},{}",
+                root.path("app/compose.yaml"),
+                root.path("app/compose.prod.yaml")
+            ),
+        );
+        if let Some(env) = env_files {
+            l.insert(LABEL_ENV_FILE.into(), env.into());
+        }
+        l
+    }
+
+    #[test]
+    fn v2_labels_are_absolute_and_resolve_as_they_are() {
+        let tree = Tree::new();
+        let a = tree.file("app/compose.yaml");
+        let b = tree.file("app/compose.prod.yaml");
+        let e1 = tree.file("app/base.env");
+        let e2 = tree.file("app/prod.env");
+        let envs = format!("{},{}", e1.display(), e2.display());
+        let r = resolve(&v2(&tree, Some(&envs))).unwrap();
+        assert_eq!(r.target.config_files, [a.clone(), b.clone()]);
+        assert_eq!(r.target.env_files, [e1.clone(), e2.clone()]);
+        assert_eq!(r.real.config_files, [a, b]);
+        assert_eq!(r.real.env_files, [e1, e2]);
+
+        let r = resolve(&v2(&tree, None)).unwrap();
+        assert!(r.target.env_files.is_empty());
+    }
+
+    #[test]
+    fn v2_absolute_files_that_are_missing_are_named() {
+        let tree = Tree::new();
+        tree.file("app/compose.yaml");
+        let err = resolve(&v2(&tree, None)).unwrap_err();
+        assert_eq!(
+            err,
+            TargetError::NotVisible {
+                label: LABEL_CONFIG_FILES,
+                path: tree.0.join("app/compose.prod.yaml")
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("mount it at the same absolute path")
+        );
+    }
+
+    #[test]
+    fn a_missing_working_directory_is_named() {
+        let err = ComposeLabels::from_labels(&good())
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert_eq!(err.code(), "compose_file_not_visible");
+    }
+
+    #[test]
     fn hostile_labels_are_refused() {
-        let cases: &[(&str, &str, &str)] = &[
-            (LABEL_PROJECT, "-p", "compose_label_invalid"),
-            (LABEL_PROJECT, "Billing", "compose_label_invalid"),
-            (LABEL_SERVICE, "--rm", "compose_label_invalid"),
-            (LABEL_SERVICE, "web;id", "compose_label_invalid"),
-            (LABEL_WORKING_DIR, "relative", "compose_label_invalid"),
-            (LABEL_WORKING_DIR, "/srv/../etc", "compose_label_invalid"),
-            (LABEL_WORKING_DIR, "/srv/a\nb", "compose_label_invalid"),
-            (LABEL_CONFIG_FILES, "/srv/a.yml,", "compose_label_invalid"),
-            (LABEL_CONFIG_FILES, "/srv/./a.yml", "compose_label_invalid"),
-            (LABEL_CONFIG_FILES, "/srv/a/..", "compose_label_invalid"),
+        let cases: &[(&str, &str)] = &[
+            (LABEL_PROJECT, "-p"),
+            (LABEL_PROJECT, "Billing"),
+            (LABEL_SERVICE, "--rm"),
+            (LABEL_SERVICE, "web;id"),
+            (LABEL_WORKING_DIR, "relative"),
+            (LABEL_WORKING_DIR, "/srv/../../etc"),
+            (LABEL_WORKING_DIR, "/srv/a\nb"),
+            (LABEL_CONFIG_FILES, "/srv/a.yml,"),
+            (LABEL_CONFIG_FILES, "/../etc/passwd"),
+            (LABEL_CONFIG_FILES, "-"),
+            (LABEL_CONFIG_FILES, "https://github.com/x/y.git"),
+            (LABEL_CONFIG_FILES, "oci://registry/app:1"),
+            (LABEL_CONFIG_FILES, "a\u{85}b.yml"),
+            (LABEL_ENV_FILE, "/srv/a.env,"),
         ];
-        for (label, value, code) in cases {
+        for (label, value) in cases {
             let mut l = good();
             l.insert(label.to_string(), value.to_string());
-            let err = ComposeTarget::from_labels(&l).unwrap_err();
-            assert_eq!(err.code(), *code, "{label}={value:?}");
+            let err = ComposeLabels::from_labels(&l).unwrap_err();
+            assert_eq!(err.code(), "compose_label_invalid", "{label}={value:?}");
         }
+        let many = vec!["a.yml"; MAX_FILES + 1].join(",");
+        let mut l = good();
+        l.insert(LABEL_CONFIG_FILES.into(), many);
+        assert_eq!(
+            ComposeLabels::from_labels(&l).unwrap_err().code(),
+            "compose_label_invalid"
+        );
+    }
+
+    #[test]
+    fn absolute_paths_are_normalised_not_refused() {
+        let mut l = good();
+        l.insert(
+            LABEL_CONFIG_FILES.into(),
+            "/srv/billing/./x/../compose.yml".into(),
+        );
+        let parsed = ComposeLabels::from_labels(&l).unwrap();
+        assert_eq!(
+            parsed.config_files,
+            [PathBuf::from("/srv/billing/compose.yml")]
+        );
     }
 
     #[test]
     fn missing_labels_say_which() {
         assert_eq!(
-            ComposeTarget::from_labels(&labels(&[])),
+            ComposeLabels::from_labels(&labels(&[])),
             Err(TargetError::NotCompose)
         );
         let mut l = good();
         l.remove(LABEL_CONFIG_FILES);
         assert_eq!(
-            ComposeTarget::from_labels(&l),
+            ComposeLabels::from_labels(&l),
             Err(TargetError::MissingLabel(LABEL_CONFIG_FILES))
-        );
-    }
-
-    #[test]
-    fn invisible_files_are_named() {
-        let t = ComposeTarget::from_labels(&good()).unwrap();
-        let err = t.check_visible().unwrap_err();
-        assert_eq!(err, TargetError::NotVisible(PathBuf::from("/srv/billing")));
-        assert!(
-            err.to_string()
-                .contains("mount it at the same absolute path")
         );
     }
 }

@@ -253,7 +253,7 @@ async fn detect_compose() -> Result<Vec<String>, String> {
             cancel: CancellationToken::new(),
         };
         let scratch = OutputLog::with_limit(4096);
-        if process::run(argv, &limits, &scratch).await.exit == Exit::Code(0) {
+        if process::run(argv, None, &limits, &scratch).await.exit == Exit::Code(0) {
             return Ok(prefix.iter().map(|s| s.to_string()).collect());
         }
     }
@@ -462,7 +462,7 @@ impl Engine for DockerEngine {
                 }
             };
             argv.extend(target.args(op));
-            process::run(argv, limits, output).await
+            process::run(argv, Some(&target.working_dir), limits, output).await
         })
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use compose::{ComposeOp, ComposeTarget, TargetError};
+pub use compose::{ComposeLabels, ComposeOp, ComposeTarget, RealPaths, Resolved, TargetError};
 pub use engine::DockerEngine;
 pub use engine::LABEL_HELPER;
 pub use output::OutputLog;

@@ -6,6 +6,7 @@
 //! stops, the whole group is killed, so a compose plugin or helper it started
 //! does not outlive the job.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -68,8 +69,14 @@ fn kill_group(pid: u32) {
     }
 }
 
-/// Runs `argv` to completion, the deadline, or cancellation.
-pub async fn run(argv: Vec<String>, limits: &Limits, output: &OutputLog) -> CommandOutcome {
+/// Runs `argv` to completion, the deadline, or cancellation, in `dir` when
+/// given (compose v2 reads a `.env` from the directory it starts in).
+pub async fn run(
+    argv: Vec<String>,
+    dir: Option<&Path>,
+    limits: &Limits,
+    output: &OutputLog,
+) -> CommandOutcome {
     let started = Instant::now();
     output.note(&format!("$ {}", argv.join(" ")));
     let outcome = |exit| CommandOutcome {
@@ -94,6 +101,9 @@ pub async fn run(argv: Vec<String>, limits: &Limits, output: &OutputLog) -> Comm
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
     // If the gateway dies (kill -9, a crash), the kernel kills the command
     // too, so it cannot race the job's re-run after the restart. Tokio
     // spawns from its worker threads, which live as long as the runtime,
@@ -192,6 +202,7 @@ mod tests {
         let log = OutputLog::default();
         let out = run(
             argv(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
+            None,
             &limits(10),
             &log,
         )
@@ -207,6 +218,7 @@ mod tests {
         let log = OutputLog::default();
         let out = run(
             argv(&["/bin/echo", "$(id)", "a;b", "`x`"]),
+            None,
             &limits(10),
             &log,
         )
@@ -216,11 +228,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_command_runs_in_the_directory_given() {
+        let log = OutputLog::default();
+        let dir = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+        let out = run(argv(&["/bin/pwd"]), Some(&dir), &limits(10), &log).await;
+        assert_eq!(out.exit, Exit::Code(0));
+        assert!(
+            log.text().contains(&format!("\n{}\n", dir.display())),
+            "{}",
+            log.text()
+        );
+    }
+
+    #[tokio::test]
     async fn the_environment_is_an_allowlist() {
         // SAFETY: tests in this module do not read this variable concurrently.
         unsafe { std::env::set_var("DELIVERY_TEST_SECRET", "do-not-pass") };
         let log = OutputLog::default();
-        run(argv(&["/usr/bin/env"]), &limits(10), &log).await;
+        run(argv(&["/usr/bin/env"]), None, &limits(10), &log).await;
         let text = log.text();
         assert!(!text.contains("do-not-pass"), "{text}");
         assert!(text.contains("PATH="), "{text}");
@@ -246,7 +271,7 @@ mod tests {
             "sleep 300 & echo $! > {}; exec sleep 300",
             pid_file.display()
         );
-        let out = run(argv(&["/bin/sh", "-c", &script]), &limits(1), &log).await;
+        let out = run(argv(&["/bin/sh", "-c", &script]), None, &limits(1), &log).await;
         assert_eq!(out.exit, Exit::TimedOut);
         let grandchild = std::fs::read_to_string(&pid_file).unwrap();
         let _ = std::fs::remove_file(&pid_file);
@@ -267,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_reported() {
         let log = OutputLog::default();
-        let out = run(argv(&["/nonexistent/compose"]), &limits(10), &log).await;
+        let out = run(argv(&["/nonexistent/compose"]), None, &limits(10), &log).await;
         assert!(matches!(out.exit, Exit::SpawnFailed(_)));
         assert!(log.text().contains("cannot start /nonexistent/compose"));
     }
@@ -277,7 +302,8 @@ mod tests {
         let log = OutputLog::default();
         let l = limits(60);
         let cancel = l.cancel.clone();
-        let task = tokio::spawn(async move { run(argv(&["/bin/sleep", "60"]), &l, &log).await });
+        let task =
+            tokio::spawn(async move { run(argv(&["/bin/sleep", "60"]), None, &l, &log).await });
         cancel.cancel();
         let out = task.await.unwrap();
         assert_eq!(out.exit, Exit::Cancelled);

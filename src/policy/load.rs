@@ -793,7 +793,7 @@ impl<'t> Reader<'t> {
 mod tests {
     use super::*;
     use crate::names::ContainerName;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     struct FakeEnv {
         vars: HashMap<&'static str, &'static str>,
@@ -964,6 +964,32 @@ actions = ["pull"]
             shop.allows_compose_files(&mixed),
             "no compose_files means any"
         );
+    }
+
+    #[test]
+    fn every_path_compose_reads_is_judged() {
+        let p = parse_ok(FULL).policy;
+        let billing = p.project("billing").unwrap();
+        let config = [PathBuf::from("/srv/billing/compose.yml")];
+        let env = [PathBuf::from("/srv/billing/prod.env")];
+        let dir = Path::new("/srv/billing");
+        assert!(billing.allows_compose_paths(&config, &env, dir));
+        assert!(billing.allows_compose_paths(&config, &[], Path::new("/srv/billing/env")));
+        let foreign_env = [PathBuf::from("/srv/shop/.env")];
+        assert!(
+            !billing.allows_compose_paths(&config, &foreign_env, dir),
+            "an env file outside compose_files"
+        );
+        assert!(
+            !billing.allows_compose_paths(&config, &env, Path::new("/srv")),
+            "a working directory above the compose file"
+        );
+        assert!(
+            !billing.allows_compose_paths(&config, &env, Path::new("/srv/billing2")),
+            "a sibling that shares a prefix is not below"
+        );
+        let shop = p.project("shop").unwrap();
+        assert!(shop.allows_compose_paths(&config, &foreign_env, Path::new("/")));
     }
 
     #[test]

@@ -123,6 +123,28 @@ impl Project {
             Some((set, _)) => files.iter().all(|f| set.is_match(f)),
         }
     }
+
+    /// Everything compose reads for a job, when `compose_files` is set: the
+    /// config and env files match its globs, and the working directory is
+    /// the directory of one of the config files or below it (compose reads
+    /// `.env` and relative paths from there). Paths are real paths, so a
+    /// symlink cannot lead outside.
+    pub fn allows_compose_paths(
+        &self,
+        config_files: &[PathBuf],
+        env_files: &[PathBuf],
+        working_dir: &Path,
+    ) -> bool {
+        if self.compose_files.is_none() {
+            return true;
+        }
+        self.allows_compose_files(config_files)
+            && self.allows_compose_files(env_files)
+            && config_files
+                .iter()
+                .filter_map(|f| f.parent())
+                .any(|dir| working_dir.starts_with(dir))
+    }
 }
 
 /// How the policy came to be, for logs and `check`.

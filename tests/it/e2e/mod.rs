@@ -12,6 +12,7 @@
 
 mod operations;
 mod scenarios;
+mod shapes;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -366,12 +367,17 @@ pub const SECRET: &str = "e2e-secret-0123456789abcdef";
 impl GatewayProcess {
     /// Starts `delivery-hook serve` with a policy allowing `<fixture id>-*`.
     pub fn start(fixture: &Fixture, docker_extra: &str) -> Self {
+        Self::start_with(fixture, docker_extra, "")
+    }
+
+    /// As [`Self::start`], with more keys for the `e2e` project.
+    pub fn start_with(fixture: &Fixture, docker_extra: &str, project_extra: &str) -> Self {
         let port = free_port();
         let policy = fixture.dir.path().join("delivery.toml");
         std::fs::write(
             &policy,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_wait_secs = 300\n\n[docker]\n{docker_extra}\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\", \"build\"]\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_wait_secs = 300\n\n[docker]\n{docker_extra}\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\", \"build\"]\n{project_extra}\n",
                 id = fixture.id
             ),
         )

@@ -1,0 +1,318 @@
+//! The ways people start compose projects, as a matrix: each row starts a
+//! service on v1 of its image the way the row says (working directory,
+//! `-f`, `--env-file`, `--project-directory`, symlinks, file names,
+//! profiles), v2 is pushed, a signed `POST /pull?wait=` deploys it, and the
+//! container must run v2. Each row runs with every compose tool this machine
+//! has; a tool it lacks is reported as skipped.
+//!
+//! The gateway's policy pins `compose_files` to the fixture's directory, so
+//! every row also passes the real-path checks a multi-team host uses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A compose tool and the suffix its rows' names get.
+struct Tool {
+    argv: Vec<String>,
+    label: &'static str,
+    suffix: &'static str,
+}
+
+fn answers(argv: &[&str]) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Compose v1 and v2, each where this machine has it.
+fn tools() -> Vec<(&'static str, Option<Tool>)> {
+    let v1 = answers(&["docker-compose", "version"]).then(|| Tool {
+        argv: vec!["docker-compose".into()],
+        label: "v1",
+        suffix: "a",
+    });
+    let v2 = answers(&["docker", "compose", "version"]).then(|| Tool {
+        argv: vec!["docker".into(), "compose".into()],
+        label: "v2",
+        suffix: "b",
+    });
+    vec![("v1", v1), ("v2", v2)]
+}
+
+/// Removes a compose project's containers and networks by their labels,
+/// whatever tool made them and whichever profiles were active.
+struct ProjectGuard(String);
+
+impl Drop for ProjectGuard {
+    fn drop(&mut self) {
+        let filter = format!("label=com.docker.compose.project={}", self.0);
+        for id in run_quietly("docker", &["ps", "-aq", "--filter", &filter]).split_whitespace() {
+            run_quietly("docker", &["rm", "-f", id]);
+        }
+        for id in
+            run_quietly("docker", &["network", "ls", "-q", "--filter", &filter]).split_whitespace()
+        {
+            run_quietly("docker", &["network", "rm", id]);
+        }
+    }
+}
+
+/// What one row starts: where compose runs, with which arguments.
+struct Start {
+    project: String,
+    container: String,
+    cwd: PathBuf,
+    args: Vec<String>,
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+const ROWS: &[(u8, &str)] = &[
+    (1, "from the project directory, no -f"),
+    (2, "from a directory above, -f sub/compose.yml"),
+    (3, "-f base.yml -f override.yml, override sets the tag"),
+    (4, "absolute -f, started from /"),
+    (5, "--env-file custom.env (relative) names the tag"),
+    (6, "--env-file /abs/custom.env, relative -f from above"),
+    (7, "--project-directory other than the file's directory"),
+    (8, "the project directory reached through a symlink"),
+    (9, "compose.yaml and an implicit .env naming the tag"),
+    (10, "a service with profiles:, its profile active"),
+];
+
+/// Writes row `row`'s files under `root`; the service runs `repo:<tag>`
+/// where the row's files say which tag (`live`, or through a variable).
+fn prepare(f: &Fixture, root: &Path, row: u8, name: &str, registry_repo: &str) -> Start {
+    let container = format!("{name}-web");
+    let dir = root.join(name);
+    let svc = |image: &str, extra: &str| service("web", image, &container, &f.id, extra);
+    let live = format!("{registry_repo}:live");
+    let templated = format!("{registry_repo}:${{TAG:-missing}}");
+    let (cwd, args): (PathBuf, Vec<String>) = match row {
+        1 => {
+            write(&dir.join("docker-compose.yml"), &compose(&[svc(&live, "")]));
+            (dir.clone(), strings(&["up", "-d"]))
+        }
+        2 => {
+            write(&dir.join("sub/compose.yml"), &compose(&[svc(&live, "")]));
+            let file = format!("{name}/sub/compose.yml");
+            (
+                root.to_path_buf(),
+                strings(&["-p", name, "-f", &file, "up", "-d"]),
+            )
+        }
+        3 => {
+            let never = format!("{registry_repo}:never-pushed");
+            write(&dir.join("base.yml"), &compose(&[svc(&never, "")]));
+            write(
+                &dir.join("override.yml"),
+                &format!("services:\n  web:\n    image: {live}\n"),
+            );
+            let args = [
+                "-p",
+                name,
+                "-f",
+                "base.yml",
+                "-f",
+                "override.yml",
+                "up",
+                "-d",
+            ];
+            (dir.clone(), strings(&args))
+        }
+        4 => {
+            let file = dir.join("compose.yml");
+            write(&file, &compose(&[svc(&live, "")]));
+            let file = file.display().to_string();
+            (
+                PathBuf::from("/"),
+                strings(&["-p", name, "-f", &file, "up", "-d"]),
+            )
+        }
+        5 => {
+            write(&dir.join("compose.yml"), &compose(&[svc(&templated, "")]));
+            write(&dir.join("custom.env"), "TAG=live\n");
+            let args = [
+                "-p",
+                name,
+                "-f",
+                "compose.yml",
+                "--env-file",
+                "custom.env",
+                "up",
+                "-d",
+            ];
+            (dir.clone(), strings(&args))
+        }
+        6 => {
+            write(&dir.join("compose.yml"), &compose(&[svc(&templated, "")]));
+            let env = dir.join("custom.env");
+            write(&env, "TAG=live\n");
+            let file = format!("{name}/compose.yml");
+            let env = env.display().to_string();
+            let args = ["-p", name, "-f", &file, "--env-file", &env, "up", "-d"];
+            (root.to_path_buf(), strings(&args))
+        }
+        7 => {
+            // The project directory holds the .env that names the tag, and
+            // is not where the compose file is.
+            write(&dir.join("compose.yml"), &compose(&[svc(&templated, "")]));
+            write(&dir.join("env/.env"), "TAG=live\n");
+            let file = format!("{name}/compose.yml");
+            let project_dir = format!("{name}/env");
+            let args = [
+                "-p",
+                name,
+                "-f",
+                &file,
+                "--project-directory",
+                &project_dir,
+                "up",
+                "-d",
+            ];
+            (root.to_path_buf(), strings(&args))
+        }
+        8 => {
+            let real = root.join(format!("{name}-real"));
+            write(&real.join("compose.yml"), &compose(&[svc(&live, "")]));
+            std::os::unix::fs::symlink(&real, &dir).unwrap();
+            let file = dir.join("compose.yml").display().to_string();
+            (dir.clone(), strings(&["-p", name, "-f", &file, "up", "-d"]))
+        }
+        9 => {
+            write(&dir.join("compose.yaml"), &compose(&[svc(&templated, "")]));
+            write(&dir.join(".env"), "TAG=live\n");
+            (dir.clone(), strings(&["up", "-d"]))
+        }
+        10 => {
+            write(
+                &dir.join("docker-compose.yml"),
+                &compose(&[svc(&live, "    profiles: [\"extra\"]\n")]),
+            );
+            (dir.clone(), strings(&["--profile", "extra", "up", "-d"]))
+        }
+        _ => unreachable!("no row {row}"),
+    };
+    Start {
+        project: name.to_string(),
+        container,
+        cwd,
+        args,
+    }
+}
+
+fn compose_in(tool: &Tool, cwd: &Path, args: &[String]) {
+    let output = Command::new(&tool.argv[0])
+        .args(&tool.argv[1..])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{:?} {args:?} in {} failed:\n{}",
+        tool.argv,
+        cwd.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// One row, start to check; returns the deploy's time or what went wrong.
+async fn run_row(
+    f: &Fixture,
+    gateway: &GatewayProcess,
+    root: &Path,
+    tool: &Tool,
+    row: u8,
+    images: (&str, &str),
+) -> Result<Duration, String> {
+    let name = format!("{}-r{row}{}", f.id, tool.suffix);
+    let repo = format!("{}/r{row}{}", f.id, tool.suffix);
+    let _guard = ProjectGuard(name.clone());
+    f.publish(images.0, &format!("{repo}:live"));
+    let start = prepare(f, root, row, &name, &f.remote(&repo));
+    compose_in(tool, &start.cwd, &start.args);
+    if f.content(&start.container) != "v1" {
+        return Err("did not start on v1".into());
+    }
+    f.publish(images.1, &format!("{repo}:live"));
+
+    let began = Instant::now();
+    let (status, job) = Client::new(gateway)
+        .deploy("/pull?wait=120", &start.container)
+        .await;
+    let took = began.elapsed();
+    if status != 200 || job["state"] != "succeeded" {
+        return Err(format!("{status} {}: {}", job["code"], job["message"]));
+    }
+    let running = f.container(&start.container);
+    let v2 = run(
+        "docker",
+        &["image", "inspect", "--format", "{{.Id}}", images.1],
+    );
+    if running["Image"].as_str() != Some(v2.as_str()) || f.content(&start.container) != "v2" {
+        return Err(format!("runs {} after the deploy", running["Image"]));
+    }
+    if running["Config"]["Labels"]["com.docker.compose.project"] != start.project {
+        return Err("recreated under another compose project".into());
+    }
+    Ok(took)
+}
+
+#[tokio::test]
+async fn e2e_compose_shapes_matrix() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::with_registry();
+    let root = std::fs::canonicalize(f.dir.path()).unwrap().join("shapes");
+    std::fs::create_dir_all(&root).unwrap();
+    let v1 = format!("{}/page:v1", f.id);
+    let v2 = format!("{}/page:v2", f.id);
+    f.image(&v1, "v1");
+    f.image(&v2, "v2");
+    let boundary = format!("compose_files = [\"{}/**\"]", root.display());
+    let gateway = GatewayProcess::start_with(&f, "", &boundary);
+
+    let mut table = vec!["| row | shape | compose | result | deploy time |".to_string()];
+    table.push("|---|---|---|---|---|".into());
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for (label, tool) in tools() {
+        for (row, shape) in ROWS {
+            let (result, time) = match &tool {
+                None => (format!("skipped: no compose {label}"), String::new()),
+                Some(tool) => {
+                    ran += 1;
+                    match run_row(&f, &gateway, &root, tool, *row, (&v1, &v2)).await {
+                        Ok(took) => ("v2 runs".into(), format!("{} ms", took.as_millis())),
+                        Err(e) => {
+                            failures.push(format!("row {row} ({shape}) with {}: {e}", tool.label));
+                            ("FAILED".into(), String::new())
+                        }
+                    }
+                }
+            };
+            table.push(format!("| {row} | {shape} | {label} | {result} | {time} |"));
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(ran > 0, "no compose tool answers on this machine");
+    assert!(
+        failures.is_empty(),
+        "{}\n\n{}",
+        failures.join("\n"),
+        gateway.log_text()
+    );
+}
