@@ -96,9 +96,13 @@ pub struct Timestamp<'a> {
 /// Parses `X-Timestamp`: one to nineteen ASCII digits, nothing else.
 pub fn parse_timestamp(raw: Option<&str>) -> Result<Timestamp<'_>, AuthError> {
     let text = raw.ok_or(AuthError::MissingTimestamp)?;
+    // One spelling per instant: with leading zeros allowed, the digits of a
+    // GET's signed message (target then timestamp) could move between the
+    // query and the timestamp and keep the same MAC.
     if text.is_empty()
         || text.len() > MAX_TIMESTAMP_DIGITS
         || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
     {
         return Err(AuthError::InvalidTimestamp);
     }
@@ -266,6 +270,8 @@ mod tests {
             " 1",
             "1 ",
             "0x10",
+            "01700000000",
+            "00",
             "99999999999999999999",
         ] {
             assert_eq!(
@@ -341,6 +347,7 @@ mod tests {
                         prop_assert!(!text.is_empty() && text.len() <= 19);
                         prop_assert!(text.bytes().all(|b| b.is_ascii_digit()));
                         prop_assert_eq!(t.secs, text.parse::<u64>().unwrap());
+                        prop_assert_eq!(t.secs.to_string(), text.as_str(), "one spelling per instant");
                         prop_assert_eq!(t.text, text.as_str());
                     }
                     Err(e) => prop_assert_eq!(e, AuthError::InvalidTimestamp),

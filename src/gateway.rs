@@ -23,11 +23,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{self, AuthError, Signature};
 use crate::docker::{ComposeLabels, Engine, EngineError, Resolved, TargetError};
-use crate::jobs::{Cursor, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted};
+use crate::jobs::{
+    Cursor, JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted,
+};
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, NameError};
 use crate::policy::{Policy, Project};
-use crate::replay::{self, Admission, ReplayCache};
+use crate::replay::{self, Admission, ReplayCache, Ticket};
 use crate::throttle::Throttle;
 
 /// The HTTP statuses a refusal maps to.
@@ -275,6 +277,17 @@ impl Gateway {
         }
     }
 
+    /// Loads the durable replay entries still alive, so a request accepted
+    /// before a restart still gets its job back after it. Returns how many.
+    pub async fn restore_replays(&self) -> Result<usize, StoreError> {
+        let now = unix_now();
+        let rows = self.jobs.store().live_replays(now).await?;
+        let rows = rows
+            .into_iter()
+            .map(|r| (r.key, r.project, r.expires_at, r.job));
+        Ok(self.replay.restore(rows, now))
+    }
+
     /// The policy in force; a request keeps the one it started with.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy
@@ -427,17 +440,39 @@ impl Gateway {
         seen.container = Some(container.to_string());
         authorise(policy, project, call.action, &container)?;
 
-        let expires_at = timestamp.secs.saturating_add(tolerance);
-        let key = replay_key(&signature);
+        // An entry outlives every moment at which its request can still be
+        // admitted: the window's end, plus the time a body may take to
+        // arrive after the headers, plus a second for the clock's rounding.
+        let expires_at = timestamp
+            .secs
+            .saturating_add(tolerance)
+            .saturating_add(policy.server.request_timeout_secs)
+            .saturating_add(1);
+        let mark = ReplayMark {
+            key: replay_key(&signature),
+            expires_at,
+        };
         let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
         // The steps below await the engine, the store and jobs; boxed, their
         // state lives on the heap only for requests that get this far, and
         // a refused request's future stays small (every layer of the HTTP
         // stack moves it).
         loop {
-            match self.replay.admit(key, expires_at, unix_now()) {
-                Admission::First(ticket) => {
-                    let submitted = Box::pin(self.accept(project, call.action, &container)).await;
+            // The window is checked again with the reading that admits the
+            // request: the body may have taken until after the window closed.
+            let now = unix_now();
+            auth::check_window(timestamp.secs, now, tolerance).map_err(fail)?;
+            let per_project = policy.server.replay_entries_per_project;
+            match self.replay.admit(
+                mark.key,
+                project.name.as_str(),
+                expires_at,
+                now,
+                per_project,
+            ) {
+                Admission::First(mut ticket) => {
+                    let accepted = self.accept(project, call.action, &container, mark, &mut ticket);
+                    let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
                     let finished = self.finish(submitted.job, false, submitted.coalesced, wait);
@@ -449,6 +484,14 @@ impl Gateway {
                     Some(Err(refusal)) => return Err(refusal),
                     None => continue,
                 },
+                Admission::ProjectFull { retry_after_secs } => {
+                    return Err(Refusal::new(
+                        RefusalKind::TooManyRequests,
+                        "project_rate_limited",
+                        "this project has sent as many distinct deploy requests as the gateway remembers for one project; retry later",
+                    )
+                    .retry_after(retry_after_secs));
+                }
                 Admission::Full { retry_after_secs } => {
                     return Err(Refusal::new(
                         RefusalKind::Unavailable,
@@ -467,6 +510,8 @@ impl Gateway {
         project: &Project,
         action: Action,
         container: &ContainerName,
+        mark: ReplayMark,
+        ticket: &mut Ticket<'_, JobId, Refusal>,
     ) -> Result<Submitted, Refusal> {
         let facts = self
             .engine
@@ -515,7 +560,11 @@ impl Gateway {
             target,
             self_update,
         };
-        match self.jobs.submit(request).await {
+        match self
+            .jobs
+            .submit(request, Some(mark), |id| ticket.recorded(id))
+            .await
+        {
             Ok(submitted) => Ok(submitted),
             Err(SubmitError::ShuttingDown) => Err(Refusal::new(
                 RefusalKind::Unavailable,

@@ -2,16 +2,24 @@
 //!
 //! A signed request may be captured and sent again while its timestamp is
 //! still inside the window. The cache remembers every authenticated deploy
-//! request, keyed by its MAC, until its own timestamp plus the tolerance; a
-//! second sighting never starts a second run but gets the first one's job.
+//! request, keyed by its MAC, until its expiry (the caller sets it past the
+//! end of the window); a second sighting never starts a second run but gets
+//! the first one's job.
 //!
 //! Admission is atomic: the first sighting reserves the key under the lock
 //! before any work is done, and concurrent duplicates wait for its outcome,
-//! so 50 identical requests at once produce exactly one job.
+//! so 50 identical requests at once produce exactly one job. Once the
+//! first sighting's job is recorded ([`Ticket::recorded`]) the entry stays,
+//! even if that request is then abandoned.
 //!
-//! The cache is bounded. When every slot holds a live entry it refuses new
-//! requests instead of forgetting one, because forgetting would re-open the
-//! window for that request.
+//! The cache is bounded twice. Each project may hold a number of live
+//! entries, past which that project alone is refused; and the whole cache
+//! has a capacity. In both cases it refuses new requests instead of
+//! forgetting one, because forgetting would re-open the window for that
+//! request.
+//!
+//! The cache lives in memory; the job store keeps a durable copy of each
+//! settled entry, which [`ReplayCache::restore`] loads at start.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -32,10 +40,19 @@ enum Slot<T, E> {
     Done(T),
 }
 
+struct Entry<T, E> {
+    slot: Slot<T, E>,
+    project: String,
+    expires_at: u64,
+}
+
 struct Inner<T, E> {
-    entries: HashMap<ReplayKey, Slot<T, E>>,
+    entries: HashMap<ReplayKey, Entry<T, E>>,
     /// Expiry order, so purging touches only what has expired.
     expiries: BTreeSet<(u64, ReplayKey)>,
+    /// Each project's entries in expiry order: its count, and when its
+    /// oldest goes (the Retry-After of a project at its bound).
+    by_project: HashMap<String, BTreeSet<(u64, ReplayKey)>>,
 }
 
 pub struct ReplayCache<T, E> {
@@ -51,17 +68,21 @@ pub enum Admission<'c, T: Clone, E: Clone> {
     Replay(T),
     /// Seen, still in progress: wait on this for its outcome.
     InFlight(watch::Receiver<Outcome<T, E>>),
+    /// This project holds as many live entries as it may; try again after
+    /// this many seconds.
+    ProjectFull { retry_after_secs: u64 },
     /// Every slot holds a live entry; try again after this many seconds.
     Full { retry_after_secs: u64 },
 }
 
 /// The right and duty to settle a first sighting. Dropping it unsettled
-/// (the request was cancelled) forgets the key, so a retry is handled anew.
+/// (the request was cancelled) forgets the key, so a retry is handled anew,
+/// unless its value was already [recorded](Ticket::recorded).
 pub struct Ticket<'c, T: Clone, E: Clone> {
     cache: &'c ReplayCache<T, E>,
     key: ReplayKey,
-    expires_at: u64,
     sender: Option<watch::Sender<Outcome<T, E>>>,
+    recorded: Option<T>,
 }
 
 impl<T: Clone, E: Clone> ReplayCache<T, E> {
@@ -70,6 +91,7 @@ impl<T: Clone, E: Clone> ReplayCache<T, E> {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 expiries: BTreeSet::new(),
+                by_project: HashMap::new(),
             }),
             capacity,
         }
@@ -93,67 +115,139 @@ impl<T: Clone, E: Clone> ReplayCache<T, E> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Looks `key` up and, if it is new, reserves it until `expires_at`
-    /// (Unix seconds). Entries whose time has passed are dropped first.
-    pub fn admit(&self, key: ReplayKey, expires_at: u64, now: u64) -> Admission<'_, T, E> {
+    /// Looks `key` up and, if it is new, reserves it for `project` until
+    /// `expires_at` (Unix seconds, inclusive). Entries whose time has passed
+    /// are dropped first. `per_project` bounds the project's live entries.
+    pub fn admit(
+        &self,
+        key: ReplayKey,
+        project: &str,
+        expires_at: u64,
+        now: u64,
+        per_project: usize,
+    ) -> Admission<'_, T, E> {
         let mut inner = self.lock();
         inner.purge(now);
-        if let Some(slot) = inner.entries.get(&key) {
-            return match slot {
+        if let Some(entry) = inner.entries.get(&key) {
+            return match &entry.slot {
                 Slot::Done(value) => Admission::Replay(value.clone()),
                 Slot::Pending(receiver) => Admission::InFlight(receiver.clone()),
             };
         }
+        let wait = |oldest: Option<&(u64, ReplayKey)>| {
+            // Alive through its expiry second, so free one second after.
+            oldest.map_or(1, |(at, _)| at.saturating_add(1).saturating_sub(now).max(1))
+        };
+        if let Some(own) = inner.by_project.get(project)
+            && own.len() >= per_project
+        {
+            return Admission::ProjectFull {
+                retry_after_secs: wait(own.first()),
+            };
+        }
         if inner.entries.len() >= self.capacity {
-            let oldest = inner.expiries.first().map_or(now, |(at, _)| *at);
             return Admission::Full {
-                retry_after_secs: oldest.saturating_sub(now).max(1),
+                retry_after_secs: wait(inner.expiries.first()),
             };
         }
         let (sender, receiver) = watch::channel(None);
-        inner.entries.insert(key, Slot::Pending(receiver));
-        inner.expiries.insert((expires_at, key));
+        inner.insert(key, project, expires_at, Slot::Pending(receiver));
         Admission::First(Ticket {
             cache: self,
             key,
-            expires_at,
             sender: Some(sender),
+            recorded: None,
         })
     }
 
-    fn forget(&self, key: &ReplayKey, expires_at: u64) {
+    /// Loads settled entries (from the durable copy) at start. Entries past
+    /// their time, and any beyond the capacity, are skipped.
+    pub fn restore(
+        &self,
+        entries: impl IntoIterator<Item = (ReplayKey, String, u64, T)>,
+        now: u64,
+    ) -> usize {
         let mut inner = self.lock();
-        inner.entries.remove(key);
-        inner.expiries.remove(&(expires_at, *key));
+        let mut loaded = 0;
+        for (key, project, expires_at, value) in entries {
+            if expires_at < now || inner.entries.len() >= self.capacity {
+                continue;
+            }
+            if !inner.entries.contains_key(&key) {
+                inner.insert(key, &project, expires_at, Slot::Done(value));
+                loaded += 1;
+            }
+        }
+        loaded
+    }
+
+    fn forget(&self, key: &ReplayKey) {
+        self.lock().remove(key);
+    }
+
+    /// Makes a pending entry settled with `value`.
+    fn settle_value(&self, key: &ReplayKey, value: T) {
+        if let Some(entry) = self.lock().entries.get_mut(key) {
+            entry.slot = Slot::Done(value);
+        }
     }
 }
 
 impl<T, E> Inner<T, E> {
+    fn insert(&mut self, key: ReplayKey, project: &str, expires_at: u64, slot: Slot<T, E>) {
+        self.entries.insert(
+            key,
+            Entry {
+                slot,
+                project: project.to_owned(),
+                expires_at,
+            },
+        );
+        self.expiries.insert((expires_at, key));
+        self.by_project
+            .entry(project.to_owned())
+            .or_default()
+            .insert((expires_at, key));
+    }
+
+    fn remove(&mut self, key: &ReplayKey) {
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        self.expiries.remove(&(entry.expires_at, *key));
+        if let Some(own) = self.by_project.get_mut(&entry.project) {
+            own.remove(&(entry.expires_at, *key));
+            if own.is_empty() {
+                self.by_project.remove(&entry.project);
+            }
+        }
+    }
+
     fn purge(&mut self, now: u64) {
         while let Some(&(at, key)) = self.expiries.first() {
             if at >= now {
                 break;
             }
-            self.expiries.pop_first();
-            self.entries.remove(&key);
+            self.remove(&key);
         }
     }
 }
 
 impl<T: Clone, E: Clone> Ticket<'_, T, E> {
+    /// The first sighting's value exists (its job is recorded): from now on
+    /// the entry is kept even if the ticket is dropped unsettled.
+    pub fn recorded(&mut self, value: T) {
+        self.recorded = Some(value);
+    }
+
     /// Publishes the outcome to waiting duplicates. A value is remembered
     /// until expiry; a refusal is not, so the same request may be retried
     /// (nothing ran, so a retry cannot run anything twice).
     pub fn settle(mut self, outcome: Result<T, E>) {
         let sender = self.sender.take().expect("settled once");
         match &outcome {
-            Ok(value) => {
-                let mut inner = self.cache.lock();
-                if let Some(slot) = inner.entries.get_mut(&self.key) {
-                    *slot = Slot::Done(value.clone());
-                }
-            }
-            Err(_) => self.cache.forget(&self.key, self.expires_at),
+            Ok(value) => self.cache.settle_value(&self.key, value.clone()),
+            Err(_) => self.cache.forget(&self.key),
         }
         sender.send_replace(Some(outcome));
     }
@@ -161,8 +255,15 @@ impl<T: Clone, E: Clone> Ticket<'_, T, E> {
 
 impl<T: Clone, E: Clone> Drop for Ticket<'_, T, E> {
     fn drop(&mut self) {
-        if self.sender.is_some() {
-            self.cache.forget(&self.key, self.expires_at);
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        match self.recorded.take() {
+            Some(value) => {
+                self.cache.settle_value(&self.key, value.clone());
+                sender.send_replace(Some(Ok(value)));
+            }
+            None => self.cache.forget(&self.key),
         }
     }
 }
@@ -182,9 +283,11 @@ pub async fn wait_for_outcome<T: Clone, E: Clone>(
 pub const fn approx_entry_bytes<T>() -> usize {
     // Map slot (key, entry) plus one control byte at 7/8 load, and one B-tree
     // element with node overhead of about a third.
-    let map = (size_of::<ReplayKey>() + size_of::<u64>() + size_of::<T>() + 8 + 1) * 8 / 7;
+    // The entry also names its project (a heap string of about 16 bytes)
+    // and sits in its project's expiry tree as well as the global one.
+    let map = (size_of::<ReplayKey>() + size_of::<Entry<T, ()>>() + 1) * 8 / 7 + 16;
     let tree = (size_of::<u64>() + size_of::<ReplayKey>()) * 4 / 3;
-    map + tree
+    map + 2 * tree
 }
 
 #[cfg(test)]
@@ -203,17 +306,23 @@ mod tests {
     #[test]
     fn a_settled_request_replays_its_value_until_expiry() {
         let cache = Cache::new(10);
-        first(cache.admit([1; 16], 100, 50)).settle(Ok(7));
+        first(cache.admit([1; 16], "p", 100, 50, 100)).settle(Ok(7));
         assert!(matches!(
-            cache.admit([1; 16], 100, 60),
+            cache.admit([1; 16], "p", 100, 60, 100),
             Admission::Replay(7)
         ));
         assert!(
-            matches!(cache.admit([1; 16], 100, 100), Admission::Replay(7)),
+            matches!(
+                cache.admit([1; 16], "p", 100, 100, 100),
+                Admission::Replay(7)
+            ),
             "alive at its expiry second"
         );
         assert!(
-            matches!(cache.admit([1; 16], 100, 101), Admission::First(_)),
+            matches!(
+                cache.admit([1; 16], "p", 100, 101, 100),
+                Admission::First(_)
+            ),
             "gone after"
         );
     }
@@ -221,8 +330,8 @@ mod tests {
     #[test]
     fn duplicates_in_flight_wait_for_the_first() {
         let cache = Cache::new(10);
-        let ticket = first(cache.admit([2; 16], 100, 50));
-        let Admission::InFlight(rx) = cache.admit([2; 16], 100, 50) else {
+        let ticket = first(cache.admit([2; 16], "p", 100, 50, 100));
+        let Admission::InFlight(rx) = cache.admit([2; 16], "p", 100, 50, 100) else {
             panic!("expected in flight");
         };
         ticket.settle(Ok(9));
@@ -233,8 +342,8 @@ mod tests {
     #[test]
     fn a_refusal_is_shared_but_not_remembered() {
         let cache = Cache::new(10);
-        let ticket = first(cache.admit([3; 16], 100, 50));
-        let Admission::InFlight(rx) = cache.admit([3; 16], 100, 50) else {
+        let ticket = first(cache.admit([3; 16], "p", 100, 50, 100));
+        let Admission::InFlight(rx) = cache.admit([3; 16], "p", 100, 50, 100) else {
             panic!("expected in flight");
         };
         ticket.settle(Err("no such container"));
@@ -242,14 +351,17 @@ mod tests {
             tokio_test_block_on(wait_for_outcome(rx)),
             Some(Err("no such container"))
         );
-        assert!(matches!(cache.admit([3; 16], 100, 50), Admission::First(_)));
+        assert!(matches!(
+            cache.admit([3; 16], "p", 100, 50, 100),
+            Admission::First(_)
+        ));
     }
 
     #[test]
     fn a_dropped_ticket_releases_the_key_and_its_waiters() {
         let cache = Cache::new(10);
-        let ticket = first(cache.admit([4; 16], 100, 50));
-        let Admission::InFlight(rx) = cache.admit([4; 16], 100, 50) else {
+        let ticket = first(cache.admit([4; 16], "p", 100, 50, 100));
+        let Admission::InFlight(rx) = cache.admit([4; 16], "p", 100, 50, 100) else {
             panic!("expected in flight");
         };
         drop(ticket);
@@ -260,19 +372,90 @@ mod tests {
     #[test]
     fn a_full_cache_refuses_rather_than_forgets() {
         let cache = Cache::new(2);
-        first(cache.admit([1; 16], 100, 50)).settle(Ok(1));
-        first(cache.admit([2; 16], 120, 50)).settle(Ok(2));
-        match cache.admit([3; 16], 130, 60) {
-            Admission::Full { retry_after_secs } => assert_eq!(retry_after_secs, 40),
+        first(cache.admit([1; 16], "p", 100, 50, 100)).settle(Ok(1));
+        first(cache.admit([2; 16], "p", 120, 50, 100)).settle(Ok(2));
+        match cache.admit([3; 16], "p", 130, 60, 100) {
+            Admission::Full { retry_after_secs } => assert_eq!(retry_after_secs, 41),
             _ => panic!("expected full"),
         }
         assert!(
-            matches!(cache.admit([1; 16], 100, 60), Admission::Replay(1)),
+            matches!(
+                cache.admit([1; 16], "p", 100, 60, 100),
+                Admission::Replay(1)
+            ),
             "live entries kept"
         );
         // Once the first entry expires there is room again.
-        let _held = first(cache.admit([3; 16], 130, 101));
+        let _held = first(cache.admit([3; 16], "p", 130, 101, 100));
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn one_project_at_its_bound_leaves_the_others_alone() {
+        let cache = Cache::new(100);
+        first(cache.admit([1; 16], "flood", 100, 50, 2)).settle(Ok(1));
+        first(cache.admit([2; 16], "flood", 120, 50, 2)).settle(Ok(2));
+        match cache.admit([3; 16], "flood", 130, 60, 2) {
+            Admission::ProjectFull { retry_after_secs } => {
+                assert_eq!(
+                    retry_after_secs, 41,
+                    "its oldest entry goes after second 100"
+                )
+            }
+            _ => panic!("expected the project to be at its bound"),
+        }
+        assert!(matches!(
+            cache.admit([4; 16], "quiet", 130, 60, 2),
+            Admission::First(_)
+        ));
+        assert!(
+            matches!(
+                cache.admit([1; 16], "flood", 100, 60, 2),
+                Admission::Replay(1)
+            ),
+            "a replay of the flooding project is still answered"
+        );
+        assert!(
+            matches!(
+                cache.admit([3; 16], "flood", 130, 101, 2),
+                Admission::First(_)
+            ),
+            "room again once its oldest expired"
+        );
+    }
+
+    #[test]
+    fn a_recorded_ticket_dropped_unsettled_keeps_its_entry() {
+        let cache = Cache::new(10);
+        let mut ticket = first(cache.admit([5; 16], "p", 100, 50, 10));
+        let Admission::InFlight(rx) = cache.admit([5; 16], "p", 100, 50, 10) else {
+            panic!("expected in flight");
+        };
+        ticket.recorded(11);
+        drop(ticket);
+        assert_eq!(tokio_test_block_on(wait_for_outcome(rx)), Some(Ok(11)));
+        assert!(matches!(
+            cache.admit([5; 16], "p", 100, 60, 10),
+            Admission::Replay(11)
+        ));
+    }
+
+    #[test]
+    fn restored_entries_replay_and_count_against_their_project() {
+        let cache = Cache::new(10);
+        let rows = vec![
+            ([6; 16], "p".to_string(), 100, 21),
+            ([7; 16], "p".to_string(), 40, 22),
+        ];
+        assert_eq!(cache.restore(rows, 50), 1, "the expired one is skipped");
+        assert!(matches!(
+            cache.admit([6; 16], "p", 100, 60, 10),
+            Admission::Replay(21)
+        ));
+        assert!(matches!(
+            cache.admit([8; 16], "p", 100, 60, 1),
+            Admission::ProjectFull { .. }
+        ));
     }
 
     /// A tiny executor for the one await these tests need.

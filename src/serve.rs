@@ -107,7 +107,18 @@ pub async fn gateway(
         );
     }
     prune(&jobs, &policy).await;
-    Ok(Arc::new(Gateway::new(policy, engine, jobs, metrics)))
+    let gateway = Gateway::new(policy, engine, jobs, metrics);
+    let restored = gateway
+        .restore_replays()
+        .await
+        .map_err(|e| format!("failed to load the replay entries from the store: {e}"))?;
+    if restored > 0 {
+        tracing::info!(
+            entries = restored,
+            "restored replay protection from the last run"
+        );
+    }
+    Ok(Arc::new(gateway))
 }
 
 /// Serves until `controls.shutdown`, then stops accepting, lets running jobs

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use record::{JobRecord, JobState, Step, elapsed_since, now_ms, rfc3339};
-pub use store::{Cursor, Store, StoreError};
+pub use store::{Cursor, ReplayRow, Store, StoreError};
 
 use crate::docker::{ComposeTarget, Engine, HelperEnd, HelperRun, Limits, OutputLog};
 use crate::names::{Action, ContainerName, JobId, ProjectName};
@@ -56,6 +56,13 @@ pub struct JobRequest {
     pub target: ComposeTarget,
     /// The target is the gateway's own compose service.
     pub self_update: bool,
+}
+
+/// A signed request's replay key and expiry, stored with its job.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayMark {
+    pub key: [u8; 16],
+    pub expires_at: u64,
 }
 
 /// The job a request ended up with.
@@ -161,54 +168,91 @@ impl Jobs {
         &self.inner.store
     }
 
-    /// Queues a job, or joins the queued one for the same service and action.
-    /// Returns once a new job is durable in the store.
-    pub async fn submit(&self, request: JobRequest) -> Result<Submitted, SubmitError> {
-        let (record, written) = {
+    /// Queues a job, or joins the queued one of the same policy project for
+    /// the same target and action. Returns once the job (and the request's
+    /// replay entry, when given) is durable in the store.
+    ///
+    /// `recorded` is called with the job's id as soon as the job exists,
+    /// before anything is awaited: from then on the job runs whether or not
+    /// the caller waits for this future to finish.
+    pub async fn submit(
+        &self,
+        request: JobRequest,
+        replay: Option<ReplayMark>,
+        recorded: impl FnOnce(JobId),
+    ) -> Result<Submitted, SubmitError> {
+        let row = |job: JobId| {
+            replay.map(|mark| ReplayRow {
+                key: mark.key,
+                project: request.project.to_string(),
+                job,
+                expires_at: mark.expires_at,
+            })
+        };
+        let (submitted, written) = {
             let mut schedule = self.inner.lock();
             if self.inner.stopping.is_cancelled() {
                 return Err(SubmitError::ShuttingDown);
             }
             let key = key_of(&request.target);
+            // Never across policy projects: a joined request gets the job's
+            // record and output.
             let joined = schedule.services.get(&key).and_then(|queue| {
                 queue.iter().find_map(|id| {
                     let active = schedule.active.get(id)?;
                     let record = active.record.borrow();
-                    (record.action == request.action).then(|| snapshot(active, &record))
+                    (record.action == request.action
+                        && record.project == request.project.as_str()
+                        && active.target == request.target)
+                        .then(|| snapshot(active, &record))
                 })
             });
             if let Some(job) = joined {
-                return Ok(Submitted {
-                    job,
-                    coalesced: true,
-                });
+                recorded(job.id);
+                let written = row(job.id).map(|row| self.inner.store.put_replay(row));
+                (
+                    Submitted {
+                        job,
+                        coalesced: true,
+                    },
+                    written,
+                )
+            } else {
+                let record = JobRecord::new(
+                    request.project.as_str(),
+                    request.action,
+                    request.container.as_str(),
+                    &request.target,
+                    request.self_update,
+                );
+                // Sent while holding the lock, so this insert reaches the store
+                // before anything the worker writes about the job.
+                let written = self.inner.store.put_with(&record, row(record.id));
+                recorded(record.id);
+                self.inner.enqueue(
+                    &mut schedule,
+                    record.clone(),
+                    request.target,
+                    OutputLog::default(),
+                );
+                let submitted = Submitted {
+                    job: record,
+                    coalesced: false,
+                };
+                (submitted, Some(written))
             }
-            let record = JobRecord::new(
-                request.project.as_str(),
-                request.action,
-                request.container.as_str(),
-                &request.target,
-                request.self_update,
-            );
-            // Sent while holding the lock, so this insert reaches the store
-            // before anything the worker writes about the job.
-            let written = self.inner.store.put(&record);
-            self.inner.enqueue(
-                &mut schedule,
-                record.clone(),
-                request.target,
-                OutputLog::default(),
-            );
-            (record, written)
         };
-        if let Err(e) = written.await {
-            self.inner.withdraw(record.id);
+        if let Some(Err(e)) = match written {
+            Some(w) => Some(w.await),
+            None => None,
+        } {
+            // A joined job is not this request's to withdraw.
+            if !submitted.coalesced {
+                self.inner.withdraw(submitted.job.id);
+            }
             return Err(e.into());
         }
-        Ok(Submitted {
-            job: record,
-            coalesced: false,
-        })
+        Ok(submitted)
     }
 
     /// The job with this id, live if it is active, else from the store.

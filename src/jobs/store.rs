@@ -42,8 +42,23 @@ pub struct Cursor {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// A durable replay entry: a signed request's key, the job it got, and
+/// until when (Unix seconds, inclusive) a second sighting must get that job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRow {
+    pub key: [u8; 16],
+    pub project: String,
+    pub job: JobId,
+    pub expires_at: u64,
+}
+
 enum Request {
-    Put(Box<JobRecord>, Reply<()>),
+    /// A job record, with the replay entry of the request that created it
+    /// (one transaction, so one sync to disk).
+    Put(Box<JobRecord>, Option<ReplayRow>, Reply<()>),
+    PutReplay(ReplayRow, Reply<()>),
+    /// Deletes expired entries and returns the live ones.
+    LiveReplays(u64, Reply<Vec<ReplayRow>>),
     Get(JobId, Reply<Option<JobRecord>>),
     List {
         project: String,
@@ -57,6 +72,28 @@ enum Request {
         keep: u64,
         reply: Reply<usize>,
     },
+}
+
+/// A request already sent to the store thread; resolves with its answer.
+pub struct Pending<T> {
+    sent: bool,
+    answer: oneshot::Receiver<Result<T, StoreError>>,
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if !self.sent {
+            return std::task::Poll::Ready(Err(StoreError::Stopped));
+        }
+        std::pin::Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.map_err(|_| StoreError::Stopped)?)
+    }
 }
 
 /// A handle to the store thread; cheap to clone.
@@ -77,7 +114,35 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS replay (
+    key         BLOB PRIMARY KEY,
+    project     TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replay_by_expiry ON replay (expires_at);
 ";
+
+/// The store holds who deployed what and when: readable by its owner only.
+/// SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for file in [
+        path.to_path_buf(),
+        path.with_extension("sqlite3-wal"),
+        path.with_extension("sqlite3-shm"),
+    ] {
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
 
 impl Store {
     /// Opens (creating) `<dir>/jobs.sqlite3`, creating `dir` too.
@@ -88,6 +153,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
         let path: PathBuf = dir.join("jobs.sqlite3");
+        create_private(&path).map_err(|e| open_error(e.to_string()))?;
         let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
         let mut store = Self::start(connection).map_err(|e| open_error(e.to_string()))?;
         store.dir = Some(dir.to_owned());
@@ -122,24 +188,37 @@ impl Store {
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(make(reply))
-            .map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        self.send(make).await
     }
 
     /// Queues a write of the whole record and returns at once; the returned
     /// future resolves when it is durable. Writes are applied in call order.
-    pub fn put(&self, record: &JobRecord) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    pub fn put(&self, record: &JobRecord) -> Pending<()> {
+        self.put_with(record, None)
+    }
+
+    /// As [`Self::put`], with the replay entry of the request that created
+    /// the job, in the same transaction.
+    pub fn put_with(&self, record: &JobRecord, replay: Option<ReplayRow>) -> Pending<()> {
+        self.send(|reply| Request::Put(Box::new(record.clone()), replay, reply))
+    }
+
+    /// Queues a write of a replay entry (a request that joined a job); as
+    /// [`Self::put`], it is sent at once and the future waits for durability.
+    pub fn put_replay(&self, row: ReplayRow) -> Pending<()> {
+        self.send(|reply| Request::PutReplay(row, reply))
+    }
+
+    /// Sends a request now; the answer is awaited separately.
+    fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Pending<T> {
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .requests
-            .send(Request::Put(Box::new(record.clone()), reply));
-        async move {
-            sent.map_err(|_| StoreError::Stopped)?;
-            answer.await.map_err(|_| StoreError::Stopped)?
-        }
+        let sent = self.requests.send(make(reply)).is_ok();
+        Pending { sent, answer }
+    }
+
+    /// The replay entries alive at `now`; expired ones are deleted.
+    pub async fn live_replays(&self, now: u64) -> Result<Vec<ReplayRow>, StoreError> {
+        self.ask(|reply| Request::LiveReplays(now, reply)).await
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
@@ -183,8 +262,14 @@ impl Store {
 fn serve(connection: Connection, inbox: mpsc::Receiver<Request>) {
     while let Ok(request) = inbox.recv() {
         match request {
-            Request::Put(record, reply) => {
-                let _ = reply.send(put(&connection, &record));
+            Request::Put(record, replay, reply) => {
+                let _ = reply.send(put(&connection, &record, replay.as_ref()));
+            }
+            Request::PutReplay(row, reply) => {
+                let _ = reply.send(put_replay(&connection, &row));
+            }
+            Request::LiveReplays(now, reply) => {
+                let _ = reply.send(live_replays(&connection, now));
             }
             Request::Get(id, reply) => {
                 let _ = reply.send(get(&connection, id));
@@ -216,8 +301,62 @@ fn decode(doc: String) -> Result<JobRecord, StoreError> {
         .map_err(|e| StoreError::Sqlite(format!("a stored job is unreadable: {e}")))
 }
 
-fn put(c: &Connection, record: &JobRecord) -> Result<(), StoreError> {
+fn put(c: &Connection, record: &JobRecord, replay: Option<&ReplayRow>) -> Result<(), StoreError> {
     let doc = serde_json::to_string(record).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+    let Some(row) = replay else {
+        return put_job(c, record, &doc);
+    };
+    let transaction = c.unchecked_transaction()?;
+    put_job(&transaction, record, &doc)?;
+    put_replay(&transaction, row)?;
+    transaction.commit()?;
+    Ok(())
+}
+
+fn put_replay(c: &Connection, row: &ReplayRow) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO replay (key, project, job_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        &row.key[..],
+        row.project,
+        row.job.to_string(),
+        row.expires_at as i64
+    ])?;
+    Ok(())
+}
+
+fn live_replays(c: &Connection, now: u64) -> Result<Vec<ReplayRow>, StoreError> {
+    c.prepare_cached("DELETE FROM replay WHERE expires_at < ?1")?
+        .execute([now as i64])?;
+    let mut statement = c.prepare_cached(
+        "SELECT key, project, job_id, expires_at FROM replay ORDER BY expires_at",
+    )?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // A row that does not decode (a hand-edited file) is skipped, not fatal.
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, project, job, expires_at)| {
+            Some(ReplayRow {
+                key: key.try_into().ok()?,
+                project,
+                job: JobId::parse(&job)?,
+                expires_at: u64::try_from(expires_at).ok()?,
+            })
+        })
+        .collect())
+}
+
+fn put_job(c: &Connection, record: &JobRecord, doc: &str) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO jobs (id, project, created_at, state, doc) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
@@ -284,6 +423,13 @@ fn prune(c: &Connection, older_than_ms: u64, keep: u64) -> Result<usize, StoreEr
              SELECT id FROM jobs WHERE state NOT IN (?2, ?3)
              ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?1)",
         params![keep as i64, unfinished[0], unfinished[1]],
+    )?;
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    c.execute(
+        "DELETE FROM replay WHERE expires_at < ?1",
+        [now_secs as i64],
     )?;
     Ok(by_age + by_count)
 }

@@ -190,6 +190,7 @@ pub(crate) fn default_server(base: &Path) -> ServerSettings {
         max_connections: 1024,
         request_timeout_secs: 10,
         replay_cache_entries: 100_000,
+        replay_entries_per_project: 10_000,
         auth_failure_limit: 10,
         auth_failure_window_secs: 60,
         job_history_days: 30,
@@ -219,6 +220,9 @@ fn server_integer(key: &str) -> Option<(Range<u64>, Setter)> {
         "max_connections" => (1..1_000_001, |s, n| s.max_connections = n as usize),
         "request_timeout_secs" => (1..3601, |s, n| s.request_timeout_secs = n),
         "replay_cache_entries" => (16..100_000_001, |s, n| s.replay_cache_entries = n as usize),
+        "replay_entries_per_project" => (1..100_000_001, |s, n| {
+            s.replay_entries_per_project = n as usize
+        }),
         "auth_failure_limit" => (1..1_000_001, |s, n| s.auth_failure_limit = n as u32),
         "auth_failure_window_secs" => (1..86_401, |s, n| s.auth_failure_window_secs = n),
         "job_history_days" => (1..36_501, |s, n| s.job_history_days = n),

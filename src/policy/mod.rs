@@ -43,6 +43,9 @@ pub struct ServerSettings {
     /// Bound on reading request headers, and separately on reading a body.
     pub request_timeout_secs: u64,
     pub replay_cache_entries: usize,
+    /// Live replay entries one project may hold, so that one project's
+    /// flood cannot fill the cache for everyone.
+    pub replay_entries_per_project: usize,
     pub auth_failure_limit: u32,
     pub auth_failure_window_secs: u64,
     pub job_history_days: u64,
