@@ -528,7 +528,16 @@ impl Gateway {
                     "no container with this name exists on the host",
                 )
             })?;
-        let labels = ComposeLabels::from_labels(&facts.labels)?;
+        let labels = ComposeLabels::from_container(&facts.labels, &facts.image_labels)?;
+        // Before any path is looked at, so another team's files are not
+        // probed on behalf of a project that may not touch them.
+        if !project.allows_compose_project(labels.project.as_str()) {
+            return Err(Refusal::new(
+                RefusalKind::Forbidden,
+                "compose_project_not_allowed",
+                "the container's compose project is outside this project's compose_projects",
+            ));
+        }
         // A few stat and realpath calls, off the async workers all the same:
         // a slow mount must not stall other requests.
         let Resolved { target, real } = tokio::task::spawn_blocking(move || labels.resolve())

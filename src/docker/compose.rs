@@ -54,6 +54,10 @@ pub enum TargetError {
     NotCompose,
     #[error("the container lacks the compose label {0}; recreate it with docker compose")]
     MissingLabel(&'static str),
+    #[error(
+        "the container's label {0} is also set by its image, and an image can carry any label; build the image without compose labels"
+    )]
+    Untrusted(&'static str),
     #[error("the container's label {label} is not acceptable: {reason}")]
     InvalidLabel { label: &'static str, reason: String },
     #[error(
@@ -77,6 +81,7 @@ impl TargetError {
         match self {
             TargetError::NotCompose => "not_compose_managed",
             TargetError::MissingLabel(_) => "compose_label_missing",
+            TargetError::Untrusted(_) => "compose_label_untrusted",
             TargetError::InvalidLabel { .. } => "compose_label_invalid",
             TargetError::NotVisible { .. } | TargetError::RelativeNotFound { .. } => {
                 "compose_file_not_visible"
@@ -229,7 +234,33 @@ fn real_path(label: &'static str, path: &Path) -> Result<PathBuf, TargetError> {
     })
 }
 
+/// The labels this module reads: what must come from compose, not an image.
+const READ_LABELS: [&str; 5] = [
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_WORKING_DIR,
+    LABEL_CONFIG_FILES,
+    LABEL_ENV_FILE,
+];
+
 impl ComposeLabels {
+    /// Reads the compose labels of a container created from an image with
+    /// `image_labels`. The engine copies an image's labels onto its
+    /// containers, so a label the image also sets may be the image's word,
+    /// not compose's: such a container is refused.
+    pub fn from_container(
+        labels: &HashMap<String, String>,
+        image_labels: &HashMap<String, String>,
+    ) -> Result<Self, TargetError> {
+        if let Some(label) = READ_LABELS
+            .into_iter()
+            .find(|l| image_labels.contains_key(*l))
+        {
+            return Err(TargetError::Untrusted(label));
+        }
+        Self::from_labels(labels)
+    }
+
     /// Reads the compose labels of a container.
     pub fn from_labels(labels: &HashMap<String, String>) -> Result<Self, TargetError> {
         let project = labels.get(LABEL_PROJECT).ok_or(TargetError::NotCompose)?;
@@ -820,6 +851,32 @@ mod tests {
             parsed.config_files,
             [PathBuf::from("/srv/billing/compose.yml")]
         );
+    }
+
+    #[test]
+    fn a_compose_label_the_image_sets_is_not_trusted() {
+        let tree = Tree::new();
+        tree.file("app/compose.yml");
+        let l = v1(
+            &tree.path("app"),
+            "compose.yml",
+            Some("/srv/other-team/.env"),
+        );
+        let image = labels(&[
+            (LABEL_ENV_FILE, "/srv/other-team/.env"),
+            ("maintainer", "x"),
+        ]);
+        assert_eq!(
+            ComposeLabels::from_container(&l, &image),
+            Err(TargetError::Untrusted(LABEL_ENV_FILE))
+        );
+        assert_eq!(
+            TargetError::Untrusted(LABEL_ENV_FILE).code(),
+            "compose_label_untrusted"
+        );
+        let harmless = labels(&[("maintainer", "x"), ("com.docker.compose.version", "1")]);
+        let l = v1(&tree.path("app"), "compose.yml", None);
+        assert!(ComposeLabels::from_container(&l, &harmless).is_ok());
     }
 
     #[test]

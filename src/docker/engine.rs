@@ -216,6 +216,22 @@ impl DockerEngine {
         })
     }
 
+    /// The labels of an image by id; none when it is gone (an image in use
+    /// can lose its tags, not its record, so that is a race at most).
+    async fn image_labels(&self, id: Option<&str>) -> Result<HashMap<String, String>, EngineError> {
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            return Ok(HashMap::new());
+        };
+        let docker = self.client().await?;
+        match bounded(docker.inspect_image(id)).await {
+            Ok(image) => Ok(image.config.and_then(|c| c.labels).unwrap_or_default()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(HashMap::new()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     async fn inspect(
         &self,
         name_or_id: &str,
@@ -309,15 +325,20 @@ impl Engine for DockerEngine {
                     return Ok(facts.clone());
                 }
             }
-            let facts = self.inspect(name.as_str()).await?.and_then(|found| {
+            let found = self.inspect(name.as_str()).await?.filter(|found| {
                 // The engine also resolves ids and id prefixes; only an exact name counts.
                 let found_name = found.name.as_deref().unwrap_or_default();
-                (found_name.trim_start_matches('/') == name.as_str()).then(|| ContainerFacts {
+                found_name.trim_start_matches('/') == name.as_str()
+            });
+            let facts = match found {
+                None => None,
+                Some(found) => Some(ContainerFacts {
+                    image_labels: self.image_labels(found.image.as_deref()).await?,
                     id: found.id.unwrap_or_default(),
                     name: name.to_string(),
                     labels: found.config.and_then(|c| c.labels).unwrap_or_default(),
-                })
-            });
+                }),
+            };
             let mut lookups = lock();
             if lookups.len() >= LOOKUP_ENTRIES {
                 lookups.clear();

@@ -51,6 +51,9 @@ pub struct ContainerFacts {
     /// Without the leading `/`.
     pub name: String,
     pub labels: HashMap<String, String>,
+    /// The labels of the image it was created from: the engine copies them
+    /// onto the container, so a label set here may not come from compose.
+    pub image_labels: HashMap<String, String>,
 }
 
 /// The state of one container of a service, after `up`.

@@ -4,7 +4,7 @@
 //! deserialised, because serde stops at the first problem while an operator
 //! wants every problem, each with its line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -145,6 +145,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
     let base = path.parent().unwrap_or(Path::new("."));
     let mut reader = Reader::new(path.display().to_string(), text, base, env);
     let specs = reader.document();
+    reader.boundary_warnings(&specs);
     let Reader {
         origin,
         mut errors,
@@ -568,13 +569,21 @@ impl<'t> Reader<'t> {
         let mut containers = None;
         let mut actions = None;
         let mut compose_files = None;
+        let mut compose_projects = None;
+        let mut containers_span = value.span();
         for (key, value) in table.iter() {
             let key_name = key.get_ref().as_ref();
             match key_name {
                 "secrets" => secrets = Some(self.secrets(value, name.get_ref())),
-                "containers" => containers = self.container_patterns(value),
+                "containers" => {
+                    containers_span = value.span();
+                    containers = self.container_patterns(value);
+                }
                 "actions" => actions = self.actions(value),
                 "compose_files" => compose_files = self.compose_file_patterns(value).map(Some),
+                "compose_projects" => {
+                    compose_projects = self.compose_project_patterns(value).map(Some)
+                }
                 _ => self.unknown_key(key, &section),
             }
         }
@@ -597,7 +606,105 @@ impl<'t> Reader<'t> {
             containers: containers?,
             actions: actions?,
             compose_files: compose_files.unwrap_or(None),
+            compose_projects: compose_projects.unwrap_or(None),
+            containers_span,
         })
+    }
+
+    fn compose_project_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        let items = self.strings("compose_projects", value)?;
+        if items.is_empty() {
+            self.error(
+                value.span(),
+                "`compose_projects`, when present, must list a pattern",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for (pattern, span) in &items {
+            let problem = if pattern.is_empty() || pattern.len() > MAX_PATTERN_LEN {
+                Some(format!(
+                    "compose project pattern must be 1 to {MAX_PATTERN_LEN} characters"
+                ))
+            } else {
+                super::glob(pattern, super::Subject::ContainerName)
+                    .err()
+                    .map(|e| format!("compose project pattern `{pattern}`: {}", e.kind()))
+            };
+            if let Some(problem) = problem {
+                self.error(span.clone(), problem);
+                ok = false;
+            }
+        }
+        ok.then(|| items.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// On a host shared by several projects: a project with neither
+    /// `compose_files` nor `compose_projects` is bounded by its container
+    /// names alone, and two projects whose `containers` can match one name
+    /// share that container.
+    fn boundary_warnings(&mut self, specs: &[ProjectSpec]) {
+        if specs.len() < 2 {
+            return;
+        }
+        for spec in specs {
+            if spec.compose_files.is_none() && spec.compose_projects.is_none() {
+                self.warn(
+                    spec.containers_span.clone(),
+                    format!(
+                        "project `{}` has neither `compose_files` nor `compose_projects`: on a shared host its container names are its only boundary from the other projects",
+                        spec.name
+                    ),
+                );
+            }
+        }
+        // Only patterns whose literal prefixes nest can share a name; sorted
+        // by prefix, those that extend one prefix stand together.
+        let mut allows: Vec<(&str, usize, &str)> = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, spec)| {
+                spec.containers
+                    .iter()
+                    .filter(|p| !p.starts_with('!'))
+                    .map(move |p| (super::overlap::literal_prefix(p), i, p.as_str()))
+            })
+            .collect();
+        allows.sort_unstable();
+        let mut reported = HashSet::new();
+        for (at, &(prefix, owner, pattern)) in allows.iter().enumerate() {
+            for &(_, other, other_pattern) in allows[at + 1..]
+                .iter()
+                .take_while(|(p, _, _)| p.starts_with(prefix))
+            {
+                let pair = (owner.min(other), owner.max(other));
+                if owner == other || reported.contains(&pair) {
+                    continue;
+                }
+                let denied = |spec: &ProjectSpec, name: &str| {
+                    spec.containers
+                        .iter()
+                        .filter_map(|p| p.strip_prefix('!'))
+                        .any(|p| {
+                            super::glob(p, super::Subject::ContainerName)
+                                .is_ok_and(|g| g.compile_matcher().is_match(name))
+                        })
+                };
+                let shared = super::overlap::shared_name(pattern, other_pattern)
+                    .filter(|n| !denied(&specs[owner], n) && !denied(&specs[other], n));
+                if let Some(name) = shared {
+                    reported.insert(pair);
+                    let (a, b) = (&specs[pair.0], &specs[pair.1]);
+                    self.warn(
+                        b.containers_span.clone(),
+                        format!(
+                            "projects `{}` and `{}` may both deploy some containers (`{pattern}` and `{other_pattern}` both match e.g. `{name}`)",
+                            a.name, b.name
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn secrets(
@@ -822,6 +929,7 @@ mod tests {
                 ("BILLING_SECRET", "billing-secret-0123456789"),
                 ("SHOP_SECRET", "shop-secret-0123456789ab"),
                 ("SHORT", "short"),
+                ("OTHER_SECRET", "other-secret-0123456789ab"),
                 ("DUP", "billing-secret-0123456789"),
             ]),
             files: HashMap::from([
@@ -871,6 +979,7 @@ compose_files = ["/srv/billing/**"]
 secrets = ["env:SHOP_SECRET"]
 containers = ["shop-web"]
 actions = ["pull"]
+compose_projects = ["shop", "shop-*"]
 "#;
 
     fn name(n: &str) -> ContainerName {
@@ -898,6 +1007,67 @@ actions = ["pull"]
         assert_eq!(billing.keys().len(), 2);
         assert_eq!(billing.actions, vec![Action::Pull, Action::Build]);
         assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn compose_project_globs_bound_a_project() {
+        let p = parse_ok(FULL).policy;
+        let shop = p.project("shop").unwrap();
+        assert!(shop.allows_compose_project("shop"));
+        assert!(shop.allows_compose_project("shop-staging"));
+        assert!(!shop.allows_compose_project("billing"));
+        let billing = p.project("billing").unwrap();
+        assert!(
+            billing.allows_compose_project("anything"),
+            "absent means any"
+        );
+        let text = parse_err(&FULL.replace(
+            r#"compose_projects = ["shop", "shop-*"]"#,
+            r#"compose_projects = []"#,
+        ));
+        assert!(text.contains("`compose_projects`, when present"), "{text}");
+    }
+
+    #[test]
+    fn shared_hosts_are_warned_about_missing_boundaries_and_overlaps() {
+        let text = r#"
+[projects.billing]
+secrets = ["env:BILLING_SECRET"]
+containers = ["billing-*", "!billing-db"]
+actions = ["pull"]
+compose_projects = ["billing"]
+
+[projects.web]
+secrets = ["env:SHOP_SECRET"]
+containers = ["*-web"]
+actions = ["pull"]
+
+[projects.db]
+secrets = ["env:OTHER_SECRET"]
+containers = ["billing-db", "shop-db"]
+actions = ["pull"]
+compose_files = ["/srv/db/**"]
+"#;
+        let loaded = parse_ok(text);
+        let shown = loaded.warnings().to_string();
+        assert!(shown.contains(":10: project `web` has neither"), "{shown}");
+        assert!(
+            shown.contains("`billing` and `web` may both deploy")
+                && shown.contains("e.g. `billing-"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("`billing` and `db`"),
+            "billing excludes billing-db: {shown}"
+        );
+        assert_eq!(loaded.warnings.len(), 2, "{shown}");
+        let single = parse_ok(
+            "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
+        );
+        assert!(
+            single.warnings.is_empty(),
+            "one project has no one to share with"
+        );
     }
 
     #[test]

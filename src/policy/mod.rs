@@ -7,6 +7,7 @@
 //! decision is a plain function of the compiled [`Policy`].
 
 mod load;
+mod overlap;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -108,9 +109,18 @@ pub struct Project {
     pub containers: Vec<String>,
     pub actions: Vec<Action>,
     compose_files: Option<(GlobSet, Vec<String>)>,
+    compose_projects: Option<(GlobSet, Vec<String>)>,
 }
 
 impl Project {
+    /// The compose project must match one of the `compose_projects` globs,
+    /// when they are set.
+    pub fn allows_compose_project(&self, name: &str) -> bool {
+        self.compose_projects
+            .as_ref()
+            .is_none_or(|(set, _)| set.is_match(name))
+    }
+
     pub fn keys(&self) -> &[SigningKey] {
         &self.keys
     }
@@ -323,6 +333,9 @@ pub(crate) struct ProjectSpec {
     pub containers: Vec<String>,
     pub actions: Vec<Action>,
     pub compose_files: Option<Vec<String>>,
+    pub compose_projects: Option<Vec<String>>,
+    /// Where its `containers` stand in the policy file, for warnings.
+    pub containers_span: std::ops::Range<usize>,
 }
 
 impl Policy {
@@ -345,13 +358,14 @@ impl Policy {
                     None => allow.add(pattern, position)?,
                 }
             }
-            let compose_files = match spec.compose_files {
-                None => None,
-                Some(patterns) => Some((
-                    glob_set(patterns.iter().map(String::as_str), Subject::Path)?,
-                    patterns,
-                )),
+            let compiled = |patterns: Option<Vec<String>>, subject| match patterns {
+                None => Ok(None),
+                Some(patterns) => glob_set(patterns.iter().map(String::as_str), subject)
+                    .map(|set| Some((set, patterns))),
             };
+            let compose_files = compiled(spec.compose_files, Subject::Path)?;
+            // Compose project names hold no `/`, as container names do not.
+            let compose_projects = compiled(spec.compose_projects, Subject::ContainerName)?;
             by_name.insert(spec.name.as_str().to_owned(), position);
             let (secret_sources, keys) = spec
                 .secrets
@@ -366,6 +380,7 @@ impl Policy {
                 containers: spec.containers,
                 actions: spec.actions,
                 compose_files,
+                compose_projects,
             });
         }
         Ok(Self {
@@ -400,6 +415,8 @@ impl Policy {
             containers: vec!["*".into()],
             actions: Action::ALL.to_vec(),
             compose_files: None,
+            compose_projects: None,
+            containers_span: 0..0,
         };
         Self::compile(Origin::Seed, server, load::default_docker(), vec![spec])
             .map_err(|e| format!("internal error compiling the seed policy: {e}"))
@@ -484,6 +501,9 @@ impl fmt::Display for Summary<'_> {
             if let Some((_, files)) = &p.compose_files {
                 write!(f, "; compose files {}", files.join(", "))?;
             }
+            if let Some((_, names)) = &p.compose_projects {
+                write!(f, "; compose projects {}", names.join(", "))?;
+            }
             writeln!(f)?;
         }
         Ok(())
@@ -502,6 +522,8 @@ mod tests {
             containers,
             actions: vec![Action::Pull],
             compose_files: None,
+            compose_projects: None,
+            containers_span: 0..0,
         };
         Policy::compile(
             Origin::Seed,

@@ -131,6 +131,15 @@ fn attacks() -> Vec<Attack> {
             "invalid_timestamp",
         ),
         post(
+            // With leading zeros, digits could move between a GET's query
+            // and its timestamp under the same MAC.
+            "leading-zero timestamp",
+            with(ok.clone(), "x-timestamp", value(&format!("0{ts}"))),
+            &body,
+            401,
+            "invalid_timestamp",
+        ),
+        post(
             "hex timestamp",
             with(ok.clone(), "x-timestamp", value("0x6565")),
             &body,

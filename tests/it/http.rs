@@ -311,6 +311,138 @@ async fn policy_refusals_are_403() {
 }
 
 #[tokio::test]
+async fn tenant_boundaries_hold_beyond_container_names() {
+    let h = Harness::new().await;
+    // A name shop may deploy, in billing's compose project.
+    refused(
+        &h,
+        h.deploy("/pull", "shop-foreign", SHOP).await,
+        403,
+        "compose_project_not_allowed",
+    )
+    .await;
+    // The files are billing's, but compose would read another team's .env.
+    refused(
+        &h,
+        h.deploy("/pull", "billing-leaky", BILLING).await,
+        403,
+        "compose_file_not_allowed",
+    )
+    .await;
+    // An image can carry any label; one that compose reads is not believed.
+    let problem = refused(
+        &h,
+        h.deploy("/pull", "billing-imagelabel", BILLING).await,
+        422,
+        "compose_label_untrusted",
+    )
+    .await;
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("com.docker.compose.project.environment_file"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn one_project_at_its_replay_bound_is_429_and_others_go_on() {
+    let h = Harness::with_server("replay_entries_per_project = 2").await;
+    let t = now();
+    for offset in 0..2 {
+        let response = h
+            .post_signed(
+                "/pull?wait=30",
+                &body_for("billing-web"),
+                BILLING,
+                t - offset,
+                None,
+            )
+            .await;
+        let (status, job) = status_json(response).await;
+        assert!(matches!(status, 200 | 202), "{status} {job}");
+    }
+    let response = h
+        .post_signed("/pull", &body_for("billing-web"), BILLING, t - 2, None)
+        .await;
+    let retry_after: u64 = response
+        .0
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    let before = h.engine.command_count();
+    expect_problem(response, 429, "project_rate_limited").await;
+    assert_eq!(
+        h.engine.command_count(),
+        before,
+        "the refused request ran nothing"
+    );
+    let (status, job) = status_json(h.deploy("/pull", "shop-web", SHOP).await).await;
+    assert_eq!(status, 202, "another project is not affected: {job}");
+    // A replay of an admitted request is still answered, not refused.
+    let again = h
+        .post_signed("/pull", &body_for("billing-web"), BILLING, t, None)
+        .await;
+    let (status, job) = status_json(again).await;
+    assert!(
+        matches!(status, 200 | 202) && job["replayed"] == true,
+        "{status} {job}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_abandoned_after_its_job_is_recorded_keeps_its_replay_entry() {
+    let h = Harness::new().await;
+    // Writes queued ahead of the deploy's, so that it waits for the store
+    // after its job exists.
+    let store = h.gateway.jobs().store().clone();
+    let filler =
+        delivery_hook::docker::ComposeTarget::from_parts("filler", "web", "/srv", "/srv/c.yml", "")
+            .unwrap();
+    let record = delivery_hook::jobs::JobRecord::new(
+        "filler",
+        delivery_hook::names::Action::Pull,
+        "filler-web",
+        &filler,
+        false,
+    );
+    let queued: Vec<_> = (0..2000).map(|_| store.put(&record)).collect();
+    let t = now();
+    let body = body_for("billing-web");
+    {
+        let request = h.post_signed("/pull", &body, BILLING, t, None);
+        tokio::pin!(request);
+        loop {
+            tokio::select! {
+                _ = &mut request => panic!("the deploy finished before its job could be abandoned"),
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {
+                    if h.gateway.jobs().depth() != (0, 0) {
+                        break;
+                    }
+                }
+            }
+        }
+        // The client goes away here, with the job recorded but not yet durable.
+    }
+    for write in queued {
+        write.await.unwrap();
+    }
+    let again = h.post_signed("/pull", &body, BILLING, t, None).await;
+    let (status, job) = status_json(again).await;
+    assert!(matches!(status, 200 | 202), "{status} {job}");
+    assert_eq!(job["replayed"], true, "{job}");
+    let listed = h.gateway.jobs().list("billing", 10, None).await.unwrap();
+    assert_eq!(listed.len(), 1, "one job for one signed request");
+    assert_eq!(job["id"], listed[0].id.to_string());
+}
+
+#[tokio::test]
 async fn without_x_project_only_projects_allowing_the_name_are_tried() {
     let h = Harness::new().await;
     // billing-db is excluded by `!billing-db`: no project may touch it, so

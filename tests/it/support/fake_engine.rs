@@ -54,16 +54,29 @@ impl FakeEngine {
     }
 
     pub fn add(&self, name: &str, labels: &[(&str, String)]) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
+        self.add_with_image(name, labels, &[]);
+    }
+
+    /// A container whose image carries `image_labels` too.
+    pub fn add_with_image(
+        &self,
+        name: &str,
+        labels: &[(&str, String)],
+        image_labels: &[(&str, String)],
+    ) {
+        let map = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
         self.containers.lock().unwrap().insert(
             name.to_string(),
             ContainerFacts {
                 id: format!("id-{name}"),
                 name: name.to_string(),
-                labels,
+                labels: map(labels),
+                image_labels: map(image_labels),
             },
         );
     }

@@ -126,6 +126,7 @@ compose_files = ["{root}/billing/**"]
 secrets = ["{SHOP}"]
 containers = ["shop-*"]
 actions = ["pull", "build"]
+compose_projects = ["shop"]
 "#,
         state = root.join("state").display(),
         root = root.display(),
@@ -149,6 +150,28 @@ pub async fn gateway_over_fake(extra_server: &str) -> (Arc<Gateway>, Arc<FakeEng
         std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
         engine.add(name, &compose_labels(project, service, &dir));
     }
+    // Compose project "billing", but a shop container name.
+    engine.add(
+        "shop-foreign",
+        &compose_labels("billing", "web", &root.path().join("billing")),
+    );
+    // Its image sets a compose label: an env file of another team.
+    let elsewhere = root.path().join("elsewhere");
+    engine.add_with_image(
+        "billing-imagelabel",
+        &compose_labels("billing", "img", &root.path().join("billing")),
+        &[(
+            "com.docker.compose.project.environment_file",
+            elsewhere.join(".env").display().to_string(),
+        )],
+    );
+    // Its project directory's implicit .env leads into another team's files.
+    let leaky = root.path().join("billing/leaky");
+    std::fs::create_dir_all(&leaky).unwrap();
+    std::fs::write(leaky.join("compose.yml"), "services: {}\n").unwrap();
+    std::fs::write(elsewhere.join(".env"), "TAG=theirs\n").unwrap();
+    std::os::unix::fs::symlink(elsewhere.join(".env"), leaky.join(".env")).unwrap();
+    engine.add("billing-leaky", &compose_labels("billing", "leaky", &leaky));
     engine.add("billing-plain", &[]);
     let hidden = root.path().join("billing/not-mounted");
     engine.add(
