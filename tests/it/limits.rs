@@ -309,3 +309,37 @@ async fn a_ten_megabyte_chunked_body_is_413_and_memory_stays_flat() {
         "RSS grew from {before} KiB to {after} KiB while refusing a 10 MB body"
     );
 }
+
+/// Headers sent inside the window and the body after it closed: the window
+/// is checked again with the clock reading that admits the request, so it
+/// cannot run after its window (and after an earlier copy's replay entry
+/// may have gone).
+#[tokio::test]
+async fn a_body_that_arrives_after_the_window_closed_is_refused() {
+    let served = serve("timestamp_tolerance_secs = 1").await;
+    // Start just after a second turns, so the wait below is about a second,
+    // well inside the 2 s body timeout.
+    let start = now();
+    wait_until_clock(start + 1).await;
+    let ts = now() - 1;
+    let body = body_for("billing-web");
+    let head = format!(
+        "POST /pull HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Timestamp: {ts}\r\nX-Signature: {}\r\n\r\n",
+        body.len(),
+        sign(BILLING, body.as_bytes(), &ts.to_string())
+    );
+    let mut stream = TcpStream::connect(served.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    wait_until_clock(ts + 2).await;
+    let (status, text) = exchange(&mut stream, body.as_bytes()).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("timestamp_out_of_window"), "{text}");
+    assert_eq!(served._engine.command_count(), 0);
+}
+
+/// Waits until the Unix clock reads at least `secs`.
+async fn wait_until_clock(secs: u64) {
+    while now() < secs {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

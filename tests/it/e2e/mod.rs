@@ -367,17 +367,23 @@ pub const SECRET: &str = "e2e-secret-0123456789abcdef";
 impl GatewayProcess {
     /// Starts `delivery-hook serve` with a policy allowing `<fixture id>-*`.
     pub fn start(fixture: &Fixture, docker_extra: &str) -> Self {
-        Self::start_with(fixture, docker_extra, "")
+        Self::start_with(fixture, "", docker_extra, "")
     }
 
-    /// As [`Self::start`], with more keys for the `e2e` project.
-    pub fn start_with(fixture: &Fixture, docker_extra: &str, project_extra: &str) -> Self {
+    /// As [`Self::start`], with more keys for `[server]` and for the `e2e`
+    /// project (or, after them, more sections).
+    pub fn start_with(
+        fixture: &Fixture,
+        server_extra: &str,
+        docker_extra: &str,
+        project_extra: &str,
+    ) -> Self {
         let port = free_port();
         let policy = fixture.dir.path().join("delivery.toml");
         std::fs::write(
             &policy,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_wait_secs = 300\n\n[docker]\n{docker_extra}\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\", \"build\"]\n{project_extra}\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_wait_secs = 300\n{server_extra}\n\n[docker]\n{docker_extra}\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\", \"build\"]\n{project_extra}\n",
                 id = fixture.id
             ),
         )
@@ -430,9 +436,21 @@ impl Client {
 
     /// POSTs `{"container_name": name}` signed at `timestamp`.
     pub async fn deploy_at(&self, path: &str, name: &str, timestamp: u64) -> (u16, Value) {
+        self.deploy_signed(path, name, timestamp, SECRET).await
+    }
+
+    /// As [`Self::deploy_at`], signed with `secret`; with the status, the
+    /// `Retry-After` header, if any, in the body as `retry_after`.
+    pub async fn deploy_signed(
+        &self,
+        path: &str,
+        name: &str,
+        timestamp: u64,
+        secret: &str,
+    ) -> (u16, Value) {
         let body = crate::support::body_for(name);
         let ts = timestamp.to_string();
-        let signature = crate::support::sign(SECRET, body.as_bytes(), &ts);
+        let signature = crate::support::sign(secret, body.as_bytes(), &ts);
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -444,10 +462,17 @@ impl Client {
             .await
             .unwrap();
         let status = response.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
-        )
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut value: Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
+        if let (Some(secs), Some(object)) = (retry_after, value.as_object_mut()) {
+            object.insert("retry_after".into(), secs.into());
+        }
+        (status, value)
     }
 
     pub async fn deploy(&self, path: &str, name: &str) -> (u16, Value) {
@@ -455,6 +480,11 @@ impl Client {
     }
 
     pub async fn job(&self, id: &str, wait: u64) -> (u16, Value) {
+        self.job_as(id, wait, SECRET, "e2e").await
+    }
+
+    /// A job read as `project`, signed with `secret`.
+    pub async fn job_as(&self, id: &str, wait: u64, secret: &str, project: &str) -> (u16, Value) {
         let target = format!("/jobs/{id}?wait={wait}");
         let ts = crate::support::now().to_string();
         let response = self
@@ -463,9 +493,9 @@ impl Client {
             .header("X-Timestamp", &ts)
             .header(
                 "X-Signature",
-                crate::support::sign(SECRET, target.as_bytes(), &ts),
+                crate::support::sign(secret, target.as_bytes(), &ts),
             )
-            .header("X-Project", "e2e")
+            .header("X-Project", project)
             .send()
             .await
             .unwrap();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::*;
+use crate::support::now;
 
 /// Two `build:` services whose builds take `seconds` whenever their stamp changes.
 fn slow_builds(f: &Fixture, seconds: u32) -> PathBuf {
@@ -434,4 +435,126 @@ fn e2e_a_gateway_redeploys_its_own_container() {
         Duration::from_secs(30),
         || helpers_of(again["id"].as_str().unwrap()).is_empty(),
     );
+}
+
+/// A signed request accepted before a crash, and before a clean stop, is
+/// sent again after each restart: it gets its job back and runs nothing.
+#[tokio::test]
+async fn e2e_a_signed_request_replays_after_a_restart() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let dir = slow_builds(&f, 1);
+    restamp(&dir, "replayed");
+    let gateway = Restartable::new(&f, "");
+    let a = format!("{}-a", f.id);
+    let t = now();
+    let mut child = gateway.start();
+    let (status, job) = gateway.client().deploy_at("/build?wait=120", &a, t).await;
+    assert_eq!(
+        (status, &job["state"]),
+        (200, &Value::from("succeeded")),
+        "{job:#}"
+    );
+    let image = f.container(&a)["Image"].clone();
+    for signal in ["KILL", "TERM"] {
+        child.signal(signal);
+        let _ = child.wait();
+        restamp(&dir, signal);
+        child = gateway.start();
+        let (status, again) = gateway.client().deploy_at("/build?wait=120", &a, t).await;
+        assert_eq!(status, 200, "after {signal}: {again:#}");
+        assert_eq!(again["replayed"], true, "after {signal}: {again:#}");
+        assert_eq!(again["id"], job["id"], "after {signal}: the first job");
+        assert_eq!(
+            f.container(&a)["Image"],
+            image,
+            "after {signal}: nothing was built again"
+        );
+    }
+    let log = std::fs::read_to_string(&gateway.log).unwrap();
+    assert!(log.contains("restored replay protection"), "{log}");
+}
+
+const OTHER_SECRET: &str = "other-team-secret-0123456789";
+
+/// Two projects that may both deploy one container: a request never joins
+/// the other project's queued job, and one project at its replay bound is
+/// refused while the other goes on.
+#[tokio::test]
+async fn e2e_one_project_neither_joins_nor_blocks_another() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let dir = slow_builds(&f, 2);
+    restamp(&dir, "1");
+    let other = format!(
+        "\n[projects.other]\nsecrets = [\"{OTHER_SECRET}\"]\ncontainers = [\"{}-*\"]\nactions = [\"build\"]\n",
+        f.id
+    );
+    let gateway = GatewayProcess::start_with(
+        &f,
+        "replay_entries_per_project = 4",
+        "max_parallel_jobs = 1",
+        &other,
+    );
+    let client = Client::new(&gateway);
+    let a = format!("{}-a", f.id);
+    let t = now();
+    let ours = |offset: u64| client.deploy_signed("/build", &a, t - offset, SECRET);
+    let theirs = |offset: u64| client.deploy_signed("/build", &a, t - offset, OTHER_SECRET);
+
+    let first = id_of(&ours(0).await);
+    wait_for_state(&client, &first, "running").await;
+    let queued = ours(1).await;
+    assert_eq!(queued.1["coalesced"], false, "{queued:?}");
+    let queued = id_of(&queued);
+    let other_job = theirs(2).await;
+    assert_eq!(
+        (&other_job.1["coalesced"], &other_job.1["project"]),
+        (&Value::from(false), &Value::from("other")),
+        "{other_job:?}"
+    );
+    assert_ne!(id_of(&other_job), queued, "not the e2e project's job");
+    let joined = ours(3).await;
+    assert_eq!(
+        (&joined.1["coalesced"], &joined.1["id"]),
+        (&Value::from(true), &Value::from(queued.as_str())),
+        "within one project a queued job is joined: {joined:?}"
+    );
+    let fourth = ours(4).await;
+    assert!(matches!(fourth.0, 200 | 202), "{fourth:?}");
+    let flooded = ours(5).await;
+    assert_eq!(flooded.0, 429, "{flooded:?}");
+    assert_eq!(flooded.1["code"], "project_rate_limited");
+    assert!(flooded.1["retry_after"].as_u64().is_some_and(|s| s >= 1));
+    let still = theirs(6).await;
+    assert!(
+        matches!(still.0, 200 | 202),
+        "the other project goes on: {still:?}"
+    );
+    let log = gateway.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("deploy accepted") && l.contains("project=other")),
+        "the audit line names the project that authenticated: {log}"
+    );
+    // Let the builds end before the fixture is removed.
+    for answer in [&other_job, &still] {
+        let id = answer.1["id"].as_str().unwrap();
+        let (_, job) = client.job_as(id, 120, OTHER_SECRET, "other").await;
+        assert!(
+            FINAL.contains(&job["state"].as_str().unwrap_or("")),
+            "{job}"
+        );
+    }
+    for id in [&first, &queued] {
+        let (_, job) = client.job(id, 120).await;
+        assert!(
+            FINAL.contains(&job["state"].as_str().unwrap_or("")),
+            "{job}"
+        );
+    }
 }

@@ -590,3 +590,55 @@ async fn e2e_undeployable_containers_are_422() {
         (404, Some("container_not_found"))
     );
 }
+
+/// An image that sets a compose label (here, another team's env file) makes
+/// its containers undeployable: the label may be the image's, not compose's.
+#[tokio::test]
+async fn e2e_a_compose_label_set_by_the_image_is_not_trusted() {
+    if !engine_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let other = f.context("other-team", &[(".env", "TAG=theirs\n")]);
+    let context = f.write_context(
+        "labelled",
+        "labelled",
+        &format!(
+            "LABEL com.docker.compose.project.environment_file={}\nLABEL dh.test={}\n",
+            other.join(".env").display(),
+            f.id
+        ),
+    );
+    let image = format!("{}/labelled:1", f.id);
+    run(
+        "docker",
+        &["build", "-q", "-t", &image, &context.display().to_string()],
+    );
+    let container = format!("{}-labelled", f.id);
+    let dir = f.dir.path().join("app");
+    f.compose_up(
+        &f.id,
+        &dir,
+        &[(
+            "compose.yml",
+            compose(&[service("web", &image, &container, &f.id, "")]),
+        )],
+        &[],
+    );
+    let before = f.container(&container);
+    assert!(
+        before["Config"]["Labels"]["com.docker.compose.project.environment_file"].is_string(),
+        "the engine copied the image's label onto the container"
+    );
+    let gateway = GatewayProcess::start(&f, "");
+    let (status, problem) = Client::new(&gateway)
+        .deploy("/build?wait=60", &container)
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("compose_label_untrusted")),
+        "{problem}"
+    );
+    assert_eq!(f.container(&container)["Id"], before["Id"], "nothing ran");
+    assert!(!gateway.log_text().contains("job running"));
+}

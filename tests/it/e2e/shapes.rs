@@ -283,7 +283,7 @@ async fn e2e_compose_shapes_matrix() {
     f.image(&v1, "v1");
     f.image(&v2, "v2");
     let boundary = format!("compose_files = [\"{}/**\"]", root.display());
-    let gateway = GatewayProcess::start_with(&f, "", &boundary);
+    let gateway = GatewayProcess::start_with(&f, "", "", &boundary);
 
     let mut table = vec!["| row | shape | compose | result | deploy time |".to_string()];
     table.push("|---|---|---|---|---|".into());
