@@ -164,13 +164,15 @@ fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => {
+            // Before the log writer's thread: the new user's HOME is set in
+            // the environment, which no other thread may be reading.
+            if let Err(e) = become_run_as_user() {
+                return fail(&e);
+            }
             let _logs = crate::logging::init(match log_format {
                 LogFormat::Text => crate::logging::Format::Text,
                 LogFormat::Json => crate::logging::Format::Json,
             });
-            if let Err(e) = become_run_as_user() {
-                return fail(&e);
-            }
             runtime().block_on(serve_command(config))
         }
         Command::Helper {
@@ -179,10 +181,10 @@ pub fn run(cli: Cli) -> ExitCode {
             timeout_secs,
             compose,
         } => {
-            let _logs = crate::logging::init(crate::logging::Format::Text);
             if let Err(e) = become_run_as_user() {
                 return fail(&e);
             }
+            let _logs = crate::logging::init(crate::logging::Format::Text);
             let Some(id) = JobId::parse(&job) else {
                 return fail(&format!("--job `{job}` is not a job id"));
             };

@@ -25,6 +25,12 @@ pub fn drop_root(user: &str, socket: &Path) -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Ok(());
     }
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |tasks| tasks.count());
+    if threads != 1 {
+        return Err(format!(
+            "internal error: root must be dropped before any thread starts, and {threads} run"
+        ));
+    }
     let name =
         CString::new(user).map_err(|_| format!("DELIVERY_RUN_AS=`{user}` is not a user name"))?;
     // SAFETY: getpwnam returns null or a pointer to a static record, read at once.

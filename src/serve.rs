@@ -86,6 +86,7 @@ pub async fn gateway(
     let settings = JobSettings {
         timeout: Duration::from_secs(policy.docker.job_timeout_secs),
         max_parallel: policy.docker.max_parallel_jobs,
+        withheld_env: policy.secret_env_names(),
     };
     let jobs = Jobs::new(
         engine.clone(),

@@ -186,7 +186,7 @@ impl DockerEngine {
             image: found.image,
             entrypoint: Some(vec![exe.display().to_string()]),
             cmd: Some(cmd),
-            env: config.env,
+            env: helper_env(config.env, &run.withheld_env),
             user: config.user,
             working_dir: config.working_dir,
             // The image's health check probes the gateway's port, which the
@@ -202,16 +202,7 @@ impl DockerEngine {
                     own_name.trim_start_matches('/').to_string(),
                 ),
             ])),
-            host_config: Some(HostConfig {
-                binds: host.binds,
-                mounts: host.mounts,
-                group_add: host.group_add,
-                network_mode: host.network_mode,
-                extra_hosts: host.extra_hosts,
-                dns: host.dns,
-                auto_remove: Some(true),
-                ..Default::default()
-            }),
+            host_config: Some(helper_host_config(host)),
             ..Default::default()
         })
     }
@@ -244,6 +235,49 @@ impl DockerEngine {
             }) => Ok(None),
             Err(e) => Err(classify(e)),
         }
+    }
+}
+
+/// The gateway's environment for its helper, without the variables secrets
+/// are read from: the helper runs compose, which never needs them.
+fn helper_env(env: Option<Vec<String>>, withheld: &[String]) -> Option<Vec<String>> {
+    env.map(|vars| {
+        vars.into_iter()
+            .filter(|var| {
+                let name = var.split_once('=').map_or(var.as_str(), |(n, _)| n);
+                !withheld.iter().any(|w| w == name)
+            })
+            .collect()
+    })
+}
+
+/// The helper runs with the gateway's mounts, network and groups, and no
+/// more privilege than the gateway: the same dropped capabilities, security
+/// options, read-only root and resource limits. Removed when it exits.
+fn helper_host_config(host: HostConfig) -> HostConfig {
+    HostConfig {
+        binds: host.binds,
+        mounts: host.mounts,
+        tmpfs: host.tmpfs,
+        group_add: host.group_add,
+        network_mode: host.network_mode,
+        extra_hosts: host.extra_hosts,
+        dns: host.dns,
+        cap_add: host.cap_add,
+        cap_drop: host.cap_drop,
+        security_opt: host.security_opt,
+        readonly_rootfs: host.readonly_rootfs,
+        userns_mode: host.userns_mode,
+        memory: host.memory,
+        memory_swap: host.memory_swap,
+        nano_cpus: host.nano_cpus,
+        cpu_shares: host.cpu_shares,
+        cpu_quota: host.cpu_quota,
+        cpu_period: host.cpu_period,
+        pids_limit: host.pids_limit,
+        ulimits: host.ulimits,
+        auto_remove: Some(true),
+        ..Default::default()
     }
 }
 
@@ -490,7 +524,48 @@ impl Engine for DockerEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::own_container_id;
+    use super::*;
+
+    #[test]
+    fn the_helper_gets_no_secret_and_no_more_privilege() {
+        let env = Some(vec![
+            "PATH=/usr/bin".to_string(),
+            "BILLING_HOOK_SECRET=s3cret-0123456789".to_string(),
+            "DELIVERY_LOG=info".to_string(),
+            "SECRET_KEY=seed-0123456789abcdef".to_string(),
+        ]);
+        let withheld = ["BILLING_HOOK_SECRET".to_string(), "SECRET_KEY".to_string()];
+        assert_eq!(
+            helper_env(env, &withheld),
+            Some(vec![
+                "PATH=/usr/bin".to_string(),
+                "DELIVERY_LOG=info".to_string()
+            ])
+        );
+        let gateway = HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            readonly_rootfs: Some(true),
+            memory: Some(64 << 20),
+            pids_limit: Some(100),
+            nano_cpus: Some(500_000_000),
+            privileged: Some(true),
+            ..Default::default()
+        };
+        let helper = helper_host_config(gateway);
+        assert_eq!(helper.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            helper.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+        assert_eq!(helper.readonly_rootfs, Some(true));
+        assert_eq!(
+            (helper.memory, helper.pids_limit, helper.nano_cpus),
+            (Some(64 << 20), Some(100), Some(500_000_000))
+        );
+        assert_eq!(helper.privileged, None, "nothing beyond the list is copied");
+        assert_eq!(helper.auto_remove, Some(true));
+    }
 
     #[test]
     fn the_own_container_id_comes_from_docker_mounts() {

@@ -111,6 +111,8 @@ pub struct HelperRun {
     pub state_dir: PathBuf,
     /// The job's time budget.
     pub timeout: Duration,
+    /// Variables of the gateway's environment the helper must not get.
+    pub withheld_env: Vec<String>,
 }
 
 /// How a helper container ended.

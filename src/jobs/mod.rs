@@ -45,6 +45,9 @@ const HELPER_MARGIN: Duration = Duration::from_secs(60);
 pub struct JobSettings {
     pub timeout: Duration,
     pub max_parallel: usize,
+    /// Environment variables the policy reads secrets from: a self-update
+    /// helper container is given the gateway's environment without them.
+    pub withheld_env: Vec<String>,
 }
 
 /// An authorised request to run an action on a service.
@@ -706,6 +709,7 @@ impl Inner {
             job: id,
             state_dir,
             timeout: self.settings.timeout,
+            withheld_env: self.settings.withheld_env.clone(),
         };
         self.engine
             .start_helper(&run)

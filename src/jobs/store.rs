@@ -449,6 +449,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replay_entries_survive_a_reopen_until_they_expire() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dh-replay-{}", JobId::random()));
+        let job = record("a", 1, JobState::Queued);
+        let row = |key: u8, expires_at| ReplayRow {
+            key: [key; 16],
+            project: "a".into(),
+            job: job.id,
+            expires_at,
+        };
+        {
+            let store = Store::open(&dir).unwrap();
+            store.put_with(&job, Some(row(1, 1_000))).await.unwrap();
+            store.put_replay(row(2, 2_000)).await.unwrap();
+            // While it is open, its write-ahead log exists too.
+            for name in ["jobs.sqlite3", "jobs.sqlite3-wal"] {
+                let mode = std::fs::metadata(dir.join(name))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{name} is its owner's only");
+            }
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.get(job.id).await.unwrap().map(|j| j.id), Some(job.id));
+        assert_eq!(
+            store.live_replays(1_000).await.unwrap(),
+            vec![row(1, 1_000), row(2, 2_000)],
+            "alive through their expiry second"
+        );
+        assert_eq!(
+            store.live_replays(1_001).await.unwrap(),
+            vec![row(2, 2_000)]
+        );
+        assert_eq!(
+            store.live_replays(0).await.unwrap(),
+            vec![row(2, 2_000)],
+            "expired entries were deleted"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn put_get_and_update() {
         let store = Store::in_memory();
         let mut r = record("a", 1, JobState::Queued);

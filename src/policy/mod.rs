@@ -430,6 +430,22 @@ impl Policy {
         &self.projects
     }
 
+    /// The environment variables any project reads a secret from.
+    pub fn secret_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .projects
+            .iter()
+            .flat_map(|p| &p.secret_sources)
+            .filter_map(|s| match s {
+                SecretSource::Env(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Projects whose container patterns allow `name` (rule 3 of the SPEC):
     /// only their keys are tried for a request without `X-Project`.
     pub fn candidates(&self, name: &ContainerName) -> Vec<&Project> {

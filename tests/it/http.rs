@@ -636,6 +636,7 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
     let settings = delivery_hook::jobs::JobSettings {
         timeout: Duration::from_secs(60),
         max_parallel: 2,
+        withheld_env: Vec::new(),
     };
     let jobs = delivery_hook::jobs::Jobs::new(h.engine.clone(), store.clone(), settings, None);
     let recovery = jobs.recover().await.unwrap();
