@@ -310,6 +310,8 @@ fn ceiling_server(port: u16) -> ExitCode {
             .at("/healthz", poem::get(refuse_ok));
         let limits = delivery_hook::server::ServerLimits {
             max_connections: 1024,
+            max_connections_per_address: 1024,
+            proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(1),
         };

@@ -30,6 +30,7 @@ use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, NameError};
 use crate::policy::{Policy, Project};
 use crate::replay::{self, Admission, ReplayCache, Ticket};
+use crate::slots::{Slot, Slots};
 use crate::throttle::Throttle;
 
 /// The HTTP statuses a refusal maps to.
@@ -229,6 +230,8 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
 
 pub struct Gateway {
     policy: RwLock<Arc<Policy>>,
+    /// Requests holding their answer with `?wait=`, per project.
+    waiting: Slots<String>,
     engine: Arc<dyn Engine>,
     jobs: Jobs,
     replay: ReplayCache<JobId, Refusal>,
@@ -268,6 +271,7 @@ impl Gateway {
     pub fn new(policy: Policy, engine: Arc<dyn Engine>, jobs: Jobs, metrics: Arc<Metrics>) -> Self {
         let replay = ReplayCache::new(policy.server.replay_cache_entries);
         Self {
+            waiting: Slots::default(),
             policy: RwLock::new(Arc::new(policy)),
             engine,
             jobs,
@@ -322,6 +326,20 @@ impl Gateway {
             replay_capacity: self.replay.capacity(),
             throttled_clients: self.throttle.tracked(),
         }
+    }
+
+    /// A place among the project's requests waiting with `?wait=`, or 429.
+    fn wait_slot(&self, policy: &Policy, project: &str) -> Result<Slot<String>, Refusal> {
+        self.waiting
+            .enter(project.to_owned(), policy.server.max_waiting_per_project)
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::TooManyRequests,
+                    "too_many_waiting",
+                    "this project already has as many requests waiting with ?wait= as it may; retry later, or follow the job with GET /jobs/{id}",
+                )
+                .retry_after(5)
+            })
     }
 
     /// Rule: 429 for a client that failed authentication too often.
@@ -453,6 +471,12 @@ impl Gateway {
             expires_at,
         };
         let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
+        // Held until the answer goes out; taken before anything runs, so a
+        // request refused here runs nothing.
+        let _waiting = match wait {
+            Some(_) => Some(self.wait_slot(policy, project.name.as_str())?),
+            None => None,
+        };
         // The steps below await the engine, the store and jobs; boxed, their
         // state lives on the heap only for requests that get this far, and
         // a refused request's future stays small (every layer of the HTTP
@@ -676,7 +700,10 @@ impl Gateway {
             };
             let id = JobId::parse(id).ok_or_else(not_found)?;
             let job = match wait_secs.filter(|w| *w > 0) {
-                Some(wait) => self.jobs.wait(id, Duration::from_secs(wait)).await,
+                Some(wait) => {
+                    let _waiting = self.wait_slot(&policy, &project)?;
+                    self.jobs.wait(id, Duration::from_secs(wait)).await
+                }
                 None => self.jobs.get(id).await,
             }
             .map_err(|e| Refusal::store(&e))?;

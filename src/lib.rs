@@ -17,8 +17,9 @@
 //! - [`gateway`]: the decisions behind each request, in order, and the audit log.
 //! - [`policy`]: `delivery.toml` to a compiled, validated policy; pure after loading.
 //! - [`auth`]: timestamp and signature headers, HMAC-SHA256 verification.
-//! - [`replay`]: the bounded replay cache.
+//! - [`replay`]: the replay cache, bounded per project and in all.
 //! - [`throttle`]: 429 for addresses that keep failing authentication.
+//! - [`slots`]: bounded counts per key (connections per address, waits per project).
 //! - [`client_addr`]: the client address, behind trusted proxies or not.
 //! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
 //! - [`docker`]: the only code that talks to the engine or starts processes.
@@ -44,5 +45,6 @@ pub mod privilege;
 pub mod replay;
 pub mod serve;
 pub mod server;
+pub mod slots;
 pub mod text;
 pub mod throttle;

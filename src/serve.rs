@@ -134,6 +134,8 @@ pub async fn run(
     let grace = Duration::from_secs(policy.docker.shutdown_grace_secs);
     let limits = ServerLimits {
         max_connections: policy.server.max_connections,
+        max_connections_per_address: policy.server.max_connections_per_address,
+        proxies: policy.server.trusted_proxies.clone(),
         header_timeout: policy.server.request_timeout(),
         drain: grace + Duration::from_secs(5),
     };

@@ -5,6 +5,9 @@
 //! endpoint is served from this accept loop on hyper directly:
 //! - at most `max_connections` at once; past that, new connections wait in
 //!   the kernel's backlog instead of costing memory here;
+//! - at most `max_connections_per_address` from one client address (trusted
+//!   proxies aside); past that, its new connections are closed at once, so
+//!   one client cannot take every slot;
 //! - request headers must arrive within the request timeout (slowloris),
 //!   and bodies are read under the same bound by the handlers;
 //! - headers larger than [`MAX_HEADER_BYTES`] get 431;
@@ -28,12 +31,18 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_addr::{Cidr, canonical};
+use crate::slots::Slots;
+
 /// Bound on the request line plus headers; hyper answers 431 beyond it.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// Peers exempt from the per-address bound (trusted proxies).
+    pub proxies: Vec<Cidr>,
     pub header_timeout: Duration,
     /// How long requests in flight may take to finish after shutdown begins.
     pub drain: Duration,
@@ -50,6 +59,7 @@ pub async fn run(
     let endpoint = Arc::new(endpoint.into_endpoint().map_to_response());
     let local = listener.local_addr()?;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Slots::default();
     let closing = CancellationToken::new();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -72,12 +82,25 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let address = canonical(peer.ip());
+        let counted = if limits.proxies.iter().any(|p| p.contains(address)) {
+            None
+        } else {
+            match per_address.enter(address, limits.max_connections_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(peer = %peer, "closing a connection past the per-address bound");
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let endpoint = endpoint.clone();
         let closing = closing.clone();
         let timeout = limits.header_timeout;
         connections.spawn(async move {
             serve(stream, local, peer, endpoint, timeout, closing).await;
+            drop(counted);
             drop(permit);
         });
     }

@@ -5,7 +5,7 @@
 //! before any body is read or MAC computed. Other addresses are untouched.
 //! IPv6 clients are counted per /64, the block a single host usually holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,11 +24,39 @@ struct Window {
     failures: u32,
 }
 
+#[derive(Default)]
+struct Table {
+    clients: HashMap<IpAddr, Window>,
+    /// Windows in the order they started: they end in that order too, so
+    /// dropping ended ones looks only at the front, never at the whole table.
+    /// An address whose window restarted also has a stale, earlier item here,
+    /// which is skipped.
+    starts: VecDeque<(Instant, IpAddr)>,
+}
+
+impl Table {
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some(&(started, addr)) = self.starts.front() {
+            if now < started + window {
+                break;
+            }
+            self.starts.pop_front();
+            if self
+                .clients
+                .get(&addr)
+                .is_some_and(|w| w.started == started)
+            {
+                self.clients.remove(&addr);
+            }
+        }
+    }
+}
+
 /// The limit and window are passed on each call, so a policy reload applies
 /// at once.
 #[derive(Default)]
 pub struct Throttle {
-    clients: Mutex<HashMap<IpAddr, Window>>,
+    table: Mutex<Table>,
 }
 
 fn bucket(addr: IpAddr) -> IpAddr {
@@ -55,8 +83,8 @@ impl Throttle {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `Err(retry_after)` while `addr` has `limit` failures in its window.
@@ -67,8 +95,8 @@ impl Throttle {
         limit: u32,
         window: Duration,
     ) -> Result<(), Duration> {
-        let clients = self.lock();
-        match clients.get(&bucket(addr)) {
+        let table = self.lock();
+        match table.clients.get(&bucket(addr)) {
             Some(w) if w.failures >= limit => {
                 let ends = w.started + window;
                 if now < ends { Err(ends - now) } else { Ok(()) }
@@ -79,29 +107,33 @@ impl Throttle {
 
     /// Counts one failed authentication from `addr`.
     pub fn record_failure(&self, addr: IpAddr, now: Instant, window: Duration) {
-        let mut clients = self.lock();
+        let mut table = self.lock();
+        table.expire(now, window);
         let key = bucket(addr);
-        if !clients.contains_key(&key) && clients.len() >= MAX_TRACKED {
-            clients.retain(|_, w| now < w.started + window);
-            if clients.len() >= MAX_TRACKED {
+        let live = table
+            .clients
+            .get(&key)
+            .is_some_and(|w| now < w.started + window);
+        if !live {
+            if !table.clients.contains_key(&key) && table.clients.len() >= MAX_TRACKED {
                 return;
             }
+            table.clients.insert(
+                key,
+                Window {
+                    started: now,
+                    failures: 0,
+                },
+            );
+            table.starts.push_back((now, key));
         }
-        let w = clients.entry(key).or_insert(Window {
-            started: now,
-            failures: 0,
-        });
-        if now >= w.started + window {
-            *w = Window {
-                started: now,
-                failures: 0,
-            };
+        if let Some(w) = table.clients.get_mut(&key) {
+            w.failures = w.failures.saturating_add(1);
         }
-        w.failures = w.failures.saturating_add(1);
     }
 
     pub fn tracked(&self) -> usize {
-        self.lock().len()
+        self.lock().clients.len()
     }
 }
 
@@ -132,6 +164,35 @@ mod tests {
         t.record_failure(a, at(61), w);
         assert!(t.check(a, at(62), 1, w).is_err());
         assert!(t.check(a, at(62), 2, w).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_drops_ended_windows_oldest_first() {
+        let t = Throttle::new();
+        let w = Duration::from_secs(60);
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let addr = |i: usize| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+        for i in 0..MAX_TRACKED {
+            t.record_failure(addr(i), at(0), w);
+        }
+        // One address whose window restarts later keeps its new window.
+        t.record_failure(addr(0), at(61), w);
+        assert_eq!(t.tracked(), 1, "every window of second 0 ended and went");
+        t.record_failure(addr(MAX_TRACKED), at(61), w);
+        assert_eq!(t.tracked(), 2);
+        assert!(
+            t.check(addr(0), at(62), 1, w).is_err(),
+            "its new window counts"
+        );
+        // Full of live windows: a newcomer goes untracked, nobody is evicted.
+        let t = Throttle::new();
+        for i in 0..MAX_TRACKED {
+            t.record_failure(addr(i), at(0), w);
+        }
+        t.record_failure(addr(MAX_TRACKED), at(1), w);
+        assert_eq!(t.tracked(), MAX_TRACKED);
+        assert!(t.check(addr(5), at(1), 1, w).is_err());
     }
 
     #[test]

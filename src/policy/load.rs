@@ -189,6 +189,8 @@ pub(crate) fn default_server(base: &Path) -> ServerSettings {
         trusted_proxies: Vec::new(),
         client_ip_header: "x-forwarded-for".into(),
         max_connections: 1024,
+        max_connections_per_address: 64,
+        max_waiting_per_project: 64,
         request_timeout_secs: 10,
         replay_cache_entries: 100_000,
         replay_entries_per_project: 10_000,
@@ -219,6 +221,10 @@ fn server_integer(key: &str) -> Option<(Range<u64>, Setter)> {
         "timestamp_tolerance_secs" => (1..86_401, |s, n| s.timestamp_tolerance_secs = n),
         "max_wait_secs" => (0..86_401, |s, n| s.max_wait_secs = n),
         "max_connections" => (1..1_000_001, |s, n| s.max_connections = n as usize),
+        "max_connections_per_address" => (1..1_000_001, |s, n| {
+            s.max_connections_per_address = n as usize
+        }),
+        "max_waiting_per_project" => (1..1_000_001, |s, n| s.max_waiting_per_project = n as usize),
         "request_timeout_secs" => (1..3601, |s, n| s.request_timeout_secs = n),
         "replay_cache_entries" => (16..100_000_001, |s, n| s.replay_cache_entries = n as usize),
         "replay_entries_per_project" => (1..100_000_001, |s, n| {

@@ -41,6 +41,12 @@ pub struct ServerSettings {
     /// Lowercase name of the forwarding header.
     pub client_ip_header: String,
     pub max_connections: usize,
+    /// Connections one client address may hold at once (trusted proxies
+    /// are exempt: every client behind one arrives from its address).
+    pub max_connections_per_address: usize,
+    /// Requests of one project that may hold their answer with `?wait=` at
+    /// once; past it, more get 429 before anything runs.
+    pub max_waiting_per_project: usize,
     /// Bound on reading request headers, and separately on reading a body.
     pub request_timeout_secs: u64,
     pub replay_cache_entries: usize,

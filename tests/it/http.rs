@@ -1070,3 +1070,54 @@ async fn health_document_and_unknown_routes() {
     let response = docs.client.get("/docs").send().await;
     assert_eq!(response.0.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn requests_waiting_per_project_are_bounded() {
+    let h = std::sync::Arc::new(Harness::with_server("max_waiting_per_project = 1").await);
+    let gate = h.engine.hold();
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            status_json(h.deploy("/pull?wait=30", "billing-web", BILLING).await).await
+        })
+    };
+    eventually("the first job to run", || h.engine.running() == 1).await;
+    let second = h
+        .post_signed(
+            "/pull?wait=30",
+            &body_for("billing-worker"),
+            BILLING,
+            now() - 5,
+            None,
+        )
+        .await;
+    let commands = h.engine.command_count();
+    expect_problem(second, 429, "too_many_waiting").await;
+    assert_eq!(
+        h.engine.command_count(),
+        commands,
+        "the refused request ran nothing"
+    );
+    let (status, _) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
+    assert_eq!(status, 202, "without ?wait= the bound does not apply");
+    let (status, _) = status_json(h.deploy("/pull?wait=1", "shop-web", SHOP).await).await;
+    assert_ne!(status, 429, "another project has its own places");
+    gate.add_permits(100);
+    let (status, job) = waiter.await.unwrap();
+    assert_eq!(
+        (status, &job["state"]),
+        (200, &Value::from("succeeded")),
+        "{job}"
+    );
+    let again = h
+        .post_signed(
+            "/pull?wait=30",
+            &body_for("billing-worker"),
+            BILLING,
+            now() - 7,
+            None,
+        )
+        .await;
+    let (status, _) = status_json(again).await;
+    assert_eq!(status, 200, "the place came back");
+}

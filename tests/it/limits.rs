@@ -343,3 +343,50 @@ async fn wait_until_clock(secs: u64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// One address may hold a bounded number of connections; others still get in.
+#[tokio::test]
+async fn connections_per_address_are_bounded() {
+    let served = serve("max_connections_per_address = 2").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from("127.0.0.2", served.addr).await;
+        let (status, _) = exchange(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(status, 200);
+        held.push(stream);
+    }
+    let mut third = connect_from("127.0.0.2", served.addr).await;
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buffer))
+        .await
+        .expect("closed, not left waiting");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the third connection is closed: {read:?}"
+    );
+    let mut other = connect_from("127.0.0.3", served.addr).await;
+    let (status, _) = exchange(&mut other, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(status, 200, "another address is not affected");
+    drop(held.pop());
+    // Its place comes back once the server has seen the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = connect_from("127.0.0.2", served.addr).await;
+        let _ = again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await;
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(1), again.read(&mut buffer)).await
+            && n > 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place never came back"
+        );
+    }
+}
