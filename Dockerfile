@@ -3,9 +3,11 @@
 #
 #   docker build -t delivery-hook .
 #
-# The image starts as root only to join the Docker socket's group, then
-# `serve` becomes the unprivileged user `delivery` (DELIVERY_RUN_AS). Run it
-# with `user:` set to skip even that; see the README's "Container image".
+# The image runs as the unprivileged user `delivery`; give it the Docker
+# socket's group with `group_add`. Started with `user: root` instead (the seed
+# tool's compose example, which has no group_add), `serve` joins the socket's
+# group and becomes `delivery` itself (DELIVERY_RUN_AS) before anything else
+# runs. See the README's "Container image".
 
 FROM rust:1-bookworm AS build
 RUN rustup target add x86_64-unknown-linux-musl \
@@ -30,3 +32,4 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
     CMD wget -q -O /dev/null "http://127.0.0.1:${UVICORN_PORT:-8000}/healthz" || exit 1
 ENTRYPOINT ["delivery-hook"]
 CMD ["serve"]
+USER delivery

@@ -44,7 +44,8 @@ pub enum DeployResponse {
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
     /// Authenticated, but the project may not do this: `action_not_allowed`,
-    /// `container_not_allowed`, `compose_file_not_allowed`.
+    /// `container_not_allowed`, `compose_project_not_allowed`,
+    /// `compose_file_not_allowed`.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
     /// Authenticated and allowed, but no container has this exact name
@@ -61,12 +62,16 @@ pub enum DeployResponse {
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(ProblemJson),
     /// The container exists but cannot be deployed: `not_compose_managed`,
-    /// `compose_label_missing`, `compose_label_invalid`,
+    /// `compose_label_missing`, `compose_label_invalid`, `compose_label_untrusted`
+    /// (a compose label the image also sets),
     /// or `compose_file_not_visible` (mount the compose files into the
     /// gateway at the same absolute path as on the host).
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(ProblemJson),
-    /// Too many failed authentications from this address (`too_many_failures`).
+    /// Too many failed authentications from this address
+    /// (`too_many_failures`), this project's remembered requests at their
+    /// bound (`project_rate_limited`), or its requests waiting with `wait`
+    /// at theirs (`too_many_waiting`); see `Retry-After`.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// The Docker engine does not answer (`engine_unavailable`), the job

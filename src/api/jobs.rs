@@ -33,7 +33,9 @@ pub enum JobResponse {
     /// No job with this id belongs to the authenticated project (`job_not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(ProblemJson),
-    /// Too many failed authentications from this address (`too_many_failures`).
+    /// Too many failed authentications from this address
+    /// (`too_many_failures`), or this project's requests waiting with `wait`
+    /// at their bound (`too_many_waiting`); see `Retry-After`.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// The job store does not answer (`store_unavailable`).
