@@ -175,12 +175,16 @@ async fn e2e_kill_9_and_restart_lose_no_accepted_job() {
     let gateway = Restartable::new(&f, "max_parallel_jobs = 1");
     let mut accepted = Vec::new();
     const CYCLES: usize = 3;
+    // A timestamp of its own for every request: the same signed request
+    // again, even after a restart, is a replay of the first.
+    let base = now();
     for cycle in 1..=CYCLES {
         let mut child = gateway.start();
         let client = gateway.client();
         restamp(&dir, &cycle.to_string());
-        let a = id_of(&client.deploy("/build", &format!("{}-a", f.id)).await);
-        let b = id_of(&client.deploy("/build", &format!("{}-b", f.id)).await);
+        let at = base - cycle as u64;
+        let a = id_of(&client.deploy_at("/build", &format!("{}-a", f.id), at).await);
+        let b = id_of(&client.deploy_at("/build", &format!("{}-b", f.id), at).await);
         // One permit: either service may get it first; the other waits.
         let (running, queued) = one_running(&client, &a, &b).await;
         // After a restart, a new request may join a recovered job still queued.
@@ -535,11 +539,17 @@ async fn e2e_one_project_neither_joins_nor_blocks_another() {
         matches!(still.0, 200 | 202),
         "the other project goes on: {still:?}"
     );
-    let log = gateway.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("deploy accepted") && l.contains("project=other")),
-        "the audit line names the project that authenticated: {log}"
+    // Log lines are written in batches: wait for the line, not a moment.
+    let audited = || {
+        gateway
+            .log_text()
+            .lines()
+            .any(|l| l.contains("deploy accepted") && l.contains("project=other"))
+    };
+    wait_until(
+        "the audit line naming the project that authenticated",
+        Duration::from_secs(5),
+        audited,
     );
     // Let the builds end before the fixture is removed.
     for answer in [&other_job, &still] {
