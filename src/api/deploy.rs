@@ -2,17 +2,14 @@
 
 use std::sync::Arc;
 
+use poem::Request;
 use poem::web::Data;
-use poem::{IntoResponse, Request, Response};
-use poem_openapi::error::{ContentTypeError, ParseParamError};
-use poem_openapi::param::{Header, Query};
-use poem_openapi::payload::{ParsePayload, Payload};
-use poem_openapi::types::ParseFromParameter;
+use poem_openapi::param::Query;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::model::{DeployRequest, Job, JsonBody, ProblemJson, refusal_responses};
-use super::signed::SignedJson;
-use super::{ApiTag, client_of, signing_headers};
+use super::signed::SignedBody;
+use super::{ApiTag, client_of};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway};
 use crate::jobs::JobState;
 use crate::names::Action;
@@ -115,76 +112,20 @@ impl From<DeployOutcome> for DeployResponse {
 
 pub struct DeployApi;
 
-/// The most `wait` may say, as the operations declare it.
-const MAX_WAIT: u32 = 86_400;
-
-/// `POST /pull` and `POST /build` as the edge serves them: the extraction
-/// the operations below declare (`wait`, then a JSON body), then the same
-/// [`deploy`], without poem's routing tree, which cost as much as the rest
-/// of refusing a bad signature. poem-openapi's own errors are built and
-/// mapped exactly as for the operations; `tests/it/attacks.rs` sends every
-/// hostile request both ways and compares the answers.
-pub(super) async fn serve(gateway: &Gateway, request: Request, action: Action) -> Response {
-    let (request, mut body) = request.split();
-    let extracted = async {
-        let wait = wait_of(&request)?;
-        match request.content_type() {
-            Some(content_type) if SignedJson::<DeployRequest>::check_content_type(content_type) => {
-            }
-            Some(content_type) => {
-                return Err(ContentTypeError::NotSupported {
-                    content_type: content_type.to_owned(),
-                }
-                .into());
-            }
-            None => return Err(ContentTypeError::ExpectContentType.into()),
-        }
-        let payload = SignedJson::<DeployRequest>::from_request(&request, &mut body).await?;
-        Ok((wait, payload))
-    }
-    .await;
-    let response = match extracted {
-        Ok((wait, payload)) => deploy(gateway, &request, action, wait, payload).await,
-        Err(err) => bad_request(err),
-    };
-    response.into_response()
-}
-
-/// The `wait` query parameter as poem-openapi reads it: the query parsed as
-/// form pairs (an unparsable query has no parameters), the first `wait`.
-fn wait_of(request: &Request) -> poem::Result<Option<u32>> {
-    if request.uri().query().is_none() {
-        return Ok(None);
-    }
-    let pairs: Vec<(String, String)> = request.params().unwrap_or_default();
-    let values = pairs.iter().filter(|(n, _)| n == "wait").map(|(_, v)| v);
-    let invalid = |reason: String| ParseParamError {
-        name: "wait",
-        reason,
-    };
-    let wait =
-        <Option<u32>>::parse_from_parameters(values).map_err(|e| invalid(e.into_message()))?;
-    if wait.is_some_and(|w| w > MAX_WAIT) {
-        return Err(invalid(format!("at most {MAX_WAIT}")).into());
-    }
-    Ok(wait)
-}
-
-/// Both operations: they differ only in the action. The signing headers
-/// are declared on the operations for the document and read from `request`.
+/// Both operations: they differ only in the action.
 async fn deploy(
     gateway: &Gateway,
     request: &Request,
     action: Action,
     wait: Option<u32>,
-    body: SignedJson<DeployRequest>,
+    body: SignedBody<'_, DeployRequest>,
 ) -> DeployResponse {
     let policy = gateway.policy();
     let timeout = policy.server.request_timeout();
     let call = DeployCall {
         action,
         client: client_of(&policy, request),
-        headers: signing_headers(request),
+        headers: body.headers,
         wait_secs: wait.map(u64::from),
     };
     drop(policy);
@@ -205,29 +146,16 @@ impl DeployApi {
     /// compose service of the named container, as its labels record it.
     /// The request must be signed (see the API description).
     #[oai(path = "/pull", method = "post", operation_id = "pullContainer")]
-    #[allow(clippy::too_many_arguments)]
     async fn pull(
         &self,
         gateway: Data<&Arc<Gateway>>,
         request: &Request,
-        /// Unix time in seconds when the request was signed; decimal digits only.
-        /// Accepted within `timestamp_tolerance_secs` (default 300) of the gateway's clock.
-        #[oai(name = "X-Timestamp")]
-        _timestamp: Header<Option<String>>,
-        /// Hex HMAC-SHA256 of the raw body followed by the X-Timestamp string,
-        /// keyed with one of the project's secrets; optionally prefixed `sha256=`.
-        #[oai(name = "X-Signature")]
-        _signature: Header<Option<String>>,
-        /// The policy project whose keys signed the request. Optional: without
-        /// it, the projects allowed to deploy the named container are tried.
-        #[oai(name = "X-Project")]
-        _project: Header<Option<String>>,
         /// Hold the response up to this many seconds until the job ends
         /// (200 succeeded, 502 failed); at most the server's `max_wait_secs`
         /// (600 unless configured; never more than 86400).
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
-        body: SignedJson<DeployRequest>,
+        body: SignedBody<'_, DeployRequest>,
     ) -> DeployResponse {
         deploy(&gateway, request, Action::Pull, wait.0, body).await
     }
@@ -238,24 +166,14 @@ impl DeployApi {
     /// named container. Its build context must be visible to the gateway at
     /// the same path as on the host. Signed like `pullContainer`.
     #[oai(path = "/build", method = "post", operation_id = "buildContainer")]
-    #[allow(clippy::too_many_arguments)]
     async fn build(
         &self,
         gateway: Data<&Arc<Gateway>>,
         request: &Request,
-        /// Unix time in seconds when the request was signed; decimal digits only.
-        #[oai(name = "X-Timestamp")]
-        _timestamp: Header<Option<String>>,
-        /// Hex HMAC-SHA256 of the raw body followed by the X-Timestamp string.
-        #[oai(name = "X-Signature")]
-        _signature: Header<Option<String>>,
-        /// The policy project whose keys signed the request; optional.
-        #[oai(name = "X-Project")]
-        _project: Header<Option<String>>,
         /// Hold the response up to this many seconds until the job ends.
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
-        body: SignedJson<DeployRequest>,
+        body: SignedBody<'_, DeployRequest>,
     ) -> DeployResponse {
         deploy(&gateway, request, Action::Build, wait.0, body).await
     }

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::model::{Job, JobList, JsonBody, ProblemJson, refusal_responses};
-use super::{ApiTag, client_of, signing_headers};
+use super::signed::SignedTarget;
+use super::{ApiTag, client_of};
 use crate::gateway::{Gateway, ReadCall};
 
 /// The most jobs one page lists.
@@ -77,17 +78,12 @@ refusal_responses!(
     otherwise BadRequest,
 );
 
-/// The signing headers are declared on the operations for the document
-/// and read from `request`.
-fn read_call<'a>(gateway: &Gateway, request: &'a Request) -> ReadCall<'a> {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or(request.uri().path(), |pq| pq.as_str());
+/// A read as the gateway takes it.
+fn read_call<'a>(gateway: &Gateway, request: &Request, signed: SignedTarget<'a>) -> ReadCall<'a> {
     ReadCall {
         client: client_of(&gateway.policy(), request),
-        headers: signing_headers(request),
-        target,
+        headers: signed.headers,
+        target: signed.target,
     }
 }
 
@@ -101,7 +97,6 @@ impl JobsApi {
     /// (path and query exactly as sent, e.g. `/jobs/5f0c…?wait=30`) followed
     /// by the X-Timestamp string; `X-Project` is required.
     #[oai(path = "/jobs/:id", method = "get", operation_id = "getJob")]
-    #[allow(clippy::too_many_arguments)]
     async fn get_job(
         &self,
         gateway: Data<&Arc<Gateway>>,
@@ -109,20 +104,12 @@ impl JobsApi {
         /// The job id, 32 hex digits.
         #[oai(validator(pattern = "^[0-9a-f]{32}$"))]
         id: Path<String>,
-        /// Unix time in seconds when the request was signed.
-        #[oai(name = "X-Timestamp")]
-        _timestamp: Header<Option<String>>,
-        /// Hex HMAC-SHA256 of the request target followed by the X-Timestamp string.
-        #[oai(name = "X-Signature")]
-        _signature: Header<Option<String>>,
-        /// The project the job belongs to; required.
-        #[oai(name = "X-Project")]
-        _project: Header<Option<String>>,
+        signed: SignedTarget<'_>,
         /// Hold the response up to this many seconds until the job ends.
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
     ) -> JobResponse {
-        let call = read_call(&gateway, request);
+        let call = read_call(&gateway, request, signed);
         match gateway.job(call, &id, wait.0.map(u64::from)).await {
             Ok(job) => JobResponse::Ok(JsonBody(Job::from_record(job, false, false))),
             Err(refusal) => refusal.into(),
@@ -133,20 +120,11 @@ impl JobsApi {
     ///
     /// The authenticated project's jobs, newest first. Signed like `getJob`.
     #[oai(path = "/jobs", method = "get", operation_id = "listJobs")]
-    #[allow(clippy::too_many_arguments)]
     async fn list_jobs(
         &self,
         gateway: Data<&Arc<Gateway>>,
         request: &Request,
-        /// Unix time in seconds when the request was signed.
-        #[oai(name = "X-Timestamp")]
-        _timestamp: Header<Option<String>>,
-        /// Hex HMAC-SHA256 of the request target followed by the X-Timestamp string.
-        #[oai(name = "X-Signature")]
-        _signature: Header<Option<String>>,
-        /// The project whose jobs to list; required.
-        #[oai(name = "X-Project")]
-        _project: Header<Option<String>>,
+        signed: SignedTarget<'_>,
         /// Jobs per page, 1 to 100.
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
@@ -154,7 +132,7 @@ impl JobsApi {
         #[oai(validator(pattern = "^[0-9]{1,20}-[0-9a-f]{32}$"))]
         before: Query<Option<String>>,
     ) -> ListResponse {
-        let call = read_call(&gateway, request);
+        let call = read_call(&gateway, request, signed);
         let limit = limit.0.unwrap_or(20).min(MAX_PAGE) as usize;
         match gateway.list_jobs(call, limit, before.0.as_deref()).await {
             Ok(page) => ListResponse::Ok(JsonBody(JobList {

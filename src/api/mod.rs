@@ -10,14 +10,13 @@ mod signed;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use poem::http::{HeaderName, Method, StatusCode, header};
+use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
-use poem_openapi::{LicenseObject, OpenApiService, ServerObject, Tags};
+use poem_openapi::{LicenseObject, OpenApiService, OperationId, ServerObject, Tags};
 
 pub use model::{DeployRequest, Job, JobList, Problem};
 
-use crate::gateway::{Gateway, SignedHeaders};
-use crate::names::Action;
+use crate::gateway::Gateway;
 use crate::policy::Policy;
 
 #[derive(Tags)]
@@ -95,53 +94,49 @@ pub(crate) fn client_of(policy: &Policy, request: &Request) -> IpAddr {
     crate::client_addr::resolve(&policy.server.trusted_proxies, peer, forwarded)
 }
 
-/// The signing headers as sent. Read from the request itself rather than
-/// from the documented parameters, which treat a value that is not visible
-/// ASCII as absent: such a value must be refused as malformed, not missing.
-pub(crate) fn signing_headers(request: &Request) -> SignedHeaders<'_> {
-    static TIMESTAMP: HeaderName = HeaderName::from_static("x-timestamp");
-    static SIGNATURE: HeaderName = HeaderName::from_static("x-signature");
-    static PROJECT: HeaderName = HeaderName::from_static("x-project");
-    let text = |name: &HeaderName| {
-        request
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap_or(UNREADABLE))
-    };
-    SignedHeaders {
-        timestamp: text(&TIMESTAMP),
-        signature: text(&SIGNATURE),
-        project: text(&PROJECT),
+/// Paths served beside the operations, each answering `GET` only, with the
+/// name requests to them are counted under.
+const OTHER_ROUTES: [(&str, &str); 3] = [
+    ("/openapi.json", "openapi"),
+    ("/metrics", "metrics"),
+    ("/docs", "docs"),
+];
+
+/// Whether a path template of the document (`/jobs/{id}`) covers `path`.
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut expected = template.split('/');
+    let mut actual = path.split('/');
+    loop {
+        match (expected.next(), actual.next()) {
+            (None, None) => return true,
+            (Some(e), Some(a)) if e.starts_with('{') && e.ends_with('}') && !a.is_empty() => {}
+            (Some(e), Some(a)) if e == a => {}
+            _ => return false,
+        }
     }
 }
 
-/// Stands in for a header value that is not text; it fails every check.
-const UNREADABLE: &str = "\u{fffd}";
-
-/// The methods a path answers, for the `Allow` header of a 405.
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    match path {
-        "/pull" | "/build" => Some("POST"),
-        "/jobs" | "/healthz" | "/readyz" | "/openapi.json" | "/metrics" => Some("GET"),
-        p if p.starts_with("/jobs/") || p.starts_with("/docs") => Some("GET"),
-        _ => None,
+/// The methods a path answers, for the `Allow` header of a 405: read from
+/// the operations' own description, so they cannot disagree with routing.
+fn allowed_methods(path: &str) -> Option<String> {
+    static OPERATIONS: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
+    let operations = OPERATIONS.get_or_init(|| {
+        <Api as poem_openapi::OpenApi>::meta()
+            .into_iter()
+            .flat_map(|api| api.paths)
+            .map(|p| {
+                let methods = p.operations.iter().map(|o| o.method.to_string()).collect();
+                (p.path, methods)
+            })
+            .collect()
+    });
+    if let Some((_, methods)) = operations.iter().find(|(t, _)| template_matches(t, path)) {
+        return Some(methods.join(", "));
     }
-}
-
-/// Which operation a request is, for the request counter.
-fn operation_of(method: &Method, path: &str) -> &'static str {
-    match (method.as_str(), path) {
-        ("POST", "/pull") => "pullContainer",
-        ("POST", "/build") => "buildContainer",
-        ("GET", "/jobs") => "listJobs",
-        ("GET", p) if p.starts_with("/jobs/") => "getJob",
-        ("GET", "/healthz") => "getHealth",
-        ("GET", "/readyz") => "getReadiness",
-        ("GET", "/openapi.json") => "openapi",
-        ("GET", "/metrics") => "metrics",
-        ("GET", p) if p == "/docs" || p.starts_with("/docs/") => "docs",
-        _ => "other",
-    }
+    OTHER_ROUTES
+        .iter()
+        .any(|(route, _)| path == *route || path.starts_with(&format!("{route}/")))
+        .then(|| "GET".to_owned())
 }
 
 /// Errors raised outside the operations (unknown path, wrong method) as problem documents.
@@ -158,57 +153,52 @@ fn routing_problem(err: poem::Error) -> Response {
     model::ProblemJson(Problem::new(status.as_u16(), code, message)).into_response()
 }
 
-/// The outermost layer: deploy requests go straight to their handler,
-/// routing errors become problem documents, a 405 says what is allowed, and
-/// every answer is counted. One layer rather than poem's `catch_all_error`
-/// and `around`, because each layer moves the request's future once more.
+/// The outermost layer: routing errors become problem documents, a 405
+/// says what is allowed, and every answer is counted under its operation.
 struct Edge<E> {
     inner: E,
     gateway: Arc<Gateway>,
-    /// Whether `POST /pull` and `POST /build` are served here rather than
-    /// through `inner`'s routes (the same operations, more slowly).
-    deploys: bool,
-}
-
-/// The deploy action a request asks for, if it is one.
-fn deploy_action(method: &Method, path: &str) -> Option<Action> {
-    match (method, path) {
-        (&Method::POST, "/pull") => Some(Action::Pull),
-        (&Method::POST, "/build") => Some(Action::Build),
-        _ => None,
-    }
 }
 
 impl<E: Endpoint> Endpoint for Edge<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
-        let path = request.uri().path();
-        let operation = operation_of(request.method(), path);
-        if let Some(action) = deploy_action(request.method(), path).filter(|_| self.deploys) {
-            // Boxed: a refusal should not move the accepting path's state.
-            let response = Box::pin(deploy::serve(&self.gateway, request, action)).await;
-            self.gateway
-                .metrics()
-                .request(operation, response.status().as_u16());
-            return Ok(response);
-        }
-        let allow = allowed_methods(path);
+        let path = request.uri().path().to_owned();
         let mut response = match self.inner.call(request).await {
             Ok(output) => output.into_response(),
             Err(err) => routing_problem(err),
         };
-        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-            if let Some(allow) = allow {
-                let value = header::HeaderValue::from_static(allow);
-                response.headers_mut().insert(header::ALLOW, value);
-            }
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED
+            && let Some(allow) = allowed_methods(&path)
+            && let Ok(value) = header::HeaderValue::from_str(&allow)
+        {
+            response.headers_mut().insert(header::ALLOW, value);
         }
+        let operation = response.data::<OperationId>().map_or("other", |id| id.0);
         self.gateway
             .metrics()
             .request(operation, response.status().as_u16());
         Ok(response)
     }
+}
+
+/// Counts requests to `endpoint` under `name`, as the operations are.
+fn named(endpoint: impl Endpoint + 'static, name: &'static str) -> impl Endpoint + 'static {
+    endpoint.map_to_response().after(move |result| async move {
+        result.map(|mut response| {
+            response.set_data(OperationId(name));
+            response
+        })
+    })
+}
+
+/// The name an extra route is counted under.
+fn route_name(path: &str) -> &'static str {
+    OTHER_ROUTES
+        .iter()
+        .find(|(route, _)| *route == path)
+        .map_or("other", |(_, name)| name)
 }
 
 /// `GET /openapi.json`, rendered on first request: rendering walks every
@@ -234,42 +224,26 @@ fn metrics(gateway: poem::web::Data<&Arc<Gateway>>) -> Response {
 /// `GET /metrics` alone, for a separate `metrics_listen` address.
 pub fn metrics_app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
     let inner = Route::new()
-        .at("/metrics", get(metrics))
+        .at("/metrics", named(get(metrics), route_name("/metrics")))
         .data(gateway.clone());
-    Edge {
-        inner,
-        gateway,
-        deploys: false,
-    }
+    Edge { inner, gateway }
 }
 
 /// The whole HTTP application for `gateway`. Docs and metrics follow the
 /// policy at the time it is built.
 pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
-    application(gateway, true)
-}
-
-/// [`app`] with deploy requests routed to the poem-openapi operations
-/// instead of served at the edge; tests compare the two.
-#[doc(hidden)]
-pub fn app_through_operations(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
-    application(gateway, false)
-}
-
-fn application(gateway: Arc<Gateway>, deploys: bool) -> impl Endpoint + 'static {
     let policy = gateway.policy();
     let service = service();
-    let mut route = Route::new().at("/openapi.json", get(openapi_json));
+    let mut route = Route::new().at(
+        "/openapi.json",
+        named(get(openapi_json), route_name("/openapi.json")),
+    );
     if policy.server.docs {
-        route = route.nest("/docs", service.swagger_ui());
+        route = route.nest("/docs", named(service.swagger_ui(), route_name("/docs")));
     }
     if policy.server.metrics && policy.server.metrics_listen.is_none() {
-        route = route.at("/metrics", get(metrics));
+        route = route.at("/metrics", named(get(metrics), route_name("/metrics")));
     }
     let inner = route.nest("/", service).data(gateway.clone());
-    Edge {
-        inner,
-        gateway,
-        deploys,
-    }
+    Edge { inner, gateway }
 }

@@ -1,56 +1,138 @@
-//! A request body documented as JSON but handed over unread.
+//! The signature, declared once: the extractors of the signed operations.
 //!
-//! The signature covers the raw bytes, and the gateway decides when (and
-//! whether) to read them and with which limits, so this payload type does
-//! not parse: it only carries the body, while the OpenAPI document shows
-//! the JSON schema of `T`.
+//! Each carries the signing headers as sent and what they sign, and
+//! registers the `signature` security scheme, so every signed operation
+//! shows it in the document without declaring the headers itself.
+//! - [`SignedBody`]: a JSON body, documented with the schema of `T` but
+//!   handed over unread, since the signature covers its raw bytes and the
+//!   gateway decides when (and whether) to read them, with which limits.
+//! - [`SignedTarget`]: no body; the request target is what is signed.
 
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use poem::http::HeaderName;
 use poem::{Body, Request, RequestBody};
-use poem_openapi::payload::{ParsePayload, Payload};
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::error::ContentTypeError;
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSecurityScheme, Registry};
 use poem_openapi::types::Type;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use tokio::io::AsyncReadExt;
 
-use crate::gateway::BodyError;
+use crate::gateway::{BodyError, SignedHeaders};
 
-pub struct SignedJson<T> {
+/// The security scheme's name in the document.
+const SCHEME: &str = "signature";
+
+const SCHEME_DESCRIPTION: &str = "HMAC-SHA256 request signing. `X-Signature` is the hex MAC (optionally prefixed `sha256=`) keyed with one of the project's secrets, over the raw request body (for a `GET`, the request target: path and query exactly as sent) immediately followed by the `X-Timestamp` header: the Unix time in seconds, decimal digits without leading zeros, within the gateway's tolerance of its clock. `X-Project` names the project: optional on `POST`, required on `GET`.";
+
+fn register_scheme(registry: &mut Registry) {
+    registry.create_security_scheme(
+        SCHEME,
+        MetaSecurityScheme {
+            ty: "apiKey",
+            description: Some(SCHEME_DESCRIPTION),
+            name: Some("X-Signature"),
+            key_in: Some("header"),
+            scheme: None,
+            bearer_format: None,
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
+}
+
+/// Stands in for a header value that is not text; it fails every check.
+const UNREADABLE: &str = "\u{fffd}";
+
+/// The signing headers as sent. A value that is not visible ASCII is kept
+/// as unreadable rather than dropped: it must be refused as malformed, not
+/// as missing.
+fn signing_headers(request: &Request) -> SignedHeaders<'_> {
+    static TIMESTAMP: HeaderName = HeaderName::from_static("x-timestamp");
+    static SIGNATURE: HeaderName = HeaderName::from_static("x-signature");
+    static PROJECT: HeaderName = HeaderName::from_static("x-project");
+    let text = |name: &HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or(UNREADABLE))
+    };
+    SignedHeaders {
+        timestamp: text(&TIMESTAMP),
+        signature: text(&SIGNATURE),
+        project: text(&PROJECT),
+    }
+}
+
+/// A signed request with a JSON body, unread.
+pub struct SignedBody<'a, T> {
+    pub headers: SignedHeaders<'a>,
     body: Body,
     content_length: Option<u64>,
     _schema: PhantomData<fn() -> T>,
 }
 
-impl<T: Type> Payload for SignedJson<T> {
-    const CONTENT_TYPE: &'static str = "application/json";
+const JSON: &str = "application/json";
 
-    fn check_content_type(content_type: &str) -> bool {
-        // The common spelling first, without parsing.
-        content_type.eq_ignore_ascii_case(Self::CONTENT_TYPE)
-            || matches!(content_type.parse::<mime::Mime>(), Ok(m)
+/// `application/json`, or any `application/…+json`; the common spelling
+/// first, without parsing.
+fn is_json(content_type: &str) -> bool {
+    content_type.eq_ignore_ascii_case(JSON)
+        || matches!(content_type.parse::<mime::Mime>(), Ok(m)
             if m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")))
-    }
+}
 
-    fn schema_ref() -> MetaSchemaRef {
-        T::schema_ref()
-    }
+impl<'a, T: Type> ApiExtractor<'a> for SignedBody<'a, T> {
+    const TYPES: &'static [ApiExtractorType] = &[
+        ApiExtractorType::RequestObject,
+        ApiExtractorType::SecurityScheme,
+    ];
+    type ParamType = ();
+    type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
         T::register(registry);
+        register_scheme(registry);
     }
-}
 
-impl<T: Type> ParsePayload for SignedJson<T> {
-    const IS_REQUIRED: bool = true;
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME]
+    }
 
-    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: JSON,
+                schema: T::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _options: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(content_type) if is_json(content_type) => {}
+            Some(content_type) => {
+                return Err(ContentTypeError::NotSupported {
+                    content_type: content_type.to_owned(),
+                }
+                .into());
+            }
+            None => return Err(ContentTypeError::ExpectContentType.into()),
+        }
         let content_length = request
             .headers()
             .get(poem::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         Ok(Self {
+            headers: signing_headers(request),
             body: body.take()?,
             content_length,
             _schema: PhantomData,
@@ -58,9 +140,7 @@ impl<T: Type> ParsePayload for SignedJson<T> {
     }
 }
 
-poem_openapi::impl_apirequest_for_payload!(SignedJson<T>, T: Type);
-
-impl<T> SignedJson<T> {
+impl<T> SignedBody<'_, T> {
     /// Reads at most `limit` bytes within `timeout`. A declared length over
     /// the limit is refused before reading; a body that turns out longer
     /// (chunked, or lying) is cut off at `limit + 1` bytes, so memory stays
@@ -78,5 +158,41 @@ impl<T> SignedJson<T> {
             Ok(Ok(_)) if bytes.len() > limit => Err(BodyError::TooLarge),
             Ok(Ok(_)) => Ok(bytes),
         }
+    }
+}
+
+/// A signed request without a body: its target (path and query exactly as
+/// received) is the signed message.
+pub struct SignedTarget<'a> {
+    pub headers: SignedHeaders<'a>,
+    pub target: &'a str,
+}
+
+impl<'a> ApiExtractor<'a> for SignedTarget<'a> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_scheme(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME]
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut RequestBody,
+        _options: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or(request.uri().path(), |pq| pq.as_str());
+        Ok(Self {
+            headers: signing_headers(request),
+            target,
+        })
     }
 }

@@ -202,26 +202,10 @@ impl Harness {
     }
 
     pub async fn with_server(extra_server: &str) -> Self {
-        Self::build(extra_server, false).await
-    }
-
-    /// The application with deploy requests routed through the
-    /// poem-openapi operations rather than served at the edge.
-    pub async fn through_operations(extra_server: &str) -> Self {
-        Self::build(extra_server, true).await
-    }
-
-    async fn build(extra_server: &str, through_operations: bool) -> Self {
         let (gateway, engine, root) = gateway_over_fake(extra_server).await;
-        let app = if through_operations {
-            delivery_hook::api::app_through_operations(gateway.clone())
-                .map_to_response()
-                .boxed()
-        } else {
-            delivery_hook::api::app(gateway.clone())
-                .map_to_response()
-                .boxed()
-        };
+        let app = delivery_hook::api::app(gateway.clone())
+            .map_to_response()
+            .boxed();
         Self {
             client: TestClient::new(app),
             engine,
