@@ -1,13 +1,13 @@
-//! Counters for `GET /metrics`, in the Prometheus text format.
-//!
-//! The label sets are small and closed (operation × status, a dozen reason
-//! codes, action × final state), so plain maps behind a mutex do; nothing
-//! here is on a path hot enough for sharded atomics to pay.
+//! Counters for `GET /metrics`, encoded by prometheus-client in the
+//! OpenMetrics text format, which Prometheus reads.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::jobs::JobState;
 use crate::names::Action;
@@ -17,24 +17,26 @@ const DURATION_BUCKETS: [f64; 11] = [
     1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; DURATION_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Label = (&'static str, &'static str);
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
 }
 
-#[derive(Default)]
-struct Counters {
-    requests: BTreeMap<(&'static str, u16), u64>,
-    auth_failures: BTreeMap<&'static str, u64>,
-    jobs: BTreeMap<(&'static str, &'static str), u64>,
-    durations: BTreeMap<&'static str, Histogram>,
-}
-
-#[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<Counters>,
+    registry: Registry,
+    requests: Family<([Label; 1], [(&'static str, u16); 1]), Counter>,
+    auth_failures: Family<[Label; 1], Counter>,
+    jobs: Family<[Label; 2], Counter>,
+    durations: Family<[Label; 1], Histogram, fn() -> Histogram>,
+    jobs_queued: Gauge,
+    jobs_running: Gauge,
+    replay_entries: Gauge,
+    replay_capacity: Gauge,
+    throttled_clients: Gauge,
 }
 
 /// Point-in-time values the caller reads when rendering.
@@ -46,146 +48,103 @@ pub struct Gauges {
     pub throttled_clients: usize,
 }
 
-impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("delivery_hook");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by operation and status",
+            requests.clone(),
+        );
+        let auth_failures = Family::default();
+        registry.register(
+            "auth_failures",
+            "Refused authentications, by reason code",
+            auth_failures.clone(),
+        );
+        let jobs = Family::default();
+        registry.register(
+            "jobs",
+            "Jobs that reached a final state, by action and state",
+            jobs.clone(),
+        );
+        let durations =
+            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "job_duration_seconds",
+            "Time from a job's start to its final state",
+            durations.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let gauge: Gauge<i64, std::sync::atomic::AtomicI64> = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let jobs_queued = gauge("jobs_queued", "Jobs waiting to run");
+        let jobs_running = gauge("jobs_running", "Jobs running now");
+        let replay_entries = gauge(
+            "replay_cache_entries",
+            "Signed requests remembered for replay protection",
+        );
+        let replay_capacity = gauge("replay_cache_capacity", "Bound on the replay cache");
+        let throttled_clients = gauge(
+            "throttled_clients",
+            "Client addresses with recent authentication failures",
+        );
+        Self {
+            registry,
+            requests,
+            auth_failures,
+            jobs,
+            durations,
+            jobs_queued,
+            jobs_running,
+            replay_entries,
+            replay_capacity,
+            throttled_clients,
+        }
     }
+}
 
+impl Metrics {
     /// One HTTP request answered; `operation` is the operationId.
     pub fn request(&self, operation: &'static str, status: u16) {
-        *self.lock().requests.entry((operation, status)).or_default() += 1;
+        self.requests
+            .get_or_create(&([("operation", operation)], [("status", status)]))
+            .inc();
     }
 
     /// One authentication failure, by its reason code.
     pub fn auth_failure(&self, code: &'static str) {
-        *self.lock().auth_failures.entry(code).or_default() += 1;
+        self.auth_failures.get_or_create(&[("reason", code)]).inc();
     }
 
     /// One job reached a final state.
     pub fn job_finished(&self, action: Action, state: JobState, duration: Duration) {
-        let mut c = self.lock();
-        *c.jobs.entry((action.as_str(), state.as_str())).or_default() += 1;
-        let h = c.durations.entry(action.as_str()).or_default();
-        let secs = duration.as_secs_f64();
-        for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts.iter_mut()) {
-            if secs <= *bound {
-                *count += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.jobs
+            .get_or_create(&[("action", action.as_str()), ("state", state.as_str())])
+            .inc();
+        self.durations
+            .get_or_create(&[("action", action.as_str())])
+            .observe(duration.as_secs_f64());
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
-        let c = self.lock();
-        let mut out = String::new();
-        let w = &mut out;
-        header(
-            w,
-            "delivery_hook_requests_total",
-            "counter",
-            "HTTP requests answered, by operation and status.",
-        );
-        for ((op, status), n) in &c.requests {
-            let _ = writeln!(
-                w,
-                "delivery_hook_requests_total{{operation=\"{op}\",status=\"{status}\"}} {n}"
-            );
-        }
-        header(
-            w,
-            "delivery_hook_auth_failures_total",
-            "counter",
-            "Refused authentications, by reason code.",
-        );
-        for (reason, n) in &c.auth_failures {
-            let _ = writeln!(
-                w,
-                "delivery_hook_auth_failures_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        header(
-            w,
-            "delivery_hook_jobs_total",
-            "counter",
-            "Jobs that reached a final state, by action and state.",
-        );
-        for ((action, state), n) in &c.jobs {
-            let _ = writeln!(
-                w,
-                "delivery_hook_jobs_total{{action=\"{action}\",state=\"{state}\"}} {n}"
-            );
-        }
-        header(
-            w,
-            "delivery_hook_job_duration_seconds",
-            "histogram",
-            "Time from a job's start to its final state.",
-        );
-        for (action, h) in &c.durations {
-            for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    w,
-                    "delivery_hook_job_duration_seconds_bucket{{action=\"{action}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                w,
-                "delivery_hook_job_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                w,
-                "delivery_hook_job_duration_seconds_sum{{action=\"{action}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                w,
-                "delivery_hook_job_duration_seconds_count{{action=\"{action}\"}} {}",
-                h.count
-            );
-        }
-        let gauge = |w: &mut String, name: &str, help: &str, value: usize| {
-            header(w, name, "gauge", help);
-            let _ = writeln!(w, "{name} {value}");
+        let set = |gauge: &Gauge, value: usize| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         };
-        gauge(
-            w,
-            "delivery_hook_jobs_queued",
-            "Jobs waiting to run.",
-            gauges.jobs_queued,
-        );
-        gauge(
-            w,
-            "delivery_hook_jobs_running",
-            "Jobs running now.",
-            gauges.jobs_running,
-        );
-        gauge(
-            w,
-            "delivery_hook_replay_cache_entries",
-            "Signed requests remembered for replay protection.",
-            gauges.replay_entries,
-        );
-        gauge(
-            w,
-            "delivery_hook_replay_cache_capacity",
-            "Bound on the replay cache.",
-            gauges.replay_capacity,
-        );
-        gauge(
-            w,
-            "delivery_hook_throttled_clients",
-            "Client addresses with recent authentication failures.",
-            gauges.throttled_clients,
-        );
+        set(&self.jobs_queued, gauges.jobs_queued);
+        set(&self.jobs_running, gauges.jobs_running);
+        set(&self.replay_entries, gauges.replay_entries);
+        set(&self.replay_capacity, gauges.replay_capacity);
+        set(&self.throttled_clients, gauges.throttled_clients);
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
         out
     }
-}
-
-fn header(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {help}");
-    let _ = writeln!(w, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]
@@ -210,24 +169,17 @@ mod tests {
             replay_capacity: 4,
             throttled_clients: 0,
         });
-        assert!(text.contains(
-            "delivery_hook_requests_total{operation=\"pullContainer\",status=\"202\"} 2"
-        ));
-        assert!(
-            text.contains("delivery_hook_auth_failures_total{reason=\"signature_mismatch\"} 1")
-        );
-        assert!(text.contains("delivery_hook_jobs_total{action=\"pull\",state=\"succeeded\"} 1"));
-        assert!(
-            text.contains("delivery_hook_job_duration_seconds_bucket{action=\"pull\",le=\"1\"} 0")
-        );
-        assert!(
-            text.contains("delivery_hook_job_duration_seconds_bucket{action=\"pull\",le=\"2\"} 1")
-        );
-        assert!(
-            text.contains(
-                "delivery_hook_job_duration_seconds_bucket{action=\"pull\",le=\"+Inf\"} 1"
-            )
-        );
-        assert!(text.contains("delivery_hook_jobs_running 2"));
+        for expected in [
+            "delivery_hook_requests_total{operation=\"pullContainer\",status=\"202\"} 2",
+            "delivery_hook_auth_failures_total{reason=\"signature_mismatch\"} 1",
+            "delivery_hook_jobs_total{action=\"pull\",state=\"succeeded\"} 1",
+            "delivery_hook_job_duration_seconds_bucket{le=\"1.0\",action=\"pull\"} 0",
+            "delivery_hook_job_duration_seconds_bucket{le=\"2.0\",action=\"pull\"} 1",
+            "delivery_hook_job_duration_seconds_bucket{le=\"+Inf\",action=\"pull\"} 1",
+            "delivery_hook_jobs_running 2",
+        ] {
+            assert!(text.contains(expected), "{expected} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -214,10 +214,7 @@ fn openapi_json() -> Response {
 #[handler]
 fn metrics(gateway: poem::web::Data<&Arc<Gateway>>) -> Response {
     Response::builder()
-        .header(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
+        .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
         .body(gateway.metrics().render(&gateway.gauges()))
 }
 

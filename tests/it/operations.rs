@@ -209,7 +209,7 @@ async fn metrics_count_what_happened() {
         response.0.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text =
         String::from_utf8(response.0.into_body().into_bytes().await.unwrap().to_vec()).unwrap();
