@@ -9,20 +9,20 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-/// An address block such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
+use ipnet::IpNet;
+
+/// An address block such as `10.0.0.0/8` or `::1/128`; a bare address is a
+/// /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an IP address or CIDR block")]
+pub struct CidrError(String);
 
 impl Cidr {
     pub fn contains(&self, addr: IpAddr) -> bool {
-        match (self.network, canonical(addr)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
-            _ => false,
-        }
+        self.0.contains(&canonical(addr))
     }
 }
 
@@ -37,47 +37,21 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    (a[full] & mask) == (b[full] & mask)
-}
-
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = CidrError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
+    fn from_str(text: &str) -> Result<Self, CidrError> {
+        let net = match text.parse::<IpAddr>() {
+            Ok(addr) => IpNet::from(canonical(addr)),
+            Err(_) => text.parse::<IpNet>().map_err(|_| CidrError(text.into()))?,
         };
-        let network = canonical(
-            addr.parse::<IpAddr>()
-                .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?,
-        );
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{text}` has a prefix length outside 0..={max}"))?,
-        };
-        Ok(Self { network, prefix })
+        Ok(Self(net))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 

@@ -46,5 +46,4 @@ pub mod replay;
 pub mod serve;
 pub mod server;
 pub mod slots;
-pub mod text;
 pub mod throttle;

@@ -21,6 +21,8 @@ const DURATION_BUCKETS: [f64; 11] = [
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Label = (&'static str, &'static str);
+/// `operation` and `status`.
+type RequestLabels = ([Label; 1], [(&'static str, u16); 1]);
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
@@ -28,7 +30,7 @@ fn duration_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    requests: Family<([Label; 1], [(&'static str, u16); 1]), Counter>,
+    requests: Family<RequestLabels, Counter>,
     auth_failures: Family<[Label; 1], Counter>,
     jobs: Family<[Label; 2], Counter>,
     durations: Family<[Label; 1], Histogram, fn() -> Histogram>,
@@ -69,8 +71,7 @@ impl Default for Metrics {
             "Jobs that reached a final state, by action and state",
             jobs.clone(),
         );
-        let durations =
-            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register(
             "job_duration_seconds",
             "Time from a job's start to its final state",

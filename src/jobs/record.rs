@@ -169,9 +169,7 @@ impl JobRecord {
 
 /// Formats Unix milliseconds as RFC 3339 in UTC, e.g. `2026-11-28T09:15:02.123Z`.
 pub fn rfc3339(ms: u64) -> String {
-    let mut out = Vec::with_capacity(24);
-    crate::text::push_utc(&mut out, ms / 1000, ms % 1000, 3);
-    String::from_utf8(out).expect("digits and separators are ASCII")
+    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 #[cfg(test)]

@@ -486,7 +486,7 @@ impl<'t> Reader<'t> {
                         for (text, span) in items {
                             match text.parse::<Cidr>() {
                                 Ok(c) => proxies.push(c),
-                                Err(e) => self.error(span, e),
+                                Err(e) => self.error(span, e.to_string()),
                             }
                         }
                         self.server.trusted_proxies = proxies;
