@@ -1,18 +1,24 @@
 //! The decisions behind each request, in order, independent of HTTP types.
 //!
 //! A deploy request is handled as:
-//! 1. throttle: a client address with too many recent auth failures → 429;
-//! 2. headers: timestamp format and window, signature format → 401;
-//! 3. body: read with the size and time limits → 413 / 408;
+//! 1. throttle: a client address with too many recent auth failures is
+//!    rate-limited;
+//! 2. headers: timestamp format and window, signature format
+//!    (unauthenticated);
+//! 3. body: read with the size and time limits;
 //! 4. candidate keys: `X-Project`'s keys, or, without it, the keys of the
 //!    projects whose patterns allow the named container (the body is parsed
 //!    for the name only; nothing else in it is used before the MAC checks);
-//! 5. the MAC, over the raw bytes, constant time → 401;
-//! 6. the body, strictly → 400; the policy: action, container → 403;
-//! 7. replay: the same signed request again gets the first one's job;
-//! 8. the engine: the container by exact name → 404 / 422 / 503;
-//!    its compose files against the project's globs → 403;
-//! 9. the job: queued (or joined), durable, then answered.
+//! 5. the MAC, over the raw bytes, constant time (unauthenticated);
+//! 6. the body, strictly (invalid); the policy: action, container
+//!    (forbidden); a place to wait, with `wait` (rate-limited);
+//! 7. replay: the window again with the admitting clock reading; the same
+//!    signed request again gets the first one's job; the project's bound;
+//! 8. the engine: the container by exact name (not found, undeployable,
+//!    unavailable); its compose project and files against the project's
+//!    globs (forbidden);
+//! 9. the job: queued (or joined within the project), durable with the
+//!    request's replay entry, then answered.
 //!
 //! Every decision is logged once on the `audit` target.
 
@@ -33,34 +39,45 @@ use crate::replay::{self, Admission, ReplayCache, Ticket};
 use crate::slots::{Slot, Slots};
 use crate::throttle::Throttle;
 
-/// The HTTP statuses a refusal maps to.
+/// Why a request is refused, as a kind the HTTP layer maps to a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
-    BadRequest,
-    Unauthorized,
+    /// The request is malformed: its body, a name, a parameter.
+    Invalid,
+    /// Authentication failed.
+    Unauthenticated,
+    /// Authenticated, but outside the project's policy.
     Forbidden,
+    /// Authenticated and allowed, but there is no such container or job.
     NotFound,
-    RequestTimeout,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    Unprocessable,
-    TooManyRequests,
+    /// The body did not arrive in time.
+    BodyTimeout,
+    /// The body is over the size limit.
+    BodyTooLarge,
+    /// The body is not sent as JSON.
+    NotJson,
+    /// The container exists but cannot be deployed.
+    Undeployable,
+    /// A bound on one client or project was reached; try again later.
+    RateLimited,
+    /// The engine, the store or the gateway itself cannot take it now.
     Unavailable,
 }
 
 impl RefusalKind {
-    pub fn status(self) -> u16 {
+    /// The kind's name, as the audit log shows it.
+    pub fn as_str(self) -> &'static str {
         match self {
-            RefusalKind::BadRequest => 400,
-            RefusalKind::Unauthorized => 401,
-            RefusalKind::Forbidden => 403,
-            RefusalKind::NotFound => 404,
-            RefusalKind::RequestTimeout => 408,
-            RefusalKind::PayloadTooLarge => 413,
-            RefusalKind::UnsupportedMediaType => 415,
-            RefusalKind::Unprocessable => 422,
-            RefusalKind::TooManyRequests => 429,
-            RefusalKind::Unavailable => 503,
+            RefusalKind::Invalid => "invalid",
+            RefusalKind::Unauthenticated => "unauthenticated",
+            RefusalKind::Forbidden => "forbidden",
+            RefusalKind::NotFound => "not_found",
+            RefusalKind::BodyTimeout => "body_timeout",
+            RefusalKind::BodyTooLarge => "body_too_large",
+            RefusalKind::NotJson => "not_json",
+            RefusalKind::Undeployable => "undeployable",
+            RefusalKind::RateLimited => "rate_limited",
+            RefusalKind::Unavailable => "unavailable",
         }
     }
 }
@@ -97,7 +114,7 @@ impl Refusal {
 
     fn bad_name(e: NameError) -> Self {
         Refusal::new(
-            RefusalKind::BadRequest,
+            RefusalKind::Invalid,
             "invalid_container_name",
             format!("container_name {e}; the pattern is ^[a-zA-Z0-9][a-zA-Z0-9_.-]{{0,254}}$"),
         )
@@ -127,13 +144,13 @@ impl Refusal {
 
 impl From<AuthError> for Refusal {
     fn from(e: AuthError) -> Self {
-        Refusal::new(RefusalKind::Unauthorized, e.code(), e.message())
+        Refusal::new(RefusalKind::Unauthenticated, e.code(), e.message())
     }
 }
 
 impl From<TargetError> for Refusal {
     fn from(e: TargetError) -> Self {
-        Refusal::new(RefusalKind::Unprocessable, e.code(), e.to_string())
+        Refusal::new(RefusalKind::Undeployable, e.code(), e.to_string())
     }
 }
 
@@ -262,7 +279,7 @@ fn parse_body(bytes: &[u8]) -> Result<ContainerName, Refusal> {
         } else {
             ("invalid_json", format!("the body is not valid JSON: {e}"))
         };
-        Refusal::new(RefusalKind::BadRequest, code, message)
+        Refusal::new(RefusalKind::Invalid, code, message)
     })?;
     ContainerName::parse(&body.container_name).map_err(Refusal::bad_name)
 }
@@ -334,7 +351,7 @@ impl Gateway {
             .enter(project.to_owned(), policy.server.max_waiting_per_project)
             .ok_or_else(|| {
                 Refusal::new(
-                    RefusalKind::TooManyRequests,
+                    RefusalKind::RateLimited,
                     "too_many_waiting",
                     "this project already has as many requests waiting with ?wait= as it may; retry later, or follow the job with GET /jobs/{id}",
                 )
@@ -349,7 +366,7 @@ impl Gateway {
             .check(client, Instant::now(), policy.server.auth_failure_limit, window)
             .map_err(|wait| {
                 Refusal::new(
-                    RefusalKind::TooManyRequests,
+                    RefusalKind::RateLimited,
                     "too_many_failures",
                     "too many failed authentication attempts from this address; wait before retrying",
                 )
@@ -414,7 +431,7 @@ impl Gateway {
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge => Refusal::new(
-                    RefusalKind::PayloadTooLarge,
+                    RefusalKind::BodyTooLarge,
                     "body_too_large",
                     format!(
                         "the body is larger than {} bytes",
@@ -422,12 +439,12 @@ impl Gateway {
                     ),
                 ),
                 BodyError::TimedOut => Refusal::new(
-                    RefusalKind::RequestTimeout,
+                    RefusalKind::BodyTimeout,
                     "body_timeout",
                     "the body did not arrive in time",
                 ),
                 BodyError::Broken => Refusal::new(
-                    RefusalKind::BadRequest,
+                    RefusalKind::Invalid,
                     "invalid_body",
                     "the body could not be read",
                 ),
@@ -510,7 +527,7 @@ impl Gateway {
                 },
                 Admission::ProjectFull { retry_after_secs } => {
                     return Err(Refusal::new(
-                        RefusalKind::TooManyRequests,
+                        RefusalKind::RateLimited,
                         "project_rate_limited",
                         "this project has sent as many distinct deploy requests as the gateway remembers for one project; retry later",
                     )
@@ -728,7 +745,7 @@ impl Gateway {
                 None => None,
                 Some(text) => Some(parse_cursor(text).ok_or_else(|| {
                     Refusal::new(
-                        RefusalKind::BadRequest,
+                        RefusalKind::Invalid,
                         "invalid_parameter",
                         "`before` is not a cursor this gateway issued",
                     )
@@ -767,7 +784,7 @@ fn check_wait(policy: &Policy, wait: u64) -> Result<(), Refusal> {
     let max = policy.server.max_wait_secs;
     if wait > max {
         return Err(Refusal::new(
-            RefusalKind::BadRequest,
+            RefusalKind::Invalid,
             "invalid_wait",
             format!("wait must be from 0 to {max} seconds"),
         ));
@@ -834,7 +851,7 @@ fn audit_deploy(call: &DeployCall<'_>, seen: &Seen, result: &Result<DeployOutcom
             project = seen.project.as_deref().unwrap_or("-"),
             container = seen.container.as_deref().unwrap_or("-"),
             action = call.action.as_str(),
-            status = r.kind.status(),
+            refusal = r.kind.as_str(),
             code = r.code,
             "deploy refused"
         ),
@@ -855,7 +872,7 @@ fn audit_read(call: &ReadCall<'_>, operation: &str, result: Result<(), &Refusal>
             client = %call.client,
             project = call.headers.project.unwrap_or("-"),
             operation,
-            status = r.kind.status(),
+            refusal = r.kind.as_str(),
             code = r.code,
             "read refused"
         ),

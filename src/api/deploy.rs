@@ -81,16 +81,16 @@ pub enum DeployResponse {
 refusal_responses!(
     DeployResponse, bad_request,
     plain {
-        BadRequest => BadRequest,
-        Unauthorized => Unauthorized,
+        Invalid => BadRequest,
+        Unauthenticated => Unauthorized,
         Forbidden => Forbidden,
         NotFound => NotFound,
-        RequestTimeout => RequestTimeout,
-        PayloadTooLarge => PayloadTooLarge,
-        UnsupportedMediaType => UnsupportedMediaType,
-        Unprocessable => Unprocessable,
+        BodyTimeout => RequestTimeout,
+        BodyTooLarge => PayloadTooLarge,
+        NotJson => UnsupportedMediaType,
+        Undeployable => Unprocessable,
     },
-    retry { TooManyRequests => TooManyRequests, Unavailable => Unavailable },
+    retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
 );
 

@@ -46,8 +46,8 @@ pub enum JobResponse {
 
 refusal_responses!(
     JobResponse, job_bad_request,
-    plain { Unauthorized => Unauthorized, NotFound => NotFound },
-    retry { TooManyRequests => TooManyRequests, Unavailable => Unavailable },
+    plain { Unauthenticated => Unauthorized, NotFound => NotFound },
+    retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
 );
 
@@ -73,8 +73,8 @@ pub enum ListResponse {
 
 refusal_responses!(
     ListResponse, list_bad_request,
-    plain { Unauthorized => Unauthorized },
-    retry { TooManyRequests => TooManyRequests, Unavailable => Unavailable },
+    plain { Unauthenticated => Unauthorized },
+    retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
 );
 

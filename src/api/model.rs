@@ -356,9 +356,25 @@ impl poem::IntoResponse for ProblemJson {
     }
 }
 
+/// The HTTP status of each kind of refusal.
+pub fn status_of(kind: RefusalKind) -> u16 {
+    match kind {
+        RefusalKind::Invalid => 400,
+        RefusalKind::Unauthenticated => 401,
+        RefusalKind::Forbidden => 403,
+        RefusalKind::NotFound => 404,
+        RefusalKind::BodyTimeout => 408,
+        RefusalKind::BodyTooLarge => 413,
+        RefusalKind::NotJson => 415,
+        RefusalKind::Undeployable => 422,
+        RefusalKind::RateLimited => 429,
+        RefusalKind::Unavailable => 503,
+    }
+}
+
 impl From<&Refusal> for Problem {
     fn from(r: &Refusal) -> Self {
-        Problem::new(r.kind.status(), r.code, r.message.as_ref())
+        Problem::new(status_of(r.kind), r.code, r.message.as_ref())
     }
 }
 
@@ -368,7 +384,7 @@ pub fn refusal_for_parse_error(err: &poem::Error) -> Refusal {
     use poem_openapi::error::ParseParamError;
     if err.status() == poem::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
         return Refusal::new(
-            RefusalKind::UnsupportedMediaType,
+            RefusalKind::NotJson,
             "unsupported_media_type",
             "the body must be JSON, sent with Content-Type: application/json",
         );
@@ -376,7 +392,7 @@ pub fn refusal_for_parse_error(err: &poem::Error) -> Refusal {
     if let Some(p) = err.downcast_ref::<ParseParamError>() {
         let unauthorized = |code, what: &str| {
             Refusal::new(
-                RefusalKind::Unauthorized,
+                RefusalKind::Unauthenticated,
                 code,
                 format!("{what} is not valid header text"),
             )
@@ -386,18 +402,18 @@ pub fn refusal_for_parse_error(err: &poem::Error) -> Refusal {
             "X-Signature" => unauthorized("invalid_signature", "X-Signature"),
             "X-Project" => unauthorized("invalid_project", "X-Project"),
             "wait" => Refusal::new(
-                RefusalKind::BadRequest,
+                RefusalKind::Invalid,
                 "invalid_wait",
                 "wait must be a whole number of seconds",
             ),
             name => Refusal::new(
-                RefusalKind::BadRequest,
+                RefusalKind::Invalid,
                 "invalid_parameter",
                 format!("the parameter `{name}` is not valid: {}", p.reason),
             ),
         };
     }
-    Refusal::new(RefusalKind::BadRequest, "invalid_request", err.to_string())
+    Refusal::new(RefusalKind::Invalid, "invalid_request", err.to_string())
 }
 
 /// Maps refusals onto an operation's response variants, and provides the

@@ -346,7 +346,7 @@ fn the_audit_log_has_one_json_line_per_decision() {
     assert_eq!(lines.len(), 2, "{lines:#?}");
     let refused = &lines[0];
     assert_eq!(refused["code"], "signature_mismatch");
-    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["refusal"], "unauthenticated");
     assert_eq!(refused["client"], "127.0.0.1");
     assert_eq!(refused["action"], "pull");
     assert!(refused["timestamp"].is_string());
