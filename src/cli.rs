@@ -300,7 +300,7 @@ async fn helper_command(
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -17,6 +17,7 @@
 //! records the end in the store; the gateway follows the helper until it
 //! ends, and a gateway started in its place follows it on from the store.
 
+mod helper;
 mod record;
 mod run;
 mod store;
@@ -29,17 +30,15 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use helper::{HelperError, run_helper};
 pub use record::{JobRecord, JobState, Step, elapsed_since, now_ms, rfc3339};
 pub use store::{Cursor, ReplayRow, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, HelperEnd, HelperRun, Limits, OutputLog};
+use crate::docker::{ComposeTarget, Engine, Limits, OutputLog};
 use crate::names::{Action, ContainerName, JobId, ProjectName};
 
 /// A job interrupted this many times is not started again.
 const MAX_ATTEMPTS: u32 = 2;
-/// How long past the job's timeout a helper is followed before it is stopped;
-/// the helper enforces the timeout itself, this covers a helper that hangs.
-const HELPER_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -389,43 +388,6 @@ pub fn helper_name(id: JobId) -> String {
     format!("delivery-hook-helper-{id}")
 }
 
-/// `delivery-hook helper`: runs a self-update job that a gateway handed off
-/// and records how it ended. The job's time budget counts from when the
-/// gateway started it.
-pub async fn run_helper(
-    engine: &dyn Engine,
-    store: &Store,
-    id: JobId,
-    timeout: Duration,
-    cancel: CancellationToken,
-) -> Result<JobRecord, String> {
-    let record = store
-        .get(id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no job {id} in the store"))?;
-    if record.state.is_final() {
-        return Ok(record);
-    }
-    let target = record
-        .target()
-        .map_err(|e| format!("job {id} cannot be run: {e}"))?;
-    let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
-    let limits = Limits {
-        deadline: Instant::now() + timeout.saturating_sub(spent),
-        cancel,
-    };
-    let output = OutputLog::with_text(&record.output);
-    let action = record.action;
-    let (sender, _) = watch::channel(record);
-    let completion =
-        run::execute(engine, &target, action, &sender, &output, &limits, timeout).await;
-    let mut record = sender.borrow().clone();
-    settle(&mut record, completion, &output);
-    store.put(&record).await.map_err(|e| e.to_string())?;
-    Ok(record)
-}
-
 fn requeue(record: &mut JobRecord, output: &OutputLog, why: &str) {
     record.attempt += 1;
     output.note(&format!(
@@ -603,134 +565,5 @@ impl Inner {
         }
         self.notify(&record, event);
         active.record.send_replace(record);
-    }
-
-    /// A self-update job: starts its helper (unless one already runs it)
-    /// and follows the helper until it ends. When the gateway stops, it
-    /// stops following and leaves the job `running` with the helper's name,
-    /// for the next start to follow on.
-    async fn run_detached(&self, active: &Active) {
-        let (id, helper) = {
-            let r = active.record.borrow();
-            (r.id, r.helper.clone())
-        };
-        let name = match helper {
-            Some(name) => name,
-            None => match self.start_helper(active, id).await {
-                Ok(name) => name,
-                Err(why) => return self.end_detached(active, JobState::Failed, why).await,
-            },
-        };
-        let started_ms = active.record.borrow().started_at_ms.unwrap_or_else(now_ms);
-        let budget = self.settings.timeout + HELPER_MARGIN;
-        let left = budget.saturating_sub(elapsed_since(started_ms));
-        let end = tokio::select! {
-            end = self.engine.wait_helper(&name) => Some(end),
-            () = tokio::time::sleep(left) => None,
-            () = self.stopping.cancelled() => {
-                tracing::info!(job = %id, helper = %name, "stopping; the self-update helper carries on and the next start follows it");
-                return;
-            }
-        };
-        match self.store.get(id).await {
-            Ok(Some(record)) if record.state.is_final() => {
-                let duration = Duration::from_millis(
-                    record
-                        .finished_at_ms
-                        .unwrap_or_else(now_ms)
-                        .saturating_sub(started_ms),
-                );
-                self.notify(&record, JobEvent::Finished { duration });
-                active.record.send_replace(record);
-            }
-            read => {
-                if let Err(e) = &read {
-                    tracing::error!(job = %id, error = %e, "could not read a self-update job's result");
-                }
-                let (state, why) = match end {
-                    None => {
-                        if let Err(e) = self.engine.remove_helper(&name).await {
-                            tracing::warn!(helper = %name, error = %e, "could not stop the self-update helper");
-                        }
-                        (
-                            JobState::TimedOut,
-                            format!(
-                                "the self-update helper {name} ran past job_timeout_secs ({} s) and was stopped",
-                                self.settings.timeout.as_secs()
-                            ),
-                        )
-                    }
-                    Some(Ok(HelperEnd::Exited(code))) => (
-                        JobState::Failed,
-                        format!(
-                            "the self-update helper {name} exited with code {code} without recording a result"
-                        ),
-                    ),
-                    Some(Ok(HelperEnd::Gone)) => (
-                        JobState::Failed,
-                        format!("the self-update helper {name} is gone and recorded no result"),
-                    ),
-                    Some(Err(e)) => (
-                        JobState::Failed,
-                        format!("the self-update helper {name} could not be followed: {e}"),
-                    ),
-                };
-                self.end_detached(active, state, why).await;
-            }
-        }
-    }
-
-    /// Marks the job running under its helper's name, durably, then starts
-    /// the helper; the name is recorded first so that a restart in between
-    /// still finds the helper.
-    async fn start_helper(&self, active: &Active, id: JobId) -> Result<String, String> {
-        let name = helper_name(id);
-        let state_dir = self
-            .store
-            .dir()
-            .ok_or("the job store is in memory, so a helper could not record the result")?
-            .to_owned();
-        active.output.note(&format!(
-            "(this deploy recreates the gateway's own container, so the helper container {name} runs it)"
-        ));
-        active.record.send_modify(|r| {
-            r.state = JobState::Running;
-            r.started_at_ms = Some(now_ms());
-            r.helper = Some(name.clone());
-        });
-        let record = snapshot(active, &active.record.borrow());
-        self.store
-            .put(&record)
-            .await
-            .map_err(|e| format!("the job could not be recorded before handing it off: {e}"))?;
-        self.notify(&record, JobEvent::Started);
-        let run = HelperRun {
-            name: name.clone(),
-            job: id,
-            state_dir,
-            timeout: self.settings.timeout,
-            withheld_env: self.settings.withheld_env.clone(),
-        };
-        self.engine
-            .start_helper(&run)
-            .await
-            .map_err(|e| format!("the self-update helper could not be started: {e}"))?;
-        tracing::info!(job = %id, helper = %name, "self-update handed to a helper container");
-        Ok(name)
-    }
-
-    async fn end_detached(&self, active: &Active, state: JobState, why: String) {
-        let mut record = active.record.borrow().clone();
-        let duration = elapsed_since(*record.started_at_ms.get_or_insert_with(now_ms));
-        settle(
-            &mut record,
-            run::Completion {
-                state,
-                error: Some(why),
-            },
-            &active.output,
-        );
-        self.publish(active, record, JobEvent::Finished { duration })
-            .await;
     }
 }

@@ -1,0 +1,203 @@
+//! Self-update jobs: a deploy that recreates the gateway's own container
+//! cannot run inside it, so a helper container runs it.
+//!
+//! The gateway records the job `running` under the helper's name, starts
+//! the helper ([`Engine::start_helper`]), and follows it until it ends; the
+//! helper runs `delivery-hook helper`, which is [`run_helper`]: the same
+//! steps as any job, its end written into the same store. A gateway that
+//! stops meanwhile leaves the job `running` with the helper's name, and the
+//! next one follows the helper on.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::record::{JobRecord, JobState, elapsed_since, now_ms};
+use super::store::{Store, StoreError};
+use super::{Active, Inner, JobEvent, helper_name, run, settle, snapshot};
+use crate::docker::{Engine, EngineError, HelperEnd, HelperRun, Limits, OutputLog, TargetError};
+use crate::names::JobId;
+
+/// How long past the job's timeout a helper is followed before it is stopped;
+/// the helper enforces the timeout itself, this covers a helper that hangs.
+const HELPER_MARGIN: Duration = Duration::from_secs(60);
+
+/// Why a self-update job could not be handed off, or run by its helper.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no job {0} in the store")]
+    Missing(JobId),
+    #[error("job {id} cannot be run: {source}")]
+    Target { id: JobId, source: TargetError },
+    #[error("the job store is in memory, so a helper could not record the result")]
+    InMemory,
+    #[error("the job could not be recorded before handing it off: {0}")]
+    Record(StoreError),
+    #[error("the self-update helper could not be started: {0}")]
+    Start(EngineError),
+}
+
+/// `delivery-hook helper`: runs a self-update job that a gateway handed off
+/// and records how it ended. The job's time budget counts from when the
+/// gateway started it.
+pub async fn run_helper(
+    engine: &dyn Engine,
+    store: &Store,
+    id: JobId,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<JobRecord, HelperError> {
+    let record = store.get(id).await?.ok_or(HelperError::Missing(id))?;
+    if record.state.is_final() {
+        return Ok(record);
+    }
+    let target = record
+        .target()
+        .map_err(|source| HelperError::Target { id, source })?;
+    let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
+    let limits = Limits {
+        deadline: Instant::now() + timeout.saturating_sub(spent),
+        cancel,
+    };
+    let output = OutputLog::with_text(&record.output);
+    let action = record.action;
+    let (sender, _) = watch::channel(record);
+    let completion =
+        run::execute(engine, &target, action, &sender, &output, &limits, timeout).await;
+    let mut record = sender.borrow().clone();
+    settle(&mut record, completion, &output);
+    store.put(&record).await?;
+    Ok(record)
+}
+
+impl Inner {
+    /// A self-update job: starts its helper (unless one already runs it)
+    /// and follows the helper until it ends. When the gateway stops, it
+    /// stops following and leaves the job `running` with the helper's name,
+    /// for the next start to follow on.
+    pub(super) async fn run_detached(&self, active: &Active) {
+        let (id, helper) = {
+            let r = active.record.borrow();
+            (r.id, r.helper.clone())
+        };
+        let name = match helper {
+            Some(name) => name,
+            None => match self.start_helper(active, id).await {
+                Ok(name) => name,
+                Err(why) => {
+                    return self
+                        .end_detached(active, JobState::Failed, why.to_string())
+                        .await;
+                }
+            },
+        };
+        let started_ms = active.record.borrow().started_at_ms.unwrap_or_else(now_ms);
+        let budget = self.settings.timeout + HELPER_MARGIN;
+        let left = budget.saturating_sub(elapsed_since(started_ms));
+        let end = tokio::select! {
+            end = self.engine.wait_helper(&name) => Some(end),
+            () = tokio::time::sleep(left) => None,
+            () = self.stopping.cancelled() => {
+                tracing::info!(job = %id, helper = %name, "stopping; the self-update helper carries on and the next start follows it");
+                return;
+            }
+        };
+        match self.store.get(id).await {
+            Ok(Some(record)) if record.state.is_final() => {
+                let duration = Duration::from_millis(
+                    record
+                        .finished_at_ms
+                        .unwrap_or_else(now_ms)
+                        .saturating_sub(started_ms),
+                );
+                self.notify(&record, JobEvent::Finished { duration });
+                active.record.send_replace(record);
+            }
+            read => {
+                if let Err(e) = &read {
+                    tracing::error!(job = %id, error = %e, "could not read a self-update job's result");
+                }
+                let (state, why) = match end {
+                    None => {
+                        if let Err(e) = self.engine.remove_helper(&name).await {
+                            tracing::warn!(helper = %name, error = %e, "could not stop the self-update helper");
+                        }
+                        (
+                            JobState::TimedOut,
+                            format!(
+                                "the self-update helper {name} ran past job_timeout_secs ({} s) and was stopped",
+                                self.settings.timeout.as_secs()
+                            ),
+                        )
+                    }
+                    Some(Ok(HelperEnd::Exited(code))) => (
+                        JobState::Failed,
+                        format!(
+                            "the self-update helper {name} exited with code {code} without recording a result"
+                        ),
+                    ),
+                    Some(Ok(HelperEnd::Gone)) => (
+                        JobState::Failed,
+                        format!("the self-update helper {name} is gone and recorded no result"),
+                    ),
+                    Some(Err(e)) => (
+                        JobState::Failed,
+                        format!("the self-update helper {name} could not be followed: {e}"),
+                    ),
+                };
+                self.end_detached(active, state, why).await;
+            }
+        }
+    }
+
+    /// Marks the job running under its helper's name, durably, then starts
+    /// the helper; the name is recorded first so that a restart in between
+    /// still finds the helper.
+    async fn start_helper(&self, active: &Active, id: JobId) -> Result<String, HelperError> {
+        let name = helper_name(id);
+        let state_dir = self.store.dir().ok_or(HelperError::InMemory)?.to_owned();
+        active.output.note(&format!(
+            "(this deploy recreates the gateway's own container, so the helper container {name} runs it)"
+        ));
+        active.record.send_modify(|r| {
+            r.state = JobState::Running;
+            r.started_at_ms = Some(now_ms());
+            r.helper = Some(name.clone());
+        });
+        let record = snapshot(active, &active.record.borrow());
+        self.store.put(&record).await.map_err(HelperError::Record)?;
+        self.notify(&record, JobEvent::Started);
+        let run = HelperRun {
+            name: name.clone(),
+            job: id,
+            state_dir,
+            timeout: self.settings.timeout,
+            withheld_env: self.settings.withheld_env.clone(),
+        };
+        self.engine
+            .start_helper(&run)
+            .await
+            .map_err(HelperError::Start)?;
+        tracing::info!(job = %id, helper = %name, "self-update handed to a helper container");
+        Ok(name)
+    }
+
+    async fn end_detached(&self, active: &Active, state: JobState, why: String) {
+        let mut record = active.record.borrow().clone();
+        let duration = elapsed_since(*record.started_at_ms.get_or_insert_with(now_ms));
+        settle(
+            &mut record,
+            run::Completion {
+                state,
+                error: Some(why),
+            },
+            &active.output,
+        );
+        self.publish(active, record, JobEvent::Finished { duration })
+            .await;
+    }
+}
