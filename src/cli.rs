@@ -144,7 +144,7 @@ fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf
             let docs = std::env::var("SHOW_DOCS").is_ok_and(|v| !v.is_empty());
             let state = std::env::var_os("DELIVERY_STATE_DIR")
                 .map_or_else(|| PathBuf::from("delivery-state"), PathBuf::from);
-            let policy = Policy::seed(&secret, port, docs, state)?;
+            let policy = Policy::seed(&secret, port, docs, state).map_err(|e| e.to_string())?;
             return Ok((policy, None, path));
         }
     }
@@ -186,7 +186,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             let _logs = crate::logging::init(crate::logging::Format::Text);
             let Some(id) = JobId::parse(&job) else {
-                return fail(&format!("--job `{job}` is not a job id"));
+                return fail(format!("--job `{job}` is not a job id"));
             };
             let timeout = Duration::from_secs(timeout_secs);
             runtime().block_on(helper_command(state_dir, id, timeout, compose))
@@ -255,7 +255,8 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Drops root for the user `DELIVERY_RUN_AS` names, when it is set.
 fn become_run_as_user() -> Result<(), String> {
     match std::env::var("DELIVERY_RUN_AS") {
-        Ok(user) => crate::privilege::drop_root(&user, &crate::privilege::docker_socket()),
+        Ok(user) => crate::privilege::drop_root(&user, &crate::privilege::docker_socket())
+            .map_err(|e| e.to_string()),
         Err(_) => Ok(()),
     }
 }
@@ -268,7 +269,7 @@ async fn helper_command(
 ) -> ExitCode {
     let store = match Store::open(&state_dir) {
         Ok(store) => store,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fail(e),
     };
     let engine = DockerEngine::new(ComposeTool::Command(compose));
     let cancel = CancellationToken::new();
@@ -300,7 +301,7 @@ async fn helper_command(
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.to_string()),
+        Err(e) => fail(e),
     }
 }
 
@@ -311,7 +312,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn fail(message: &str) -> ExitCode {
+fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("delivery-hook: {message}");
     ExitCode::FAILURE
 }
@@ -401,7 +402,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     let listen = policy.server.listen;
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
-        Err(e) => return fail(&format!("failed to listen on {listen}: {e}")),
+        Err(e) => return fail(format!("failed to listen on {listen}: {e}")),
     };
     let metrics_listener = match policy
         .server
@@ -410,13 +411,13 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     {
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => Some(l),
-            Err(e) => return fail(&format!("failed to listen for metrics on {addr}: {e}")),
+            Err(e) => return fail(format!("failed to listen for metrics on {addr}: {e}")),
         },
         None => None,
     };
     let store = match Store::open(&policy.server.state_dir) {
         Ok(store) => store,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fail(e),
     };
     let engine = std::sync::Arc::new(DockerEngine::new(policy.docker.compose.clone()));
     {
@@ -430,7 +431,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     }
     let gateway = match serve::gateway(policy, engine, store).await {
         Ok(gateway) => gateway,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(1);
@@ -442,7 +443,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     };
     match serve::run(gateway, listener, metrics_listener, controls).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&format!("the server failed: {e}")),
+        Err(e) => fail(format!("the server failed: {e}")),
     }
 }
 

@@ -28,14 +28,27 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Why `sign` (or reading the secret for `trigger`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("the secret variable {0} is empty")]
+    EmptySecret(String),
+    #[error("the secret is read from the environment variable {0}, which is not set")]
+    NoSecret(String),
+    #[error(transparent)]
+    Timestamp(#[from] auth::AuthError),
+    #[error("failed to read the body from stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error("failed to write the headers: {0}")]
+    Output(std::io::Error),
+}
+
 /// Reads the signing secret from `var`.
-pub fn secret_from_env(var: &str) -> Result<SigningKey, String> {
+pub fn secret_from_env(var: &str) -> Result<SigningKey, SignError> {
     match std::env::var(var) {
         Ok(secret) if !secret.is_empty() => Ok(SigningKey::new(secret.as_bytes())),
-        Ok(_) => Err(format!("the secret variable {var} is empty")),
-        Err(_) => Err(format!(
-            "the secret is read from the environment variable {var}, which is not set"
-        )),
+        Ok(_) => Err(SignError::EmptySecret(var.to_owned())),
+        Err(_) => Err(SignError::NoSecret(var.to_owned())),
     }
 }
 
@@ -53,9 +66,9 @@ pub fn sign(
     input: SignInput,
     timestamp: Option<String>,
     out: &mut dyn Write,
-) -> Result<(), String> {
+) -> Result<(), SignError> {
     let timestamp = timestamp.unwrap_or_else(|| unix_now().to_string());
-    auth::parse_timestamp(Some(&timestamp)).map_err(|e| e.to_string())?;
+    auth::parse_timestamp(Some(&timestamp))?;
     let payload = match input {
         SignInput::Body(bytes) => bytes,
         SignInput::Path(path) => path.into_bytes(),
@@ -64,12 +77,12 @@ pub fn sign(
             std::io::stdin()
                 .take(16 << 20)
                 .read_to_end(&mut bytes)
-                .map_err(|e| format!("failed to read the body from stdin: {e}"))?;
+                .map_err(SignError::Stdin)?;
             bytes
         }
     };
     let signature = hex::encode(key.sign(&payload, &timestamp));
-    writeln!(out, "X-Timestamp: {timestamp}\nX-Signature: {signature}").map_err(|e| e.to_string())
+    writeln!(out, "X-Timestamp: {timestamp}\nX-Signature: {signature}").map_err(SignError::Output)
 }
 
 /// How `trigger` reports.

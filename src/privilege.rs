@@ -18,26 +18,39 @@ pub fn docker_socket() -> PathBuf {
     }
 }
 
+/// Why root could not be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("internal error: root must be dropped before any thread starts, and {0} run")]
+    Threads(usize),
+    #[error("DELIVERY_RUN_AS=`{0}` is not a user name")]
+    BadName(String),
+    #[error("DELIVERY_RUN_AS: no user `{0}` in /etc/passwd")]
+    NoUser(String),
+    #[error("cannot become `{user}`: {source}")]
+    Become {
+        user: String,
+        source: std::io::Error,
+    },
+}
+
 /// Becomes `user` with the socket's group as its only supplementary group.
 /// Must run before any thread starts: it sets `HOME` for the new user.
-pub fn drop_root(user: &str, socket: &Path) -> Result<(), String> {
+pub fn drop_root(user: &str, socket: &Path) -> Result<(), PrivilegeError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(());
     }
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, |tasks| tasks.count());
     if threads != 1 {
-        return Err(format!(
-            "internal error: root must be dropped before any thread starts, and {threads} run"
-        ));
+        return Err(PrivilegeError::Threads(threads));
     }
-    let name =
-        CString::new(user).map_err(|_| format!("DELIVERY_RUN_AS=`{user}` is not a user name"))?;
+    let name = CString::new(user).map_err(|_| PrivilegeError::BadName(user.to_owned()))?;
     // SAFETY: getpwnam returns null or a pointer to a static record, read at once.
     let (uid, gid, home) = unsafe {
         let entry = libc::getpwnam(name.as_ptr());
         if entry.is_null() {
-            return Err(format!("DELIVERY_RUN_AS: no user `{user}` in /etc/passwd"));
+            return Err(PrivilegeError::NoUser(user.to_owned()));
         }
         let home = CStr::from_ptr((*entry).pw_dir)
             .to_string_lossy()
@@ -56,10 +69,10 @@ pub fn drop_root(user: &str, socket: &Path) -> Result<(), String> {
             || libc::setuid(uid) != 0
     };
     if failed {
-        return Err(format!(
-            "cannot become `{user}`: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PrivilegeError::Become {
+            user: user.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: called before the runtime or any other thread starts.
     unsafe { std::env::set_var("HOME", home) };

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::docker::Engine;
 use crate::gateway::Gateway;
-use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, now_ms};
+use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, StoreError, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::server::{self, ServerLimits};
@@ -76,12 +76,21 @@ async fn prune(jobs: &Jobs, policy: &Policy) {
     }
 }
 
+/// Why a gateway could not be built from its store.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("failed to recover jobs from the store: {0}")]
+    Recover(StoreError),
+    #[error("failed to load the replay entries from the store: {0}")]
+    Replay(StoreError),
+}
+
 /// Builds the gateway around an opened store and recovers unfinished jobs.
 pub async fn gateway(
     policy: Policy,
     engine: Arc<dyn Engine>,
     store: Store,
-) -> Result<Arc<Gateway>, String> {
+) -> Result<Arc<Gateway>, StartError> {
     let metrics = Arc::new(Metrics::default());
     let settings = JobSettings {
         timeout: Duration::from_secs(policy.docker.job_timeout_secs),
@@ -94,10 +103,7 @@ pub async fn gateway(
         settings,
         Some(observer(metrics.clone())),
     );
-    let recovery = jobs
-        .recover()
-        .await
-        .map_err(|e| format!("failed to recover jobs from the store: {e}"))?;
+    let recovery = jobs.recover().await.map_err(StartError::Recover)?;
     if recovery != Default::default() {
         tracing::info!(
             requeued = recovery.requeued,
@@ -112,7 +118,7 @@ pub async fn gateway(
     let restored = gateway
         .restore_replays()
         .await
-        .map_err(|e| format!("failed to load the replay entries from the store: {e}"))?;
+        .map_err(StartError::Replay)?;
     if restored > 0 {
         tracing::info!(
             entries = restored,

@@ -114,7 +114,7 @@ impl DockerEngine {
     }
 
     /// The compose argv prefix this gateway runs, detecting it for `auto`.
-    pub async fn compose_command(&self) -> Result<Vec<String>, String> {
+    pub async fn compose_command(&self) -> Result<Vec<String>, NoComposeTool> {
         match &self.tool {
             ComposeTool::Command(argv) => Ok(argv.clone()),
             ComposeTool::Auto => self.detected.get_or_try_init(detect_compose).await.cloned(),
@@ -167,7 +167,10 @@ impl DockerEngine {
         }
         let exe = std::env::current_exe()
             .map_err(|e| unsupported(format!("the gateway's executable cannot be found: {e}")))?;
-        let compose = self.compose_command().await.map_err(unsupported)?;
+        let compose = self
+            .compose_command()
+            .await
+            .map_err(|e| unsupported(e.to_string()))?;
         let mut cmd = vec![
             "helper".to_string(),
             "--state-dir".into(),
@@ -292,8 +295,13 @@ pub fn own_container_id(mountinfo: &str) -> Option<String> {
     })
 }
 
+/// Neither compose tool answers.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no compose tool found: neither `docker compose` nor `docker-compose` answers")]
+pub struct NoComposeTool;
+
 /// `docker compose` when the plugin answers, else `docker-compose`.
-async fn detect_compose() -> Result<Vec<String>, String> {
+async fn detect_compose() -> Result<Vec<String>, NoComposeTool> {
     let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
     for prefix in candidates {
         let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
@@ -307,7 +315,7 @@ async fn detect_compose() -> Result<Vec<String>, String> {
             return Ok(prefix.iter().map(|s| s.to_string()).collect());
         }
     }
-    Err("no compose tool found: neither `docker compose` nor `docker-compose` answers".into())
+    Err(NoComposeTool)
 }
 
 fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatus {
@@ -507,7 +515,8 @@ impl Engine for DockerEngine {
         Box::pin(async move {
             let mut argv = match self.compose_command().await {
                 Ok(prefix) => prefix,
-                Err(message) => {
+                Err(missing) => {
+                    let message = missing.to_string();
                     output.note(&message);
                     return CommandOutcome {
                         argv: Vec::new(),

@@ -332,6 +332,18 @@ fn glob_set<'a>(
     builder.build()
 }
 
+/// Why the seed-compatible policy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(
+        "SECRET_KEY is shorter than {} bytes; use a longer secret",
+        crate::auth::MIN_SECRET_LEN
+    )]
+    ShortSecret,
+    #[error("internal error compiling the seed policy: {0}")]
+    Compile(globset::Error),
+}
+
 /// A project before compilation, as the loader produced it.
 pub(crate) struct ProjectSpec {
     pub name: ProjectName,
@@ -401,12 +413,14 @@ impl Policy {
     }
 
     /// The seed tool's mode: one project `default`, every container, both actions.
-    pub fn seed(secret: &str, port: u16, docs: bool, state_dir: PathBuf) -> Result<Self, String> {
+    pub fn seed(
+        secret: &str,
+        port: u16,
+        docs: bool,
+        state_dir: PathBuf,
+    ) -> Result<Self, SeedError> {
         if secret.len() < crate::auth::MIN_SECRET_LEN {
-            return Err(format!(
-                "SECRET_KEY is shorter than {} bytes; use a longer secret",
-                crate::auth::MIN_SECRET_LEN
-            ));
+            return Err(SeedError::ShortSecret);
         }
         let mut server = load::default_server(Path::new("."));
         server.listen = SocketAddr::from(([0, 0, 0, 0], port));
@@ -425,7 +439,7 @@ impl Policy {
             containers_span: 0..0,
         };
         Self::compile(Origin::Seed, server, load::default_docker(), vec![spec])
-            .map_err(|e| format!("internal error compiling the seed policy: {e}"))
+            .map_err(SeedError::Compile)
     }
 
     pub fn project(&self, name: &str) -> Option<&Project> {
