@@ -308,14 +308,14 @@ fn ceiling_server(port: u16) -> ExitCode {
         let app = Route::new()
             .at("/pull", post(refuse))
             .at("/healthz", poem::get(refuse_ok));
-        let limits = delivery_hook::server::ServerLimits {
+        let limits = delivery_hook::api::server::ServerLimits {
             max_connections: 1024,
             max_connections_per_address: 1024,
             proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(1),
         };
-        delivery_hook::server::run(listener, app, limits, std::future::pending())
+        delivery_hook::api::server::run(listener, app, limits, std::future::pending())
             .await
             .unwrap();
     });

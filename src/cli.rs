@@ -1,4 +1,5 @@
-//! The command line (SPEC section 2).
+//! The command line: `serve`, `check`, `openapi`, `sign`, `trigger`, and the
+//! hidden `helper`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

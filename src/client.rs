@@ -11,7 +11,9 @@ use serde_json::Value;
 use crate::auth::{self, SigningKey};
 use crate::names::{Action, ContainerName};
 
-/// `trigger`'s exit codes, as the SPEC defines them.
+/// `trigger`'s exit codes: 0 the job succeeded (or was accepted, without
+/// `--wait`), 1 it failed or timed out, 2 the request was refused or the
+/// gateway could not be reached.
 pub const EXIT_SUCCEEDED: u8 = 0;
 pub const EXIT_JOB_FAILED: u8 = 1;
 pub const EXIT_REFUSED: u8 = 2;

@@ -268,7 +268,8 @@ fn replay_key(signature: &Signature) -> replay::ReplayKey {
     key
 }
 
-/// Parses the deploy body strictly enough for the SPEC's 400s.
+/// Parses the deploy body strictly: malformed JSON, a missing or repeated
+/// `container_name`, or a name outside the pattern are each refused.
 fn parse_body(bytes: &[u8]) -> Result<ContainerName, Refusal> {
     let body: DeployBody = serde_json::from_slice(bytes).map_err(|e| {
         let (code, message) = if e.is_data() {
@@ -449,7 +450,8 @@ impl Gateway {
                     "the body could not be read",
                 ),
             })?;
-        // Which keys may sign this request (rule 3 of the SPEC).
+        // Which keys may sign this request: `X-Project`'s, or those of the
+        // projects whose patterns allow the named container.
         let (candidates, early_name) = match named {
             Some(project) => (project.into_iter().collect::<Vec<_>>(), None),
             None => {

@@ -11,23 +11,24 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line; `serve`, `check`, `openapi`, `sign`, `trigger`.
-//! - [`serve`]: assembling a running gateway: store, jobs, API, signals.
-//! - [`server`]: the HTTP/1.1 accept loop and its limits.
-//! - [`api`]: the HTTP operations and the OpenAPI document; the only poem code.
+//! - [`serve`]: assembling a running gateway: store, jobs, API, shutdown.
+//! - [`api`]: everything HTTP: the accept loop and its limits (`api::server`),
+//!   the operations, the signed-request extractors and the OpenAPI document;
+//!   the only code that knows poem or hyper.
 //! - [`gateway`]: the decisions behind each request, in order, and the audit log.
 //! - [`policy`]: `delivery.toml` to a compiled, validated policy; pure after loading.
 //! - [`auth`]: timestamp and signature headers, HMAC-SHA256 verification.
 //! - [`replay`]: the replay cache, bounded per project and in all.
-//! - [`throttle`]: 429 for addresses that keep failing authentication.
+//! - [`throttle`]: rate-limiting addresses that keep failing authentication.
 //! - [`slots`]: bounded counts per key (connections per address, waits per project).
 //! - [`client_addr`]: the client address, behind trusted proxies or not.
 //! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
 //! - [`docker`]: the only code that talks to the engine or starts processes.
-//! - [`logging`]: log lines on stderr, written in batches by one thread.
-//! - [`metrics`]: counters for `GET /metrics`.
+//! - [`logging`]: text or JSON log lines on stderr, through a writer thread.
+//! - [`metrics`]: counters for `GET /metrics` (OpenMetrics text).
 //! - [`names`]: validated names; text becomes one of these once, at the edge.
 //! - [`privilege`]: dropping root when started as root in the container image.
-//! - [`client`]: the `sign` and `trigger` commands.
+//! - [`client`]: the `sign` and `trigger` commands (the CI side).
 
 pub mod api;
 pub mod auth;
@@ -44,6 +45,5 @@ pub mod policy;
 pub mod privilege;
 pub mod replay;
 pub mod serve;
-pub mod server;
 pub mod slots;
 pub mod throttle;

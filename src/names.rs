@@ -78,7 +78,7 @@ macro_rules! validated_name {
 }
 
 validated_name!(
-    /// A container name as the SPEC allows it: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`.
+    /// A container name as Docker allows it: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`.
     /// It can never start with `-` or `/`, so it cannot be read as an option or a path.
     ContainerName,
     MAX_CONTAINER_NAME

@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::api::server::{self, ServerLimits};
 use crate::docker::Engine;
 use crate::gateway::Gateway;
 use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, StoreError, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::server::{self, ServerLimits};
 
 /// How often job history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

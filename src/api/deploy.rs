@@ -95,7 +95,9 @@ refusal_responses!(
 );
 
 impl From<DeployOutcome> for DeployResponse {
-    /// 200 / 202 / 502 as the SPEC defines them.
+    /// 202 while the job is queued or running; 200 once it succeeded, or for
+    /// any final state when the caller did not wait; 502 when a waited-for
+    /// job failed.
     fn from(o: DeployOutcome) -> Self {
         let state = o.job.state;
         let job = Job::from_record(o.job, o.replayed, o.coalesced);

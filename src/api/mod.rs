@@ -5,6 +5,7 @@ mod deploy;
 mod health;
 mod jobs;
 mod model;
+pub mod server;
 mod signed;
 
 use std::net::{IpAddr, Ipv4Addr};

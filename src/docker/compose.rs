@@ -343,7 +343,7 @@ impl ComposeLabels {
     }
 
     /// Places every path: relative entries against the directory compose was
-    /// started in (see [`Self::base_dir`]), then normalised; then checks that
+    /// started in (see `base_dir`), then normalised; then checks that
     /// each exists here and finds its real path. Reads the filesystem.
     pub fn resolve(&self) -> Result<Resolved, TargetError> {
         let base = self.base_dir()?;

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// The SPEC's bound: the last 64 KiB of output.
+/// A job keeps the last 64 KiB of its commands' output.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// Shared between the readers of a running command and anyone asking for the

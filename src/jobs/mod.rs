@@ -1,9 +1,10 @@
 //! Jobs: the queue, per-service serialisation, the workers and job records.
 //!
-//! Rules (SPEC section 6):
+//! Rules:
 //! - per compose service, one job runs at a time;
-//! - a request arriving while a job for the same service and action is still
-//!   queued joins it (`coalesced`); one arriving while it runs queues another;
+//! - a request arriving while a job of the same policy project for the same
+//!   target and action is still queued joins it (`coalesced`); one arriving
+//!   while it runs queues another;
 //! - at most `max_parallel_jobs` run across services.
 //!
 //! Each service with work has one worker task, which exits when its queue is

@@ -466,8 +466,8 @@ impl Policy {
         names
     }
 
-    /// Projects whose container patterns allow `name` (rule 3 of the SPEC):
-    /// only their keys are tried for a request without `X-Project`.
+    /// Projects whose container patterns allow `name`: for a request without
+    /// `X-Project`, only their keys are tried.
     pub fn candidates(&self, name: &ContainerName) -> Vec<&Project> {
         let denied = self.deny.owners(name.as_str());
         self.allow

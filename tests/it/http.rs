@@ -1,6 +1,6 @@
 //! In-process HTTP tests: the real application over the fake engine.
 //!
-//! Every status of SPEC section 5 is reached by a real request, and every
+//! Every status of the API is reached by a real request, and every
 //! refused request is shown to have started no compose command.
 
 use std::sync::atomic::Ordering;
