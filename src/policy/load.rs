@@ -618,31 +618,13 @@ impl<'t> Reader<'t> {
     }
 
     fn compose_project_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
-        let items = self.strings("compose_projects", value)?;
-        if items.is_empty() {
-            self.error(
-                value.span(),
-                "`compose_projects`, when present, must list a pattern",
-            );
-            return None;
-        }
-        let mut ok = true;
-        for (pattern, span) in &items {
-            let problem = if pattern.is_empty() || pattern.len() > MAX_PATTERN_LEN {
-                Some(format!(
-                    "compose project pattern must be 1 to {MAX_PATTERN_LEN} characters"
-                ))
-            } else {
-                super::glob(pattern, super::Subject::ContainerName)
-                    .err()
-                    .map(|e| format!("compose project pattern `{pattern}`: {}", e.kind()))
-            };
-            if let Some(problem) = problem {
-                self.error(span.clone(), problem);
-                ok = false;
-            }
-        }
-        ok.then(|| items.into_iter().map(|(p, _)| p).collect())
+        self.glob_list(
+            "compose_projects",
+            "compose project",
+            value,
+            super::Subject::ContainerName,
+            |_| None,
+        )
     }
 
     /// On a host shared by several projects: a project with neither
@@ -847,29 +829,44 @@ impl<'t> Reader<'t> {
     }
 
     fn compose_file_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
-        let items = self.strings("compose_files", value)?;
+        self.glob_list("compose_files", "compose file", value, super::Subject::Path, |pattern| {
+            (!pattern.starts_with('/')).then(|| {
+                format!("compose file pattern `{pattern}` must be absolute: compose records absolute paths")
+            })
+        })
+    }
+
+    /// A non-empty list of globs under `key`, each bounded, valid, and
+    /// passing `check`; every bad one is reported.
+    fn glob_list(
+        &mut self,
+        key: &str,
+        what: &str,
+        value: &Value<'_>,
+        subject: super::Subject,
+        check: impl Fn(&str) -> Option<String>,
+    ) -> Option<Vec<String>> {
+        let items = self.strings(key, value)?;
         if items.is_empty() {
             self.error(
                 value.span(),
-                "`compose_files`, when present, must list a pattern",
+                format!("`{key}`, when present, must list a pattern"),
             );
             return None;
         }
         let mut ok = true;
         for (pattern, span) in &items {
-            let problem = if !pattern.starts_with('/') {
-                Some(format!(
-                    "compose file pattern `{pattern}` must be absolute: compose records absolute paths"
-                ))
-            } else if pattern.len() > MAX_PATTERN_LEN {
-                Some(format!(
-                    "compose file pattern is longer than {MAX_PATTERN_LEN} characters"
-                ))
-            } else {
-                super::glob(pattern, super::Subject::Path)
-                    .err()
-                    .map(|e| format!("compose file pattern `{pattern}`: {}", e.kind()))
-            };
+            let problem = check(pattern).or_else(|| {
+                if pattern.is_empty() || pattern.len() > MAX_PATTERN_LEN {
+                    Some(format!(
+                        "{what} pattern must be 1 to {MAX_PATTERN_LEN} characters"
+                    ))
+                } else {
+                    super::glob(pattern, subject)
+                        .err()
+                        .map(|e| format!("{what} pattern `{pattern}`: {}", e.kind()))
+                }
+            });
             if let Some(problem) = problem {
                 self.error(span.clone(), problem);
                 ok = false;

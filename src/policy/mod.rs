@@ -304,7 +304,7 @@ impl PatternIndex {
 
 /// What a pattern is matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subject {
+pub(crate) enum Subject {
     /// Container names never contain `/`, so `*` is plain "anything" (with
     /// `*` unable to cross `/`, globset would compile each such pattern into
     /// a regex, which grows with the policy and fails past a few thousand).
