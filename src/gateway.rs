@@ -116,7 +116,10 @@ impl Refusal {
         Refusal::new(
             RefusalKind::Invalid,
             "invalid_container_name",
-            format!("container_name {e}; the pattern is ^[a-zA-Z0-9][a-zA-Z0-9_.-]{{0,254}}$"),
+            format!(
+                "container_name {e}; the pattern is {}",
+                crate::names::CONTAINER_NAME_PATTERN
+            ),
         )
     }
 

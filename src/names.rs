@@ -9,6 +9,14 @@ use std::fmt;
 /// The longest container name accepted: one alphanumeric character plus 254.
 pub const MAX_CONTAINER_NAME: usize = 255;
 
+/// The container names a request may name, as a regular expression for
+/// clients and the document (the check itself needs no regex engine).
+pub const CONTAINER_NAME_PATTERN: &str = "^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$";
+
+/// The longest `wait` any request may ask for, in seconds (a policy's
+/// `max_wait_secs` may lower it).
+pub const MAX_WAIT_SECS: u64 = 86_400;
+
 /// Why a name was refused; shown to the caller as is, so it never echoes input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {

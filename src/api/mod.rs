@@ -245,3 +245,41 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
     let inner = route.nest("/", service).data(gateway.clone());
     Edge { inner, gateway }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// poem-openapi's validators take literals; the document must say what
+    /// the gateway enforces.
+    #[test]
+    fn the_document_states_the_gateways_own_bounds() {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        let name = &doc["components"]["schemas"]["DeployRequest"]["properties"]["container_name"];
+        assert_eq!(name["pattern"], crate::names::CONTAINER_NAME_PATTERN);
+        assert_eq!(name["maxLength"], crate::names::MAX_CONTAINER_NAME);
+        let mut waits = 0;
+        for (_, operations) in doc["paths"].as_object().unwrap() {
+            for (_, operation) in operations.as_object().unwrap() {
+                for param in operation["parameters"].as_array().into_iter().flatten() {
+                    if param["name"] == "wait" {
+                        let max = param["schema"]["maximum"].as_f64();
+                        assert_eq!(max, Some(crate::names::MAX_WAIT_SECS as f64));
+                        waits += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(waits, 3, "pull, build and getJob take wait");
+    }
+
+    #[test]
+    fn allow_lists_what_a_path_answers() {
+        assert_eq!(allowed_methods("/pull").as_deref(), Some("POST"));
+        assert_eq!(allowed_methods("/jobs/0123").as_deref(), Some("GET"));
+        assert_eq!(allowed_methods("/jobs").as_deref(), Some("GET"));
+        assert_eq!(allowed_methods("/docs/index.css").as_deref(), Some("GET"));
+        assert_eq!(allowed_methods("/nope"), None);
+        assert_eq!(allowed_methods("/jobs/a/b"), None);
+    }
+}

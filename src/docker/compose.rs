@@ -209,6 +209,26 @@ fn checked_path(label: &'static str, text: &str) -> Result<PathBuf, TargetError>
     }
 }
 
+/// The project, service and working directory, as their labels must be.
+fn service_of(
+    project: &str,
+    service: &str,
+    working_dir: &str,
+) -> Result<(ComposeProjectName, ServiceName, PathBuf), TargetError> {
+    let project = ComposeProjectName::parse(project)
+        .map_err(|e| invalid(LABEL_PROJECT, format!("the project name {e}")))?;
+    let service = ServiceName::parse(service)
+        .map_err(|e| invalid(LABEL_SERVICE, format!("the service name {e}")))?;
+    let working_dir = checked_path(LABEL_WORKING_DIR, working_dir)?;
+    if !working_dir.is_absolute() {
+        return Err(invalid(
+            LABEL_WORKING_DIR,
+            "the working directory is not absolute",
+        ));
+    }
+    Ok((project, service, working_dir))
+}
+
 fn path_list(label: &'static str, text: &str) -> Result<Vec<PathBuf>, TargetError> {
     if text.split(',').count() > MAX_FILES {
         return Err(invalid(label, format!("more than {MAX_FILES} files")));
@@ -282,17 +302,7 @@ impl ComposeLabels {
         config_files: &str,
         env_files: &str,
     ) -> Result<Self, TargetError> {
-        let project = ComposeProjectName::parse(project)
-            .map_err(|e| invalid(LABEL_PROJECT, format!("the project name {e}")))?;
-        let service = ServiceName::parse(service)
-            .map_err(|e| invalid(LABEL_SERVICE, format!("the service name {e}")))?;
-        let working_dir = checked_path(LABEL_WORKING_DIR, working_dir)?;
-        if !working_dir.is_absolute() {
-            return Err(invalid(
-                LABEL_WORKING_DIR,
-                "the working directory is not absolute",
-            ));
-        }
+        let (project, service, working_dir) = service_of(project, service, working_dir)?;
         let config_files = path_list(LABEL_CONFIG_FILES, config_files)?;
         let env_files = if env_files.is_empty() {
             Vec::new()
@@ -406,7 +416,41 @@ impl ComposeLabels {
 
 impl ComposeTarget {
     /// A target from parts already resolved (a stored job's): every path
-    /// must be absolute. Validated as labels are.
+    /// must be absolute. Validated as labels are, path by path.
+    pub fn from_stored(
+        project: &str,
+        service: &str,
+        working_dir: &str,
+        config_files: &[String],
+        env_files: &[String],
+    ) -> Result<Self, TargetError> {
+        let (project, service, working_dir) = service_of(project, service, working_dir)?;
+        let absolute = |label: &'static str, paths: &[String]| {
+            if paths.len() > MAX_FILES {
+                return Err(invalid(label, format!("more than {MAX_FILES} files")));
+            }
+            paths
+                .iter()
+                .map(|text| {
+                    let path = checked_path(label, text)?;
+                    if path.is_absolute() {
+                        Ok(path)
+                    } else {
+                        Err(invalid(label, "a path is not absolute"))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            project,
+            service,
+            working_dir,
+            config_files: absolute(LABEL_CONFIG_FILES, config_files)?,
+            env_files: absolute(LABEL_ENV_FILE, env_files)?,
+        })
+    }
+
+    /// As [`Self::from_stored`], from comma-separated lists.
     pub fn from_parts(
         project: &str,
         service: &str,
@@ -414,18 +458,20 @@ impl ComposeTarget {
         config_files: &str,
         env_files: &str,
     ) -> Result<Self, TargetError> {
-        let labels =
-            ComposeLabels::from_parts(project, service, working_dir, config_files, env_files)?;
-        if let Some((label, _)) = labels.relative_entries().next() {
-            return Err(invalid(label, "a path is not absolute"));
-        }
-        Ok(Self {
-            project: labels.project,
-            service: labels.service,
-            working_dir: labels.working_dir,
-            config_files: labels.config_files,
-            env_files: labels.env_files,
-        })
+        let list = |text: &str| -> Vec<String> {
+            if text.is_empty() {
+                Vec::new()
+            } else {
+                text.split(',').map(str::to_owned).collect()
+            }
+        };
+        Self::from_stored(
+            project,
+            service,
+            working_dir,
+            &list(config_files),
+            &list(env_files),
+        )
     }
 
     /// The arguments after the compose tool itself, e.g. after `docker compose`.
@@ -584,6 +630,13 @@ mod tests {
             t.files_joined(),
             "/srv/billing/compose.yml,/srv/billing/override.yml"
         );
+    }
+
+    #[test]
+    fn a_stored_target_keeps_each_path_whole() {
+        let files = ["/srv/a,b/compose.yml".to_string()];
+        let t = ComposeTarget::from_stored("p", "web", "/srv/a,b", &files, &[]).unwrap();
+        assert_eq!(t.config_files, [PathBuf::from("/srv/a,b/compose.yml")]);
     }
 
     #[test]

@@ -157,12 +157,12 @@ impl JobRecord {
 
     /// The compose target again, re-validated (used after a restart).
     pub fn target(&self) -> Result<ComposeTarget, TargetError> {
-        ComposeTarget::from_parts(
+        ComposeTarget::from_stored(
             &self.compose_project,
             &self.service,
             &self.working_dir,
-            &self.compose_files.join(","),
-            &self.env_files.join(","),
+            &self.compose_files,
+            &self.env_files,
         )
     }
 }

@@ -5,6 +5,8 @@
 //! wants every problem, each with its line.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::names::MAX_WAIT_SECS;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -219,7 +221,7 @@ fn server_integer(key: &str) -> Option<(Range<u64>, Setter)> {
     let entry: (Range<u64>, Setter) = match key {
         "max_body_bytes" => (64..(16 << 20) + 1, |s, n| s.max_body_bytes = n as usize),
         "timestamp_tolerance_secs" => (1..86_401, |s, n| s.timestamp_tolerance_secs = n),
-        "max_wait_secs" => (0..86_401, |s, n| s.max_wait_secs = n),
+        "max_wait_secs" => (0..MAX_WAIT_SECS + 1, |s, n| s.max_wait_secs = n),
         "max_connections" => (1..1_000_001, |s, n| s.max_connections = n as usize),
         "max_connections_per_address" => (1..1_000_001, |s, n| {
             s.max_connections_per_address = n as usize
