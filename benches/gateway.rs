@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use delivery_hook::auth::SigningKey;
+use delivery_hook::admission::auth::SigningKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -693,9 +693,9 @@ fn policy_cost(policy: &delivery_hook::policy::Policy, requests: &[PolicyRequest
     for _ in 0..rounds {
         for (name, body, ts, sig) in requests {
             let candidates = policy.candidates(name);
-            let found = candidates
-                .iter()
-                .find(|p| delivery_hook::auth::verify_any(p.keys(), body, ts, sig).is_some());
+            let found = candidates.iter().find(|p| {
+                delivery_hook::admission::auth::verify_any(p.keys(), body, ts, sig).is_some()
+            });
             if let Some(project) = found {
                 if project.allows_action(Action::Pull) && policy.allows_container(project, name) {
                     ok += 1;
@@ -1104,7 +1104,7 @@ fn median_p99(latencies: &mut [Duration]) -> (f64, f64) {
 
 /// Bytes one settled replay-cache entry costs, measured on this process.
 fn replay_entry_bytes(table: &mut Table) {
-    use delivery_hook::replay::{Admission, ReplayCache};
+    use delivery_hook::admission::replay::{Admission, ReplayCache};
     let entries = 500_000u32;
     let before = rss_kib(std::process::id());
     let cache: ReplayCache<delivery_hook::names::JobId, ()> = ReplayCache::new(entries as usize);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::auth::{self, SigningKey};
+use crate::admission::auth::{self, SigningKey};
 use crate::names::{Action, ContainerName};
 
 /// `trigger`'s exit codes: 0 the job succeeded (or was accepted, without

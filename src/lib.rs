@@ -17,11 +17,8 @@
 //!   the only code that knows poem or hyper.
 //! - [`gateway`]: the decisions behind each request, in order, and the audit log.
 //! - [`policy`]: `delivery.toml` to a compiled, validated policy; pure after loading.
-//! - [`auth`]: timestamp and signature headers, HMAC-SHA256 verification.
-//! - [`replay`]: the replay cache, bounded per project and in all.
-//! - [`throttle`]: rate-limiting addresses that keep failing authentication.
-//! - [`slots`]: bounded counts per key (connections per address, waits per project).
-//! - [`client_addr`]: the client address, behind trusted proxies or not.
+//! - [`admission`]: authentication, replay, throttling, client addresses and
+//!   bounded counts: the pure pieces of admitting a request.
 //! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
 //! - [`docker`]: the only code that talks to the engine or starts processes.
 //! - [`logging`]: text or JSON log lines on stderr, through a writer thread.
@@ -30,11 +27,10 @@
 //! - [`privilege`]: dropping root when started as root in the container image.
 //! - [`client`]: the `sign` and `trigger` commands (the CI side).
 
+pub mod admission;
 pub mod api;
-pub mod auth;
 pub mod cli;
 pub mod client;
-pub mod client_addr;
 pub mod docker;
 pub mod gateway;
 pub mod jobs;
@@ -43,7 +39,4 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod privilege;
-pub mod replay;
 pub mod serve;
-pub mod slots;
-pub mod throttle;

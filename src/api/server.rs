@@ -31,8 +31,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::client_addr::{Cidr, canonical};
-use crate::slots::Slots;
+use crate::admission::client_addr::{Cidr, canonical};
+use crate::admission::slots::Slots;
 
 /// Bound on the request line plus headers; hyper answers 431 beyond it.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;

@@ -19,8 +19,8 @@ use toml::de::{DeTable, DeValue};
 use super::{
     ComposeTool, DockerSettings, Origin, Policy, ProjectSpec, SecretSource, ServerSettings,
 };
-use crate::auth::MIN_SECRET_LEN;
-use crate::client_addr::Cidr;
+use crate::admission::auth::MIN_SECRET_LEN;
+use crate::admission::client_addr::Cidr;
 use crate::names::{Action, ProjectName};
 
 /// The largest policy file read; 10,000 projects take about 2 MB.
@@ -1175,26 +1175,26 @@ compose_files = ["/srv/db/**"]
     fn file_secrets_are_trimmed_and_rotation_keys_load() {
         let p = parse_ok(FULL).policy;
         let billing = p.project("billing").unwrap();
-        let next = crate::auth::SigningKey::new(b"billing-next-0123456789");
+        let next = crate::admission::auth::SigningKey::new(b"billing-next-0123456789");
         let sig = next.sign(b"x", "1");
-        assert!(crate::auth::verify_any(billing.keys(), b"x", "1", &sig).is_some());
+        assert!(crate::admission::auth::verify_any(billing.keys(), b"x", "1", &sig).is_some());
         let crlf = parse_ok(
             "[projects.a]\nsecrets = [\"file:/etc/dh/crlf\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
         );
-        let key = crate::auth::SigningKey::new(b"crlf-secret-0123456789");
+        let key = crate::admission::auth::SigningKey::new(b"crlf-secret-0123456789");
         let sig = key.sign(b"x", "1");
         let a = crlf.policy.project("a").unwrap();
-        assert!(crate::auth::verify_any(a.keys(), b"x", "1", &sig).is_some());
+        assert!(crate::admission::auth::verify_any(a.keys(), b"x", "1", &sig).is_some());
     }
 
     #[test]
     fn a_secret_of_another_project_never_authorises() {
         let p = parse_ok(FULL).policy;
-        let shop_key = crate::auth::SigningKey::new(b"shop-secret-0123456789ab");
+        let shop_key = crate::admission::auth::SigningKey::new(b"shop-secret-0123456789ab");
         let sig = shop_key.sign(b"x", "1");
         let billing = p.project("billing").unwrap();
         assert_eq!(
-            crate::auth::verify_any(billing.keys(), b"x", "1", &sig),
+            crate::admission::auth::verify_any(billing.keys(), b"x", "1", &sig),
             None
         );
     }

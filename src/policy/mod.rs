@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::auth::SigningKey;
-use crate::client_addr::Cidr;
+use crate::admission::auth::SigningKey;
+use crate::admission::client_addr::Cidr;
 use crate::names::{Action, ContainerName, ProjectName};
 
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
@@ -337,7 +337,7 @@ fn glob_set<'a>(
 pub enum SeedError {
     #[error(
         "SECRET_KEY is shorter than {} bytes; use a longer secret",
-        crate::auth::MIN_SECRET_LEN
+        crate::admission::auth::MIN_SECRET_LEN
     )]
     ShortSecret,
     #[error("internal error compiling the seed policy: {0}")]
@@ -419,7 +419,7 @@ impl Policy {
         docs: bool,
         state_dir: PathBuf,
     ) -> Result<Self, SeedError> {
-        if secret.len() < crate::auth::MIN_SECRET_LEN {
+        if secret.len() < crate::admission::auth::MIN_SECRET_LEN {
             return Err(SeedError::ShortSecret);
         }
         let mut server = load::default_server(Path::new("."));

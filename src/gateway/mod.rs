@@ -22,148 +22,26 @@
 //!
 //! Every decision is logged once on the `audit` target.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::auth::{self, AuthError, Signature};
-use crate::docker::{ComposeLabels, Engine, EngineError, Resolved, TargetError};
-use crate::jobs::{
-    Cursor, JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted,
-};
+use crate::admission::auth::{self, AuthError, Signature};
+use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
+use crate::admission::slots::{Slot, Slots};
+use crate::admission::throttle::Throttle;
+use crate::docker::{ComposeLabels, Engine, Resolved};
+use crate::jobs::{JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted};
 use crate::metrics::{Gauges, Metrics};
-use crate::names::{Action, ContainerName, JobId, NameError};
+use crate::names::{Action, ContainerName, JobId};
 use crate::policy::{Policy, Project};
-use crate::replay::{self, Admission, ReplayCache, Ticket};
-use crate::slots::{Slot, Slots};
-use crate::throttle::Throttle;
 
-/// Why a request is refused, as a kind the HTTP layer maps to a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// The request is malformed: its body, a name, a parameter.
-    Invalid,
-    /// Authentication failed.
-    Unauthenticated,
-    /// Authenticated, but outside the project's policy.
-    Forbidden,
-    /// Authenticated and allowed, but there is no such container or job.
-    NotFound,
-    /// The body did not arrive in time.
-    BodyTimeout,
-    /// The body is over the size limit.
-    BodyTooLarge,
-    /// The body is not sent as JSON.
-    NotJson,
-    /// The container exists but cannot be deployed.
-    Undeployable,
-    /// A bound on one client or project was reached; try again later.
-    RateLimited,
-    /// The engine, the store or the gateway itself cannot take it now.
-    Unavailable,
-}
+mod audit;
+mod reads;
+mod refusal;
 
-impl RefusalKind {
-    /// The kind's name, as the audit log shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalKind::Invalid => "invalid",
-            RefusalKind::Unauthenticated => "unauthenticated",
-            RefusalKind::Forbidden => "forbidden",
-            RefusalKind::NotFound => "not_found",
-            RefusalKind::BodyTimeout => "body_timeout",
-            RefusalKind::BodyTooLarge => "body_too_large",
-            RefusalKind::NotJson => "not_json",
-            RefusalKind::Undeployable => "undeployable",
-            RefusalKind::RateLimited => "rate_limited",
-            RefusalKind::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// A request that runs nothing, and why, in words safe to send to anyone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub kind: RefusalKind,
-    /// Stable and machine-readable, e.g. `signature_mismatch`.
-    pub code: &'static str,
-    pub message: Cow<'static, str>,
-    /// Seconds, for 429 and 503.
-    pub retry_after: Option<u64>,
-}
-
-impl Refusal {
-    pub fn new(
-        kind: RefusalKind,
-        code: &'static str,
-        message: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            kind,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs.max(1));
-        self
-    }
-
-    fn bad_name(e: NameError) -> Self {
-        Refusal::new(
-            RefusalKind::Invalid,
-            "invalid_container_name",
-            format!(
-                "container_name {e}; the pattern is {}",
-                crate::names::CONTAINER_NAME_PATTERN
-            ),
-        )
-    }
-
-    fn engine(e: &EngineError) -> Self {
-        Refusal::new(
-            RefusalKind::Unavailable,
-            "engine_unavailable",
-            "the Docker engine does not answer; try again later",
-        )
-        .retry_after(match e {
-            EngineError::Unreachable(_) => 5,
-            EngineError::Api(_) | EngineError::Unsupported(_) => 1,
-        })
-    }
-
-    fn store(_: &StoreError) -> Self {
-        Refusal::new(
-            RefusalKind::Unavailable,
-            "store_unavailable",
-            "the job could not be recorded; nothing was run",
-        )
-        .retry_after(5)
-    }
-}
-
-impl From<AuthError> for Refusal {
-    fn from(e: AuthError) -> Self {
-        Refusal::new(RefusalKind::Unauthenticated, e.code(), e.message())
-    }
-}
-
-impl From<TargetError> for Refusal {
-    fn from(e: TargetError) -> Self {
-        Refusal::new(RefusalKind::Undeployable, e.code(), e.to_string())
-    }
-}
-
-/// Why reading a body failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyError {
-    TooLarge,
-    TimedOut,
-    Broken,
-}
+use audit::{Seen, audit_deploy};
+pub use refusal::{BodyError, Refusal, RefusalKind};
 
 /// The signing headers as received.
 #[derive(Debug, Default, Clone, Copy)]
@@ -673,116 +551,6 @@ impl Gateway {
             waited: wait.is_some(),
         })
     }
-
-    /// Authenticates a read (`GET /jobs…`): `X-Project` is required and the
-    /// request target is the signed message.
-    fn authenticate_read(&self, policy: &Policy, call: &ReadCall<'_>) -> Result<String, Refusal> {
-        self.check_throttle(policy, call.client)?;
-        let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
-        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
-        auth::check_window(
-            timestamp.secs,
-            unix_now(),
-            policy.server.timestamp_tolerance_secs,
-        )
-        .map_err(fail)?;
-        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
-        let name = call
-            .headers
-            .project
-            .ok_or(AuthError::MissingProject)
-            .map_err(fail)?;
-        let project = named_project(policy, name).map_err(fail)?;
-        let keys = project.map(Project::keys).unwrap_or_default();
-        match auth::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
-            Some(_) => Ok(name.to_owned()),
-            None => Err(fail(AuthError::SignatureMismatch)),
-        }
-    }
-
-    /// `GET /jobs/{id}`: a job of the authenticated project.
-    pub async fn job(
-        &self,
-        call: ReadCall<'_>,
-        id: &str,
-        wait_secs: Option<u64>,
-    ) -> Result<JobRecord, Refusal> {
-        let policy = self.policy();
-        let result = async {
-            let project = self.authenticate_read(&policy, &call)?;
-            if let Some(wait) = wait_secs {
-                check_wait(&policy, wait)?;
-            }
-            let not_found = || {
-                Refusal::new(
-                    RefusalKind::NotFound,
-                    "job_not_found",
-                    "no job with this id for this project",
-                )
-            };
-            let id = JobId::parse(id).ok_or_else(not_found)?;
-            let job = match wait_secs.filter(|w| *w > 0) {
-                Some(wait) => {
-                    let _waiting = self.wait_slot(&policy, &project)?;
-                    self.jobs.wait(id, Duration::from_secs(wait)).await
-                }
-                None => self.jobs.get(id).await,
-            }
-            .map_err(|e| Refusal::store(&e))?;
-            job.filter(|j| j.project == project).ok_or_else(not_found)
-        }
-        .await;
-        audit_read(&call, "getJob", result.as_ref().map(|_| ()));
-        result
-    }
-
-    /// `GET /jobs`: a page of the authenticated project's jobs, newest first.
-    pub async fn list_jobs(
-        &self,
-        call: ReadCall<'_>,
-        limit: usize,
-        before: Option<&str>,
-    ) -> Result<JobPage, Refusal> {
-        let policy = self.policy();
-        let result = async {
-            let project = self.authenticate_read(&policy, &call)?;
-            let cursor = match before {
-                None => None,
-                Some(text) => Some(parse_cursor(text).ok_or_else(|| {
-                    Refusal::new(
-                        RefusalKind::Invalid,
-                        "invalid_parameter",
-                        "`before` is not a cursor this gateway issued",
-                    )
-                })?),
-            };
-            let jobs = self
-                .jobs
-                .list(&project, limit, cursor)
-                .await
-                .map_err(|e| Refusal::store(&e))?;
-            let next = (jobs.len() == limit)
-                .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at_ms, j.id)))
-                .flatten();
-            Ok(JobPage { jobs, next })
-        }
-        .await;
-        audit_read(&call, "listJobs", result.as_ref().map(|_| ()));
-        result
-    }
-}
-
-/// `<created_at_ms>-<id>`. A time beyond any representable one means
-/// "from the newest", as a cursor from the far future would.
-fn parse_cursor(text: &str) -> Option<Cursor> {
-    let (at, id) = text.split_once('-')?;
-    if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Cursor {
-        created_at_ms: at.parse().unwrap_or(i64::MAX as u64).min(i64::MAX as u64),
-        id: JobId::parse(id)?,
-    })
 }
 
 fn check_wait(policy: &Policy, wait: u64) -> Result<(), Refusal> {
@@ -826,60 +594,4 @@ fn authorise(
         ));
     }
     Ok(())
-}
-
-/// What a deploy request was found to be about, as far as it got.
-#[derive(Default)]
-struct Seen {
-    project: Option<String>,
-    container: Option<String>,
-}
-
-fn audit_deploy(call: &DeployCall<'_>, seen: &Seen, result: &Result<DeployOutcome, Refusal>) {
-    match result {
-        Ok(o) => tracing::info!(
-            target: "audit",
-            client = %call.client,
-            project = %o.job.project,
-            container = %o.job.container_name,
-            action = call.action.as_str(),
-            job = %o.job.id,
-            state = o.job.state.as_str(),
-            replayed = o.replayed,
-            coalesced = o.coalesced,
-            code = if o.replayed { "replayed" } else if o.coalesced { "coalesced" } else { "accepted" },
-            "deploy accepted"
-        ),
-        Err(r) => tracing::info!(
-            target: "audit",
-            client = %call.client,
-            project = seen.project.as_deref().unwrap_or("-"),
-            container = seen.container.as_deref().unwrap_or("-"),
-            action = call.action.as_str(),
-            refusal = r.kind.as_str(),
-            code = r.code,
-            "deploy refused"
-        ),
-    }
-}
-
-fn audit_read(call: &ReadCall<'_>, operation: &str, result: Result<(), &Refusal>) {
-    match result {
-        Ok(_) => tracing::debug!(
-            target: "audit",
-            client = %call.client,
-            project = call.headers.project.unwrap_or("-"),
-            operation,
-            "read allowed"
-        ),
-        Err(r) => tracing::info!(
-            target: "audit",
-            client = %call.client,
-            project = call.headers.project.unwrap_or("-"),
-            operation,
-            refusal = r.kind.as_str(),
-            code = r.code,
-            "read refused"
-        ),
-    }
 }

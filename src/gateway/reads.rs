@@ -1,0 +1,125 @@
+//! Reads of jobs: `GET /jobs/{id}` and `GET /jobs`, signed over the request
+//! target, for the project named by `X-Project`.
+
+use std::time::Duration;
+
+use super::audit::audit_read;
+use super::{
+    Gateway, JobPage, ReadCall, Refusal, RefusalKind, check_wait, named_project, unix_now,
+};
+use crate::admission::auth::{self, AuthError};
+use crate::jobs::{Cursor, JobRecord};
+use crate::names::JobId;
+use crate::policy::{Policy, Project};
+
+impl Gateway {
+    /// Authenticates a read (`GET /jobs…`): `X-Project` is required and the
+    /// request target is the signed message.
+    fn authenticate_read(&self, policy: &Policy, call: &ReadCall<'_>) -> Result<String, Refusal> {
+        self.check_throttle(policy, call.client)?;
+        let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
+        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
+        auth::check_window(
+            timestamp.secs,
+            unix_now(),
+            policy.server.timestamp_tolerance_secs,
+        )
+        .map_err(fail)?;
+        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
+        let name = call
+            .headers
+            .project
+            .ok_or(AuthError::MissingProject)
+            .map_err(fail)?;
+        let project = named_project(policy, name).map_err(fail)?;
+        let keys = project.map(Project::keys).unwrap_or_default();
+        match auth::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
+            Some(_) => Ok(name.to_owned()),
+            None => Err(fail(AuthError::SignatureMismatch)),
+        }
+    }
+
+    /// `GET /jobs/{id}`: a job of the authenticated project.
+    pub async fn job(
+        &self,
+        call: ReadCall<'_>,
+        id: &str,
+        wait_secs: Option<u64>,
+    ) -> Result<JobRecord, Refusal> {
+        let policy = self.policy();
+        let result = async {
+            let project = self.authenticate_read(&policy, &call)?;
+            if let Some(wait) = wait_secs {
+                check_wait(&policy, wait)?;
+            }
+            let not_found = || {
+                Refusal::new(
+                    RefusalKind::NotFound,
+                    "job_not_found",
+                    "no job with this id for this project",
+                )
+            };
+            let id = JobId::parse(id).ok_or_else(not_found)?;
+            let job = match wait_secs.filter(|w| *w > 0) {
+                Some(wait) => {
+                    let _waiting = self.wait_slot(&policy, &project)?;
+                    self.jobs.wait(id, Duration::from_secs(wait)).await
+                }
+                None => self.jobs.get(id).await,
+            }
+            .map_err(|e| Refusal::store(&e))?;
+            job.filter(|j| j.project == project).ok_or_else(not_found)
+        }
+        .await;
+        audit_read(&call, "getJob", result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// `GET /jobs`: a page of the authenticated project's jobs, newest first.
+    pub async fn list_jobs(
+        &self,
+        call: ReadCall<'_>,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<JobPage, Refusal> {
+        let policy = self.policy();
+        let result = async {
+            let project = self.authenticate_read(&policy, &call)?;
+            let cursor = match before {
+                None => None,
+                Some(text) => Some(parse_cursor(text).ok_or_else(|| {
+                    Refusal::new(
+                        RefusalKind::Invalid,
+                        "invalid_parameter",
+                        "`before` is not a cursor this gateway issued",
+                    )
+                })?),
+            };
+            let jobs = self
+                .jobs
+                .list(&project, limit, cursor)
+                .await
+                .map_err(|e| Refusal::store(&e))?;
+            let next = (jobs.len() == limit)
+                .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at_ms, j.id)))
+                .flatten();
+            Ok(JobPage { jobs, next })
+        }
+        .await;
+        audit_read(&call, "listJobs", result.as_ref().map(|_| ()));
+        result
+    }
+}
+
+/// `<created_at_ms>-<id>`. A time beyond any representable one means
+/// "from the newest", as a cursor from the far future would.
+fn parse_cursor(text: &str) -> Option<Cursor> {
+    let (at, id) = text.split_once('-')?;
+    if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Cursor {
+        created_at_ms: at.parse().unwrap_or(i64::MAX as u64).min(i64::MAX as u64),
+        id: JobId::parse(id)?,
+    })
+}
