@@ -315,7 +315,7 @@ fn ceiling_server(port: u16) -> ExitCode {
             header_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(1),
         };
-        delivery_hook::api::server::run(listener, app, limits, std::future::pending())
+        delivery_hook::api::server::accept_loop(listener, app, limits, std::future::pending())
             .await
             .unwrap();
     });

@@ -9,12 +9,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{self, OutputFormat, SignInput, Trigger};
 use crate::docker::DockerEngine;
 use crate::jobs::Store;
 use crate::names::{Action, JobId};
 use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
+use crate::trigger_client::{self, OutputFormat, SignInput, Trigger};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -162,7 +162,7 @@ fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf
     Ok((loaded.policy, warnings, path))
 }
 
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run_command_line(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => {
             // Before the log writer's thread: the new user's HOME is set in
@@ -211,8 +211,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     return fail("give the BODY to sign, - to read it from stdin, or --path");
                 }
             };
-            let signed = client::secret_from_env(&secret_env)
-                .and_then(|key| client::sign(&key, input, timestamp, &mut std::io::stdout()));
+            let signed = trigger_client::secret_from_env(&secret_env).and_then(|key| {
+                trigger_client::sign(&key, input, timestamp, &mut std::io::stdout())
+            });
             match signed {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
@@ -227,11 +228,11 @@ pub fn run(cli: Cli) -> ExitCode {
             wait,
             output,
         } => {
-            let key = match client::secret_from_env(&secret_env) {
+            let key = match trigger_client::secret_from_env(&secret_env) {
                 Ok(key) => key,
                 Err(e) => {
                     eprintln!("delivery-hook: {e}");
-                    return ExitCode::from(client::EXIT_REFUSED);
+                    return ExitCode::from(trigger_client::EXIT_REFUSED);
                 }
             };
             let trigger = Trigger {
@@ -248,7 +249,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     OutputArg::Json => OutputFormat::Json,
                 },
             };
-            ExitCode::from(runtime().block_on(client::trigger(key, trigger)))
+            ExitCode::from(runtime().block_on(trigger_client::trigger(key, trigger)))
         }
     }
 }
@@ -430,7 +431,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
             }
         });
     }
-    let gateway = match serve::gateway(policy, engine, store).await {
+    let gateway = match serve::build_gateway(policy, engine, store).await {
         Ok(gateway) => gateway,
         Err(e) => return fail(e),
     };
@@ -442,7 +443,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
         shutdown,
         reload: reload_rx,
     };
-    match serve::run(gateway, listener, metrics_listener, controls).await {
+    match serve::run_until_shutdown(gateway, listener, metrics_listener, controls).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("the server failed: {e}")),
     }

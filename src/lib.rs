@@ -25,12 +25,11 @@
 //! - [`metrics`]: counters for `GET /metrics` (OpenMetrics text).
 //! - [`names`]: validated names; text becomes one of these once, at the edge.
 //! - [`privilege`]: dropping root when started as root in the container image.
-//! - [`client`]: the `sign` and `trigger` commands (the CI side).
+//! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side).
 
 pub mod admission;
 pub mod api;
 pub mod cli;
-pub mod client;
 pub mod docker;
 pub mod gateway;
 pub mod jobs;
@@ -40,3 +39,4 @@ pub mod names;
 pub mod policy;
 pub mod privilege;
 pub mod serve;
+pub mod trigger_client;

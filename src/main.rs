@@ -3,5 +3,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    delivery_hook::cli::run(delivery_hook::cli::Cli::parse())
+    delivery_hook::cli::run_command_line(delivery_hook::cli::Cli::parse())
 }

@@ -86,7 +86,7 @@ pub enum StartError {
 }
 
 /// Builds the gateway around an opened store and recovers unfinished jobs.
-pub async fn gateway(
+pub async fn build_gateway(
     policy: Policy,
     engine: Arc<dyn Engine>,
     store: Store,
@@ -130,7 +130,7 @@ pub async fn gateway(
 
 /// Serves until `controls.shutdown`, then stops accepting, lets running jobs
 /// finish for the grace period, and returns once everything is recorded.
-pub async fn run(
+pub async fn run_until_shutdown(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -170,9 +170,9 @@ pub async fn run(
             ..limits.clone()
         };
         let stop = stop.clone();
-        tokio::spawn(
-            async move { server::run(listener, app, limits, stop.cancelled_owned()).await },
-        )
+        tokio::spawn(async move {
+            server::accept_loop(listener, app, limits, stop.cancelled_owned()).await
+        })
     });
     let jobs_stopped = {
         let jobs = gateway.jobs().clone();
@@ -186,7 +186,7 @@ pub async fn run(
             jobs.shutdown(grace).await;
         })
     };
-    let served = server::run(
+    let served = server::accept_loop(
         listener,
         api::app(gateway.clone()),
         limits,

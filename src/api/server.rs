@@ -50,7 +50,7 @@ pub struct ServerLimits {
 
 /// Serves `endpoint` on `listener` until `shutdown` completes, then drains.
 /// The caller binds, so tests and the CLI choose the address (port 0 works).
-pub async fn run(
+pub async fn accept_loop(
     listener: TcpListener,
     endpoint: impl IntoEndpoint<Endpoint: 'static>,
     limits: ServerLimits,
@@ -99,7 +99,7 @@ pub async fn run(
         let closing = closing.clone();
         let timeout = limits.header_timeout;
         connections.spawn(async move {
-            serve(stream, local, peer, endpoint, timeout, closing).await;
+            serve_connection(stream, local, peer, endpoint, timeout, closing).await;
             drop(counted);
             drop(permit);
         });
@@ -120,7 +120,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve<E: Endpoint<Output = poem::Response> + 'static>(
+async fn serve_connection<E: Endpoint<Output = poem::Response> + 'static>(
     stream: TcpStream,
     local: std::net::SocketAddr,
     peer: std::net::SocketAddr,

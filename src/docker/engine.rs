@@ -311,7 +311,11 @@ async fn detect_compose() -> Result<Vec<String>, NoComposeTool> {
             cancel: CancellationToken::new(),
         };
         let scratch = OutputLog::with_limit(4096);
-        if process::run(argv, None, &limits, &scratch).await.exit == Exit::Code(0) {
+        if process::run_command(argv, None, &limits, &scratch)
+            .await
+            .exit
+            == Exit::Code(0)
+        {
             return Ok(prefix.iter().map(|s| s.to_string()).collect());
         }
     }
@@ -526,7 +530,7 @@ impl Engine for DockerEngine {
                 }
             };
             argv.extend(target.args(op));
-            process::run(argv, Some(&target.working_dir), limits, output).await
+            process::run_command(argv, Some(&target.working_dir), limits, output).await
         })
     }
 }

@@ -71,7 +71,7 @@ fn kill_group(pid: u32) {
 
 /// Runs `argv` to completion, the deadline, or cancellation, in `dir` when
 /// given (compose v2 reads a `.env` from the directory it starts in).
-pub async fn run(
+pub async fn run_command(
     argv: Vec<String>,
     dir: Option<&Path>,
     limits: &Limits,
@@ -200,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn output_and_exit_code_are_captured() {
         let log = OutputLog::default();
-        let out = run(
+        let out = run_command(
             argv(&["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
             None,
             &limits(10),
@@ -216,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn arguments_are_not_interpreted_by_a_shell() {
         let log = OutputLog::default();
-        let out = run(
+        let out = run_command(
             argv(&["/bin/echo", "$(id)", "a;b", "`x`"]),
             None,
             &limits(10),
@@ -231,7 +231,7 @@ mod tests {
     async fn the_command_runs_in_the_directory_given() {
         let log = OutputLog::default();
         let dir = std::fs::canonicalize(std::env::temp_dir()).unwrap();
-        let out = run(argv(&["/bin/pwd"]), Some(&dir), &limits(10), &log).await;
+        let out = run_command(argv(&["/bin/pwd"]), Some(&dir), &limits(10), &log).await;
         assert_eq!(out.exit, Exit::Code(0));
         assert!(
             log.text().contains(&format!("\n{}\n", dir.display())),
@@ -245,7 +245,7 @@ mod tests {
         // SAFETY: tests in this module do not read this variable concurrently.
         unsafe { std::env::set_var("DELIVERY_TEST_SECRET", "do-not-pass") };
         let log = OutputLog::default();
-        run(argv(&["/usr/bin/env"]), None, &limits(10), &log).await;
+        run_command(argv(&["/usr/bin/env"]), None, &limits(10), &log).await;
         let text = log.text();
         assert!(!text.contains("do-not-pass"), "{text}");
         assert!(text.contains("PATH="), "{text}");
@@ -271,7 +271,7 @@ mod tests {
             "sleep 300 & echo $! > {}; exec sleep 300",
             pid_file.display()
         );
-        let out = run(argv(&["/bin/sh", "-c", &script]), None, &limits(1), &log).await;
+        let out = run_command(argv(&["/bin/sh", "-c", &script]), None, &limits(1), &log).await;
         assert_eq!(out.exit, Exit::TimedOut);
         let grandchild = std::fs::read_to_string(&pid_file).unwrap();
         let _ = std::fs::remove_file(&pid_file);
@@ -292,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_reported() {
         let log = OutputLog::default();
-        let out = run(argv(&["/nonexistent/compose"]), None, &limits(10), &log).await;
+        let out = run_command(argv(&["/nonexistent/compose"]), None, &limits(10), &log).await;
         assert!(matches!(out.exit, Exit::SpawnFailed(_)));
         assert!(log.text().contains("cannot start /nonexistent/compose"));
     }
@@ -303,7 +303,9 @@ mod tests {
         let l = limits(60);
         let cancel = l.cancel.clone();
         let task =
-            tokio::spawn(async move { run(argv(&["/bin/sleep", "60"]), None, &l, &log).await });
+            tokio::spawn(
+                async move { run_command(argv(&["/bin/sleep", "60"]), None, &l, &log).await },
+            );
         cancel.cancel();
         let out = task.await.unwrap();
         assert_eq!(out.exit, Exit::Cancelled);

@@ -174,7 +174,7 @@ impl Store {
         let (requests, inbox) = mpsc::channel();
         std::thread::Builder::new()
             .name("job-store".into())
-            .spawn(move || serve(connection, inbox))
+            .spawn(move || store_thread(connection, inbox))
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
         Ok(Self {
             requests,
@@ -259,7 +259,7 @@ impl Store {
     }
 }
 
-fn serve(connection: Connection, inbox: mpsc::Receiver<Request>) {
+fn store_thread(connection: Connection, inbox: mpsc::Receiver<Request>) {
     while let Ok(request) = inbox.recv() {
         match request {
             Request::Put(record, replay, reply) => {

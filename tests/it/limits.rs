@@ -39,7 +39,12 @@ async fn serve(extra_server: &str) -> Served {
         shutdown: stop.clone(),
         reload,
     };
-    tokio::spawn(serve::run(gateway.clone(), listener, None, controls));
+    tokio::spawn(serve::run_until_shutdown(
+        gateway.clone(),
+        listener,
+        None,
+        controls,
+    ));
     Served {
         addr,
         stop,

@@ -182,7 +182,7 @@ pub async fn gateway_over_fake(extra_server: &str) -> (Arc<Gateway>, Arc<FakeEng
     let loaded = policy::parse(&text, &root.path().join("delivery.toml"), &NoEnv)
         .unwrap_or_else(|e| panic!("test policy: {e}"));
     let store = Store::open(&loaded.policy.server.state_dir).unwrap();
-    let gateway = delivery_hook::serve::gateway(loaded.policy, engine.clone(), store)
+    let gateway = delivery_hook::serve::build_gateway(loaded.policy, engine.clone(), store)
         .await
         .unwrap();
     (gateway, engine, root)
