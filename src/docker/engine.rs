@@ -236,9 +236,21 @@ impl DockerEngine {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
+            // The engine resolves an exact name before an id prefix, so a
+            // name that is an ambiguous prefix of several ids names nothing.
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if is_ambiguous_prefix(&message) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(classify(e)),
         }
     }
+}
+
+/// The engine's answer to an id prefix that several containers share.
+fn is_ambiguous_prefix(message: &str) -> bool {
+    message.contains("Multiple IDs found with provided prefix")
 }
 
 /// The gateway's environment for its helper, without the variables secrets
@@ -538,6 +550,14 @@ impl Engine for DockerEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ambiguous_id_prefix_is_no_container() {
+        assert!(is_ambiguous_prefix(
+            "Multiple IDs found with provided prefix: d"
+        ));
+        assert!(!is_ambiguous_prefix("No such container: d"));
+    }
 
     #[test]
     fn the_helper_gets_no_secret_and_no_more_privilege() {
