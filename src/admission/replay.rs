@@ -22,7 +22,7 @@
 //! settled entry, which [`ReplayCache::restore`] loads at start.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -42,7 +42,8 @@ enum Slot<T, E> {
 
 struct Entry<T, E> {
     slot: Slot<T, E>,
-    project: String,
+    /// Shared with the project's other entries: one string per project.
+    project: Arc<str>,
     expires_at: u64,
 }
 
@@ -52,7 +53,7 @@ struct Inner<T, E> {
     expiries: BTreeSet<(u64, ReplayKey)>,
     /// Each project's entries in expiry order: its count, and when its
     /// oldest goes (the Retry-After of a project at its bound).
-    by_project: HashMap<String, BTreeSet<(u64, ReplayKey)>>,
+    by_project: HashMap<Arc<str>, BTreeSet<(u64, ReplayKey)>>,
 }
 
 pub struct ReplayCache<T, E> {
@@ -195,19 +196,23 @@ impl<T: Clone, E: Clone> ReplayCache<T, E> {
 
 impl<T, E> Inner<T, E> {
     fn insert(&mut self, key: ReplayKey, project: &str, expires_at: u64, slot: Slot<T, E>) {
+        let project: Arc<str> = match self.by_project.get_key_value(project) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(project),
+        };
+        self.expiries.insert((expires_at, key));
+        self.by_project
+            .entry(project.clone())
+            .or_default()
+            .insert((expires_at, key));
         self.entries.insert(
             key,
             Entry {
                 slot,
-                project: project.to_owned(),
+                project,
                 expires_at,
             },
         );
-        self.expiries.insert((expires_at, key));
-        self.by_project
-            .entry(project.to_owned())
-            .or_default()
-            .insert((expires_at, key));
     }
 
     fn remove(&mut self, key: &ReplayKey) {
@@ -283,9 +288,9 @@ pub async fn wait_for_outcome<T: Clone, E: Clone>(
 pub const fn approx_entry_bytes<T>() -> usize {
     // Map slot (key, entry) plus one control byte at 7/8 load, and one B-tree
     // element with node overhead of about a third.
-    // The entry also names its project (a heap string of about 16 bytes)
-    // and sits in its project's expiry tree as well as the global one.
-    let map = (size_of::<ReplayKey>() + size_of::<Entry<T, ()>>() + 1) * 8 / 7 + 16;
+    // The entry shares its project's name, and sits in its project's expiry
+    // tree as well as the global one.
+    let map = (size_of::<ReplayKey>() + size_of::<Entry<T, ()>>() + 1) * 8 / 7;
     let tree = (size_of::<u64>() + size_of::<ReplayKey>()) * 4 / 3;
     map + 2 * tree
 }
