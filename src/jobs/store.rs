@@ -3,7 +3,8 @@
 //! Every accepted job is written before the response goes out, and every
 //! state change after. One thread owns the connection and serves requests
 //! from a channel in order, so a job's insert always lands before its
-//! updates and no async task ever blocks on disk.
+//! updates and no async task ever blocks on disk. Writes that queue up
+//! while one commits are committed together, with one sync to disk.
 //!
 //! WAL with `synchronous = FULL`: a commit is on disk when it returns, so an
 //! accepted job survives a crash of the process and of the machine.
@@ -187,8 +188,8 @@ impl Store {
         self.dir.as_deref()
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
-        self.send(make).await
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Pending<T> {
+        self.send(make)
     }
 
     /// Queues a write of the whole record and returns at once; the returned
@@ -221,8 +222,9 @@ impl Store {
         self.ask(|reply| Request::LiveReplays(now, reply)).await
     }
 
-    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        self.ask(|reply| Request::Get(id, reply)).await
+    /// Sent at once, so it is answered after every write sent before it.
+    pub fn get(&self, id: JobId) -> Pending<Option<JobRecord>> {
+        self.ask(|reply| Request::Get(id, reply))
     }
 
     /// A project's jobs, newest first.
@@ -259,40 +261,126 @@ impl Store {
     }
 }
 
+/// Writes waiting together are committed together: one sync to disk for the
+/// batch instead of one each. More than any burst needs; a bound on the
+/// time a reply waits for its batch.
+const MAX_BATCH: usize = 256;
+
 fn store_thread(connection: Connection, inbox: mpsc::Receiver<Request>) {
-    while let Ok(request) = inbox.recv() {
-        match request {
-            Request::Put(record, replay, reply) => {
-                let _ = reply.send(put(&connection, &record, replay.as_ref()));
-            }
-            Request::PutReplay(row, reply) => {
-                let _ = reply.send(put_replay(&connection, &row));
-            }
-            Request::LiveReplays(now, reply) => {
-                let _ = reply.send(live_replays(&connection, now));
-            }
-            Request::Get(id, reply) => {
-                let _ = reply.send(get(&connection, id));
-            }
-            Request::List {
-                project,
-                limit,
-                before,
-                reply,
-            } => {
-                let _ = reply.send(list(&connection, &project, limit, before));
-            }
-            Request::Unfinished(reply) => {
-                let _ = reply.send(unfinished(&connection));
-            }
-            Request::Prune {
-                older_than_ms,
-                keep,
-                reply,
-            } => {
-                let _ = reply.send(prune(&connection, older_than_ms, keep));
+    let mut next = None;
+    loop {
+        let request = match next.take() {
+            Some(request) => request,
+            None => match inbox.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+        };
+        if !request.is_write() {
+            answer(&connection, request);
+            continue;
+        }
+        // The writes queued behind this one, in order, up to the first
+        // request that is not a write (it is answered after the batch).
+        let mut batch = vec![request];
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(request) if request.is_write() => batch.push(request),
+                Ok(request) => {
+                    next = Some(request);
+                    break;
+                }
+                Err(_) => break,
             }
         }
+        write_batch(&connection, batch);
+    }
+}
+
+impl Request {
+    fn is_write(&self) -> bool {
+        matches!(self, Request::Put(..) | Request::PutReplay(..))
+    }
+}
+
+/// Applies writes in one transaction; each gets its own outcome, or the
+/// commit's error if the commit fails.
+fn write_batch(connection: &Connection, batch: Vec<Request>) {
+    let mut transaction = match connection.unchecked_transaction() {
+        Ok(transaction) => transaction,
+        Err(e) => {
+            let error = StoreError::from(e);
+            for request in batch {
+                reply_write(request, Err(error.clone()));
+            }
+            return;
+        }
+    };
+    // Each write in a savepoint of its own: one that fails leaves nothing
+    // behind, and the others still commit.
+    let outcomes: Vec<(Request, Result<(), StoreError>)> = batch
+        .into_iter()
+        .map(|request| {
+            let outcome = transaction
+                .savepoint()
+                .map_err(StoreError::from)
+                .and_then(|savepoint| {
+                    match &request {
+                        Request::Put(record, replay, _) => put(&savepoint, record, replay.as_ref()),
+                        Request::PutReplay(row, _) => put_replay(&savepoint, row),
+                        _ => unreachable!("only writes are batched"),
+                    }?;
+                    savepoint.commit().map_err(StoreError::from)
+                });
+            (request, outcome)
+        })
+        .collect();
+    let committed = transaction.commit().map_err(StoreError::from);
+    for (request, outcome) in outcomes {
+        let outcome = match &committed {
+            Ok(()) => outcome,
+            Err(e) => Err(e.clone()),
+        };
+        reply_write(request, outcome);
+    }
+}
+
+fn reply_write(request: Request, outcome: Result<(), StoreError>) {
+    match request {
+        Request::Put(_, _, reply) | Request::PutReplay(_, reply) => {
+            let _ = reply.send(outcome);
+        }
+        _ => unreachable!("only writes are batched"),
+    }
+}
+
+fn answer(connection: &Connection, request: Request) {
+    match request {
+        Request::LiveReplays(now, reply) => {
+            let _ = reply.send(live_replays(connection, now));
+        }
+        Request::Get(id, reply) => {
+            let _ = reply.send(get(connection, id));
+        }
+        Request::List {
+            project,
+            limit,
+            before,
+            reply,
+        } => {
+            let _ = reply.send(list(connection, &project, limit, before));
+        }
+        Request::Unfinished(reply) => {
+            let _ = reply.send(unfinished(connection));
+        }
+        Request::Prune {
+            older_than_ms,
+            keep,
+            reply,
+        } => {
+            let _ = reply.send(prune(connection, older_than_ms, keep));
+        }
+        write @ (Request::Put(..) | Request::PutReplay(..)) => write_batch(connection, vec![write]),
     }
 }
 
@@ -301,15 +389,14 @@ fn decode(doc: String) -> Result<JobRecord, StoreError> {
         .map_err(|e| StoreError::Sqlite(format!("a stored job is unreadable: {e}")))
 }
 
+/// Inside the batch's transaction, so the job and its replay entry are
+/// durable together.
 fn put(c: &Connection, record: &JobRecord, replay: Option<&ReplayRow>) -> Result<(), StoreError> {
     let doc = serde_json::to_string(record).map_err(|e| StoreError::Sqlite(e.to_string()))?;
-    let Some(row) = replay else {
-        return put_job(c, record, &doc);
-    };
-    let transaction = c.unchecked_transaction()?;
-    put_job(&transaction, record, &doc)?;
-    put_replay(&transaction, row)?;
-    transaction.commit()?;
+    put_job(c, record, &doc)?;
+    if let Some(row) = replay {
+        put_replay(c, row)?;
+    }
     Ok(())
 }
 
@@ -490,6 +577,28 @@ mod tests {
         );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn queued_writes_commit_together_and_reads_see_them_in_order() {
+        let store = Store::in_memory();
+        let records: Vec<_> = (0..300).map(|t| record("a", t, JobState::Queued)).collect();
+        let writes: Vec<_> = records.iter().map(|r| store.put(r)).collect();
+        // Sent after the writes, so answered after them.
+        let read = store.get(records[299].id);
+        let mut last = records[299].clone();
+        last.state = JobState::Succeeded;
+        let update = store.put(&last);
+        for write in writes {
+            write.await.unwrap();
+        }
+        assert_eq!(read.await.unwrap().map(|r| r.state), Some(JobState::Queued));
+        update.await.unwrap();
+        assert_eq!(
+            store.get(last.id).await.unwrap().map(|r| r.state),
+            Some(JobState::Succeeded)
+        );
+        assert_eq!(store.list("a", 1000, None).await.unwrap().len(), 300);
     }
 
     #[tokio::test]
