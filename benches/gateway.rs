@@ -955,7 +955,8 @@ async fn with_engine(table: &mut Table) {
         }
     };
     let dir = temp_dir("engine");
-    let (gateway, _) = start_gateway(&dir, "", BENCH_PROJECT).await;
+    let (gateway, _) =
+        start_gateway(&dir, "replay_entries_per_project = 1000000", BENCH_PROJECT).await;
     let key = Arc::new(SigningKey::new(SECRET.as_bytes()));
     let container = fixture.container.clone();
     let k = key.clone();
