@@ -103,7 +103,7 @@ pub enum ComposeOp {
 
 /// A container's compose labels, checked as text. Paths may still be
 /// relative; [`ComposeLabels::resolve`] places them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ComposeLabels {
     pub project: ComposeProjectName,
     pub service: ServiceName,

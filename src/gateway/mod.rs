@@ -22,8 +22,9 @@
 //!
 //! Every decision is logged once on the `audit` target.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admission::auth::{self, AuthError, Signature};
@@ -126,7 +127,15 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
     }
 }
 
+/// How long resolved compose paths are reused: a burst of requests for one
+/// container resolves them once, and a change on disk counts within this,
+/// as a change of the container does in the engine's lookup cache.
+const RESOLVED_TTL: Duration = Duration::from_secs(1);
+/// Bound on the resolved-paths cache; past it, it starts again empty.
+const RESOLVED_ENTRIES: usize = 1024;
+
 pub struct Gateway {
+    resolved: Mutex<HashMap<ComposeLabels, (Instant, Resolved)>>,
     policy: RwLock<Arc<Policy>>,
     /// Requests holding their answer with `?wait=`, per project.
     waiting: Slots<String>,
@@ -170,6 +179,7 @@ impl Gateway {
     pub fn new(policy: Policy, engine: Arc<dyn Engine>, jobs: Jobs, metrics: Arc<Metrics>) -> Self {
         let replay = ReplayCache::new(policy.server.replay_cache_entries);
         Self {
+            resolved: Mutex::default(),
             waiting: Slots::default(),
             policy: RwLock::new(Arc::new(policy)),
             engine,
@@ -225,6 +235,40 @@ impl Gateway {
             replay_capacity: self.replay.capacity(),
             throttled_clients: self.throttle.tracked(),
         }
+    }
+
+    /// The compose paths of `labels`, resolved on the filesystem, or as
+    /// resolved less than [`RESOLVED_TTL`] ago.
+    async fn resolve(&self, labels: ComposeLabels) -> Result<Resolved, Refusal> {
+        let cached = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&labels)
+            .filter(|(at, _)| at.elapsed() < RESOLVED_TTL)
+            .map(|(_, resolved)| resolved.clone());
+        if let Some(resolved) = cached {
+            return Ok(resolved);
+        }
+        let key = labels.clone();
+        // A few stat and realpath calls, off the async workers all the same:
+        // a slow mount must not stall other requests.
+        let resolved = tokio::task::spawn_blocking(move || labels.resolve())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "resolving compose paths panicked");
+                Refusal::new(
+                    RefusalKind::Unavailable,
+                    "internal_error",
+                    "the container's compose files could not be checked; nothing was run",
+                )
+            })??;
+        let mut cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= RESOLVED_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), resolved.clone()));
+        Ok(resolved)
     }
 
     /// A place among the project's requests waiting with `?wait=`, or 429.
@@ -462,18 +506,7 @@ impl Gateway {
                 "the container's compose project is outside this project's compose_projects",
             ));
         }
-        // A few stat and realpath calls, off the async workers all the same:
-        // a slow mount must not stall other requests.
-        let Resolved { target, real } = tokio::task::spawn_blocking(move || labels.resolve())
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "resolving compose paths panicked");
-                Refusal::new(
-                    RefusalKind::Unavailable,
-                    "internal_error",
-                    "the container's compose files could not be checked; nothing was run",
-                )
-            })??;
+        let Resolved { target, real } = self.resolve(labels).await?;
         if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
             return Err(Refusal::new(
                 RefusalKind::Forbidden,
