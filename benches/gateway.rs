@@ -957,6 +957,7 @@ async fn with_engine(table: &mut Table) {
     let dir = temp_dir("engine");
     let (gateway, _) =
         start_gateway(&dir, "replay_entries_per_project = 1000000", BENCH_PROJECT).await;
+    let rss_started = rss_kib(gateway.child.id());
     let key = Arc::new(SigningKey::new(SECRET.as_bytes()));
     let container = fixture.container.clone();
     let k = key.clone();
@@ -968,7 +969,7 @@ async fn with_engine(table: &mut Table) {
             Some("bench"),
         )
     });
-    load(
+    let warm = load(
         gateway.addr,
         "127.0.0.1",
         4,
@@ -983,9 +984,10 @@ async fn with_engine(table: &mut Table) {
         4,
         Duration::from_secs(3),
         u64::MAX,
-        make,
+        make.clone(),
     )
     .await;
+    let mut sent = (warm.latencies.len() + accepted.latencies.len()) as u64;
     let p99 = accepted.percentile(0.99);
     table.add(
         "accepted requests (202, real engine lookup, coalescing), p50 / p99",
@@ -1070,6 +1072,32 @@ async fn with_engine(table: &mut Table) {
     table.add(
         "pull deploy: POST /pull?wait vs the same two compose commands by hand (median of 7)",
         format!("{t:.0} ms vs {d:.0} ms (difference {:.0} ms)", t - d),
+        "",
+        None,
+    );
+    // Fill the replay cache to its default capacity with accepted requests,
+    // each a distinct signed request, and weigh the gateway holding them.
+    sent += 7 + 1;
+    const FULL: u64 = 100_000;
+    let fill = load(
+        gateway.addr,
+        "127.0.0.1",
+        4,
+        Duration::from_secs(300),
+        FULL.saturating_sub(sent),
+        make,
+    )
+    .await;
+    let rss_full = rss_kib(gateway.child.id());
+    table.add(
+        "RSS holding a full replay cache (100,000 accepted requests)",
+        format!(
+            "{:.1} MB at start, {:.1} MB full ({} bytes per entry); fill statuses {:?}",
+            rss_started as f64 / 1024.0,
+            rss_full as f64 / 1024.0,
+            rss_full.saturating_sub(rss_started) * 1024 / FULL,
+            fill.statuses
+        ),
         "",
         None,
     );
