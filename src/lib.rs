@@ -23,6 +23,7 @@
 //! - [`docker`]: the only code that talks to the engine or starts processes.
 //! - [`logging`]: text or JSON log lines on stderr, through a writer thread.
 //! - [`metrics`]: counters for `GET /metrics` (OpenMetrics text).
+//! - [`recent`]: answers reused for a short while (lookups, resolved paths).
 //! - [`names`]: validated names; text becomes one of these once, at the edge.
 //! - [`privilege`]: dropping root when started as root in the container image.
 //! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side).
@@ -38,5 +39,6 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod privilege;
+pub mod recent;
 pub mod serve;
 pub mod trigger_client;

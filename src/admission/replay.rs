@@ -284,17 +284,6 @@ pub async fn wait_for_outcome<T: Clone, E: Clone>(
     }
 }
 
-/// Approximate heap bytes one settled entry holds, for the README and `/metrics`.
-pub const fn approx_entry_bytes<T>() -> usize {
-    // Map slot (key, entry) plus one control byte at 7/8 load, and one B-tree
-    // element with node overhead of about a third.
-    // The entry shares its project's name, and sits in its project's expiry
-    // tree as well as the global one.
-    let map = (size_of::<ReplayKey>() + size_of::<Entry<T, ()>>() + 1) * 8 / 7;
-    let tree = (size_of::<u64>() + size_of::<ReplayKey>()) * 4 / 3;
-    map + 2 * tree
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::names::ContainerName;
 use crate::policy::ComposeTool;
+use crate::recent::Recent;
 
 /// Bound on one Engine API call made while a client waits for its answer.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,8 +45,6 @@ pub const LABEL_HELPER_OF: &str = "io.delivery-hook.helper.of";
 /// Pause before asking again after the engine failed to answer a wait.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
 
-type Lookup = (Instant, Option<ContainerFacts>);
-
 /// The container this gateway runs in, when compose made it.
 #[derive(Debug, Clone)]
 struct Own {
@@ -63,7 +62,7 @@ pub struct DockerEngine {
     /// The argv prefix `auto` settled on; only success is cached.
     detected: OnceCell<Vec<String>>,
     /// Recent lookups by container name, see [`LOOKUP_TTL`].
-    lookups: std::sync::Mutex<HashMap<String, Lookup>>,
+    lookups: Recent<String, Option<ContainerFacts>>,
     /// The compose-made container this gateway runs in, looked up once.
     own: OnceCell<Option<Own>>,
 }
@@ -97,7 +96,7 @@ impl DockerEngine {
             client: OnceCell::new(),
             tool,
             detected: OnceCell::new(),
-            lookups: std::sync::Mutex::new(HashMap::new()),
+            lookups: Recent::new(LOOKUP_TTL, LOOKUP_ENTRIES),
             own: OnceCell::new(),
         }
     }
@@ -377,11 +376,8 @@ impl Engine for DockerEngine {
         name: &'a ContainerName,
     ) -> BoxFuture<'a, Result<Option<ContainerFacts>, EngineError>> {
         Box::pin(async move {
-            let lock = || self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, facts)) = lock().get(name.as_str()) {
-                if at.elapsed() < LOOKUP_TTL {
-                    return Ok(facts.clone());
-                }
+            if let Some(facts) = self.lookups.get(name.as_str()) {
+                return Ok(facts);
             }
             let found = self.inspect(name.as_str()).await?.filter(|found| {
                 // The engine also resolves ids and id prefixes; only an exact name counts.
@@ -397,11 +393,7 @@ impl Engine for DockerEngine {
                     labels: found.config.and_then(|c| c.labels).unwrap_or_default(),
                 }),
             };
-            let mut lookups = lock();
-            if lookups.len() >= LOOKUP_ENTRIES {
-                lookups.clear();
-            }
-            lookups.insert(name.to_string(), (Instant::now(), facts.clone()));
+            self.lookups.insert(name.to_string(), facts.clone());
             Ok(facts)
         })
     }

@@ -22,9 +22,8 @@
 //!
 //! Every decision is logged once on the `audit` target.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admission::auth::{self, AuthError, Signature};
@@ -36,6 +35,7 @@ use crate::jobs::{JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitErr
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId};
 use crate::policy::{Policy, Project};
+use crate::recent::Recent;
 
 mod audit;
 mod reads;
@@ -135,7 +135,7 @@ const RESOLVED_TTL: Duration = Duration::from_secs(1);
 const RESOLVED_ENTRIES: usize = 1024;
 
 pub struct Gateway {
-    resolved: Mutex<HashMap<ComposeLabels, (Instant, Resolved)>>,
+    resolved: Recent<ComposeLabels, Resolved>,
     policy: RwLock<Arc<Policy>>,
     /// Requests holding their answer with `?wait=`, per project.
     waiting: Slots<String>,
@@ -179,7 +179,7 @@ impl Gateway {
     pub fn new(policy: Policy, engine: Arc<dyn Engine>, jobs: Jobs, metrics: Arc<Metrics>) -> Self {
         let replay = ReplayCache::new(policy.server.replay_cache_entries);
         Self {
-            resolved: Mutex::default(),
+            resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
             waiting: Slots::default(),
             policy: RwLock::new(Arc::new(policy)),
             engine,
@@ -240,14 +240,7 @@ impl Gateway {
     /// The compose paths of `labels`, resolved on the filesystem, or as
     /// resolved less than [`RESOLVED_TTL`] ago.
     async fn resolve(&self, labels: ComposeLabels) -> Result<Resolved, Refusal> {
-        let cached = self
-            .resolved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&labels)
-            .filter(|(at, _)| at.elapsed() < RESOLVED_TTL)
-            .map(|(_, resolved)| resolved.clone());
-        if let Some(resolved) = cached {
+        if let Some(resolved) = self.resolved.get(&labels) {
             return Ok(resolved);
         }
         let key = labels.clone();
@@ -263,11 +256,7 @@ impl Gateway {
                     "the container's compose files could not be checked; nothing was run",
                 )
             })??;
-        let mut cache = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= RESOLVED_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, (Instant::now(), resolved.clone()));
+        self.resolved.insert(key, resolved.clone());
         Ok(resolved)
     }
 

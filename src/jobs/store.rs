@@ -188,10 +188,6 @@ impl Store {
         self.dir.as_deref()
     }
 
-    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Pending<T> {
-        self.send(make)
-    }
-
     /// Queues a write of the whole record and returns at once; the returned
     /// future resolves when it is durable. Writes are applied in call order.
     pub fn put(&self, record: &JobRecord) -> Pending<()> {
@@ -219,12 +215,12 @@ impl Store {
 
     /// The replay entries alive at `now`; expired ones are deleted.
     pub async fn live_replays(&self, now: u64) -> Result<Vec<ReplayRow>, StoreError> {
-        self.ask(|reply| Request::LiveReplays(now, reply)).await
+        self.send(|reply| Request::LiveReplays(now, reply)).await
     }
 
     /// Sent at once, so it is answered after every write sent before it.
     pub fn get(&self, id: JobId) -> Pending<Option<JobRecord>> {
-        self.ask(|reply| Request::Get(id, reply))
+        self.send(|reply| Request::Get(id, reply))
     }
 
     /// A project's jobs, newest first.
@@ -235,7 +231,7 @@ impl Store {
         before: Option<Cursor>,
     ) -> Result<Vec<JobRecord>, StoreError> {
         let project = project.to_owned();
-        self.ask(|reply| Request::List {
+        self.send(|reply| Request::List {
             project,
             limit,
             before,
@@ -246,13 +242,13 @@ impl Store {
 
     /// Jobs that were queued or running, oldest first.
     pub async fn unfinished(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.ask(Request::Unfinished).await
+        self.send(Request::Unfinished).await
     }
 
     /// Deletes finished jobs created before `older_than_ms`, and beyond the
     /// newest `keep`. Returns how many went.
     pub async fn prune(&self, older_than_ms: u64, keep: u64) -> Result<usize, StoreError> {
-        self.ask(|reply| Request::Prune {
+        self.send(|reply| Request::Prune {
             older_than_ms,
             keep,
             reply,
