@@ -114,6 +114,9 @@ pub enum Command {
         /// The job's time budget, counted from when the gateway started it.
         #[arg(long)]
         timeout_secs: u64,
+        /// How long the service must run unchanged after `up`.
+        #[arg(long, default_value_t = 5)]
+        stable_secs: u64,
         /// The compose command, e.g. `docker compose`.
         #[arg(last = true, required = true)]
         compose: Vec<String>,
@@ -180,6 +183,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             state_dir,
             job,
             timeout_secs,
+            stable_secs,
             compose,
         } => {
             if let Err(e) = become_run_as_user() {
@@ -189,8 +193,11 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             let Some(id) = JobId::parse(&job) else {
                 return fail(format!("--job `{job}` is not a job id"));
             };
-            let timeout = Duration::from_secs(timeout_secs);
-            runtime().block_on(helper_command(state_dir, id, timeout, compose))
+            let budget = crate::jobs::HelperBudget {
+                timeout: Duration::from_secs(timeout_secs),
+                stable: Duration::from_secs(stable_secs),
+            };
+            runtime().block_on(helper_command(state_dir, id, budget, compose))
         }
         Command::Check { config } => check(config),
         Command::Openapi => {
@@ -266,9 +273,10 @@ fn become_run_as_user() -> Result<(), String> {
 async fn helper_command(
     state_dir: PathBuf,
     id: JobId,
-    timeout: Duration,
+    budget: crate::jobs::HelperBudget,
     compose: Vec<String>,
 ) -> ExitCode {
+    let pins = crate::docker::PinFiles::new(&state_dir);
     let store = match Store::open(&state_dir) {
         Ok(store) => store,
         Err(e) => return fail(e),
@@ -293,7 +301,7 @@ async fn helper_command(
         });
     }
     tracing::info!(job = %id, "running a self-update job handed off by the gateway");
-    match crate::jobs::run_helper(&engine, &store, id, timeout, cancel).await {
+    match crate::jobs::run_helper(&engine, &store, id, budget, &pins, cancel).await {
         Ok(record) => {
             tracing::info!(
                 job = %id,

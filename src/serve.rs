@@ -96,6 +96,8 @@ pub async fn build_gateway(
         timeout: Duration::from_secs(policy.docker.job_timeout_secs),
         max_parallel: policy.docker.max_parallel_jobs,
         withheld_env: policy.secret_env_names(),
+        stable: Duration::from_secs(policy.docker.stable_secs),
+        pins: crate::docker::PinFiles::new(&policy.server.state_dir),
     };
     let jobs = Jobs::new(
         engine.clone(),

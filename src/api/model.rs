@@ -61,12 +61,23 @@ pub struct DeployRequest {
     /// `container_name`, or names like `project-web-1`).
     #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
     pub container_name: String,
+    /// `/pull` only: deploy exactly this image, `<repository>@sha256:<64
+    /// lowercase hex>`, instead of what the compose file's tag points at.
+    /// The repository must match the project's `images`, or, without
+    /// them, be the one the compose file names. A later pull without
+    /// `image` returns the service to its compose file's image.
+    #[oai(
+        skip_serializing_if_is_none,
+        validator(pattern = r"^[^@]{1,255}@sha256:[0-9a-f]{64}$", max_length = 327)
+    )]
+    pub image: Option<String>,
 }
 
 impl Example for DeployRequest {
     fn example() -> Self {
         Self {
             container_name: "billing-web".into(),
+            image: None,
         }
     }
 }
@@ -97,8 +108,41 @@ pub enum JobStatus {
     Failed,
     /// It ran past the job timeout; its processes were killed.
     TimedOut,
-    /// The gateway stopped during it twice; it was not re-run again.
+    /// The gateway stopped during it twice, or during its rollback; it was not re-run again.
     Interrupted,
+    /// The new version did not come up; the service runs the image it ran
+    /// before again (see `rollback`). A failure, like `failed`.
+    RolledBack,
+}
+
+/// Where a rollback is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackStatus {
+    Running,
+    /// The service runs `to_image` again and passed the health gate.
+    Succeeded,
+    /// See `error`; the service may run neither image as it should.
+    Failed,
+    /// The gateway stopped during it; the job's `error` says what runs.
+    Interrupted,
+}
+
+/// The return of a failed deploy to the image the service ran before.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct JobRollback {
+    /// The image id the failed deploy brought, when a container ran it.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
+    /// The image id the service ran before the deploy.
+    pub to_image: String,
+    pub state: RollbackStatus,
+    /// Why the rollback failed.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One command a job ran.
@@ -156,6 +200,22 @@ pub struct Job {
     /// The job redeploys the gateway's own compose service, so a helper
     /// container runs it; the gateway restarts during the job.
     pub self_update: bool,
+    /// The image id the service's container ran before this job changed it.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+    /// The pin this job deploys, `<repository>@sha256:…`, as sent.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The pin's digest, `sha256:…`.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// Present once a rollback started.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<JobRollback>,
     /// `pulling` or `building`, as the seed tool answered.
     pub message: String,
     /// The compose files, comma-joined, as the seed tool answered.
@@ -177,7 +237,22 @@ impl Job {
                 jobs::JobState::Failed => JobStatus::Failed,
                 jobs::JobState::TimedOut => JobStatus::TimedOut,
                 jobs::JobState::Interrupted => JobStatus::Interrupted,
+                jobs::JobState::RolledBack => JobStatus::RolledBack,
             },
+            rollback: r.rollback.map(|b| JobRollback {
+                from_image: b.from_image,
+                to_image: b.to_image,
+                state: match b.state {
+                    jobs::RollbackState::Running => RollbackStatus::Running,
+                    jobs::RollbackState::Succeeded => RollbackStatus::Succeeded,
+                    jobs::RollbackState::Failed => RollbackStatus::Failed,
+                    jobs::RollbackState::Interrupted => RollbackStatus::Interrupted,
+                },
+                error: b.error,
+            }),
+            previous_image: r.previous_image,
+            image: r.image,
+            image_digest: r.image_digest,
             created_at: jobs::rfc3339(r.created_at_ms),
             started_at: r.started_at_ms.map(jobs::rfc3339),
             finished_at: r.finished_at_ms.map(jobs::rfc3339),
@@ -262,6 +337,12 @@ impl Example for Job {
             replayed: false,
             coalesced: false,
             self_update: false,
+            previous_image: Some(
+                "sha256:3f1c9a0e5b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e".into(),
+            ),
+            image: None,
+            image_digest: None,
+            rollback: None,
             message: "pulling".into(),
             compose_file: "/srv/billing/compose.yml".into(),
         }

@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use super::pins::PinFiles;
+
 use crate::names::{ComposeProjectName, ServiceName};
 
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
@@ -99,6 +101,9 @@ pub enum ComposeOp {
     Up,
     /// `up -d --build -- <service>`
     UpBuild,
+    /// `up -d --no-build -- <service>`: a rollback, with the image the
+    /// service's reference was pointed back at.
+    UpNoBuild,
 }
 
 /// A container's compose labels, checked as text. Paths may still be
@@ -123,6 +128,9 @@ pub struct ComposeTarget {
     pub working_dir: PathBuf,
     pub config_files: Vec<PathBuf>,
     pub env_files: Vec<PathBuf>,
+    /// The gateway's own override that pins the service's image, passed
+    /// after the user's files (see [`super::pins`]).
+    pub pin: Option<PathBuf>,
 }
 
 /// Where the files compose will read really are, symlinks followed: what the
@@ -318,6 +326,22 @@ impl ComposeLabels {
         })
     }
 
+    /// The labels without the gateway's own pin overrides of this service,
+    /// which a pinned deploy added: the next deploy decides its pin anew,
+    /// and an unpinned one returns to the user's files alone.
+    pub fn without_pins(mut self, pins: &PinFiles) -> Result<Self, TargetError> {
+        let (project, service) = (self.project.as_str(), self.service.as_str());
+        self.config_files
+            .retain(|path| !pins.is_pin_of(path, project, service));
+        if self.config_files.is_empty() {
+            return Err(invalid(
+                LABEL_CONFIG_FILES,
+                "it names only the gateway's own override files",
+            ));
+        }
+        Ok(self)
+    }
+
     fn relative_entries(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
         let configs = self.config_files.iter().map(|p| (LABEL_CONFIG_FILES, p));
         let envs = self.env_files.iter().map(|p| (LABEL_ENV_FILE, p));
@@ -404,6 +428,7 @@ impl ComposeLabels {
                 working_dir: self.working_dir.clone(),
                 config_files,
                 env_files,
+                pin: None,
             },
             real: RealPaths {
                 working_dir: real_dir,
@@ -447,7 +472,14 @@ impl ComposeTarget {
             working_dir,
             config_files: absolute(LABEL_CONFIG_FILES, config_files)?,
             env_files: absolute(LABEL_ENV_FILE, env_files)?,
+            pin: None,
         })
+    }
+
+    /// The same service, with `pin` as its image override (or none).
+    pub fn pinned(mut self, pin: Option<PathBuf>) -> Self {
+        self.pin = pin;
+        self
     }
 
     /// As [`Self::from_stored`], from comma-separated lists.
@@ -477,7 +509,7 @@ impl ComposeTarget {
     /// The arguments after the compose tool itself, e.g. after `docker compose`.
     pub fn args(&self, op: ComposeOp) -> Vec<String> {
         let mut args = vec![format!("--project-name={}", self.project)];
-        for file in &self.config_files {
+        for file in self.config_files.iter().chain(&self.pin) {
             args.push(format!("--file={}", file.display()));
         }
         for file in &self.env_files {
@@ -491,6 +523,7 @@ impl ComposeTarget {
             ComposeOp::Pull => &["pull"],
             ComposeOp::Up => &["up", "-d"],
             ComposeOp::UpBuild => &["up", "-d", "--build"],
+            ComposeOp::UpNoBuild => &["up", "-d", "--no-build"],
         };
         args.extend(tail.iter().map(|s| s.to_string()));
         args.push("--".into());

@@ -8,7 +8,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
@@ -178,6 +179,8 @@ impl DockerEngine {
             run.job.to_string(),
             "--timeout-secs".into(),
             run.timeout.as_secs().to_string(),
+            "--stable-secs".into(),
+            run.stable.as_secs().to_string(),
             "--".into(),
         ];
         cmd.extend(compose);
@@ -342,7 +345,19 @@ fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatu
         .and_then(|log| log.last())
         .and_then(|entry| entry.output.as_ref())
         .map(|text| text.trim().chars().take(HEALTH_LOG_CHARS).collect());
+    let started_at = state
+        .started_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .filter(|t| *t > std::time::UNIX_EPOCH);
     ContainerStatus {
+        reference: found
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
+        started_at,
+        restart_count: found.restart_count.unwrap_or(0),
         id: found.id.unwrap_or_default(),
         name: found
             .name
@@ -386,12 +401,16 @@ impl Engine for DockerEngine {
             });
             let facts = match found {
                 None => None,
-                Some(found) => Some(ContainerFacts {
-                    image_labels: self.image_labels(found.image.as_deref()).await?,
-                    id: found.id.unwrap_or_default(),
-                    name: name.to_string(),
-                    labels: found.config.and_then(|c| c.labels).unwrap_or_default(),
-                }),
+                Some(found) => {
+                    let config = found.config.unwrap_or_default();
+                    Some(ContainerFacts {
+                        image_labels: self.image_labels(found.image.as_deref()).await?,
+                        id: found.id.unwrap_or_default(),
+                        name: name.to_string(),
+                        labels: config.labels.unwrap_or_default(),
+                        image_reference: config.image.unwrap_or_default(),
+                    })
+                }
             };
             self.lookups.insert(name.to_string(), facts.clone());
             Ok(facts)
@@ -507,6 +526,40 @@ impl Engine for DockerEngine {
                 Err(BollardError::DockerResponseServerError {
                     status_code: 404 | 409,
                     ..
+                }) => Ok(()),
+                Err(e) => Err(classify(e)),
+            }
+        })
+    }
+
+    fn tag_image<'a>(
+        &'a self,
+        image: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let options = TagImageOptionsBuilder::new()
+                .repo(repository)
+                .tag(tag)
+                .build();
+            bounded(docker.tag_image(image, Some(options)))
+                .await
+                .map_err(classify)
+        })
+    }
+
+    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            // Not forced: an image a container uses, or that has other
+            // tags, only loses this one.
+            let options = RemoveImageOptionsBuilder::new().build();
+            match bounded(docker.remove_image(reference, Some(options), None)).await {
+                Ok(_)
+                | Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
                 }) => Ok(()),
                 Err(e) => Err(classify(e)),
             }

@@ -10,14 +10,16 @@
 
 pub mod compose;
 mod engine;
+pub mod image_ref;
 mod output;
+pub mod pins;
 mod process;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 pub use compose::{ComposeLabels, ComposeOp, ComposeTarget, RealPaths, Resolved, TargetError};
 pub use engine::DockerEngine;
 pub use engine::LABEL_HELPER;
+pub use image_ref::{ImagePin, PinError, Reference};
 pub use output::OutputLog;
+pub use pins::PinFiles;
 
 use crate::names::{ContainerName, JobId};
 
@@ -54,6 +58,10 @@ pub struct ContainerFacts {
     /// The labels of the image it was created from: the engine copies them
     /// onto the container, so a label set here may not come from compose.
     pub image_labels: HashMap<String, String>,
+    /// The image reference it was created with (`Config.Image`), as compose
+    /// wrote it from the compose file: `repo:tag`, `repo@sha256:…`, or the
+    /// name compose gives a built image.
+    pub image_reference: String,
 }
 
 /// The state of one container of a service, after `up`.
@@ -61,7 +69,10 @@ pub struct ContainerFacts {
 pub struct ContainerStatus {
     pub id: String,
     pub name: String,
+    /// The image id (`sha256:…`).
     pub image: String,
+    /// The reference it was created with (`Config.Image`).
+    pub reference: String,
     /// `created`, `running`, `restarting`, `exited`, `dead`, …
     pub state: String,
     pub exit_code: i64,
@@ -69,6 +80,10 @@ pub struct ContainerStatus {
     pub health: Option<String>,
     /// The health check's last output, trimmed, when it has one.
     pub health_log: Option<String>,
+    /// When it was last started; `None` if never.
+    pub started_at: Option<SystemTime>,
+    /// How often the engine restarted it since it was created.
+    pub restart_count: i64,
 }
 
 /// How a command ended.
@@ -111,6 +126,8 @@ pub struct HelperRun {
     pub state_dir: PathBuf,
     /// The job's time budget.
     pub timeout: Duration,
+    /// How long the service must run unchanged after `up`.
+    pub stable: Duration,
     /// Variables of the gateway's environment the helper must not get.
     pub withheld_env: Vec<String>,
 }
@@ -156,6 +173,19 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Removes a helper container, stopping it first if it still runs.
     fn remove_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Tags the image `image` (an id) as `repository:tag`, moving the tag
+    /// if it names another image.
+    fn tag_image<'a>(
+        &'a self,
+        image: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Removes the tag `reference`; the image itself goes only if nothing
+    /// else names or uses it. A tag that does not exist is no error.
+    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
     /// Runs one compose command for `target`, appending its output to `output`.
     fn run_compose<'a>(

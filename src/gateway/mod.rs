@@ -30,7 +30,7 @@ use crate::admission::auth::{self, AuthError, Signature};
 use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
 use crate::admission::slots::{Slot, Slots};
 use crate::admission::throttle::Throttle;
-use crate::docker::{ComposeLabels, Engine, Resolved};
+use crate::docker::{ComposeLabels, Engine, ImagePin, PinFiles, Reference, Resolved};
 use crate::jobs::{JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted};
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId};
@@ -87,10 +87,11 @@ pub struct JobPage {
 
 /// The deploy body. Deserialised by hand because serde's derived impl also
 /// accepts a JSON array by position (`["web"]`): only an object is a body,
-/// `container_name` must appear exactly once, and other fields are ignored,
-/// as the tool this replaces ignored them.
+/// `container_name` must appear exactly once, `image` at most once, and
+/// other fields are ignored, as the tool this replaces ignored them.
 struct DeployBody {
     container_name: String,
+    image: Option<String>,
 }
 
 impl<'de> serde::Deserialize<'de> for DeployBody {
@@ -108,17 +109,26 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeployBody, A::Error> {
                 let mut container_name = None;
+                let mut image = None;
                 while let Some(key) = map.next_key::<String>()? {
-                    if key != "container_name" {
-                        map.next_value::<IgnoredAny>()?;
-                    } else if container_name.is_some() {
-                        return Err(A::Error::duplicate_field("container_name"));
-                    } else {
-                        container_name = Some(map.next_value::<String>()?);
+                    let slot = match key.as_str() {
+                        "container_name" => &mut container_name,
+                        "image" => &mut image,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
                     }
+                    *slot = Some(map.next_value::<String>()?);
                 }
                 container_name
-                    .map(|container_name| DeployBody { container_name })
+                    .map(|container_name| DeployBody {
+                        container_name,
+                        image,
+                    })
                     .ok_or_else(|| A::Error::missing_field("container_name"))
             }
         }
@@ -136,6 +146,8 @@ const RESOLVED_ENTRIES: usize = 1024;
 
 pub struct Gateway {
     resolved: Recent<ComposeLabels, Resolved>,
+    /// The gateway's own pin overrides, which labels may name.
+    pins: PinFiles,
     policy: RwLock<Arc<Policy>>,
     /// Requests holding their answer with `?wait=`, per project.
     waiting: Slots<String>,
@@ -158,9 +170,16 @@ fn replay_key(signature: &Signature) -> replay::ReplayKey {
     key
 }
 
+/// What a deploy body asks for.
+struct Wanted {
+    container: ContainerName,
+    pin: Option<ImagePin>,
+}
+
 /// Parses the deploy body strictly: malformed JSON, a missing or repeated
-/// `container_name`, or a name outside the pattern are each refused.
-fn parse_body(bytes: &[u8]) -> Result<ContainerName, Refusal> {
+/// `container_name` or `image`, a name outside the pattern, or an `image`
+/// that is not `<repository>@sha256:<hex>` are each refused.
+fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
     let body: DeployBody = serde_json::from_slice(bytes).map_err(|e| {
         let (code, message) = if e.is_data() {
             (
@@ -172,7 +191,18 @@ fn parse_body(bytes: &[u8]) -> Result<ContainerName, Refusal> {
         };
         Refusal::new(RefusalKind::Invalid, code, message)
     })?;
-    ContainerName::parse(&body.container_name).map_err(Refusal::bad_name)
+    let container = ContainerName::parse(&body.container_name).map_err(Refusal::bad_name)?;
+    let pin = match body.image {
+        None => None,
+        Some(text) => Some(ImagePin::parse(&text).map_err(|e| {
+            Refusal::new(
+                RefusalKind::Invalid,
+                "invalid_image",
+                format!("`image` is not a pin: {e}"),
+            )
+        })?),
+    };
+    Ok(Wanted { container, pin })
 }
 
 impl Gateway {
@@ -180,6 +210,7 @@ impl Gateway {
         let replay = ReplayCache::new(policy.server.replay_cache_entries);
         Self {
             resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
+            pins: PinFiles::new(&policy.server.state_dir),
             waiting: Slots::default(),
             policy: RwLock::new(Arc::new(policy)),
             engine,
@@ -369,8 +400,8 @@ impl Gateway {
         let (candidates, early_name) = match named {
             Some(project) => (project.into_iter().collect::<Vec<_>>(), None),
             None => {
-                let name = parse_body(&body)?;
-                (policy.candidates(&name), Some(name))
+                let wanted = parse_body(&body)?;
+                (policy.candidates(&wanted.container), Some(wanted))
             }
         };
         let verified = candidates
@@ -384,11 +415,18 @@ impl Gateway {
             return Err(fail(AuthError::SignatureMismatch));
         };
         seen.project = Some(project.name.to_string());
-        let container = match early_name {
-            Some(name) => name,
+        let Wanted { container, pin } = match early_name {
+            Some(wanted) => wanted,
             None => parse_body(&body)?,
         };
         seen.container = Some(container.to_string());
+        if pin.is_some() && call.action != Action::Pull {
+            return Err(Refusal::new(
+                RefusalKind::Invalid,
+                "invalid_body",
+                "`image` pins what /pull deploys; /build deploys what it builds",
+            ));
+        }
         authorise(policy, project, call.action, &container)?;
 
         // An entry outlives every moment at which its request can still be
@@ -428,7 +466,11 @@ impl Gateway {
                 per_project,
             ) {
                 Admission::First(mut ticket) => {
-                    let accepted = self.accept(project, call.action, &container, mark, &mut ticket);
+                    let wanted = Wanted {
+                        container: container.clone(),
+                        pin: pin.clone(),
+                    };
+                    let accepted = self.accept(project, call.action, wanted, mark, &mut ticket);
                     let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
@@ -466,10 +508,12 @@ impl Gateway {
         &self,
         project: &Project,
         action: Action,
-        container: &ContainerName,
+        wanted: Wanted,
         mark: ReplayMark,
         ticket: &mut Ticket<'_, JobId, Refusal>,
     ) -> Result<Submitted, Refusal> {
+        let Wanted { container, pin } = wanted;
+        let container = &container;
         let facts = self
             .engine
             .find_container(container)
@@ -485,7 +529,8 @@ impl Gateway {
                     "no container with this name exists on the host",
                 )
             })?;
-        let labels = ComposeLabels::from_container(&facts.labels, &facts.image_labels)?;
+        let labels = ComposeLabels::from_container(&facts.labels, &facts.image_labels)?
+            .without_pins(&self.pins)?;
         // Before any path is looked at, so another team's files are not
         // probed on behalf of a project that may not touch them.
         if !project.allows_compose_project(labels.project.as_str()) {
@@ -503,6 +548,24 @@ impl Gateway {
                 "the files compose would read for this container are outside this project's compose_files",
             ));
         }
+        let target = match &pin {
+            None => target,
+            Some(pin) => {
+                let compose_repository =
+                    Reference::parse(&facts.image_reference).map(|r| r.repository);
+                if !project.allows_image(pin.repository(), compose_repository) {
+                    return Err(Refusal::new(
+                        RefusalKind::Forbidden,
+                        "image_not_allowed",
+                        "the pinned repository is outside this project's images (or, without them, not the repository the service's compose file names)",
+                    ));
+                }
+                let path = self
+                    .pins
+                    .path(target.project.as_str(), target.service.as_str(), pin);
+                target.pinned(Some(path))
+            }
+        };
         let self_update = self
             .engine
             .own_service()
@@ -514,6 +577,8 @@ impl Gateway {
             container: container.clone(),
             target,
             self_update,
+            pin,
+            rollback: project.rollback,
         };
         match self
             .jobs

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::record::{JobRecord, JobState, elapsed_since, now_ms};
 use super::store::{Store, StoreError};
 use super::{Active, Inner, JobEvent, helper_name, run, settle, snapshot};
-use crate::docker::{Engine, EngineError, HelperEnd, HelperRun, Limits, OutputLog, TargetError};
+use crate::docker::{
+    Engine, EngineError, HelperEnd, HelperRun, Limits, OutputLog, PinFiles, TargetError,
+};
 use crate::names::JobId;
 
 /// How long past the job's timeout a helper is followed before it is stopped;
@@ -41,6 +43,15 @@ pub enum HelperError {
     Start(EngineError),
 }
 
+/// A self-update job's time limits, as the gateway hands them over.
+#[derive(Debug, Clone, Copy)]
+pub struct HelperBudget {
+    /// The job's timeout, counted from when the gateway started it.
+    pub timeout: Duration,
+    /// How long the service must run unchanged after `up`.
+    pub stable: Duration,
+}
+
 /// `delivery-hook helper`: runs a self-update job that a gateway handed off
 /// and records how it ended. The job's time budget counts from when the
 /// gateway started it.
@@ -48,9 +59,11 @@ pub async fn run_helper(
     engine: &dyn Engine,
     store: &Store,
     id: JobId,
-    timeout: Duration,
+    budget: HelperBudget,
+    pins: &PinFiles,
     cancel: CancellationToken,
 ) -> Result<JobRecord, HelperError> {
+    let HelperBudget { timeout, stable } = budget;
     let record = store.get(id).await?.ok_or(HelperError::Missing(id))?;
     if record.state.is_final() {
         return Ok(record);
@@ -64,10 +77,20 @@ pub async fn run_helper(
         cancel,
     };
     let output = OutputLog::with_text(&record.output);
-    let action = record.action;
     let (sender, _) = watch::channel(record);
-    let completion =
-        run::execute(engine, &target, action, &sender, &output, &limits, timeout).await;
+    let completion = run::JobRun {
+        engine,
+        store,
+        pins,
+        target: &target,
+        record: &sender,
+        output: &output,
+        limits: &limits,
+        timeout,
+        stable,
+    }
+    .execute()
+    .await;
     let mut record = sender.borrow().clone();
     settle(&mut record, completion, &output);
     store.put(&record).await?;
@@ -176,6 +199,7 @@ impl Inner {
             job: id,
             state_dir,
             timeout: self.settings.timeout,
+            stable: self.settings.stable,
             withheld_env: self.settings.withheld_env.clone(),
         };
         self.engine

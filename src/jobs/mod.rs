@@ -31,11 +31,14 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use helper::{HelperError, run_helper};
-pub use record::{JobRecord, JobState, Step, elapsed_since, now_ms, rfc3339};
+pub use helper::{HelperBudget, HelperError, run_helper};
+pub use record::{
+    JobRecord, JobState, Rollback, RollbackState, Step, elapsed_since, now_ms, rfc3339,
+};
+pub use run::{HOLD_REPOSITORY, hold_reference};
 pub use store::{Cursor, ReplayRow, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, Limits, OutputLog};
+use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
 use crate::names::{Action, ContainerName, JobId, ProjectName};
 
 /// A job interrupted this many times is not started again.
@@ -48,6 +51,10 @@ pub struct JobSettings {
     /// Environment variables the policy reads secrets from: a self-update
     /// helper container is given the gateway's environment without them.
     pub withheld_env: Vec<String>,
+    /// How long a service must run unchanged after `up`.
+    pub stable: Duration,
+    /// Where pin overrides are written.
+    pub pins: PinFiles,
 }
 
 /// An authorised request to run an action on a service.
@@ -59,6 +66,10 @@ pub struct JobRequest {
     pub target: ComposeTarget,
     /// The target is the gateway's own compose service.
     pub self_update: bool,
+    /// The caller's pin; the target carries its override file.
+    pub pin: Option<ImagePin>,
+    /// Roll back when the deploy fails (the project's `rollback`).
+    pub rollback: bool,
 }
 
 /// A signed request's replay key and expiry, stored with its job.
@@ -221,13 +232,16 @@ impl Jobs {
                     written,
                 )
             } else {
-                let record = JobRecord::new(
+                let mut record = JobRecord::new(
                     request.project.as_str(),
                     request.action,
                     request.container.as_str(),
                     &request.target,
                     request.self_update,
                 );
+                record.image = request.pin.as_ref().map(ToString::to_string);
+                record.image_digest = request.pin.as_ref().map(ImagePin::digest);
+                record.rollback_on_failure = request.rollback;
                 // Sent while holding the lock, so this insert reaches the store
                 // before anything the worker writes about the job.
                 let written = self.inner.store.put_with(&record, row(record.id));
@@ -312,6 +326,14 @@ impl Jobs {
             if record.state == JobState::Running && record.helper.is_some() {
                 // A helper runs it; the worker follows the helper.
                 recovery.followed += 1;
+            } else if record.state == JobState::Running && record.rollback.is_some() {
+                // Never re-run: that would deploy the failed version again.
+                self.inner
+                    .end_interrupted_rollback(&mut record, &output)
+                    .await;
+                self.inner.store.put(&record).await?;
+                recovery.abandoned += 1;
+                continue;
             } else if record.state == JobState::Running {
                 if record.attempt >= MAX_ATTEMPTS {
                     output.note("(the gateway stopped during this job again; it is not re-run)");
@@ -319,6 +341,7 @@ impl Jobs {
                     record.finished_at_ms = Some(now_ms());
                     record.error = Some("interrupted by gateway restarts, twice".into());
                     record.output = output.text();
+                    self.inner.release_hold(record.id).await;
                     self.inner.store.put(&record).await?;
                     recovery.abandoned += 1;
                     continue;
@@ -409,6 +432,43 @@ impl Inner {
         let active = schedule.active.get(&id)?;
         let record = active.record.borrow();
         Some(snapshot(active, &record))
+    }
+
+    /// Removes the tag that kept job `id`'s previous image.
+    async fn release_hold(&self, id: JobId) {
+        if let Err(e) = self.engine.untag_image(&hold_reference(id)).await {
+            tracing::warn!(job = %id, error = %e, "could not remove the tag that kept the previous image");
+        }
+    }
+
+    /// Ends a job whose rollback the gateway's stop cut short, saying what
+    /// the service runs now.
+    async fn end_interrupted_rollback(&self, record: &mut JobRecord, output: &OutputLog) {
+        let running = match record.target() {
+            Ok(target) => match self.engine.service_containers(&target).await {
+                Ok(containers) => run::running_now(&containers),
+                Err(e) => format!("what runs now could not be asked: {e}"),
+            },
+            Err(e) => format!("the service cannot be named: {e}"),
+        };
+        let failed = record
+            .error
+            .clone()
+            .unwrap_or_else(|| "the deploy failed".into());
+        output.note(&format!(
+            "(the gateway stopped during the rollback; it is not re-run; {running})"
+        ));
+        if let Some(rollback) = &mut record.rollback {
+            rollback.state = RollbackState::Interrupted;
+            rollback.error = Some("the gateway stopped during the rollback".into());
+        }
+        record.state = JobState::Interrupted;
+        record.finished_at_ms = Some(now_ms());
+        record.error = Some(format!(
+            "{failed}; the gateway stopped during the rollback; {running}"
+        ));
+        record.output = output.text();
+        self.release_hold(record.id).await;
     }
 
     fn notify(&self, record: &JobRecord, event: JobEvent) {
@@ -526,21 +586,25 @@ impl Inner {
             deadline: started + self.settings.timeout,
             cancel: self.kill.child_token(),
         };
-        let (action, attempt) = {
-            let r = active.record.borrow();
-            (r.action, r.attempt)
-        };
-        let completion = run::execute(
-            &*self.engine,
-            &active.target,
-            action,
-            &active.record,
-            &active.output,
-            &limits,
-            self.settings.timeout,
-        )
+        let attempt = active.record.borrow().attempt;
+        let completion = run::JobRun {
+            engine: &*self.engine,
+            store: &self.store,
+            pins: &self.settings.pins,
+            target: &active.target,
+            record: &active.record,
+            output: &active.output,
+            limits: &limits,
+            timeout: self.settings.timeout,
+            stable: self.settings.stable,
+        }
+        .execute()
         .await;
-        let requeued = completion.state == JobState::Interrupted && attempt < MAX_ATTEMPTS;
+        // A job stopped during its rollback is not run again: that would
+        // deploy the failed version once more.
+        let rolling_back = active.record.borrow().rollback.is_some();
+        let requeued =
+            completion.state == JobState::Interrupted && attempt < MAX_ATTEMPTS && !rolling_back;
         let mut record = active.record.borrow().clone();
         let event = if requeued {
             requeue(

@@ -9,7 +9,9 @@ use crate::names::{Action, JobId};
 
 /// The life of a job.
 ///
-/// `queued → running → succeeded | failed | timed_out`. A job running when
+/// `queued → running → succeeded | failed | timed_out | rolled_back`: a
+/// deploy whose service did not come up, put back on the image it ran
+/// before, ends `rolled_back`. A job running when
 /// the gateway stops is put back to `queued` for one more attempt at the
 /// next start (compose `up` is idempotent); interrupted again, it ends
 /// `interrupted`.
@@ -22,16 +24,18 @@ pub enum JobState {
     Failed,
     TimedOut,
     Interrupted,
+    RolledBack,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Queued,
         JobState::Running,
         JobState::Succeeded,
         JobState::Failed,
         JobState::TimedOut,
         JobState::Interrupted,
+        JobState::RolledBack,
     ];
 
     pub fn is_final(self) -> bool {
@@ -46,6 +50,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::TimedOut => "timed_out",
             JobState::Interrupted => "interrupted",
+            JobState::RolledBack => "rolled_back",
         }
     }
 
@@ -74,6 +79,43 @@ impl From<&CommandOutcome> for Step {
             duration_ms: outcome.duration.as_millis() as u64,
         }
     }
+}
+
+/// Where a rollback is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackState {
+    Running,
+    Succeeded,
+    Failed,
+    /// The gateway stopped while it ran.
+    Interrupted,
+}
+
+impl RollbackState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackState::Running => "running",
+            RollbackState::Succeeded => "succeeded",
+            RollbackState::Failed => "failed",
+            RollbackState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A deploy's rollback: from the image that failed to the one before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The image id the failed deploy brought, when a container ran it.
+    pub from_image: Option<String>,
+    pub to_image: String,
+    pub state: RollbackState,
+    /// Why the rollback failed.
+    pub error: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Everything known about a job. Times are Unix milliseconds.
@@ -106,6 +148,27 @@ pub struct JobRecord {
     /// The helper container's name, once it is started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helper: Option<String>,
+    /// The image id the service ran before the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+    /// The reference that container was created with (`Config.Image`):
+    /// what a rollback points back at `previous_image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_reference: Option<String>,
+    /// The caller's pin, `repository@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The pin's digest, `sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// The override file that carries the pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<String>,
+    /// Whether a failed deploy is rolled back (the project's `rollback`).
+    #[serde(default = "yes")]
+    pub rollback_on_failure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
 }
 
 pub fn now_ms() -> u64 {
@@ -152,6 +215,13 @@ impl JobRecord {
             attempt: 1,
             self_update,
             helper: None,
+            previous_image: None,
+            previous_reference: None,
+            image: None,
+            image_digest: None,
+            pin_file: target.pin.as_ref().map(|p| p.display().to_string()),
+            rollback_on_failure: true,
+            rollback: None,
         }
     }
 
@@ -164,6 +234,7 @@ impl JobRecord {
             &self.compose_files,
             &self.env_files,
         )
+        .map(|target| target.pinned(self.pin_file.as_ref().map(Into::into)))
     }
 }
 
@@ -187,7 +258,7 @@ mod tests {
     #[test]
     fn final_states() {
         let finals: Vec<_> = JobState::ALL.iter().filter(|s| s.is_final()).collect();
-        assert_eq!(finals.len(), 4);
+        assert_eq!(finals.len(), 5);
         for s in JobState::ALL {
             assert_eq!(JobState::parse(s.as_str()), Some(s));
         }

@@ -1,16 +1,43 @@
-//! Running one job: its compose steps, then a check that the service runs.
+//! Running one job: its compose steps, the health gate, and the rollback
+//! when the new version does not come up.
+//!
+//! Before the steps, the job records the image id each container of the
+//! service runs and tags the one it will roll back to
+//! (`delivery-hook/rollback:<job id>`), so no prune can take it while the
+//! job may need it. After `up`, the gate waits until every container of
+//! the service runs, is healthy where it has a health check, and has run
+//! for `stable_secs` without a restart. When the gate or `up` fails and the
+//! service's containers were replaced, the service's image reference is
+//! pointed back at the previous image (a tag, or the previous pin's
+//! override), `up -d --no-build` recreates them, and the gate is checked
+//! again: the job ends `rolled_back`, or `failed` with both reasons.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::record::{JobRecord, JobState, Step};
-use crate::docker::{ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, Limits, OutputLog};
-use crate::names::Action;
+use super::record::{JobRecord, JobState, Rollback, RollbackState, Step};
+use super::store::Store;
+use crate::docker::{
+    ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Limits, OutputLog, PinFiles,
+    Reference,
+};
+use crate::names::{Action, JobId};
 
-/// How often the service is looked at while it starts; the check waits for
-/// a condition (running, and healthy where there is a health check).
+/// How often the service is looked at while it starts; the gate waits for
+/// a condition (running, healthy where checked, stable).
 const POLL: Duration = Duration::from_millis(250);
+
+/// The repository of the tags that keep a job's previous image from
+/// pruning; the tag is the job id.
+pub const HOLD_REPOSITORY: &str = "delivery-hook/rollback";
+
+/// The tag that keeps job `id`'s previous image.
+pub fn hold_reference(id: JobId) -> String {
+    format!("{HOLD_REPOSITORY}:{id}")
+}
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +53,17 @@ impl Completion {
             error: Some(error.into()),
         }
     }
+
+    fn succeeded() -> Self {
+        Self {
+            state: JobState::Succeeded,
+            error: None,
+        }
+    }
+
+    fn why(&self) -> &str {
+        self.error.as_deref().unwrap_or("it failed")
+    }
 }
 
 fn steps(action: Action) -> &'static [ComposeOp] {
@@ -40,6 +78,7 @@ fn describe(op: ComposeOp) -> &'static str {
         ComposeOp::Pull => "compose pull",
         ComposeOp::Up => "compose up -d",
         ComposeOp::UpBuild => "compose up -d --build",
+        ComposeOp::UpNoBuild => "compose up -d --no-build",
     }
 }
 
@@ -52,40 +91,368 @@ fn timeout_message(timeout: Duration, during: &str) -> String {
 
 const INTERRUPTED: &str = "the gateway stopped while the job ran";
 
-/// Runs the steps of `action` against `target`, recording each in `record`.
-pub async fn execute(
-    engine: &dyn Engine,
-    target: &ComposeTarget,
-    action: Action,
-    record: &watch::Sender<JobRecord>,
-    output: &OutputLog,
-    limits: &Limits,
-    timeout: Duration,
-) -> Completion {
-    for &op in steps(action) {
-        let outcome = engine.run_compose(target, op, limits, output).await;
-        record.send_modify(|r| r.steps.push(Step::from(&outcome)));
-        let step = describe(op);
-        let failure = match outcome.exit {
-            Exit::Code(0) => continue,
-            Exit::Code(code) => Completion::ended(
-                JobState::Failed,
-                format!("`{step}` exited with code {code}"),
-            ),
-            Exit::Signal(signal) => Completion::ended(
-                JobState::Failed,
-                format!("`{step}` was killed by signal {signal}"),
-            ),
-            Exit::SpawnFailed(why) => Completion::ended(JobState::Failed, why),
-            Exit::TimedOut => Completion::ended(
-                JobState::TimedOut,
-                timeout_message(timeout, &format!("during `{step}`")),
-            ),
-            Exit::Cancelled => Completion::ended(JobState::Interrupted, INTERRUPTED),
-        };
-        return failure;
+/// One job to run and what it needs.
+pub struct JobRun<'a> {
+    pub engine: &'a dyn Engine,
+    pub store: &'a Store,
+    pub pins: &'a PinFiles,
+    pub target: &'a ComposeTarget,
+    pub record: &'a watch::Sender<JobRecord>,
+    pub output: &'a OutputLog,
+    pub limits: &'a Limits,
+    pub timeout: Duration,
+    /// How long the service must run unchanged after `up`.
+    pub stable: Duration,
+}
+
+/// How one command ended, as a failure of the job; `None` on success.
+fn failure_of(exit: &Exit, op: ComposeOp, timeout: Duration) -> Option<Completion> {
+    let step = describe(op);
+    Some(match exit {
+        Exit::Code(0) => return None,
+        Exit::Code(code) => Completion::ended(
+            JobState::Failed,
+            format!("`{step}` exited with code {code}"),
+        ),
+        Exit::Signal(signal) => Completion::ended(
+            JobState::Failed,
+            format!("`{step}` was killed by signal {signal}"),
+        ),
+        Exit::SpawnFailed(why) => Completion::ended(JobState::Failed, why.clone()),
+        Exit::TimedOut => Completion::ended(
+            JobState::TimedOut,
+            timeout_message(timeout, &format!("during `{step}`")),
+        ),
+        Exit::Cancelled => Completion::ended(JobState::Interrupted, INTERRUPTED),
+    })
+}
+
+/// The image a rollback returns to: the one the named container ran, or
+/// the first container's.
+fn previous_of<'c>(containers: &'c [ContainerStatus], name: &str) -> Option<&'c ContainerStatus> {
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .or_else(|| containers.first())
+}
+
+/// What the service runs, in a sentence.
+pub fn running_now(containers: &[ContainerStatus]) -> String {
+    if containers.is_empty() {
+        return "no container of the service exists".into();
     }
-    verify(engine, target, limits, timeout).await
+    let each: Vec<String> = containers
+        .iter()
+        .map(|c| format!("{} is {} on image {}", c.name, c.state, c.image))
+        .collect();
+    each.join("; ")
+}
+
+impl JobRun<'_> {
+    /// Runs the job to its end.
+    pub async fn execute(&self) -> Completion {
+        let before = match self.engine.service_containers(self.target).await {
+            Ok(containers) => containers,
+            Err(e) => {
+                return Completion::ended(
+                    JobState::Failed,
+                    format!(
+                        "the engine could not be asked about the service before the deploy: {e}"
+                    ),
+                );
+            }
+        };
+        let (id, hold) = self.remember_previous(&before);
+        let held = match hold {
+            Some(image) => self.hold(id, &image).await,
+            None => false,
+        };
+        let completion = self.deploy(&before).await;
+        if held {
+            if let Err(e) = self.engine.untag_image(&hold_reference(id)).await {
+                tracing::warn!(job = %id, error = %e, "could not remove the tag that kept the previous image");
+            }
+        }
+        completion
+    }
+
+    /// Records the image the service runs now, unless an earlier attempt
+    /// of the job did (that one ran before any attempt changed it). Returns
+    /// the job's id and the image to keep, when the job rolls back.
+    fn remember_previous(&self, before: &[ContainerStatus]) -> (JobId, Option<String>) {
+        self.record.send_modify(|r| {
+            if r.previous_image.is_none() {
+                if let Some(previous) = previous_of(before, &r.container_name) {
+                    r.previous_image = Some(previous.image.clone());
+                    r.previous_reference = Some(previous.reference.clone());
+                }
+            }
+        });
+        let r = self.record.borrow();
+        let keep = r.previous_image.clone().filter(|_| r.rollback_on_failure);
+        (r.id, keep)
+    }
+
+    /// Tags the previous image so that nothing prunes it while the job
+    /// may return to it.
+    async fn hold(&self, id: JobId, image: &str) -> bool {
+        match self
+            .engine
+            .tag_image(image, HOLD_REPOSITORY, &id.to_string())
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                self.output.note(&format!(
+                    "(the previous image {image} could not be tagged to keep it: {e}; a prune during the job would prevent a rollback)"
+                ));
+                false
+            }
+        }
+    }
+
+    fn pin(&self) -> Option<ImagePin> {
+        let image = self.record.borrow().image.clone()?;
+        ImagePin::parse(&image).ok()
+    }
+
+    async fn run_step(
+        &self,
+        target: &ComposeTarget,
+        op: ComposeOp,
+        limits: &Limits,
+    ) -> Option<Completion> {
+        let outcome = self
+            .engine
+            .run_compose(target, op, limits, self.output)
+            .await;
+        self.record
+            .send_modify(|r| r.steps.push(Step::from(&outcome)));
+        failure_of(&outcome.exit, op, self.timeout)
+    }
+
+    async fn deploy(&self, before: &[ContainerStatus]) -> Completion {
+        let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
+        if let Some(pin) = self.pin() {
+            if let Err(e) = self.pins.write(project, service, &pin) {
+                return Completion::ended(
+                    JobState::Failed,
+                    format!("the override file that pins the image could not be written: {e}"),
+                );
+            }
+        }
+        let action = self.record.borrow().action;
+        let mut failure = None;
+        for &op in steps(action) {
+            if let Some(failed) = self.run_step(self.target, op, self.limits).await {
+                // Until `up` runs, nothing was replaced.
+                if op == ComposeOp::Pull || failed.state == JobState::Interrupted {
+                    return failed;
+                }
+                failure = Some(failed);
+                break;
+            }
+        }
+        let failure = match failure {
+            Some(failed) => failed,
+            None => match self.gate(before, self.limits).await {
+                Ok(()) => {
+                    self.retain_pins(self.target.pin.as_deref());
+                    return Completion::succeeded();
+                }
+                Err(failed) if failed.state == JobState::Interrupted => return failed,
+                Err(failed) => failed,
+            },
+        };
+        self.roll_back(before, failure).await
+    }
+
+    /// Removes the service's pin overrides that no container names now.
+    fn retain_pins(&self, in_use: Option<&std::path::Path>) {
+        let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
+        if let Err(e) = self.pins.retain(project, service, in_use) {
+            tracing::warn!(project, service, error = %e, "could not remove unused pin override files");
+        }
+    }
+
+    /// After a failed `up` or gate: returns the service to the image it
+    /// ran before, when the project wants that and something was replaced.
+    async fn roll_back(&self, before: &[ContainerStatus], failure: Completion) -> Completion {
+        let (enabled, previous, reference) = {
+            let r = self.record.borrow();
+            (
+                r.rollback_on_failure,
+                r.previous_image.clone(),
+                r.previous_reference.clone(),
+            )
+        };
+        let (true, Some(previous)) = (enabled, previous) else {
+            return failure;
+        };
+        let now = match self.engine.service_containers(self.target).await {
+            Ok(now) => now,
+            Err(e) => {
+                let why = format!(
+                    "{}; whether to roll back could not be decided: {e}",
+                    failure.why()
+                );
+                return Completion::ended(failure.state, why);
+            }
+        };
+        let unchanged = now.len() == before.len()
+            && now
+                .iter()
+                .all(|c| c.image == previous && before.iter().any(|b| b.id == c.id));
+        if unchanged {
+            let why = format!(
+                "{}; the service's containers were not replaced, so there was nothing to roll back",
+                failure.why()
+            );
+            return Completion::ended(failure.state, why);
+        }
+        let from_image = now.iter().map(|c| c.image.clone()).find(|i| *i != previous);
+        self.output.note(&format!(
+            "(the deploy failed: {}; rolling back to {previous})",
+            failure.why()
+        ));
+        self.record.send_modify(|r| {
+            r.error = failure.error.clone();
+            r.rollback = Some(Rollback {
+                from_image,
+                to_image: previous.clone(),
+                state: RollbackState::Running,
+                error: None,
+            });
+        });
+        // Durable before it starts: a gateway that dies now must not run
+        // the failed deploy again at its next start.
+        let mut snapshot = self.record.borrow().clone();
+        snapshot.output = self.output.text();
+        if let Err(e) = self.store.put(&snapshot).await {
+            tracing::error!(job = %snapshot.id, error = %e, "could not record that a rollback started");
+        }
+        // Its own budget: the deploy may have used all of the job's.
+        let limits = Limits {
+            deadline: Instant::now() + self.timeout,
+            cancel: self.limits.cancel.clone(),
+        };
+        let outcome = match self
+            .point_back(&previous, reference.as_deref().unwrap_or_default())
+            .await
+        {
+            Err(why) => Err(Completion::ended(JobState::Failed, why)),
+            Ok(target) => match self.run_step(&target, ComposeOp::UpNoBuild, &limits).await {
+                Some(failed) => Err(failed),
+                None => self.gate(&now, &limits).await.map(|()| target),
+            },
+        };
+        let (state, rollback_state, rollback_error, error) = match outcome {
+            Ok(target) => {
+                self.retain_pins(target.pin.as_deref());
+                (
+                    JobState::RolledBack,
+                    RollbackState::Succeeded,
+                    None,
+                    format!("{}; rolled back to {previous}", failure.why()),
+                )
+            }
+            Err(failed) if failed.state == JobState::Interrupted => {
+                let running = match self.engine.service_containers(self.target).await {
+                    Ok(c) => running_now(&c),
+                    Err(e) => format!("what runs now could not be asked: {e}"),
+                };
+                (
+                    JobState::Interrupted,
+                    RollbackState::Interrupted,
+                    failed.error,
+                    format!(
+                        "{}; the gateway stopped during the rollback; {running}",
+                        failure.why()
+                    ),
+                )
+            }
+            Err(failed) => {
+                let why = failed.why().to_owned();
+                (
+                    JobState::Failed,
+                    RollbackState::Failed,
+                    Some(why.clone()),
+                    format!("{}; the rollback failed too: {why}", failure.why()),
+                )
+            }
+        };
+        self.record.send_modify(|r| {
+            if let Some(rollback) = &mut r.rollback {
+                rollback.state = rollback_state;
+                rollback.error = rollback_error;
+            }
+        });
+        Completion::ended(state, error)
+    }
+
+    /// Makes the service's image reference name `previous` again, and
+    /// returns the target to run `up` with: a tag moved back through the
+    /// engine, or, when the previous container was pinned, that pin's
+    /// override.
+    async fn point_back(&self, previous: &str, reference: &str) -> Result<ComposeTarget, String> {
+        let base = self.target.clone().pinned(None);
+        let parsed = Reference::parse(reference).ok_or_else(|| {
+            format!("the previous container's image reference `{reference}` cannot be pointed back at its image")
+        })?;
+        if let Some(pin) = parsed.pin() {
+            let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
+            let path = self.pins.write(project, service, &pin).map_err(|e| {
+                format!("the previous pin's override file could not be written: {e}")
+            })?;
+            return Ok(base.pinned(Some(path)));
+        }
+        let tag = parsed.tag.unwrap_or("latest");
+        self.engine
+            .tag_image(previous, parsed.repository, tag)
+            .await
+            .map_err(|e| format!("`{reference}` could not be pointed back at {previous}: {e}"))?;
+        Ok(base)
+    }
+
+    /// Waits until every container of the service runs, is healthy where
+    /// checked, and has run for `stable` without a restart since `before`.
+    async fn gate(&self, before: &[ContainerStatus], limits: &Limits) -> Result<(), Completion> {
+        let service = self.target.service.as_str();
+        let baseline: HashMap<&str, i64> = before
+            .iter()
+            .map(|c| (c.id.as_str(), c.restart_count))
+            .collect();
+        loop {
+            let last = match self.engine.service_containers(self.target).await {
+                Ok(containers) => {
+                    match assess(
+                        service,
+                        &containers,
+                        &baseline,
+                        SystemTime::now(),
+                        self.stable,
+                    ) {
+                        Verdict::Ready => return Ok(()),
+                        Verdict::Broken(why) => {
+                            return Err(Completion::ended(JobState::Failed, why));
+                        }
+                        Verdict::Waiting(why) => why,
+                    }
+                }
+                Err(e) => format!("the engine could not be asked about the service: {e}"),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep_until(limits.deadline) => {
+                    let during = format!("while waiting for service {service} ({last})");
+                    return Err(Completion::ended(JobState::TimedOut, timeout_message(self.timeout, &during)));
+                }
+                () = limits.cancel.cancelled() => {
+                    return Err(Completion::ended(JobState::Interrupted, INTERRUPTED));
+                }
+            }
+        }
+    }
 }
 
 /// What the service's containers say right now.
@@ -96,7 +463,16 @@ enum Verdict {
     Broken(String),
 }
 
-fn assess(service: &str, containers: &[ContainerStatus]) -> Verdict {
+/// Judges the service's containers at `now`. `baseline` holds the restart
+/// counts of containers that existed before the deploy; a new one starts
+/// from zero.
+fn assess(
+    service: &str,
+    containers: &[ContainerStatus],
+    baseline: &HashMap<&str, i64>,
+    now: SystemTime,
+    stable: Duration,
+) -> Verdict {
     if containers.is_empty() {
         return Verdict::Broken(format!(
             "no container of service {service} exists after `up`"
@@ -105,7 +481,27 @@ fn assess(service: &str, containers: &[ContainerStatus]) -> Verdict {
     let mut waiting = None;
     for c in containers {
         match (c.state.as_str(), c.health.as_deref()) {
-            ("running", None | Some("healthy")) => {}
+            ("running", None | Some("healthy")) => {
+                let restarts = c.restart_count - baseline.get(c.id.as_str()).copied().unwrap_or(0);
+                if restarts > 0 {
+                    return Verdict::Broken(format!(
+                        "container {} restarted {restarts} time(s) after `up` (last exit code {}); check its logs",
+                        c.name, c.exit_code
+                    ));
+                }
+                let up = c
+                    .started_at
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or_default();
+                if up < stable {
+                    waiting = Some(format!(
+                        "container {} has run for {} of the {} s it must run unchanged",
+                        c.name,
+                        humantime::format_duration(Duration::from_secs(up.as_secs())),
+                        stable.as_secs()
+                    ));
+                }
+            }
             ("running", Some("unhealthy")) => {
                 let log = c
                     .health_log
@@ -147,61 +543,83 @@ fn assess(service: &str, containers: &[ContainerStatus]) -> Verdict {
     waiting.map_or(Verdict::Ready, Verdict::Waiting)
 }
 
-async fn verify(
-    engine: &dyn Engine,
-    target: &ComposeTarget,
-    limits: &Limits,
-    timeout: Duration,
-) -> Completion {
-    let service = target.service.as_str();
-    loop {
-        let last = match engine.service_containers(target).await {
-            Ok(containers) => match assess(service, &containers) {
-                Verdict::Ready => {
-                    return Completion {
-                        state: JobState::Succeeded,
-                        error: None,
-                    };
-                }
-                Verdict::Broken(why) => return Completion::ended(JobState::Failed, why),
-                Verdict::Waiting(why) => why,
-            },
-            Err(e) => format!("the engine could not be asked about the service: {e}"),
-        };
-        tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
-            () = tokio::time::sleep_until(limits.deadline) => {
-                let during = format!("while waiting for service {service} ({last})");
-                return Completion::ended(JobState::TimedOut, timeout_message(timeout, &during));
-            }
-            () = limits.cancel.cancelled() => {
-                return Completion::ended(JobState::Interrupted, INTERRUPTED);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STABLE: Duration = Duration::from_secs(5);
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
 
     fn container(state: &str, health: Option<&str>) -> ContainerStatus {
         ContainerStatus {
             id: "id".into(),
             name: "web-1".into(),
             image: "sha256:x".into(),
+            reference: "app:1".into(),
             state: state.into(),
             exit_code: 3,
             health: health.map(Into::into),
             health_log: Some("connection refused".into()),
+            started_at: Some(at(0)),
+            restart_count: 0,
         }
     }
 
+    /// Judged at `secs` after the container started, with no baseline.
+    fn judge(containers: &[ContainerStatus], secs: u64) -> Verdict {
+        assess("web", containers, &HashMap::new(), at(secs), STABLE)
+    }
+
     #[test]
-    fn running_without_or_with_a_passing_check_is_ready() {
-        assert_eq!(assess("web", &[container("running", None)]), Verdict::Ready);
+    fn running_for_stable_secs_without_or_with_a_passing_check_is_ready() {
+        assert_eq!(judge(&[container("running", None)], 5), Verdict::Ready);
         assert_eq!(
-            assess("web", &[container("running", Some("healthy"))]),
+            judge(&[container("running", Some("healthy"))], 60),
+            Verdict::Ready
+        );
+    }
+
+    #[test]
+    fn a_container_that_started_less_than_stable_secs_ago_is_waited_for() {
+        let Verdict::Waiting(why) = judge(&[container("running", None)], 1) else {
+            panic!()
+        };
+        assert!(why.contains("has run for 1s of the 5 s"), "{why}");
+        let never_started = ContainerStatus {
+            started_at: None,
+            ..container("running", None)
+        };
+        assert!(matches!(judge(&[never_started], 60), Verdict::Waiting(_)));
+        // A clock that reads before the start waits, it does not pass.
+        assert!(matches!(
+            assess(
+                "web",
+                &[container("running", None)],
+                &HashMap::new(),
+                at(0) - Duration::from_secs(9),
+                STABLE
+            ),
+            Verdict::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn a_restart_since_the_deploy_fails_the_gate() {
+        let restarted = ContainerStatus {
+            restart_count: 1,
+            ..container("running", None)
+        };
+        let Verdict::Broken(why) = judge(std::slice::from_ref(&restarted), 60) else {
+            panic!()
+        };
+        assert!(why.contains("restarted 1 time(s)"), "{why}");
+        // Restarts from before the deploy, of a container it kept, count not.
+        let baseline = HashMap::from([("id", 1)]);
+        assert_eq!(
+            assess("web", &[restarted], &baseline, at(60), STABLE),
             Verdict::Ready
         );
     }
@@ -209,12 +627,12 @@ mod tests {
     #[test]
     fn starting_checks_wait() {
         assert!(matches!(
-            assess(
-                "web",
+            judge(
                 &[
                     container("running", Some("healthy")),
                     container("running", Some("starting"))
-                ]
+                ],
+                60
             ),
             Verdict::Waiting(_)
         ));
@@ -222,25 +640,34 @@ mod tests {
 
     #[test]
     fn broken_states_say_why() {
-        let Verdict::Broken(why) = assess("web", &[container("running", Some("unhealthy"))]) else {
+        let Verdict::Broken(why) = judge(&[container("running", Some("unhealthy"))], 60) else {
             panic!()
         };
         assert!(
             why.contains("unhealthy") && why.contains("connection refused"),
             "{why}"
         );
-        let Verdict::Broken(why) = assess("web", &[container("exited", None)]) else {
+        let Verdict::Broken(why) = judge(&[container("exited", None)], 60) else {
             panic!()
         };
         assert!(why.contains("exit code 3"), "{why}");
         assert!(matches!(
-            assess("web", &[container("restarting", None)]),
+            judge(&[container("restarting", None)], 60),
             Verdict::Broken(_)
         ));
-        assert!(matches!(assess("web", &[]), Verdict::Broken(_)));
+        assert!(matches!(judge(&[], 60), Verdict::Broken(_)));
         assert!(matches!(
-            assess("web", &[container("paused", None)]),
+            judge(&[container("paused", None)], 60),
             Verdict::Broken(_)
         ));
+    }
+
+    #[test]
+    fn what_runs_is_said_per_container() {
+        assert_eq!(
+            running_now(&[container("running", None)]),
+            "web-1 is running on image sha256:x"
+        );
+        assert_eq!(running_now(&[]), "no container of the service exists");
     }
 }

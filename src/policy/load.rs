@@ -209,6 +209,7 @@ pub(crate) fn default_docker() -> DockerSettings {
         job_timeout_secs: 900,
         max_parallel_jobs: 4,
         shutdown_grace_secs: 30,
+        stable_secs: 5,
     }
 }
 
@@ -551,6 +552,11 @@ impl<'t> Reader<'t> {
                         self.docker.shutdown_grace_secs = n;
                     }
                 }
+                "stable_secs" => {
+                    if let Some(n) = self.integer(name, value, 0..3_601) {
+                        self.docker.stable_secs = n;
+                    }
+                }
                 _ => self.unknown_key(key, "[docker]"),
             }
         }
@@ -578,6 +584,8 @@ impl<'t> Reader<'t> {
         let mut actions = None;
         let mut compose_files = None;
         let mut compose_projects = None;
+        let mut images = None;
+        let mut rollback = None;
         let mut containers_span = value.span();
         for (key, value) in table.iter() {
             let key_name = key.get_ref().as_ref();
@@ -592,6 +600,8 @@ impl<'t> Reader<'t> {
                 "compose_projects" => {
                     compose_projects = self.compose_project_patterns(value).map(Some)
                 }
+                "images" => images = self.image_patterns(value).map(Some),
+                "rollback" => rollback = self.boolean(key_name, value),
                 _ => self.unknown_key(key, &section),
             }
         }
@@ -615,7 +625,17 @@ impl<'t> Reader<'t> {
             actions: actions?,
             compose_files: compose_files.unwrap_or(None),
             compose_projects: compose_projects.unwrap_or(None),
+            images: images.unwrap_or(None),
+            rollback: rollback.unwrap_or(true),
             containers_span,
+        })
+    }
+
+    fn image_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        self.glob_list("images", "image repository", value, super::Subject::Path, |pattern| {
+            pattern.contains('@').then(|| {
+                format!("image pattern `{pattern}` must name repositories, without a digest: the digest is the caller's")
+            })
         })
     }
 

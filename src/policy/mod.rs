@@ -82,6 +82,10 @@ pub struct DockerSettings {
     pub max_parallel_jobs: usize,
     /// On SIGTERM, how long running jobs may go on before they are stopped.
     pub shutdown_grace_secs: u64,
+    /// After `up`, how long every container of the service must run
+    /// without a restart (and be healthy, where checked) for the deploy to
+    /// count as succeeded.
+    pub stable_secs: u64,
 }
 
 /// Where a secret came from; shown by `check`, never the value.
@@ -116,9 +120,23 @@ pub struct Project {
     pub actions: Vec<Action>,
     compose_files: Option<(GlobSet, Vec<String>)>,
     compose_projects: Option<(GlobSet, Vec<String>)>,
+    images: Option<(GlobSet, Vec<String>)>,
+    /// A deploy whose service does not come up is rolled back to the image
+    /// it ran before.
+    pub rollback: bool,
 }
 
 impl Project {
+    /// Whether a pin of `repository` may be deployed: it must match one of
+    /// the `images` globs, or, without them, be the repository the
+    /// container was created from (`compose_repository`).
+    pub fn allows_image(&self, repository: &str, compose_repository: Option<&str>) -> bool {
+        match &self.images {
+            Some((set, _)) => set.is_match(repository),
+            None => compose_repository == Some(repository),
+        }
+    }
+
     /// The compose project must match one of the `compose_projects` globs,
     /// when they are set.
     pub fn allows_compose_project(&self, name: &str) -> bool {
@@ -352,6 +370,8 @@ pub(crate) struct ProjectSpec {
     pub actions: Vec<Action>,
     pub compose_files: Option<Vec<String>>,
     pub compose_projects: Option<Vec<String>>,
+    pub images: Option<Vec<String>>,
+    pub rollback: bool,
     /// Where its `containers` stand in the policy file, for warnings.
     pub containers_span: std::ops::Range<usize>,
 }
@@ -384,6 +404,8 @@ impl Policy {
             let compose_files = compiled(spec.compose_files, Subject::Path)?;
             // Compose project names hold no `/`, as container names do not.
             let compose_projects = compiled(spec.compose_projects, Subject::ContainerName)?;
+            // Repositories have `/`-separated parts, as paths do.
+            let images = compiled(spec.images, Subject::Path)?;
             by_name.insert(spec.name.as_str().to_owned(), position);
             let (secret_sources, keys) = spec
                 .secrets
@@ -399,6 +421,8 @@ impl Policy {
                 actions: spec.actions,
                 compose_files,
                 compose_projects,
+                images,
+                rollback: spec.rollback,
             });
         }
         Ok(Self {
@@ -436,6 +460,8 @@ impl Policy {
             actions: Action::ALL.to_vec(),
             compose_files: None,
             compose_projects: None,
+            images: None,
+            rollback: true,
             containers_span: 0..0,
         };
         Self::compile(Origin::Seed, server, load::default_docker(), vec![spec])
@@ -518,8 +544,8 @@ impl fmt::Display for Summary<'_> {
         };
         writeln!(
             f,
-            "docker: compose {compose}, job timeout {} s, {} parallel jobs",
-            d.job_timeout_secs, d.max_parallel_jobs
+            "docker: compose {compose}, job timeout {} s, {} parallel jobs, stable after {} s",
+            d.job_timeout_secs, d.max_parallel_jobs, d.stable_secs
         )?;
         writeln!(f, "projects: {}", policy.projects.len())?;
         for p in &policy.projects {
@@ -540,6 +566,12 @@ impl fmt::Display for Summary<'_> {
             if let Some((_, names)) = &p.compose_projects {
                 write!(f, "; compose projects {}", names.join(", "))?;
             }
+            if let Some((_, images)) = &p.images {
+                write!(f, "; images {}", images.join(", "))?;
+            }
+            if !p.rollback {
+                write!(f, "; no rollback")?;
+            }
             writeln!(f)?;
         }
         Ok(())
@@ -559,6 +591,8 @@ mod tests {
             actions: vec![Action::Pull],
             compose_files: None,
             compose_projects: None,
+            images: None,
+            rollback: true,
             containers_span: 0..0,
         };
         Policy::compile(

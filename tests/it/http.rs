@@ -543,7 +543,11 @@ async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::jo
         engine,
         &store,
         helper.job,
-        Duration::from_secs(60),
+        delivery_hook::jobs::HelperBudget {
+            timeout: Duration::from_secs(60),
+            stable: Duration::from_secs(5),
+        },
+        &delivery_hook::docker::PinFiles::new(&helper.state_dir),
         Default::default(),
     )
     .await
@@ -637,6 +641,8 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
         timeout: Duration::from_secs(60),
         max_parallel: 2,
         withheld_env: Vec::new(),
+        stable: Duration::from_secs(5),
+        pins: delivery_hook::docker::PinFiles::new(&helper.state_dir),
     };
     let jobs = delivery_hook::jobs::Jobs::new(h.engine.clone(), store.clone(), settings, None);
     let recovery = jobs.recover().await.unwrap();

@@ -7,4 +7,5 @@ mod e2e;
 mod http;
 mod limits;
 mod operations;
+mod safe_deploys;
 mod support;

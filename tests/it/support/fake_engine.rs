@@ -20,8 +20,16 @@ pub struct FakeEngine {
     containers: Mutex<HashMap<String, ContainerFacts>>,
     /// Exit codes by step; 0 when absent.
     exits: Mutex<HashMap<&'static str, i32>>,
-    /// What `service_containers` reports after `up`.
+    /// What `service_containers` reports for a container on the image
+    /// `up` brings ([`NEW_IMAGE`]); one on any other image runs fine.
     pub state: Mutex<(String, Option<String>)>,
+    /// The image id the service's container runs; `up` moves it to
+    /// [`NEW_IMAGE`], `up --no-build` to what [`REFERENCE`] is tagged as.
+    pub image: Mutex<String>,
+    /// Tags set, reference to image id.
+    pub tags: Mutex<HashMap<String, String>>,
+    /// Every tag and untag call, in order (`tag <ref> <id>`, `untag <ref>`).
+    pub tag_calls: Mutex<Vec<String>>,
     pub down: AtomicBool,
     pub lookups: AtomicUsize,
     pub commands: Mutex<Vec<(String, ComposeOp)>>,
@@ -38,11 +46,19 @@ pub struct FakeEngine {
     helper_ended: Notify,
 }
 
+/// The image the service runs before a deploy.
+pub const OLD_IMAGE: &str = "sha256:0ld";
+/// The image a deploy's `up` brings.
+pub const NEW_IMAGE: &str = "sha256:new";
+/// The reference the service's containers were created with.
+pub const REFERENCE: &str = "127.0.0.1:5000/billing/web:1";
+
 fn op_name(op: ComposeOp) -> &'static str {
     match op {
         ComposeOp::Pull => "pull",
         ComposeOp::Up => "up",
         ComposeOp::UpBuild => "up --build",
+        ComposeOp::UpNoBuild => "up --no-build",
     }
 }
 
@@ -50,6 +66,7 @@ impl FakeEngine {
     pub fn new() -> Self {
         let engine = Self::default();
         *engine.state.lock().unwrap() = ("running".into(), None);
+        *engine.image.lock().unwrap() = OLD_IMAGE.into();
         engine
     }
 
@@ -77,6 +94,7 @@ impl FakeEngine {
                 name: name.to_string(),
                 labels: map(labels),
                 image_labels: map(image_labels),
+                image_reference: REFERENCE.into(),
             },
         );
     }
@@ -140,15 +158,25 @@ impl Engine for FakeEngine {
     ) -> BoxFuture<'a, Result<Vec<ContainerStatus>, EngineError>> {
         Box::pin(async move {
             self.check_up()?;
-            let (state, health) = self.state.lock().unwrap().clone();
+            let image = self.image.lock().unwrap().clone();
+            let (state, health) = if image == NEW_IMAGE {
+                self.state.lock().unwrap().clone()
+            } else {
+                ("running".into(), None)
+            };
             Ok(vec![ContainerStatus {
-                id: "id".into(),
+                // A container is recreated when its image changes.
+                id: format!("id-{image}"),
                 name: format!("{}-{}-1", target.project, target.service),
-                image: "sha256:new".into(),
+                reference: REFERENCE.into(),
+                image,
                 state,
                 exit_code: 1,
                 health,
                 health_log: Some("wget: connection refused".into()),
+                // Long ago: the gate's stable time has passed.
+                started_at: Some(std::time::UNIX_EPOCH + Duration::from_secs(1)),
+                restart_count: 0,
             }])
         })
     }
@@ -179,6 +207,36 @@ impl Engine for FakeEngine {
 
     fn remove_helper<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move { Ok(()) })
+    }
+
+    fn tag_image<'a>(
+        &'a self,
+        image: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let reference = format!("{repository}:{tag}");
+            self.tag_calls
+                .lock()
+                .unwrap()
+                .push(format!("tag {reference} {image}"));
+            self.tags.lock().unwrap().insert(reference, image.into());
+            Ok(())
+        })
+    }
+
+    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            self.tag_calls
+                .lock()
+                .unwrap()
+                .push(format!("untag {reference}"));
+            self.tags.lock().unwrap().remove(reference);
+            Ok(())
+        })
     }
 
     fn run_compose<'a>(
@@ -217,6 +275,19 @@ impl Engine for FakeEngine {
                 .unwrap_or(0);
             if code != 0 {
                 output.note("Error response from daemon: manifest unknown");
+            }
+            if exit.is_none() && code == 0 {
+                match op {
+                    ComposeOp::Up | ComposeOp::UpBuild => {
+                        *self.image.lock().unwrap() = NEW_IMAGE.into();
+                    }
+                    ComposeOp::UpNoBuild => {
+                        if let Some(id) = self.tags.lock().unwrap().get(REFERENCE) {
+                            *self.image.lock().unwrap() = id.clone();
+                        }
+                    }
+                    ComposeOp::Pull => {}
+                }
             }
             CommandOutcome {
                 argv,

@@ -127,6 +127,8 @@ secrets = ["{SHOP}"]
 containers = ["shop-*"]
 actions = ["pull", "build"]
 compose_projects = ["shop"]
+images = ["127.0.0.1:5000/shop/*"]
+rollback = false
 "#,
         state = root.join("state").display(),
         root = root.display(),
