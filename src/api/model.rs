@@ -143,6 +143,11 @@ pub struct JobRollback {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How long it took, from the decision to roll back to its end;
+    /// absent while it runs.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// One command a job ran.
@@ -249,6 +254,9 @@ impl Job {
                     jobs::RollbackState::Interrupted => RollbackStatus::Interrupted,
                 },
                 error: b.error,
+                duration_ms: b
+                    .finished_at_ms
+                    .map(|end| end.saturating_sub(b.started_at_ms)),
             }),
             previous_image: r.previous_image,
             image: r.image,

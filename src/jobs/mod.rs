@@ -461,6 +461,7 @@ impl Inner {
         if let Some(rollback) = &mut record.rollback {
             rollback.state = RollbackState::Interrupted;
             rollback.error = Some("the gateway stopped during the rollback".into());
+            rollback.finished_at_ms = Some(now_ms());
         }
         record.state = JobState::Interrupted;
         record.finished_at_ms = Some(now_ms());

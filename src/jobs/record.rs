@@ -112,6 +112,11 @@ pub struct Rollback {
     pub state: RollbackState,
     /// Why the rollback failed.
     pub error: Option<String>,
+    /// When it started and ended, Unix milliseconds.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
 }
 
 fn yes() -> bool {

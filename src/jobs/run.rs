@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::record::{JobRecord, JobState, Rollback, RollbackState, Step};
+use super::record::{JobRecord, JobState, Rollback, RollbackState, Step, now_ms};
 use super::store::Store;
 use crate::docker::{
     ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Limits, OutputLog, PinFiles,
@@ -322,6 +322,8 @@ impl JobRun<'_> {
                 to_image: previous.clone(),
                 state: RollbackState::Running,
                 error: None,
+                started_at_ms: now_ms(),
+                finished_at_ms: None,
             });
         });
         // Durable before it starts: a gateway that dies now must not run
@@ -385,6 +387,7 @@ impl JobRun<'_> {
             if let Some(rollback) = &mut r.rollback {
                 rollback.state = rollback_state;
                 rollback.error = rollback_error;
+                rollback.finished_at_ms = Some(now_ms());
             }
         });
         Completion::ended(state, error)

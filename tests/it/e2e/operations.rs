@@ -46,14 +46,15 @@ fn restamp(dir: &Path, value: &str) {
 }
 
 /// A gateway process on a fixed policy file and state directory.
-struct Restartable {
+pub(super) struct Restartable {
     policy: PathBuf,
     log: PathBuf,
     url: String,
 }
 
 impl Restartable {
-    fn new(f: &Fixture, docker: &str) -> Self {
+    pub(super) fn new(f: &Fixture, docker: &str) -> Self {
+        let docker = &with_short_gate(docker);
         let port = free_port();
         let policy = f.dir.path().join("ops.toml");
         std::fs::write(
@@ -71,7 +72,7 @@ impl Restartable {
         }
     }
 
-    fn start(&self) -> Started {
+    pub(super) fn start(&self) -> Started {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,7 +91,7 @@ impl Restartable {
         Started(child)
     }
 
-    fn client(&self) -> Client {
+    pub(super) fn client(&self) -> Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Client {
             http: reqwest::Client::new(),
@@ -100,14 +101,14 @@ impl Restartable {
 }
 
 /// A started gateway, killed if a failing test drops it still running.
-struct Started(Child);
+pub(super) struct Started(Child);
 
 impl Started {
-    fn signal(&self, signal: &str) {
+    pub(super) fn signal(&self, signal: &str) {
         run("kill", &[&format!("-{signal}"), &self.0.id().to_string()]);
     }
 
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+    pub(super) fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
     }
 }
