@@ -91,6 +91,10 @@ pub enum Command {
         /// The policy project to sign for (sent as X-Project).
         #[arg(long)]
         project: Option<String>,
+        /// With `pull`: deploy exactly this image,
+        /// `<repository>@sha256:<64 hex>`, instead of what the tag points at.
+        #[arg(long)]
+        image: Option<String>,
         /// The environment variable holding the secret.
         #[arg(long, default_value = "DELIVERY_SECRET")]
         secret_env: String,
@@ -231,6 +235,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             container,
             action,
             project,
+            image,
             secret_env,
             wait,
             output,
@@ -250,6 +255,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
                     ActionArg::Build => Action::Build,
                 },
                 project,
+                image,
                 wait,
                 output: match output {
                     OutputArg::Text => OutputFormat::Text,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::admission::auth::{self, SigningKey};
+use crate::docker::ImagePin;
 use crate::names::{Action, ContainerName};
 
 /// `trigger`'s exit codes: 0 the job succeeded (or was accepted, without
@@ -101,6 +102,8 @@ pub struct Trigger {
     pub container: String,
     pub action: Action,
     pub project: Option<String>,
+    /// A pin, `<repository>@sha256:<hex>`, for `pull`.
+    pub image: Option<String>,
     pub wait: Option<u64>,
     pub output: OutputFormat,
 }
@@ -204,6 +207,21 @@ fn state_of(job: &Value) -> &str {
     job.get("state").and_then(Value::as_str).unwrap_or("")
 }
 
+/// What a rollback did, in one line.
+fn rollback_line(rollback: &Value) -> String {
+    let text = |key: &str| rollback.get(key).and_then(Value::as_str).unwrap_or("?");
+    let mut line = format!(
+        "rollback from {} to {}: {}",
+        text("from_image"),
+        text("to_image"),
+        text("state")
+    );
+    if let Some(error) = rollback.get("error").and_then(Value::as_str) {
+        line.push_str(&format!(" ({error})"));
+    }
+    line
+}
+
 fn is_final(state: &str) -> bool {
     !matches!(state, "queued" | "running" | "")
 }
@@ -213,6 +231,18 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
     if let Err(e) = ContainerName::parse(&t.container) {
         eprintln!("delivery-hook: the container name {e}");
         return EXIT_REFUSED;
+    }
+    if let Some(image) = &t.image {
+        if let Err(e) = ImagePin::parse(image) {
+            eprintln!("delivery-hook: --image: {e}");
+            return EXIT_REFUSED;
+        }
+        if t.action != Action::Pull {
+            eprintln!(
+                "delivery-hook: --image pins what `pull` deploys; `build` deploys what it builds"
+            );
+            return EXIT_REFUSED;
+        }
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = match reqwest::Client::builder()
@@ -234,7 +264,11 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
         started: Instant::now(),
         format: t.output,
     };
-    match run_trigger(&mut session, &t.container, t.action, t.wait).await {
+    let mut body = serde_json::json!({ "container_name": t.container });
+    if let Some(image) = &t.image {
+        body["image"] = image.as_str().into();
+    }
+    match run_trigger(&mut session, &body.to_string(), t.action, t.wait).await {
         Ok((code, job)) => {
             if t.output == OutputFormat::Json {
                 println!("{job}");
@@ -250,11 +284,11 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
 
 async fn run_trigger(
     s: &mut Session,
-    container: &str,
+    body: &str,
     action: Action,
     wait: Option<u64>,
 ) -> Result<(u8, Value), Refused> {
-    let body = serde_json::json!({ "container_name": container }).to_string();
+    let body = body.to_owned();
     let request = s
         .http
         .post(format!("{}/{}", s.base, action.as_str()))
@@ -335,6 +369,9 @@ async fn run_trigger(
         .and_then(Value::as_str)
         .unwrap_or("no reason given");
     s.say(&format!("{last_state}: {error}"));
+    if let Some(rollback) = job.get("rollback") {
+        s.say(&rollback_line(rollback));
+    }
     if s.format == OutputFormat::Text {
         let output = job.get("output").and_then(Value::as_str).unwrap_or("");
         let lines: Vec<&str> = output.lines().collect();

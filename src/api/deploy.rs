@@ -26,13 +26,17 @@ pub enum DeployResponse {
     /// `Location` header), or send the request with `wait`.
     #[oai(status = 202)]
     Accepted(JsonBody<Job>, #[oai(header = "Location")] String),
-    /// With `wait`: the job failed, timed out or was interrupted. The body is
-    /// the job; `error` says why and `output` holds compose's output.
+    /// With `wait`: the job failed, timed out, was interrupted, or was
+    /// rolled back (`rolled_back`: the new version did not come up and the
+    /// previous image runs again). The body is the job; `error` says why,
+    /// `rollback` what the rollback did, and `output` holds compose's output.
     #[oai(status = 502)]
     JobFailed(JsonBody<Job>),
-    /// The body is not `{"container_name": "<name>"}`, the name does not
-    /// match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`, or `wait` is out of range.
-    /// Codes: `invalid_json`, `invalid_body`, `invalid_container_name`, `invalid_wait`.
+    /// The body is not `{"container_name": "<name>"}` (with `image` only on
+    /// `/pull`), the name does not match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`,
+    /// `image` is not `<repository>@sha256:<64 lowercase hex>`, or `wait` is
+    /// out of range. Codes: `invalid_json`, `invalid_body`,
+    /// `invalid_container_name`, `invalid_image`, `invalid_wait`.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemJson),
     /// Authentication failed; `code` names the rule: `missing_timestamp`,
@@ -42,7 +46,9 @@ pub enum DeployResponse {
     Unauthorized(ProblemJson),
     /// Authenticated, but the project may not do this: `action_not_allowed`,
     /// `container_not_allowed`, `compose_project_not_allowed`,
-    /// `compose_file_not_allowed`.
+    /// `compose_file_not_allowed`, `image_not_allowed` (the pinned
+    /// repository is outside the project's `images`, or, without them, not
+    /// the compose file's).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
     /// Authenticated and allowed, but no container has this exact name

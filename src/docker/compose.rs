@@ -633,6 +633,53 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_own_pin_overrides_are_left_out_of_the_next_deploy() {
+        let pins = PinFiles::new(Path::new("/var/lib/dh"));
+        let hex = "ab".repeat(32);
+        let ours = format!("/var/lib/dh/pins/billing/web/{hex}.json");
+        let other_service = format!("/var/lib/dh/pins/billing/db/{hex}.json");
+        let read = |files: &str| {
+            ComposeLabels::from_parts("billing", "web", "/srv/billing", files, "")
+                .unwrap()
+                .without_pins(&pins)
+        };
+        let kept = read(&format!("/srv/billing/compose.yml,{ours}")).unwrap();
+        assert_eq!(
+            kept.config_files,
+            [PathBuf::from("/srv/billing/compose.yml")]
+        );
+        // Another service's override is no pin of this one: the policy judges it.
+        let foreign = read(&format!("/srv/billing/compose.yml,{other_service}")).unwrap();
+        assert_eq!(foreign.config_files.len(), 2);
+        assert!(matches!(read(&ours), Err(TargetError::InvalidLabel { .. })));
+        let target = ComposeTarget::from_parts(
+            "billing",
+            "web",
+            "/srv/billing",
+            "/srv/billing/compose.yml",
+            "",
+        )
+        .unwrap()
+        .pinned(Some(PathBuf::from(&ours)));
+        let args = target.args(ComposeOp::UpNoBuild);
+        let files: Vec<&String> = args.iter().filter(|a| a.starts_with("--file=")).collect();
+        assert_eq!(
+            files,
+            [
+                &"--file=/srv/billing/compose.yml".to_string(),
+                &format!("--file={ours}")
+            ]
+        );
+        assert!(args.ends_with(&[
+            "up".into(),
+            "-d".into(),
+            "--no-build".into(),
+            "--".into(),
+            "web".into()
+        ]));
+    }
+
+    #[test]
     fn labels_become_a_target_and_argv() {
         let t = ComposeTarget::from_parts(
             "billing",

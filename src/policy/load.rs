@@ -1035,6 +1035,64 @@ compose_projects = ["shop", "shop-*"]
     }
 
     #[test]
+    fn safe_deploy_settings_have_defaults_and_bounds() {
+        let p = parse_ok(FULL).policy;
+        assert_eq!(p.docker.stable_secs, 5, "the default");
+        let shop = p.project("shop").unwrap();
+        assert!(shop.rollback, "rollback is on unless turned off");
+        // Without `images`, only the compose file's repository.
+        assert!(shop.allows_image("reg.example.com/shop/web", Some("reg.example.com/shop/web")));
+        assert!(!shop.allows_image("reg.example.com/other", Some("reg.example.com/shop/web")));
+        assert!(!shop.allows_image("reg.example.com/shop/web", None));
+
+        let text = FULL
+            .replace("max_parallel_jobs = 2", "max_parallel_jobs = 2\nstable_secs = 0")
+            .replace(
+                r#"compose_projects = ["shop", "shop-*"]"#,
+                "compose_projects = [\"shop\"]\nrollback = false\nimages = [\"reg.example.com/shop/*\"]",
+            );
+        let p = parse_ok(&text).policy;
+        assert_eq!(p.docker.stable_secs, 0);
+        let shop = p.project("shop").unwrap();
+        assert!(!shop.rollback);
+        assert!(shop.allows_image("reg.example.com/shop/web", None));
+        assert!(
+            !shop.allows_image("reg.example.com/shop/web/deeper", None),
+            "`*` does not cross `/`"
+        );
+        assert!(!shop.allows_image(
+            "reg.example.com/billing/web",
+            Some("reg.example.com/billing/web")
+        ));
+
+        for (from, to, says) in [
+            (
+                "max_parallel_jobs = 2",
+                "max_parallel_jobs = 2\nstable_secs = 3601",
+                "`stable_secs` must be",
+            ),
+            (
+                r#"compose_projects = ["shop", "shop-*"]"#,
+                "rollback = \"yes\"",
+                "`rollback` must be true or false",
+            ),
+            (
+                r#"compose_projects = ["shop", "shop-*"]"#,
+                "images = [\"app@sha256:x\"]",
+                "without a digest",
+            ),
+            (
+                r#"compose_projects = ["shop", "shop-*"]"#,
+                "images = []",
+                "`images`, when present",
+            ),
+        ] {
+            let text = parse_err(&FULL.replace(from, to));
+            assert!(text.contains(says), "{to}: {text}");
+        }
+    }
+
+    #[test]
     fn compose_project_globs_bound_a_project() {
         let p = parse_ok(FULL).policy;
         let shop = p.project("shop").unwrap();

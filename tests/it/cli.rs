@@ -294,3 +294,37 @@ fn serve_started_as_root_drops_to_the_named_user_with_the_socket_group() {
         "only the socket's group"
     );
 }
+
+#[test]
+fn trigger_refuses_a_malformed_pin_before_sending_anything() {
+    // Nothing listens on port 9: a request would fail differently.
+    let url = "http://127.0.0.1:9";
+    let env = [("DELIVERY_SECRET", "trigger-secret-0123456789")];
+    for (image, action, says) in [
+        ("app:latest", "pull", "with a digest"),
+        ("app@sha256:ABC", "pull", "64 lowercase hex"),
+        (
+            "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "build",
+            "`build` deploys what it builds",
+        ),
+    ] {
+        let out = cli(
+            &[
+                "trigger",
+                "--url",
+                url,
+                "--container",
+                "web",
+                "--action",
+                action,
+                "--image",
+                image,
+            ],
+            &env,
+        );
+        assert_eq!(out.status.code(), Some(2), "{image}");
+        let line = text(&out.stderr);
+        assert!(line.contains(says) && !line.contains("connect"), "{line}");
+    }
+}

@@ -60,6 +60,21 @@ fn labels_files(f: &Fixture, container: &str) -> String {
         .to_string()
 }
 
+/// Runs `delivery-hook trigger --wait 120 --output json` with `args`;
+/// returns its exit code, the final job, and its progress lines.
+fn trigger(url: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+        .args(["trigger", "--url", url, "--wait", "120", "--output", "json"])
+        .args(args)
+        .env("DELIVERY_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&out.stderr).to_string();
+    let job = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no job on stdout: {progress}"));
+    (out.status.code().unwrap_or(-1), job, progress)
+}
+
 /// Crashes a second after it starts, as a bad release does.
 const CRASH: &str = "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
 
@@ -166,10 +181,17 @@ async fn e2e_a_build_whose_health_check_never_passes_is_rolled_back() {
     .unwrap();
 
     let gateway = GatewayProcess::start(&f, "");
-    let (status, job) = Client::new(&gateway)
-        .deploy("/build?wait=120", &container)
-        .await;
-    assert_eq!(status, 502, "{job:#}\n{}", gateway.log_text());
+    let (code, job, progress) = trigger(
+        &gateway.url,
+        &["--container", &container, "--action", "build"],
+    );
+    assert_eq!(code, 1, "a rollback fails the pipeline: {progress}{job:#}");
+    assert!(progress.contains("rolled_back: "), "{progress}");
+    assert!(
+        progress.contains(&format!("rollback from sha256:"))
+            && progress.contains(&format!("to {v1}: succeeded")),
+        "{progress}"
+    );
     assert_eq!(job["state"], "rolled_back", "{job:#}");
     assert!(
         job["error"].as_str().unwrap().contains("unhealthy"),
