@@ -188,7 +188,7 @@ async fn e2e_a_build_whose_health_check_never_passes_is_rolled_back() {
     assert_eq!(code, 1, "a rollback fails the pipeline: {progress}{job:#}");
     assert!(progress.contains("rolled_back: "), "{progress}");
     assert!(
-        progress.contains(&format!("rollback from sha256:"))
+        progress.contains("rollback from sha256:")
             && progress.contains(&format!("to {v1}: succeeded")),
         "{progress}"
     );
