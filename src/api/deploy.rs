@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{DeployRequest, Job, JsonBody, ProblemJson, refusal_responses};
+use super::model::{BuildRequest, DeployRequest, Job, JsonBody, ProblemJson, refusal_responses};
 use super::signed::SignedBody;
 use super::{ApiTag, client_of};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway};
@@ -121,12 +121,12 @@ impl From<DeployOutcome> for DeployResponse {
 pub struct DeployApi;
 
 /// Both operations: they differ only in the action.
-async fn deploy(
+async fn deploy<T>(
     gateway: &Gateway,
     request: &Request,
     action: Action,
     wait: Option<u32>,
-    body: SignedBody<'_, DeployRequest>,
+    body: SignedBody<'_, T>,
 ) -> DeployResponse {
     let policy = gateway.policy();
     let timeout = policy.server.request_timeout();
@@ -181,7 +181,7 @@ impl DeployApi {
         /// Hold the response up to this many seconds until the job ends.
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
-        body: SignedBody<'_, DeployRequest>,
+        body: SignedBody<'_, BuildRequest>,
     ) -> DeployResponse {
         deploy(&gateway, request, Action::Build, wait.0, body).await
     }

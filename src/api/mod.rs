@@ -15,7 +15,7 @@ use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::{LicenseObject, OpenApiService, OperationId, ServerObject, Tags};
 
-pub use model::{DeployRequest, Job, JobList, Problem};
+pub use model::{BuildRequest, DeployRequest, Job, JobList, Problem};
 
 use crate::gateway::Gateway;
 use crate::policy::Policy;
@@ -250,14 +250,39 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
 mod tests {
     use super::*;
 
+    /// Every pin the document's pattern admits, the gateway accepts:
+    /// a generated client's valid body is never refused as malformed.
+    #[test]
+    fn the_documented_pin_pattern_admits_only_pins_the_gateway_takes() {
+        use proptest::prelude::*;
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        let image = &doc["components"]["schemas"]["DeployRequest"]["properties"]["image"];
+        let pattern = image["pattern"].as_str().unwrap();
+        let max = image["maxLength"].as_u64().unwrap() as usize;
+        let inner = pattern
+            .strip_prefix('^')
+            .unwrap()
+            .strip_suffix('$')
+            .unwrap();
+        let strategy = proptest::string::string_regex(inner).unwrap();
+        proptest!(ProptestConfig::with_cases(200), |(text in strategy)| {
+            // Longer ones the document's maxLength refuses already.
+            if text.len() <= max {
+                prop_assert!(crate::docker::ImagePin::parse(&text).is_ok(), "{}", text);
+            }
+        });
+    }
+
     /// poem-openapi's validators take literals; the document must say what
     /// the gateway enforces.
     #[test]
     fn the_document_states_the_gateways_own_bounds() {
         let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
-        let name = &doc["components"]["schemas"]["DeployRequest"]["properties"]["container_name"];
-        assert_eq!(name["pattern"], crate::names::CONTAINER_NAME_PATTERN);
-        assert_eq!(name["maxLength"], crate::names::MAX_CONTAINER_NAME);
+        for body in ["DeployRequest", "BuildRequest"] {
+            let name = &doc["components"]["schemas"][body]["properties"]["container_name"];
+            assert_eq!(name["pattern"], crate::names::CONTAINER_NAME_PATTERN);
+            assert_eq!(name["maxLength"], crate::names::MAX_CONTAINER_NAME);
+        }
         let mut waits = 0;
         for (_, operations) in doc["paths"].as_object().unwrap() {
             for (_, operation) in operations.as_object().unwrap() {

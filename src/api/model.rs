@@ -50,7 +50,7 @@ impl<T: Serialize + Send> poem::IntoResponse for JsonBody<T> {
     }
 }
 
-/// The body of `POST /pull` and `POST /build`.
+/// The body of `POST /pull`.
 ///
 /// Sign these exact bytes: the gateway verifies the raw body, so any
 /// serialisation works as long as the signature covers what is sent.
@@ -61,14 +61,19 @@ pub struct DeployRequest {
     /// `container_name`, or names like `project-web-1`).
     #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
     pub container_name: String,
-    /// `/pull` only: deploy exactly this image, `<repository>@sha256:<64
-    /// lowercase hex>`, instead of what the compose file's tag points at.
-    /// The repository must match the project's `images`, or, without
-    /// them, be the one the compose file names. A later pull without
-    /// `image` returns the service to its compose file's image.
+    /// Deploy exactly this image, `<repository>@sha256:<64 lowercase hex>`
+    /// (the repository in the engine's grammar: an optional registry host,
+    /// then lowercase path components), instead of what the compose file's
+    /// tag points at. The repository
+    /// must match the project's `images`, or, without them, be the one the
+    /// compose file names. A later pull without `image` returns the service
+    /// to its compose file's image.
     #[oai(
         skip_serializing_if_is_none,
-        validator(pattern = r"^[^@]{1,255}@sha256:[0-9a-f]{64}$", max_length = 327)
+        validator(
+            pattern = r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*|[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+|[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)@sha256:[0-9a-f]{64}$",
+            max_length = 327
+        )
     )]
     pub image: Option<String>,
 }
@@ -78,6 +83,26 @@ impl Example for DeployRequest {
         Self {
             container_name: "billing-web".into(),
             image: None,
+        }
+    }
+}
+
+/// The body of `POST /build`: what it deploys is what it builds, so it
+/// takes no `image`.
+///
+/// Sign these exact bytes, as for `POST /pull`.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct BuildRequest {
+    /// The container's name as `docker ps` shows it.
+    #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
+    pub container_name: String,
+}
+
+impl Example for BuildRequest {
+    fn example() -> Self {
+        Self {
+            container_name: "billing-web".into(),
         }
     }
 }

@@ -18,7 +18,7 @@ import httpx
 from delivery_hook_client import Client
 from delivery_hook_client.api.deploy import build_container
 from delivery_hook_client.api.jobs import get_job
-from delivery_hook_client.models import DeployRequest, Job, JobStatus, Problem
+from delivery_hook_client.models import BuildRequest, Job, JobStatus, Problem
 
 SECRET = os.environ["DELIVERY_SECRET"].encode()
 
@@ -33,7 +33,7 @@ def sign(request: httpx.Request) -> None:
 
 def main(container: str) -> int:
     client = Client(base_url=os.environ["DELIVERY_URL"], httpx_args={"event_hooks": {"request": [sign]}})
-    accepted = build_container.sync_detailed(client=client, body=DeployRequest(container_name=container))
+    accepted = build_container.sync_detailed(client=client, body=BuildRequest(container_name=container))
     print(f"buildContainer: {accepted.status_code}")
     job = accepted.parsed
     if not isinstance(job, Job):
@@ -46,7 +46,7 @@ def main(container: str) -> int:
         return 2
     print(f"job {final.id}: {final.state.value} after {len(final.steps)} step(s)")
     # Refusals arrive as typed problem documents.
-    refused = build_container.sync_detailed(client=client, body=DeployRequest(container_name=f"other-{container}"))
+    refused = build_container.sync_detailed(client=client, body=BuildRequest(container_name=f"other-{container}"))
     problem = refused.parsed
     print(f"outside the policy: {refused.status_code} {problem.code if isinstance(problem, Problem) else problem}")
     if not isinstance(problem, Problem) or problem.code != "container_not_allowed":
