@@ -10,13 +10,15 @@
 //!    projects whose patterns allow the named container (the body is parsed
 //!    for the name only; nothing else in it is used before the MAC checks);
 //! 5. the MAC, over the raw bytes, constant time (unauthenticated);
-//! 6. the body, strictly (invalid); the policy: action, container
-//!    (forbidden); a place to wait, with `wait` (rate-limited);
+//! 6. the body, strictly, a pin's form included, and no pin on `/build`
+//!    (invalid); the policy: action, container (forbidden); a place to
+//!    wait, with `wait` (rate-limited);
 //! 7. replay: the window again with the admitting clock reading; the same
 //!    signed request again gets the first one's job; the project's bound;
 //! 8. the engine: the container by exact name (not found, undeployable,
-//!    unavailable); its compose project and files against the project's
-//!    globs (forbidden);
+//!    unavailable); its compose project and files (the gateway's own pin
+//!    overrides left out) against the project's globs, and a pin's
+//!    repository against `images` or the container's own (forbidden);
 //! 9. the job: queued (or joined within the project), durable with the
 //!    request's replay entry, then answered.
 //!
