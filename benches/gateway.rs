@@ -9,7 +9,7 @@
 //! alive. It signs every request itself. It exits non-zero when a target is
 //! missed. Rows that need the Docker engine say so when there is none.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -441,6 +441,8 @@ fn compose_tool() -> Vec<String> {
 struct DockerFixture {
     dir: PathBuf,
     registry: Child,
+    /// The service's image reference, in the local registry.
+    image: String,
     project: String,
     files: Vec<String>,
     pub container: String,
@@ -496,6 +498,7 @@ impl DockerFixture {
         let fixture = Self {
             dir,
             registry,
+            image: image.clone(),
             project: "dhbench".into(),
             files: vec![file.display().to_string()],
             container: "dhbench-web".into(),
@@ -1105,6 +1108,102 @@ async fn with_engine(table: &mut Table) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A release that crashes a second after it starts, deployed again and
+/// again: each deploy fails the health gate and is rolled back. Reports
+/// what the rollback adds to the failed deploy (from the decision to roll
+/// back to the old version passing the gate again) and the whole deploy.
+async fn rollback(table: &mut Table) {
+    const RUNS: usize = 5;
+    let fixture = match DockerFixture::new() {
+        Ok(f) => f,
+        Err(e) => {
+            table.add(
+                "rollback of a failed deploy",
+                format!("not measured: {e}"),
+                "needs a Docker engine",
+                None,
+            );
+            return;
+        }
+    };
+    // The same image, but its process exits a second after it starts.
+    let ctx = fixture.dir.join("ctx");
+    let dockerfile = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+    let crash = dockerfile.replace(
+        "CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]",
+        "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]",
+    );
+    std::fs::write(ctx.join("Dockerfile"), crash).unwrap();
+    let pushed = run(
+        "docker",
+        &[
+            "build",
+            "-q",
+            "-t",
+            &fixture.image,
+            &ctx.display().to_string(),
+        ],
+    )
+    .and_then(|_| run("docker", &["push", "-q", &fixture.image]));
+    if let Err(e) = pushed {
+        table.add(
+            "rollback of a failed deploy",
+            format!("not measured: {e}"),
+            "",
+            None,
+        );
+        return;
+    }
+    let dir = temp_dir("rollback");
+    let (gateway, _) = start_gateway(&dir, "", BENCH_PROJECT).await;
+    let key = SigningKey::new(SECRET.as_bytes());
+    let mut s = TcpStream::connect(gateway.addr).await.unwrap();
+    let mut added = Vec::new();
+    let mut whole = Vec::new();
+    let mut states = BTreeMap::new();
+    for i in 0..RUNS {
+        let request = signed_post(
+            "/pull?wait=300",
+            &format!(
+                "{{\"container_name\": \"{}\", \"run\": {i}}}",
+                fixture.container
+            ),
+            &key,
+            Some("bench"),
+        );
+        let started = Instant::now();
+        let (status, body) = exchange(&mut s, &request).await.unwrap();
+        whole.push(started.elapsed());
+        let job: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        *states
+            .entry(format!("{status} {}", job["state"].as_str().unwrap_or("?")))
+            .or_insert(0) += 1;
+        if let Some(ms) = job["rollback"]["duration_ms"].as_u64() {
+            added.push(Duration::from_millis(ms));
+        }
+    }
+    added.sort();
+    whole.sort();
+    let median = |d: &[Duration]| {
+        d.get(d.len() / 2)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    table.add(
+        &format!("rollback of a release that crashes 1 s after start, stable_secs 5 (median of {RUNS})"),
+        format!(
+            "rollback adds {:.0} ms (min {:.0}, max {:.0}); whole failed deploy {:.0} ms; answers {states:?}",
+            median(&added),
+            added.first().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+            added.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+            median(&whole)
+        ),
+        "",
+        None,
+    );
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue: hostile load. 20,000 hostile requests as fast as one core sends
 /// them, while a valid client on another address keeps deploying.
 async fn hostile(table: &mut Table) {
@@ -1367,6 +1466,9 @@ fn main() -> ExitCode {
         }
         if wanted("engine") {
             with_engine(&mut table).await;
+        }
+        if wanted("rollback") {
+            rollback(&mut table).await;
         }
     });
     if table.print() {

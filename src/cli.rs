@@ -443,6 +443,16 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
                 Ok(argv) => tracing::info!(compose = %argv.join(" "), "compose tool"),
                 Err(e) => tracing::warn!("{e}"),
             }
+            match crate::docker::Engine::is_swarm_manager(&*engine).await {
+                Ok(manager) => tracing::info!(
+                    swarm_manager = manager,
+                    "the engine {} a Swarm manager",
+                    if manager { "is" } else { "is not" }
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "whether the engine is a Swarm manager is unknown")
+                }
+            }
         });
     }
     let gateway = match serve::build_gateway(policy, engine, store).await {

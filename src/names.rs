@@ -104,6 +104,12 @@ validated_name!(
     255
 );
 
+validated_name!(
+    /// A Docker Swarm service's name, as a request names it.
+    SwarmServiceName,
+    255
+);
+
 /// A compose project name from the `com.docker.compose.project` label.
 ///
 /// Compose itself only creates names matching `^[a-z0-9][a-z0-9_-]*$`; anything

@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{BuildRequest, DeployRequest, Job, JsonBody, ProblemJson, refusal_responses};
+use super::model::{BuildRequest, Job, JsonBody, ProblemJson, PullRequest, refusal_responses};
 use super::signed::SignedBody;
 use super::{ApiTag, client_of};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway};
@@ -163,7 +163,7 @@ impl DeployApi {
         /// (600 unless configured; never more than 86400).
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
-        body: SignedBody<'_, DeployRequest>,
+        body: SignedBody<'_, PullRequest>,
     ) -> DeployResponse {
         deploy(&gateway, request, Action::Pull, wait.0, body).await
     }

@@ -14,6 +14,11 @@ use crate::gateway::Gateway;
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
+    /// On `/readyz`: whether the engine is a Swarm manager, which alone
+    /// can update Swarm services.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_manager: Option<bool>,
 }
 
 #[derive(ApiResponse)]
@@ -44,6 +49,7 @@ impl HealthApi {
     async fn healthz(&self) -> HealthResponse {
         HealthResponse::Ok(JsonBody(Health {
             status: "ok".into(),
+            swarm_manager: None,
         }))
     }
 
@@ -55,6 +61,7 @@ impl HealthApi {
         match gateway.engine().ping().await {
             Ok(()) => ReadyResponse::Ready(JsonBody(Health {
                 status: "ready".into(),
+                swarm_manager: gateway.engine().is_swarm_manager().await.ok(),
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");

@@ -15,7 +15,9 @@ use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::{LicenseObject, OpenApiService, OperationId, ServerObject, Tags};
 
-pub use model::{BuildRequest, DeployRequest, Job, JobList, Problem};
+pub use model::{
+    BuildRequest, DeployRequest, Job, JobList, Problem, PullRequest, ServiceDeployRequest,
+};
 
 use crate::gateway::Gateway;
 use crate::policy::Policy;
@@ -256,7 +258,11 @@ mod tests {
     fn the_documented_pin_pattern_admits_only_pins_the_gateway_takes() {
         use proptest::prelude::*;
         let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
-        let image = &doc["components"]["schemas"]["DeployRequest"]["properties"]["image"];
+        let schemas = &doc["components"]["schemas"];
+        let image = &schemas["DeployRequest"]["properties"]["image"];
+        let service_image = &schemas["ServiceDeployRequest"]["properties"]["image"];
+        assert_eq!(image["pattern"], service_image["pattern"]);
+        assert_eq!(image["maxLength"], service_image["maxLength"]);
         let pattern = image["pattern"].as_str().unwrap();
         let max = image["maxLength"].as_u64().unwrap() as usize;
         let inner = pattern

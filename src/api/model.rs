@@ -50,7 +50,7 @@ impl<T: Serialize + Send> poem::IntoResponse for JsonBody<T> {
     }
 }
 
-/// The body of `POST /pull`.
+/// The body of `POST /pull` for a container of a compose service.
 ///
 /// Sign these exact bytes: the gateway verifies the raw body, so any
 /// serialisation works as long as the signature covers what is sent.
@@ -85,6 +85,46 @@ impl Example for DeployRequest {
             image: None,
         }
     }
+}
+
+/// The body of `POST /pull` for a Docker Swarm service, on a gateway whose
+/// engine is a Swarm manager.
+///
+/// Sign these exact bytes, as for a container.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ServiceDeployRequest {
+    /// The Swarm service's name, as `docker service ls` shows it.
+    #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
+    pub service_name: String,
+    /// Deploy exactly this image, as for a container; without it, the
+    /// service's own image reference is resolved to its current digest.
+    #[oai(
+        skip_serializing_if_is_none,
+        validator(
+            pattern = r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*|[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+|[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)@sha256:[0-9a-f]{64}$",
+            max_length = 327
+        )
+    )]
+    pub image: Option<String>,
+}
+
+impl Example for ServiceDeployRequest {
+    fn example() -> Self {
+        Self {
+            service_name: "billing_web".into(),
+            image: None,
+        }
+    }
+}
+
+/// The body of `POST /pull`: a container of a compose service, or a Swarm
+/// service.
+#[derive(Debug, Clone, poem_openapi::Union)]
+#[oai(one_of)]
+pub enum PullRequest {
+    Container(DeployRequest),
+    Service(ServiceDeployRequest),
 }
 
 /// The body of `POST /build`: what it deploys is what it builds, so it
@@ -246,7 +286,18 @@ pub struct Job {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<JobRollback>,
-    /// `pulling` or `building`, as the seed tool answered.
+    /// The Swarm service a Swarm job updates. Such a job has an empty
+    /// `container_name`, `compose_project` and `compose_files`, and
+    /// `service` is the Swarm service's name.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_service: Option<String>,
+    /// Of a Swarm job that succeeded: how many tasks run the new image.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas_updated: Option<u64>,
+    /// `pulling` or `building`, as the seed tool answered; `up to date`
+    /// for a Swarm job whose service already ran the resolved digest.
     pub message: String,
     /// The compose files, comma-joined, as the seed tool answered.
     pub compose_file: String,
@@ -298,7 +349,11 @@ impl Job {
                     duration_ms: s.duration_ms,
                 })
                 .collect(),
-            message: r.action.progress_word().to_owned(),
+            message: r
+                .message
+                .unwrap_or_else(|| r.action.progress_word().to_owned()),
+            swarm_service: r.swarm_service,
+            replicas_updated: r.replicas_updated,
             compose_file: r.compose_files.join(","),
             project: r.project,
             container_name: r.container_name,
@@ -376,6 +431,8 @@ impl Example for Job {
             image: None,
             image_digest: None,
             rollback: None,
+            swarm_service: None,
+            replicas_updated: None,
             message: "pulling".into(),
             compose_file: "/srv/billing/compose.yml".into(),
         }

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::compose::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
 use super::{
-    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus, Engine,
-    EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog, process,
+    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus,
+    Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog, SwarmService,
+    TaskCount, process,
 };
-use crate::names::ContainerName;
+use crate::names::{ContainerName, SwarmServiceName};
 use crate::policy::ComposeTool;
 use crate::recent::Recent;
 
@@ -72,7 +73,7 @@ fn unreachable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unreachable(e.to_string())
 }
 
-fn classify(e: BollardError) -> EngineError {
+pub(super) fn classify(e: BollardError) -> EngineError {
     match e {
         BollardError::DockerResponseServerError {
             status_code,
@@ -82,7 +83,7 @@ fn classify(e: BollardError) -> EngineError {
     }
 }
 
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     call: impl Future<Output = Result<T, BollardError>>,
 ) -> Result<T, BollardError> {
     match tokio::time::timeout(API_TIMEOUT, call).await {
@@ -102,7 +103,7 @@ impl DockerEngine {
         }
     }
 
-    async fn client(&self) -> Result<&Docker, EngineError> {
+    pub(super) async fn client(&self) -> Result<&Docker, EngineError> {
         self.client
             .get_or_try_init(|| async {
                 let docker = Docker::connect_with_defaults().map_err(unreachable)?;
@@ -564,6 +565,48 @@ impl Engine for DockerEngine {
                 Err(e) => Err(classify(e)),
             }
         })
+    }
+
+    fn is_swarm_manager(&self) -> BoxFuture<'_, Result<bool, EngineError>> {
+        Box::pin(self.is_manager())
+    }
+
+    fn swarm_service<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+    ) -> BoxFuture<'a, Result<Option<SwarmService>, EngineError>> {
+        Box::pin(self.service(name.as_str()))
+    }
+
+    fn distribution<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Distribution, EngineError>> {
+        Box::pin(self.distribution_of(reference))
+    }
+
+    fn update_swarm_image<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+        image: &'a str,
+        platforms: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.set_service_image(name.as_str(), image, platforms))
+    }
+
+    fn roll_back_swarm_service<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(self.roll_back_service(name.as_str()))
+    }
+
+    fn swarm_tasks<'a>(
+        &'a self,
+        service_id: &'a str,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<TaskCount, EngineError>> {
+        Box::pin(self.count_tasks(service_id, image))
     }
 
     fn run_compose<'a>(

@@ -14,6 +14,7 @@ pub mod image_ref;
 mod output;
 pub mod pins;
 mod process;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,8 +31,9 @@ pub use engine::LABEL_HELPER;
 pub use image_ref::{ImagePin, PinError, Reference};
 pub use output::OutputLog;
 pub use pins::PinFiles;
+pub use swarm::{Distribution, SwarmService, TaskCount, UpdateState};
 
-use crate::names::{ContainerName, JobId};
+use crate::names::{ContainerName, JobId, SwarmServiceName};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -186,6 +188,45 @@ pub trait Engine: Send + Sync + 'static {
     /// Removes the tag `reference`; the image itself goes only if nothing
     /// else names or uses it. A tag that does not exist is no error.
     fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Whether the engine is a Swarm manager, which alone can read and
+    /// update services.
+    fn is_swarm_manager(&self) -> BoxFuture<'_, Result<bool, EngineError>>;
+
+    /// The Swarm service with exactly this name (never an id or prefix).
+    fn swarm_service<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+    ) -> BoxFuture<'a, Result<Option<SwarmService>, EngineError>>;
+
+    /// Resolves `reference` to its digest and platforms through the
+    /// registry, with the gateway's credentials for it.
+    fn distribution<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Distribution, EngineError>>;
+
+    /// Updates the service to run `image` (a digest reference) on
+    /// `platforms`, with registry credentials for the nodes.
+    fn update_swarm_image<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+        image: &'a str,
+        platforms: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Asks the engine to return the service to its previous spec.
+    fn roll_back_swarm_service<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// How many of the service's tasks run, and how many run `image`.
+    fn swarm_tasks<'a>(
+        &'a self,
+        service_id: &'a str,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<TaskCount, EngineError>>;
 
     /// Runs one compose command for `target`, appending its output to `output`.
     fn run_compose<'a>(

@@ -21,6 +21,7 @@ pub(super) fn audit_deploy(
             client = %call.client,
             project = %o.job.project,
             container = %o.job.container_name,
+            swarm_service = o.job.swarm_service.as_deref().unwrap_or("-"),
             action = call.action.as_str(),
             job = %o.job.id,
             state = o.job.state.as_str(),

@@ -33,9 +33,11 @@ use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
 use crate::admission::slots::{Slot, Slots};
 use crate::admission::throttle::Throttle;
 use crate::docker::{ComposeLabels, Engine, ImagePin, PinFiles, Reference, Resolved};
-use crate::jobs::{JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted};
+use crate::jobs::{
+    DeployTarget, JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted,
+};
 use crate::metrics::{Gauges, Metrics};
-use crate::names::{Action, ContainerName, JobId};
+use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
 use crate::policy::{Policy, Project};
 use crate::recent::Recent;
 
@@ -89,10 +91,12 @@ pub struct JobPage {
 
 /// The deploy body. Deserialised by hand because serde's derived impl also
 /// accepts a JSON array by position (`["web"]`): only an object is a body,
-/// `container_name` must appear exactly once, `image` at most once, and
-/// other fields are ignored, as the tool this replaces ignored them.
+/// `container_name` or `service_name` must appear exactly once, `image` at
+/// most once, and other fields are ignored, as the tool this replaces
+/// ignored them.
 struct DeployBody {
-    container_name: String,
+    container_name: Option<String>,
+    service_name: Option<String>,
     image: Option<String>,
 }
 
@@ -106,15 +110,17 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
             type Value = DeployBody;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object with a container_name string")
+                f.write_str("an object with a container_name or service_name string")
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeployBody, A::Error> {
                 let mut container_name = None;
+                let mut service_name = None;
                 let mut image = None;
                 while let Some(key) = map.next_key::<String>()? {
                     let slot = match key.as_str() {
                         "container_name" => &mut container_name,
+                        "service_name" => &mut service_name,
                         "image" => &mut image,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -126,12 +132,17 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
                     }
                     *slot = Some(map.next_value::<String>()?);
                 }
-                container_name
-                    .map(|container_name| DeployBody {
+                match (&container_name, &service_name) {
+                    (None, None) => Err(A::Error::missing_field("container_name")),
+                    (Some(_), Some(_)) => Err(A::Error::custom(
+                        "`container_name` and `service_name` name two things; send one",
+                    )),
+                    _ => Ok(DeployBody {
                         container_name,
+                        service_name,
                         image,
-                    })
-                    .ok_or_else(|| A::Error::missing_field("container_name"))
+                    }),
+                }
             }
         }
 
@@ -172,9 +183,26 @@ fn replay_key(signature: &Signature) -> replay::ReplayKey {
     key
 }
 
+/// What a deploy names.
+#[derive(Debug, Clone)]
+enum Subject {
+    Container(ContainerName),
+    Service(SwarmServiceName),
+}
+
+impl Subject {
+    fn name(&self) -> String {
+        match self {
+            Subject::Container(name) => name.to_string(),
+            Subject::Service(name) => format!("service:{name}"),
+        }
+    }
+}
+
 /// What a deploy body asks for.
+#[derive(Debug, Clone)]
 struct Wanted {
-    container: ContainerName,
+    subject: Subject,
     pin: Option<ImagePin>,
 }
 
@@ -186,14 +214,28 @@ fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
         let (code, message) = if e.is_data() {
             (
                 "invalid_body",
-                format!("the body must be {{\"container_name\": \"<name>\"}}: {e}"),
+                format!(
+                    "the body must be {{\"container_name\": \"<name>\"}} or {{\"service_name\": \"<name>\"}}: {e}"
+                ),
             )
         } else {
             ("invalid_json", format!("the body is not valid JSON: {e}"))
         };
         Refusal::new(RefusalKind::Invalid, code, message)
     })?;
-    let container = ContainerName::parse(&body.container_name).map_err(Refusal::bad_name)?;
+    let subject = match (body.container_name, body.service_name) {
+        (Some(name), _) => {
+            Subject::Container(ContainerName::parse(&name).map_err(Refusal::bad_name)?)
+        }
+        (None, Some(name)) => Subject::Service(SwarmServiceName::parse(&name).map_err(|e| {
+            Refusal::new(
+                RefusalKind::Invalid,
+                "invalid_service_name",
+                format!("the service name {e}"),
+            )
+        })?),
+        (None, None) => unreachable!("the body names one of them"),
+    };
     let pin = match body.image {
         None => None,
         Some(text) => Some(ImagePin::parse(&text).map_err(|e| {
@@ -204,7 +246,7 @@ fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
             )
         })?),
     };
-    Ok(Wanted { container, pin })
+    Ok(Wanted { subject, pin })
 }
 
 impl Gateway {
@@ -403,7 +445,11 @@ impl Gateway {
             Some(project) => (project.into_iter().collect::<Vec<_>>(), None),
             None => {
                 let wanted = parse_body(&body)?;
-                (policy.candidates(&wanted.container), Some(wanted))
+                let candidates = match &wanted.subject {
+                    Subject::Container(name) => policy.candidates(name),
+                    Subject::Service(name) => policy.service_candidates(name),
+                };
+                (candidates, Some(wanted))
             }
         };
         let verified = candidates
@@ -417,19 +463,19 @@ impl Gateway {
             return Err(fail(AuthError::SignatureMismatch));
         };
         seen.project = Some(project.name.to_string());
-        let Wanted { container, pin } = match early_name {
+        let wanted = match early_name {
             Some(wanted) => wanted,
             None => parse_body(&body)?,
         };
-        seen.container = Some(container.to_string());
-        if pin.is_some() && call.action != Action::Pull {
+        seen.container = Some(wanted.subject.name());
+        if wanted.pin.is_some() && call.action != Action::Pull {
             return Err(Refusal::new(
                 RefusalKind::Invalid,
                 "invalid_body",
                 "`image` pins what /pull deploys; /build deploys what it builds",
             ));
         }
-        authorise(policy, project, call.action, &container)?;
+        authorise(policy, project, call.action, &wanted.subject)?;
 
         // An entry outlives every moment at which its request can still be
         // admitted: the window's end, plus the time a body may take to
@@ -468,11 +514,8 @@ impl Gateway {
                 per_project,
             ) {
                 Admission::First(mut ticket) => {
-                    let wanted = Wanted {
-                        container: container.clone(),
-                        pin: pin.clone(),
-                    };
-                    let accepted = self.accept(project, call.action, wanted, mark, &mut ticket);
+                    let accepted =
+                        self.accept(project, call.action, wanted.clone(), mark, &mut ticket);
                     let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
@@ -514,7 +557,105 @@ impl Gateway {
         mark: ReplayMark,
         ticket: &mut Ticket<'_, JobId, Refusal>,
     ) -> Result<Submitted, Refusal> {
-        let Wanted { container, pin } = wanted;
+        let request = match wanted.subject {
+            Subject::Container(container) => {
+                self.compose_request(project, action, container, wanted.pin)
+                    .await?
+            }
+            Subject::Service(name) => {
+                self.swarm_request(project, action, name, wanted.pin)
+                    .await?
+            }
+        };
+        match self
+            .jobs
+            .submit(request, Some(mark), |id| ticket.recorded(id))
+            .await
+        {
+            Ok(submitted) => Ok(submitted),
+            Err(SubmitError::ShuttingDown) => Err(Refusal::new(
+                RefusalKind::Unavailable,
+                "shutting_down",
+                "the gateway is shutting down; retry against its next start",
+            )
+            .retry_after(5)),
+            Err(SubmitError::Store(e)) => {
+                tracing::error!(error = %e, "could not record a job");
+                Err(Refusal::store(&e))
+            }
+        }
+    }
+
+    /// A Swarm service: the engine must be a manager and know it; a pin's
+    /// repository must be allowed.
+    async fn swarm_request(
+        &self,
+        project: &Project,
+        action: Action,
+        name: SwarmServiceName,
+        pin: Option<ImagePin>,
+    ) -> Result<JobRequest, Refusal> {
+        if action != Action::Pull {
+            return Err(Refusal::new(
+                RefusalKind::Undeployable,
+                "not_buildable",
+                "a Swarm service runs images from a registry; it cannot be built here, use /pull",
+            ));
+        }
+        let engine_failed = |e: crate::docker::EngineError| {
+            tracing::warn!(error = %e, "engine lookup failed");
+            Refusal::engine(&e)
+        };
+        if !self
+            .engine
+            .is_swarm_manager()
+            .await
+            .map_err(engine_failed)?
+        {
+            return Err(Refusal::new(
+                RefusalKind::Undeployable,
+                "not_swarm_manager",
+                "the gateway's Docker engine is not a Swarm manager, so it cannot update services",
+            ));
+        }
+        let service = self
+            .engine
+            .swarm_service(&name)
+            .await
+            .map_err(engine_failed)?
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::NotFound,
+                    "service_not_found",
+                    "no Swarm service with this name exists",
+                )
+            })?;
+        if let Some(pin) = &pin {
+            let current = Reference::parse(&service.image).map(|r| r.repository);
+            check_image(project, pin, current)?;
+        }
+        Ok(JobRequest {
+            project: project.name.clone(),
+            action,
+            container: None,
+            target: DeployTarget::Swarm {
+                name,
+                pin: pin.clone(),
+            },
+            self_update: false,
+            pin,
+            rollback: false,
+        })
+    }
+
+    /// A container of a compose service: its labels, files and pin.
+    async fn compose_request(
+        &self,
+        project: &Project,
+        action: Action,
+        container: ContainerName,
+        pin: Option<ImagePin>,
+    ) -> Result<JobRequest, Refusal> {
         let container = &container;
         let facts = self
             .engine
@@ -555,13 +696,7 @@ impl Gateway {
             Some(pin) => {
                 let compose_repository =
                     Reference::parse(&facts.image_reference).map(|r| r.repository);
-                if !project.allows_image(pin.repository(), compose_repository) {
-                    return Err(Refusal::new(
-                        RefusalKind::Forbidden,
-                        "image_not_allowed",
-                        "the pinned repository is outside this project's images (or, without them, not the repository the service's compose file names)",
-                    ));
-                }
+                check_image(project, pin, compose_repository)?;
                 let path = self
                     .pins
                     .path(target.project.as_str(), target.service.as_str(), pin);
@@ -573,32 +708,15 @@ impl Gateway {
             .own_service()
             .await
             .is_some_and(|(p, s)| p == target.project.as_str() && s == target.service.as_str());
-        let request = JobRequest {
+        Ok(JobRequest {
             project: project.name.clone(),
             action,
-            container: container.clone(),
-            target,
+            container: Some(container.clone()),
+            target: DeployTarget::Compose(target),
             self_update,
             pin,
             rollback: project.rollback,
-        };
-        match self
-            .jobs
-            .submit(request, Some(mark), |id| ticket.recorded(id))
-            .await
-        {
-            Ok(submitted) => Ok(submitted),
-            Err(SubmitError::ShuttingDown) => Err(Refusal::new(
-                RefusalKind::Unavailable,
-                "shutting_down",
-                "the gateway is shutting down; retry against its next start",
-            )
-            .retry_after(5)),
-            Err(SubmitError::Store(e)) => {
-                tracing::error!(error = %e, "could not record a job");
-                Err(Refusal::store(&e))
-            }
-        }
+        })
     }
 
     async fn replayed(&self, id: JobId, wait: Option<Duration>) -> Result<DeployOutcome, Refusal> {
@@ -666,7 +784,7 @@ fn authorise(
     policy: &Policy,
     project: &Project,
     action: Action,
-    container: &ContainerName,
+    subject: &Subject,
 ) -> Result<(), Refusal> {
     if !project.allows_action(action) {
         return Err(Refusal::new(
@@ -675,12 +793,31 @@ fn authorise(
             format!("this project may not {action}"),
         ));
     }
-    if !policy.allows_container(project, container) {
-        return Err(Refusal::new(
+    match subject {
+        Subject::Container(name) if !policy.allows_container(project, name) => Err(Refusal::new(
             RefusalKind::Forbidden,
             "container_not_allowed",
             "this project may not deploy this container",
-        ));
+        )),
+        Subject::Service(name) if !policy.allows_service(project, name) => Err(Refusal::new(
+            RefusalKind::Forbidden,
+            "service_not_allowed",
+            "this project may not update this Swarm service",
+        )),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// A pin's repository must match the project's `images`, or, without
+/// them, be the repository the service runs now (`current`).
+fn check_image(project: &Project, pin: &ImagePin, current: Option<&str>) -> Result<(), Refusal> {
+    if project.allows_image(pin.repository(), current) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            RefusalKind::Forbidden,
+            "image_not_allowed",
+            "the pinned repository is outside this project's images (or, without them, not the repository the service runs)",
+        ))
+    }
 }

@@ -69,7 +69,7 @@ pub async fn run_helper(
         return Ok(record);
     }
     let target = record
-        .target()
+        .compose_target()
         .map_err(|source| HelperError::Target { id, source })?;
     let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
     let limits = Limits {

@@ -22,6 +22,7 @@ mod helper;
 mod record;
 mod run;
 mod store;
+mod swarm_run;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,9 +38,10 @@ pub use record::{
 };
 pub use run::{HOLD_REPOSITORY, hold_reference};
 pub use store::{Cursor, ReplayRow, Store, StoreError};
+pub use swarm_run::UP_TO_DATE;
 
 use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
-use crate::names::{Action, ContainerName, JobId, ProjectName};
+use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
 
 /// A job interrupted this many times is not started again.
 const MAX_ATTEMPTS: u32 = 2;
@@ -57,13 +59,27 @@ pub struct JobSettings {
     pub pins: PinFiles,
 }
 
+/// What a job deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeployTarget {
+    /// A compose service, as its container's labels describe it (its pin's
+    /// override file included).
+    Compose(ComposeTarget),
+    /// A Docker Swarm service, and the caller's pin.
+    Swarm {
+        name: SwarmServiceName,
+        pin: Option<ImagePin>,
+    },
+}
+
 /// An authorised request to run an action on a service.
 #[derive(Debug, Clone)]
 pub struct JobRequest {
     pub project: ProjectName,
     pub action: Action,
-    pub container: ContainerName,
-    pub target: ComposeTarget,
+    /// The container the request named; `None` for a Swarm service.
+    pub container: Option<ContainerName>,
+    pub target: DeployTarget,
     /// The target is the gateway's own compose service.
     pub self_update: bool,
     /// The caller's pin; the target carries its override file.
@@ -118,7 +134,7 @@ pub struct Recovery {
 struct Active {
     record: watch::Sender<JobRecord>,
     output: Arc<OutputLog>,
-    target: ComposeTarget,
+    target: DeployTarget,
 }
 
 type ServiceKey = (String, String);
@@ -151,8 +167,13 @@ pub struct Jobs {
     inner: Arc<Inner>,
 }
 
-fn key_of(target: &ComposeTarget) -> ServiceKey {
-    (target.project.to_string(), target.service.to_string())
+/// Compose project names never start with `@`, so a Swarm service never
+/// shares a queue with a compose service.
+fn key_of(target: &DeployTarget) -> ServiceKey {
+    match target {
+        DeployTarget::Compose(t) => (t.project.to_string(), t.service.to_string()),
+        DeployTarget::Swarm { name, .. } => ("@swarm".to_owned(), name.to_string()),
+    }
 }
 
 impl Jobs {
@@ -232,13 +253,21 @@ impl Jobs {
                     written,
                 )
             } else {
-                let mut record = JobRecord::new(
-                    request.project.as_str(),
-                    request.action,
-                    request.container.as_str(),
-                    &request.target,
-                    request.self_update,
-                );
+                let mut record = match (&request.target, &request.container) {
+                    (DeployTarget::Compose(target), Some(container)) => JobRecord::new(
+                        request.project.as_str(),
+                        request.action,
+                        container.as_str(),
+                        target,
+                        request.self_update,
+                    ),
+                    (DeployTarget::Swarm { name, .. }, _) => {
+                        JobRecord::for_swarm(request.project.as_str(), name)
+                    }
+                    (DeployTarget::Compose(_), None) => {
+                        unreachable!("a compose job names its container")
+                    }
+                };
                 record.image = request.pin.as_ref().map(ToString::to_string);
                 record.image_digest = request.pin.as_ref().map(ImagePin::digest);
                 record.rollback_on_failure = request.rollback;
@@ -444,7 +473,7 @@ impl Inner {
     /// Ends a job whose rollback the gateway's stop cut short, saying what
     /// the service runs now.
     async fn end_interrupted_rollback(&self, record: &mut JobRecord, output: &OutputLog) {
-        let running = match record.target() {
+        let running = match record.compose_target() {
             Ok(target) => match self.engine.service_containers(&target).await {
                 Ok(containers) => run::running_now(&containers),
                 Err(e) => format!("what runs now could not be asked: {e}"),
@@ -482,7 +511,7 @@ impl Inner {
         self: &Arc<Self>,
         schedule: &mut Schedule,
         record: JobRecord,
-        target: ComposeTarget,
+        target: DeployTarget,
         output: OutputLog,
     ) {
         let id = record.id;
@@ -588,19 +617,36 @@ impl Inner {
             cancel: self.kill.child_token(),
         };
         let attempt = active.record.borrow().attempt;
-        let completion = run::JobRun {
-            engine: &*self.engine,
-            store: &self.store,
-            pins: &self.settings.pins,
-            target: &active.target,
-            record: &active.record,
-            output: &active.output,
-            limits: &limits,
-            timeout: self.settings.timeout,
-            stable: self.settings.stable,
-        }
-        .execute()
-        .await;
+        let completion = match &active.target {
+            DeployTarget::Compose(target) => {
+                run::JobRun {
+                    engine: &*self.engine,
+                    store: &self.store,
+                    pins: &self.settings.pins,
+                    target,
+                    record: &active.record,
+                    output: &active.output,
+                    limits: &limits,
+                    timeout: self.settings.timeout,
+                    stable: self.settings.stable,
+                }
+                .execute()
+                .await
+            }
+            DeployTarget::Swarm { name, pin } => {
+                swarm_run::SwarmRun {
+                    engine: &*self.engine,
+                    name,
+                    pin: pin.as_ref(),
+                    record: &active.record,
+                    output: &active.output,
+                    limits: &limits,
+                    timeout: self.settings.timeout,
+                }
+                .execute()
+                .await
+            }
+        };
         // A job stopped during its rollback is not run again: that would
         // deploy the failed version once more.
         let rolling_back = active.record.borrow().rollback.is_some();

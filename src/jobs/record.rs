@@ -4,8 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docker::{CommandOutcome, ComposeTarget, Exit, TargetError};
-use crate::names::{Action, JobId};
+use super::DeployTarget;
+use crate::docker::{CommandOutcome, ComposeTarget, Exit, ImagePin, TargetError};
+use crate::names::{Action, JobId, SwarmServiceName};
 
 /// The life of a job.
 ///
@@ -174,6 +175,16 @@ pub struct JobRecord {
     pub rollback_on_failure: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
+    /// The Swarm service a Swarm job updates; such a job has no compose
+    /// project, files or container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_service: Option<String>,
+    /// Of a Swarm job that succeeded: the tasks running the new image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_updated: Option<u64>,
+    /// What the job says in place of `pulling`/`building`, e.g. `up to date`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -227,11 +238,72 @@ impl JobRecord {
             pin_file: target.pin.as_ref().map(|p| p.display().to_string()),
             rollback_on_failure: true,
             rollback: None,
+            swarm_service: None,
+            replicas_updated: None,
+            message: None,
         }
     }
 
-    /// The compose target again, re-validated (used after a restart).
-    pub fn target(&self) -> Result<ComposeTarget, TargetError> {
+    /// A job that updates the Swarm service `name`.
+    pub fn for_swarm(project: &str, name: &SwarmServiceName) -> Self {
+        Self {
+            id: JobId::random(),
+            project: project.to_owned(),
+            action: Action::Pull,
+            container_name: String::new(),
+            compose_project: String::new(),
+            service: name.to_string(),
+            working_dir: String::new(),
+            compose_files: Vec::new(),
+            env_files: Vec::new(),
+            state: JobState::Queued,
+            created_at_ms: now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+            steps: Vec::new(),
+            output: String::new(),
+            error: None,
+            attempt: 1,
+            self_update: false,
+            helper: None,
+            previous_image: None,
+            previous_reference: None,
+            image: None,
+            image_digest: None,
+            pin_file: None,
+            rollback_on_failure: false,
+            rollback: None,
+            swarm_service: Some(name.to_string()),
+            replicas_updated: None,
+            message: None,
+        }
+    }
+
+    /// What the job deploys, re-validated (used after a restart).
+    pub fn target(&self) -> Result<DeployTarget, TargetError> {
+        if let Some(name) = &self.swarm_service {
+            let name = SwarmServiceName::parse(name).map_err(|e| TargetError::InvalidLabel {
+                label: "swarm_service",
+                reason: e.to_string(),
+            })?;
+            let pin = match &self.image {
+                Some(image) => {
+                    Some(
+                        ImagePin::parse(image).map_err(|e| TargetError::InvalidLabel {
+                            label: "image",
+                            reason: e.to_string(),
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            return Ok(DeployTarget::Swarm { name, pin });
+        }
+        self.compose_target().map(DeployTarget::Compose)
+    }
+
+    /// The compose target again, re-validated.
+    pub fn compose_target(&self) -> Result<ComposeTarget, TargetError> {
         ComposeTarget::from_stored(
             &self.compose_project,
             &self.service,

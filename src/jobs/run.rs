@@ -47,7 +47,7 @@ pub struct Completion {
 }
 
 impl Completion {
-    fn ended(state: JobState, error: impl Into<String>) -> Self {
+    pub(super) fn ended(state: JobState, error: impl Into<String>) -> Self {
         Self {
             state,
             error: Some(error.into()),
@@ -82,14 +82,14 @@ fn describe(op: ComposeOp) -> &'static str {
     }
 }
 
-fn timeout_message(timeout: Duration, during: &str) -> String {
+pub(super) fn timeout_message(timeout: Duration, during: &str) -> String {
     format!(
         "the job ran past job_timeout_secs ({} s) {during} and was stopped",
         timeout.as_secs()
     )
 }
 
-const INTERRUPTED: &str = "the gateway stopped while the job ran";
+pub(super) const INTERRUPTED: &str = "the gateway stopped while the job ran";
 
 /// One job to run and what it needs.
 pub struct JobRun<'a> {

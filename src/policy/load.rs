@@ -586,6 +586,7 @@ impl<'t> Reader<'t> {
         let mut compose_projects = None;
         let mut images = None;
         let mut rollback = None;
+        let mut services = None;
         let mut containers_span = value.span();
         for (key, value) in table.iter() {
             let key_name = key.get_ref().as_ref();
@@ -602,6 +603,7 @@ impl<'t> Reader<'t> {
                 }
                 "images" => images = self.image_patterns(value).map(Some),
                 "rollback" => rollback = self.boolean(key_name, value),
+                "services" => services = self.service_patterns(value).map(Some),
                 _ => self.unknown_key(key, &section),
             }
         }
@@ -612,7 +614,8 @@ impl<'t> Reader<'t> {
         if secrets.is_none() {
             missing("secrets");
         }
-        if containers.is_none() && !table.contains_key("containers") {
+        // A project that updates only Swarm services names no containers.
+        if containers.is_none() && !table.contains_key("containers") && services.is_none() {
             missing("containers");
         }
         if actions.is_none() && !table.contains_key("actions") {
@@ -621,14 +624,33 @@ impl<'t> Reader<'t> {
         Some(ProjectSpec {
             name: project_name?,
             secrets: secrets??,
-            containers: containers?,
+            containers: match containers {
+                Some(patterns) => patterns,
+                None if table.contains_key("containers") => return None,
+                None => Vec::new(),
+            },
             actions: actions?,
             compose_files: compose_files.unwrap_or(None),
             compose_projects: compose_projects.unwrap_or(None),
             images: images.unwrap_or(None),
             rollback: rollback.unwrap_or(true),
+            services: services.unwrap_or(None),
             containers_span,
         })
+    }
+
+    fn service_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+        self.glob_list(
+            "services",
+            "Swarm service",
+            value,
+            super::Subject::ContainerName,
+            |pattern| {
+                pattern.starts_with('!').then(|| {
+                    format!("service pattern `{pattern}`: `services` has no exclusions; list the services allowed")
+                })
+            },
+        )
     }
 
     fn image_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
@@ -658,7 +680,10 @@ impl<'t> Reader<'t> {
             return;
         }
         for spec in specs {
-            if spec.compose_files.is_none() && spec.compose_projects.is_none() {
+            if spec.compose_files.is_none()
+                && spec.compose_projects.is_none()
+                && !spec.containers.is_empty()
+            {
                 self.warn(
                     spec.containers_span.clone(),
                     format!(

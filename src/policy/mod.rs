@@ -19,7 +19,7 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::admission::auth::SigningKey;
 use crate::admission::client_addr::Cidr;
-use crate::names::{Action, ContainerName, ProjectName};
+use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
 
@@ -124,6 +124,8 @@ pub struct Project {
     /// A deploy whose service does not come up is rolled back to the image
     /// it ran before.
     pub rollback: bool,
+    /// The Swarm service patterns as written; `None` when it may update none.
+    pub services: Option<Vec<String>>,
 }
 
 impl Project {
@@ -215,6 +217,8 @@ pub struct Policy {
     /// 10,000, and memory grows with the patterns, not a matcher per project.
     allow: PatternIndex,
     deny: PatternIndex,
+    /// The Swarm service patterns of every project.
+    services: PatternIndex,
 }
 
 /// Container patterns of many projects, with the project each belongs to.
@@ -372,6 +376,7 @@ pub(crate) struct ProjectSpec {
     pub compose_projects: Option<Vec<String>>,
     pub images: Option<Vec<String>>,
     pub rollback: bool,
+    pub services: Option<Vec<String>>,
     /// Where its `containers` stand in the policy file, for warnings.
     pub containers_span: std::ops::Range<usize>,
 }
@@ -389,12 +394,16 @@ impl Policy {
         let mut by_name = HashMap::with_capacity(specs.len());
         let mut allow = PatternIndexBuilder::default();
         let mut deny = PatternIndexBuilder::default();
+        let mut services = PatternIndexBuilder::default();
         for (position, spec) in specs.into_iter().enumerate() {
             for pattern in &spec.containers {
                 match pattern.strip_prefix('!') {
                     Some(denied) => deny.add(denied, position)?,
                     None => allow.add(pattern, position)?,
                 }
+            }
+            for pattern in spec.services.iter().flatten() {
+                services.add(pattern, position)?;
             }
             let compiled = |patterns: Option<Vec<String>>, subject| match patterns {
                 None => Ok(None),
@@ -423,6 +432,7 @@ impl Policy {
                 compose_projects,
                 images,
                 rollback: spec.rollback,
+                services: spec.services,
             });
         }
         Ok(Self {
@@ -433,6 +443,7 @@ impl Policy {
             by_name,
             allow: allow.build()?,
             deny: deny.build()?,
+            services: services.build()?,
         })
     }
 
@@ -462,6 +473,7 @@ impl Policy {
             compose_projects: None,
             images: None,
             rollback: true,
+            services: None,
             containers_span: 0..0,
         };
         Self::compile(Origin::Seed, server, load::default_docker(), vec![spec])
@@ -502,6 +514,21 @@ impl Policy {
             .filter(|owner| denied.binary_search(owner).is_err())
             .map(|owner| &self.projects[owner])
             .collect()
+    }
+
+    /// Projects whose `services` patterns allow the Swarm service `name`:
+    /// for a request without `X-Project`, only their keys are tried.
+    pub fn service_candidates(&self, name: &SwarmServiceName) -> Vec<&Project> {
+        self.services
+            .owners(name.as_str())
+            .into_iter()
+            .map(|owner| &self.projects[owner])
+            .collect()
+    }
+
+    /// Whether `project` may update the Swarm service `name`.
+    pub fn allows_service(&self, project: &Project, name: &SwarmServiceName) -> bool {
+        self.services.has(name.as_str(), project.position)
     }
 
     /// Whether `project` may touch `name`: one of its patterns matches and
@@ -572,6 +599,9 @@ impl fmt::Display for Summary<'_> {
             if !p.rollback {
                 write!(f, "; no rollback")?;
             }
+            if let Some(services) = &p.services {
+                write!(f, "; swarm services {}", services.join(", "))?;
+            }
             writeln!(f)?;
         }
         Ok(())
@@ -593,6 +623,7 @@ mod tests {
             compose_projects: None,
             images: None,
             rollback: true,
+            services: None,
             containers_span: 0..0,
         };
         Policy::compile(

@@ -9,3 +9,4 @@ mod limits;
 mod operations;
 mod safe_deploys;
 mod support;
+mod swarm;

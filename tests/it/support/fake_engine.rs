@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use delivery_hook::docker::{
-    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus, Engine,
-    EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog,
+    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus,
+    Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog, SwarmService,
+    TaskCount, UpdateState,
 };
-use delivery_hook::names::ContainerName;
+use delivery_hook::names::{ContainerName, SwarmServiceName};
 use tokio::sync::{Notify, Semaphore};
 
 #[derive(Default)]
@@ -44,6 +45,14 @@ pub struct FakeEngine {
     /// How each ended helper ended, by name; the test decides.
     helper_ends: Mutex<HashMap<String, HelperEnd>>,
     helper_ended: Notify,
+    /// Whether the engine says it is a Swarm manager.
+    pub swarm_manager: AtomicBool,
+    /// Swarm services by name.
+    pub services: Mutex<HashMap<String, SwarmService>>,
+    /// What the registry resolves, reference to digest.
+    pub registry: Mutex<HashMap<String, String>>,
+    /// Every service update sent, as `name image`.
+    pub swarm_updates: Mutex<Vec<String>>,
 }
 
 /// The image the service runs before a deploy.
@@ -236,6 +245,89 @@ impl Engine for FakeEngine {
                 .push(format!("untag {reference}"));
             self.tags.lock().unwrap().remove(reference);
             Ok(())
+        })
+    }
+
+    fn is_swarm_manager(&self) -> BoxFuture<'_, Result<bool, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            Ok(self.swarm_manager.load(Ordering::SeqCst))
+        })
+    }
+
+    fn swarm_service<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+    ) -> BoxFuture<'a, Result<Option<SwarmService>, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            Ok(self.services.lock().unwrap().get(name.as_str()).cloned())
+        })
+    }
+
+    fn distribution<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Distribution, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            match self.registry.lock().unwrap().get(reference) {
+                Some(digest) => Ok(Distribution {
+                    digest: digest.clone(),
+                    platforms: vec![("linux".into(), "amd64".into())],
+                }),
+                None => Err(EngineError::Api(format!(
+                    "404: manifest unknown: {reference}"
+                ))),
+            }
+        })
+    }
+
+    fn update_swarm_image<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+        image: &'a str,
+        _: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let mut updates = self.swarm_updates.lock().unwrap();
+            updates.push(format!("{name} {image}"));
+            let mut services = self.services.lock().unwrap();
+            let service = services.get_mut(name.as_str()).unwrap();
+            service.image = image.to_owned();
+            service.update = Some(UpdateState {
+                state: "completed".into(),
+                started_at: Some(format!("update {}", updates.len())),
+                message: Some("update completed".into()),
+            });
+            Ok(())
+        })
+    }
+
+    fn roll_back_swarm_service<'a>(
+        &'a self,
+        name: &'a SwarmServiceName,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.swarm_updates
+                .lock()
+                .unwrap()
+                .push(format!("{name} rollback"));
+            Ok(())
+        })
+    }
+
+    fn swarm_tasks<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<TaskCount, EngineError>> {
+        Box::pin(async move {
+            Ok(TaskCount {
+                desired: 2,
+                running_image: 2,
+            })
         })
     }
 

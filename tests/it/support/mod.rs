@@ -129,6 +129,7 @@ actions = ["pull", "build"]
 compose_projects = ["shop"]
 images = ["127.0.0.1:5000/shop/*"]
 rollback = false
+services = ["shop_*"]
 "#,
         state = root.join("state").display(),
         root = root.display(),

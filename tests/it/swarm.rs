@@ -1,0 +1,180 @@
+//! Swarm services, in-process over the fake engine: the refusals, in their
+//! order, and what a job sends the engine.
+
+use std::sync::atomic::Ordering;
+
+use delivery_hook::docker::SwarmService;
+
+use crate::support::{BILLING, Harness, SHOP, expect_problem, now, status_json};
+
+const OLD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const NEW: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const REPO: &str = "127.0.0.1:5000/shop/web";
+
+fn service_body(name: &str) -> String {
+    serde_json::json!({ "service_name": name }).to_string()
+}
+
+/// A manager with the service `shop_web` on `OLD`, whose tag the registry
+/// now resolves to `NEW`.
+fn manager(h: &Harness) {
+    h.engine.swarm_manager.store(true, Ordering::SeqCst);
+    h.engine.services.lock().unwrap().insert(
+        "shop_web".into(),
+        SwarmService {
+            id: "svc-1".into(),
+            name: "shop_web".into(),
+            image: format!("{REPO}:1@{OLD}"),
+            update: None,
+        },
+    );
+    h.engine
+        .registry
+        .lock()
+        .unwrap()
+        .insert(format!("{REPO}:1"), NEW.into());
+}
+
+#[tokio::test]
+async fn swarm_refusals_come_in_order_and_run_nothing() {
+    let h = Harness::new().await;
+    let post = async |path: &str, body: String, secret: &str| {
+        h.post_signed(path, &body, secret, now(), None).await
+    };
+    // Not a manager.
+    expect_problem(
+        post("/pull", service_body("shop_web"), SHOP).await,
+        422,
+        "not_swarm_manager",
+    )
+    .await;
+    manager(&h);
+    for (path, body, secret, status, code) in [
+        ("/pull", service_body("-bad"), SHOP, 400, "invalid_service_name"),
+        (
+            "/pull",
+            serde_json::json!({"service_name": "shop_web", "container_name": "shop-web"}).to_string(),
+            SHOP,
+            400,
+            "invalid_body",
+        ),
+        // Billing's keys cannot sign for a service only shop names.
+        ("/pull", service_body("shop_web"), BILLING, 401, "signature_mismatch"),
+        ("/pull", service_body("shop_other"), SHOP, 404, "service_not_found"),
+        ("/build", service_body("shop_web"), SHOP, 422, "not_buildable"),
+        (
+            "/pull",
+            serde_json::json!({"service_name": "shop_web", "image": format!("127.0.0.1:5000/billing/web@{OLD}")}).to_string(),
+            SHOP,
+            403,
+            "image_not_allowed",
+        ),
+    ] {
+        expect_problem(post(path, body, secret).await, status, code).await;
+    }
+    // Named with X-Project, a project without `services` is refused as such.
+    let body = service_body("shop_web");
+    expect_problem(
+        h.post_signed("/pull", &body, BILLING, now(), Some("billing"))
+            .await,
+        403,
+        "service_not_allowed",
+    )
+    .await;
+    assert!(h.engine.swarm_updates.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_service_is_pinned_to_the_digest_its_tag_resolves_to_once() {
+    let h = Harness::new().await;
+    manager(&h);
+    let (status, job) = status_json(
+        h.post_signed(
+            "/pull?wait=10",
+            &service_body("shop_web"),
+            SHOP,
+            now(),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
+    assert_eq!(job["swarm_service"], "shop_web");
+    assert_eq!(job["service"], "shop_web");
+    assert_eq!(job["container_name"], "");
+    assert_eq!(job["replicas_updated"], 2);
+    assert_eq!(job["previous_image"], format!("{REPO}:1@{OLD}"));
+    assert_eq!(
+        *h.engine.swarm_updates.lock().unwrap(),
+        [format!("shop_web {REPO}:1@{NEW}")],
+        "the tag kept, the new digest pinned"
+    );
+    // The same digest again: nothing is sent, so the engine keeps its
+    // previous spec for a rollback.
+    let (status, again) = status_json(
+        h.post_signed(
+            "/pull?wait=10",
+            &service_body("shop_web"),
+            SHOP,
+            now() - 1,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, again["message"].as_str()),
+        (200, Some("up to date")),
+        "{again:#}"
+    );
+    assert_eq!(h.engine.swarm_updates.lock().unwrap().len(), 1);
+    // A pin inside shop's `images`.
+    let body = serde_json::json!({"service_name": "shop_web", "image": format!("{REPO}@{OLD}")})
+        .to_string();
+    h.engine
+        .registry
+        .lock()
+        .unwrap()
+        .insert(format!("{REPO}@{OLD}"), OLD.into());
+    let (_, pinned) = status_json(
+        h.post_signed("/pull?wait=10", &body, SHOP, now() - 2, None)
+            .await,
+    )
+    .await;
+    assert_eq!(pinned["state"], "succeeded", "{pinned:#}");
+    assert_eq!(pinned["image_digest"], OLD);
+    assert_eq!(
+        h.engine.swarm_updates.lock().unwrap().last().unwrap(),
+        &format!("shop_web {REPO}@{OLD}")
+    );
+    // A tag the registry does not know fails with its words.
+    h.engine.registry.lock().unwrap().clear();
+    let (status, failed) = status_json(
+        h.post_signed(
+            "/pull?wait=10",
+            &service_body("shop_web"),
+            SHOP,
+            now() - 3,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, failed["state"].as_str()),
+        (502, Some("failed")),
+        "{failed:#}"
+    );
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("manifest unknown"),
+        "{failed:#}"
+    );
+}
