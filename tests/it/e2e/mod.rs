@@ -14,6 +14,7 @@ mod operations;
 mod safe;
 mod scenarios;
 mod shapes;
+mod swarm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -389,6 +390,18 @@ impl GatewayProcess {
         docker_extra: &str,
         project_extra: &str,
     ) -> Self {
+        Self::start_with_env(fixture, server_extra, docker_extra, project_extra, &[])
+    }
+
+    /// As [`Self::start_with`], with more environment variables (such as
+    /// `DOCKER_HOST`, for another engine).
+    pub fn start_with_env(
+        fixture: &Fixture,
+        server_extra: &str,
+        docker_extra: &str,
+        project_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let policy = fixture.dir.path().join("delivery.toml");
         let docker_extra = &with_short_gate(docker_extra);
@@ -406,6 +419,7 @@ impl GatewayProcess {
             .arg(&policy)
             .env("E2E_SECRET", SECRET)
             .env_remove("DELIVERY_LISTEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

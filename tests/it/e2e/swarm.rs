@@ -1,0 +1,627 @@
+//! Docker Swarm services against real engines. Each test builds a lab of
+//! its own: one `dockerd` per node, each in a network namespace of its own
+//! with a veth to a bridge the test creates, its own data-root, exec-root,
+//! socket and pid file; the nodes form a swarm. The machine's shared engine
+//! only builds images and pushes them to a registry the nodes pull from.
+//! Everything is removed when the lab is dropped, also when a test fails.
+//!
+//! They need root and take a minute or more; run them alone with
+//! `cargo test --test it e2e_swarm`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::support::now;
+
+/// Whether this machine can run a lab (root, `dockerd`, `ip netns`);
+/// under CI=true its absence is a failure.
+fn lab_ready() -> bool {
+    let root = run_quietly("id", &["-u"]) == "0";
+    let tools = Command::new("dockerd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !(root && tools) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the Swarm tests cannot run: they need root and dockerd"
+        );
+        eprintln!("skipping: the Swarm tests need root and dockerd");
+    }
+    root && tools
+}
+
+/// Runs `ip` with `args`, failing the test if it fails.
+fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+/// Deletes a network namespace whose node never came to be.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+struct Node {
+    ns: String,
+    addr: String,
+    socket: PathBuf,
+    dockerd: Option<Child>,
+}
+
+impl Node {
+    fn docker(&self, args: &[&str]) -> String {
+        let host = format!("unix://{}", self.socket.display());
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        run("docker", &all)
+    }
+
+    fn docker_quietly(&self, args: &[&str]) -> String {
+        let host = format!("unix://{}", self.socket.display());
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        run_quietly("docker", &all)
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+/// A swarm of `dockerd` processes, a registry they pull from, and the
+/// network between them.
+pub struct Lab {
+    tag: String,
+    dir: PathBuf,
+    bridge: String,
+    /// The bridge's address, `10.x.y.1`.
+    gateway_addr: String,
+    nodes: Vec<Node>,
+    registries: Vec<Child>,
+    /// Where the shared engine pushes: `127.0.0.1:port`.
+    pub push: String,
+    /// Where the nodes pull from: `10.x.y.1:port`.
+    pub pull: String,
+}
+
+impl Lab {
+    /// `nodes` dockerd processes, the first a manager, the rest workers.
+    fn new(fixture: &Fixture, nodes: usize) -> Self {
+        let tag = fixture.id[2..8].to_string();
+        // Short: unix socket paths are limited to 108 bytes.
+        let dir = PathBuf::from(format!("/tmp/dhs{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed = u32::from_str_radix(&tag, 16).unwrap();
+        let net = format!("10.{}.{}", 200 + seed % 50, (seed >> 8) % 250);
+        let mut lab = Self {
+            bridge: format!("dhb{tag}"),
+            gateway_addr: format!("{net}.1"),
+            tag,
+            dir,
+            nodes: Vec::new(),
+            registries: Vec::new(),
+            push: String::new(),
+            pull: String::new(),
+        };
+        ip(&["link", "add", &lab.bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lab.gateway_addr),
+            "dev",
+            &lab.bridge,
+        ]);
+        ip(&["link", "set", &lab.bridge, "up"]);
+        lab.start_registries();
+        std::fs::write(lab.dir.join("daemon.json"), "{}").unwrap();
+        for i in 0..nodes {
+            let node = lab.start_node(i, &format!("{net}.{}", i + 2));
+            // Owned by the lab before anything can fail, so it is cleaned up.
+            lab.nodes.push(node);
+            let node = &lab.nodes[i];
+            wait_until("a lab dockerd to answer", Duration::from_secs(60), || {
+                !node
+                    .docker_quietly(&["version", "--format", "{{.Server.Version}}"])
+                    .is_empty()
+            });
+        }
+        let manager = &lab.nodes[0];
+        manager.docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &manager.addr,
+            "--listen-addr",
+            &format!("{}:2377", manager.addr),
+        ]);
+        let token = manager.docker(&["swarm", "join-token", "-q", "worker"]);
+        let join = format!("{}:2377", manager.addr);
+        for worker in &lab.nodes[1..] {
+            worker.docker(&[
+                "swarm",
+                "join",
+                "--token",
+                &token,
+                "--advertise-addr",
+                &worker.addr,
+                &join,
+            ]);
+        }
+        if nodes > 1 {
+            wait_until("every node to be ready", Duration::from_secs(60), || {
+                let states =
+                    lab.nodes[0].docker_quietly(&["node", "ls", "--format", "{{.Status}}"]);
+                states.lines().filter(|s| *s == "Ready").count() == nodes
+            });
+        }
+        lab
+    }
+
+    /// Two registry processes on one store: the shared engine pushes to
+    /// the loopback one, the nodes pull from the one on the bridge.
+    fn start_registries(&mut self) {
+        for (addr, name) in [("127.0.0.1", "push"), (self.gateway_addr.as_str(), "pull")] {
+            let port = free_port();
+            let config = self.dir.join(format!("registry-{name}.yml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}:{port}\n",
+                    self.dir.join("registry").display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker-registry runs");
+            self.registries.push(child);
+            let host = format!("{addr}:{port}");
+            wait_for_http("a registry to answer", &format!("http://{host}/v2/"));
+            match name {
+                "push" => self.push = host,
+                _ => self.pull = host,
+            }
+        }
+    }
+
+    fn start_node(&self, i: usize, addr: &str) -> Node {
+        let ns = format!("dhn{}{i}", self.tag);
+        let veth = format!("dhv{}{i}", self.tag);
+        ip(&["netns", "add", &ns]);
+        // Removed with the lab even if the rest of the setup fails.
+        let guard = NetnsGuard(ns.clone());
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["link", "set", &veth, "master", &self.bridge, "up"]);
+        let cidr = format!("{addr}/24");
+        for args in [
+            ["addr", "add", cidr.as_str(), "dev", "eth0"].as_slice(),
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["netns", "exec", ns.as_str(), "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        }
+        let home = self.dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let socket = home.join("docker.sock");
+        let log = std::fs::File::create(home.join("dockerd.log")).unwrap();
+        // nsenter enters the network namespace only: `ip netns exec` also
+        // remounts /sys, which hides the cgroup mounts dockerd needs.
+        let dockerd = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{ns}"))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(self.dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(home.join("data"))
+            .arg("--exec-root")
+            .arg(home.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--pidfile")
+            .arg(home.join("docker.pid"))
+            .args(["--iptables=false", "--insecure-registry", &self.pull])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd starts");
+        std::mem::forget(guard);
+        Node {
+            ns,
+            addr: addr.to_string(),
+            socket,
+            dockerd: Some(dockerd),
+        }
+    }
+
+    fn manager(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    /// Pushes a local image as `repo` (with its tag) and returns the name
+    /// the nodes pull it by.
+    fn publish(&self, local: &str, repo: &str) -> String {
+        let pushed = format!("{}/{repo}", self.push);
+        run("docker", &["tag", local, &pushed]);
+        run("docker", &["push", "-q", &pushed]);
+        run("docker", &["rmi", &pushed]);
+        format!("{}/{repo}", self.pull)
+    }
+
+    /// The digest the registry holds for `repo:tag`, from its own answer.
+    fn digest(&self, repo_tag: &str) -> String {
+        let (repo, tag) = repo_tag.rsplit_once(':').unwrap();
+        let headers = run(
+            "curl",
+            &[
+                "-sf",
+                "-I",
+                "-H",
+                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                &format!("http://{}/v2/{repo}/manifests/{tag}", self.push),
+            ],
+        );
+        headers
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("docker-content-digest")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no digest for {repo_tag}: {headers}"))
+    }
+
+    /// The image each running task of `service` runs (as its container
+    /// was created, digest included), from the containers on every node.
+    fn task_images(&self, service: &str) -> Vec<String> {
+        let filter = format!("label=com.docker.swarm.service.name={service}");
+        let mut images = Vec::new();
+        for node in &self.nodes {
+            let ids = node.docker_quietly(&["ps", "-q", "--filter", &filter]);
+            for id in ids.lines() {
+                images.push(node.docker(&["inspect", "--format", "{{.Config.Image}}", id]));
+            }
+        }
+        images.sort();
+        images
+    }
+
+    /// What one running task of `service` serves, read inside it.
+    fn content(&self, service: &str) -> String {
+        let filter = format!("label=com.docker.swarm.service.name={service}");
+        for node in &self.nodes {
+            let ids = node.docker_quietly(&["ps", "-q", "--filter", &filter]);
+            if let Some(id) = ids.lines().next() {
+                return node.docker(&["exec", id, "/bin/busybox", "cat", "/www/index.html"]);
+            }
+        }
+        panic!("no task of {service} runs");
+    }
+
+    fn spec_image(&self, service: &str) -> String {
+        self.manager().docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            service,
+        ])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for node in self.nodes.iter_mut().rev() {
+            node.docker_quietly(&["swarm", "leave", "--force"]);
+            if let Some(mut child) = node.dockerd.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = Command::new("ip").args(["netns", "del", &node.ns]).status();
+        }
+        for child in &mut self.registries {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Builds `tag` serving `content` with `extra` Dockerfile lines.
+fn build(f: &Fixture, tag: &str, content: &str, extra: &str) {
+    let context = f.write_context(
+        &format!("ctx-{}", tag.replace([':', '/'], "-")),
+        content,
+        extra,
+    );
+    f.docker_build(tag, &context);
+}
+
+/// A gateway on the lab's manager, allowed services `<id>_*`, with
+/// `docker` settings.
+fn gateway_on(f: &Fixture, lab: &Lab, docker: &str) -> GatewayProcess {
+    let host = lab.manager().host();
+    let project = format!("services = [\"{}_*\"]\n", f.id);
+    GatewayProcess::start_with_env(f, "", docker, &project, &[("DOCKER_HOST", host.as_str())])
+}
+
+fn service_body(name: &str, image: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "service_name": name });
+    if let Some(image) = image {
+        body["image"] = image.into();
+    }
+    body.to_string()
+}
+
+/// On a one-node swarm: a deploy moves the service from v1 to v2; the same
+/// request again is up to date and sends nothing; a pin of v1's digest
+/// while the tag is on v3 runs v1; a v2 that crashes with
+/// `failure_action: rollback` ends `rolled_back` with v1 running.
+#[tokio::test]
+async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
+    if !engine_ready() || !lab_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let lab = Lab::new(&f, 1);
+    let repo = format!("{}/web", f.id);
+    f.image(&format!("{}/web:v1", f.id), "v1");
+    let tag = lab.publish(&format!("{}/web:v1", f.id), &format!("{repo}:latest"));
+    let v1 = lab.digest(&format!("{repo}:latest"));
+    let web = format!("{}_web", f.id);
+    lab.manager().docker(&[
+        "service",
+        "create",
+        "--quiet",
+        "--name",
+        &web,
+        "--with-registry-auth",
+        "--update-monitor",
+        "1s",
+        &tag,
+    ]);
+    assert_eq!(lab.content(&web), "v1");
+    f.image(&format!("{}/web:v2", f.id), "v2");
+    lab.publish(&format!("{}/web:v2", f.id), &format!("{repo}:latest"));
+    let v2 = lab.digest(&format!("{repo}:latest"));
+
+    let gateway = gateway_on(&f, &lab, "");
+    let client = Client::new(&gateway);
+    let ts = now();
+    let started = Instant::now();
+    let (status, job) = client
+        .post_signed("/pull?wait=180", &service_body(&web, None), ts, SECRET)
+        .await;
+    let single = started.elapsed();
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}\n{}",
+        gateway.log_text()
+    );
+    assert_eq!(job["swarm_service"], web.as_str());
+    assert_eq!(job["replicas_updated"], 1);
+    assert_eq!(
+        lab.spec_image(&web),
+        format!("{tag}@{v2}"),
+        "the tag kept, the digest pinned"
+    );
+    assert_eq!(lab.content(&web), "v2");
+    eprintln!(
+        "swarm single node: deploy v1 -> v2 took {} ms",
+        single.as_millis()
+    );
+
+    // Unchanged: nothing is sent, so the engine keeps its rollback target.
+    let version =
+        lab.manager()
+            .docker(&["service", "inspect", "--format", "{{.Version.Index}}", &web]);
+    let (status, again) = client
+        .post_signed("/pull?wait=180", &service_body(&web, None), ts - 1, SECRET)
+        .await;
+    assert_eq!(
+        (status, again["message"].as_str()),
+        (200, Some("up to date")),
+        "{again:#}"
+    );
+    assert_eq!(
+        lab.manager()
+            .docker(&["service", "inspect", "--format", "{{.Version.Index}}", &web]),
+        version,
+        "the service was not updated"
+    );
+
+    // A pin of v1's digest while the tag points at v3.
+    f.image(&format!("{}/web:v3", f.id), "v3");
+    lab.publish(&format!("{}/web:v3", f.id), &format!("{repo}:latest"));
+    let pin = format!("{}/{repo}@{v1}", lab.pull);
+    let (status, pinned) = client
+        .post_signed(
+            "/pull?wait=180",
+            &service_body(&web, Some(&pin)),
+            ts - 2,
+            SECRET,
+        )
+        .await;
+    assert_eq!(
+        (status, pinned["state"].as_str()),
+        (200, Some("succeeded")),
+        "{pinned:#}"
+    );
+    assert_eq!(pinned["image_digest"], v1.as_str());
+    assert_eq!(lab.spec_image(&web), pin);
+    assert_eq!(lab.content(&web), "v1");
+
+    // A release that crashes, on a service that rolls back on failure.
+    let crash = format!("{}_crash", f.id);
+    let crash_tag = lab.publish(
+        &format!("{}/web:v1", f.id),
+        &format!("{}/crash:latest", f.id),
+    );
+    lab.manager().docker(&[
+        "service",
+        "create",
+        "--quiet",
+        "--name",
+        &crash,
+        "--with-registry-auth",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "4s",
+        "--update-max-failure-ratio",
+        "0",
+        &crash_tag,
+    ]);
+    let before = lab.spec_image(&crash);
+    build(
+        &f,
+        &format!("{}/crash:v2", f.id),
+        "v2",
+        "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n",
+    );
+    lab.publish(
+        &format!("{}/crash:v2", f.id),
+        &format!("{}/crash:latest", f.id),
+    );
+    let (status, rolled) = client
+        .post_signed(
+            "/pull?wait=180",
+            &service_body(&crash, None),
+            ts - 3,
+            SECRET,
+        )
+        .await;
+    assert_eq!(status, 502, "{rolled:#}");
+    assert_eq!(rolled["state"], "rolled_back", "{rolled:#}");
+    assert_eq!(
+        lab.spec_image(&crash),
+        before,
+        "the engine's rollback restored the spec"
+    );
+    assert_eq!(lab.content(&crash), "v1");
+    assert!(
+        lab.task_images(&crash).iter().all(|i| i == &before),
+        "{:?}",
+        lab.task_images(&crash)
+    );
+}
+
+/// Three nodes, a service with three replicas spread over them: a deploy
+/// through the gateway on the manager converges on all three. Then one
+/// worker is cut off during an update, and the job ends with what the
+/// engine reports instead of hanging.
+#[tokio::test]
+async fn e2e_swarm_three_nodes_converge_and_a_partition_is_reported() {
+    if !engine_ready() || !lab_ready() {
+        return;
+    }
+    let f = Fixture::new();
+    let lab = Lab::new(&f, 3);
+    let repo = format!("{}/web", f.id);
+    f.image(&format!("{}/web:v1", f.id), "v1");
+    let tag = lab.publish(&format!("{}/web:v1", f.id), &format!("{repo}:latest"));
+    let web = format!("{}_web", f.id);
+    lab.manager().docker(&[
+        "service",
+        "create",
+        "--quiet",
+        "--name",
+        &web,
+        "--with-registry-auth",
+        "--replicas",
+        "3",
+        "--replicas-max-per-node",
+        "1",
+        "--update-monitor",
+        "1s",
+        "--update-failure-action",
+        "pause",
+        &tag,
+    ]);
+    f.image(&format!("{}/web:v2", f.id), "v2");
+    lab.publish(&format!("{}/web:v2", f.id), &format!("{repo}:latest"));
+    let v2 = lab.digest(&format!("{repo}:latest"));
+
+    // A bounded job: a partitioned update must end, not hang.
+    let gateway = gateway_on(&f, &lab, "job_timeout_secs = 120");
+    let client = Client::new(&gateway);
+    let ts = now();
+    let started = Instant::now();
+    let (status, job) = client
+        .post_signed("/pull?wait=300", &service_body(&web, None), ts, SECRET)
+        .await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}\n{}",
+        gateway.log_text()
+    );
+    assert_eq!(job["replicas_updated"], 3, "{job:#}");
+    let pinned = format!("{tag}@{v2}");
+    assert_eq!(
+        lab.task_images(&web),
+        vec![pinned.clone(); 3],
+        "one v2 task on each node"
+    );
+    eprintln!(
+        "swarm three nodes: deploy v1 -> v2 on 3 replicas took {} ms",
+        took.as_millis()
+    );
+
+    // Cut the last worker off, then deploy v3.
+    f.image(&format!("{}/web:v3", f.id), "v3");
+    lab.publish(&format!("{}/web:v3", f.id), &format!("{repo}:latest"));
+    let cut = format!("dhv{}2", lab.tag);
+    ip(&["link", "set", &cut, "down"]);
+    let started = Instant::now();
+    let (status, partitioned) = client
+        .post_signed("/pull?wait=300", &service_body(&web, None), ts - 1, SECRET)
+        .await;
+    let took = started.elapsed();
+    eprintln!(
+        "swarm partition: a worker cut off during the update; after {} ms the job is {} ({}), status {status}",
+        took.as_millis(),
+        partitioned["state"],
+        partitioned["error"].as_str().unwrap_or("no error"),
+    );
+    let state = partitioned["state"].as_str().unwrap_or_default();
+    assert!(
+        ["succeeded", "failed", "rolled_back", "timed_out"].contains(&state),
+        "the job ended: {partitioned:#}"
+    );
+    ip(&["link", "set", &cut, "up"]);
+}
