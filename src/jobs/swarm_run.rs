@@ -151,7 +151,7 @@ impl SwarmRun<'_> {
                         Ok(()) => "the engine was asked to roll it back".to_owned(),
                         Err(e) => format!("asking the engine to roll it back failed: {e}"),
                     };
-                    let during = format!("while the update was {last}; {asked}");
+                    let during = format!("while the update was `{last}` ({asked})");
                     return Completion::ended(JobState::TimedOut, timeout_message(self.timeout, &during));
                 }
                 () = self.limits.cancel.cancelled() => {
