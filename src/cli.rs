@@ -14,7 +14,7 @@ use crate::jobs::Store;
 use crate::names::{Action, JobId};
 use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
-use crate::trigger_client::{self, OutputFormat, SignInput, Trigger};
+use crate::trigger_client::{self, OutputFormat, SignInput, Trigger, TriggerTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,8 +84,11 @@ pub enum Command {
         #[arg(long)]
         url: String,
         /// The container to redeploy.
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        container: Option<String>,
+        /// Or the Docker Swarm service to update (with `pull`).
         #[arg(long)]
-        container: String,
+        service: Option<String>,
         #[arg(long, value_enum, default_value = "pull")]
         action: ActionArg,
         /// The policy project to sign for (sent as X-Project).
@@ -233,6 +236,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
         Command::Trigger {
             url,
             container,
+            service,
             action,
             project,
             image,
@@ -247,9 +251,14 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
                     return ExitCode::from(trigger_client::EXIT_REFUSED);
                 }
             };
+            let target = match (container, service) {
+                (Some(container), _) => TriggerTarget::Container(container),
+                (None, Some(service)) => TriggerTarget::Service(service),
+                (None, None) => unreachable!("clap requires one"),
+            };
             let trigger = Trigger {
                 url,
-                container,
+                target,
                 action: match action {
                     ActionArg::Pull => Action::Pull,
                     ActionArg::Build => Action::Build,

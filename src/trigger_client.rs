@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::admission::auth::{self, SigningKey};
 use crate::docker::ImagePin;
-use crate::names::{Action, ContainerName};
+use crate::names::{Action, ContainerName, SwarmServiceName};
 
 /// `trigger`'s exit codes: 0 the job succeeded (or was accepted, without
 /// `--wait`), 1 it failed or timed out, 2 the request was refused or the
@@ -97,9 +97,17 @@ pub enum OutputFormat {
     Json,
 }
 
+/// What `trigger` names in its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerTarget {
+    Container(String),
+    Service(String),
+}
+
 pub struct Trigger {
     pub url: String,
-    pub container: String,
+    /// What to deploy: a container, or a Swarm service.
+    pub target: TriggerTarget,
     pub action: Action,
     pub project: Option<String>,
     /// A pin, `<repository>@sha256:<hex>`, for `pull`.
@@ -228,10 +236,21 @@ fn is_final(state: &str) -> bool {
 
 /// `delivery-hook trigger`: returns the exit code.
 pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
-    if let Err(e) = ContainerName::parse(&t.container) {
-        eprintln!("delivery-hook: the container name {e}");
-        return EXIT_REFUSED;
-    }
+    let named = match &t.target {
+        TriggerTarget::Container(name) => ContainerName::parse(name)
+            .map(|_| ("container_name", name))
+            .map_err(|e| format!("the container name {e}")),
+        TriggerTarget::Service(name) => SwarmServiceName::parse(name)
+            .map(|_| ("service_name", name))
+            .map_err(|e| format!("the service name {e}")),
+    };
+    let (field, name) = match named {
+        Ok(named) => named,
+        Err(e) => {
+            eprintln!("delivery-hook: {e}");
+            return EXIT_REFUSED;
+        }
+    };
     if let Some(image) = &t.image {
         if let Err(e) = ImagePin::parse(image) {
             eprintln!("delivery-hook: --image: {e}");
@@ -264,7 +283,7 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
         started: Instant::now(),
         format: t.output,
     };
-    let mut body = serde_json::json!({ "container_name": t.container });
+    let mut body = serde_json::json!({ field: name });
     if let Some(image) = &t.image {
         body["image"] = image.as_str().into();
     }

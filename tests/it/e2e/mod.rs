@@ -367,6 +367,21 @@ pub fn with_short_gate(docker: &str) -> String {
     }
 }
 
+/// Runs `delivery-hook trigger --wait 120 --output json` with `args`;
+/// returns its exit code, the final job, and its progress lines.
+pub fn trigger(url: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+        .args(["trigger", "--url", url, "--wait", "120", "--output", "json"])
+        .args(args)
+        .env("DELIVERY_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&out.stderr).to_string();
+    let job = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no job on stdout: {progress}"));
+    (out.status.code().unwrap_or(-1), job, progress)
+}
+
 /// The gateway binary, serving a policy on a free port.
 pub struct GatewayProcess {
     child: Child,

@@ -60,21 +60,6 @@ fn labels_files(f: &Fixture, container: &str) -> String {
         .to_string()
 }
 
-/// Runs `delivery-hook trigger --wait 120 --output json` with `args`;
-/// returns its exit code, the final job, and its progress lines.
-fn trigger(url: &str, args: &[&str]) -> (i32, Value, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
-        .args(["trigger", "--url", url, "--wait", "120", "--output", "json"])
-        .args(args)
-        .env("DELIVERY_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let progress = String::from_utf8_lossy(&out.stderr).to_string();
-    let job = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("no job on stdout: {progress}"));
-    (out.status.code().unwrap_or(-1), job, progress)
-}
-
 /// Crashes a second after it starts, as a bad release does.
 const CRASH: &str = "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
 

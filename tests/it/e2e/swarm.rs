@@ -323,16 +323,24 @@ impl Lab {
         images
     }
 
-    /// What one running task of `service` serves, read inside it.
+    /// What one running task of `service` serves, read inside it; waits
+    /// for a task to run (after a rollback the engine may still start it).
     fn content(&self, service: &str) -> String {
         let filter = format!("label=com.docker.swarm.service.name={service}");
-        for node in &self.nodes {
-            let ids = node.docker_quietly(&["ps", "-q", "--filter", &filter]);
-            if let Some(id) = ids.lines().next() {
-                return node.docker(&["exec", id, "/bin/busybox", "cat", "/www/index.html"]);
-            }
-        }
-        panic!("no task of {service} runs");
+        let mut found = None;
+        wait_until(
+            &format!("a task of {service} to run"),
+            Duration::from_secs(60),
+            || {
+                found = self.nodes.iter().find_map(|node| {
+                    let ids = node.docker_quietly(&["ps", "-q", "--filter", &filter]);
+                    ids.lines().next().map(|id| (node, id.to_owned()))
+                });
+                found.is_some()
+            },
+        );
+        let (node, id) = found.unwrap();
+        node.docker(&["exec", &id, "/bin/busybox", "cat", "/www/index.html"])
     }
 
     fn spec_image(&self, service: &str) -> String {
@@ -446,14 +454,12 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
     let client = Client::new(&gateway);
     let ts = now();
     let started = Instant::now();
-    let (status, job) = client
-        .post_signed("/pull?wait=180", &service_body(&web, None), ts, SECRET)
-        .await;
+    let (code, job, progress) = trigger(&gateway.url, &["--service", &web]);
     let single = started.elapsed();
     assert_eq!(
-        (status, job["state"].as_str()),
-        (200, Some("succeeded")),
-        "{job:#}\n{}",
+        (code, job["state"].as_str()),
+        (0, Some("succeeded")),
+        "{progress}{job:#}\n{}",
         gateway.log_text()
     );
     assert_eq!(job["swarm_service"], web.as_str());
