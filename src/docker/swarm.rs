@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::models::{Platform, TaskSpecPlacement};
+use bollard::models::{Platform, ServiceSpec, TaskSpecPlacement};
 use bollard::query_parameters::{ListTasksOptionsBuilder, UpdateServiceOptionsBuilder};
 
 use super::image_ref::Reference;
@@ -200,24 +200,16 @@ impl DockerEngine {
     }
 
     /// Sets the service's image (and the image's platforms as placement),
-    /// sending the registry credentials along; re-reads and retries when
-    /// the service changed in between.
+    /// sending the registry credentials along.
     pub(super) async fn set_service_image(
         &self,
         name: &str,
         image: &str,
         platforms: &[(String, String)],
     ) -> Result<(), EngineError> {
-        let docker = self.client().await?;
         let repository = Reference::parse(image).map_or(image, |r| r.repository);
         let credentials = credentials_for(registry_of(repository));
-        let mut attempt = 0;
-        loop {
-            let found = super::engine::bounded(docker.inspect_service(name, None))
-                .await
-                .map_err(super::engine::classify)?;
-            let version = found.version.and_then(|v| v.index).unwrap_or_default();
-            let mut spec = found.spec.unwrap_or_default();
+        self.update_service(name, credentials, None, |spec| {
             let template = spec.task_template.get_or_insert_with(Default::default);
             template
                 .container_spec
@@ -237,28 +229,26 @@ impl DockerEngine {
                         .collect(),
                 );
             }
-            let options = UpdateServiceOptionsBuilder::new()
-                .version(i32::try_from(version).unwrap_or(i32::MAX))
-                .build();
-            match super::engine::bounded(docker.update_service(
-                name,
-                spec,
-                options,
-                credentials.clone(),
-            ))
-            .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if is_out_of_sequence(&e) && attempt < OUT_OF_SEQUENCE_RETRIES => {
-                    attempt += 1
-                }
-                Err(e) => return Err(super::engine::classify(e)),
-            }
-        }
+        })
+        .await
     }
 
     /// Asks the engine to return the service to its previous spec.
     pub(super) async fn roll_back_service(&self, name: &str) -> Result<(), EngineError> {
+        self.update_service(name, None, Some("previous"), |_| {})
+            .await
+    }
+
+    /// Reads the service, changes its spec with `edit`, and sends it at the
+    /// version read; when the service changed in between ("update out of
+    /// sequence"), reads it again and retries.
+    async fn update_service(
+        &self,
+        name: &str,
+        credentials: Option<DockerCredentials>,
+        rollback: Option<&str>,
+        edit: impl Fn(&mut ServiceSpec),
+    ) -> Result<(), EngineError> {
         let docker = self.client().await?;
         let mut attempt = 0;
         loop {
@@ -266,12 +256,21 @@ impl DockerEngine {
                 .await
                 .map_err(super::engine::classify)?;
             let version = found.version.and_then(|v| v.index).unwrap_or_default();
-            let options = UpdateServiceOptionsBuilder::new()
-                .version(i32::try_from(version).unwrap_or(i32::MAX))
-                .rollback("previous")
-                .build();
-            let spec = found.spec.unwrap_or_default();
-            match super::engine::bounded(docker.update_service(name, spec, options, None)).await {
+            let mut spec = found.spec.unwrap_or_default();
+            edit(&mut spec);
+            let mut options = UpdateServiceOptionsBuilder::new()
+                .version(i32::try_from(version).unwrap_or(i32::MAX));
+            if let Some(rollback) = rollback {
+                options = options.rollback(rollback);
+            }
+            match super::engine::bounded(docker.update_service(
+                name,
+                spec,
+                options.build(),
+                credentials.clone(),
+            ))
+            .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if is_out_of_sequence(&e) && attempt < OUT_OF_SEQUENCE_RETRIES => {
                     attempt += 1

@@ -212,47 +212,37 @@ impl JobRecord {
         self_update: bool,
     ) -> Self {
         Self {
-            id: JobId::random(),
-            project: project.to_owned(),
-            action,
             container_name: container_name.to_owned(),
             compose_project: target.project.to_string(),
             service: target.service.to_string(),
             working_dir: target.working_dir.display().to_string(),
             compose_files: display_paths(&target.config_files),
             env_files: display_paths(&target.env_files),
-            state: JobState::Queued,
-            created_at_ms: now_ms(),
-            started_at_ms: None,
-            finished_at_ms: None,
-            steps: Vec::new(),
-            output: String::new(),
-            error: None,
-            attempt: 1,
             self_update,
-            helper: None,
-            previous_image: None,
-            previous_reference: None,
-            image: None,
-            image_digest: None,
             pin_file: target.pin.as_ref().map(|p| p.display().to_string()),
-            rollback_on_failure: true,
-            rollback: None,
-            swarm_service: None,
-            replicas_updated: None,
-            message: None,
+            ..Self::queued(project, action)
         }
     }
 
     /// A job that updates the Swarm service `name`.
     pub fn for_swarm(project: &str, name: &SwarmServiceName) -> Self {
         Self {
+            service: name.to_string(),
+            swarm_service: Some(name.to_string()),
+            rollback_on_failure: false,
+            ..Self::queued(project, Action::Pull)
+        }
+    }
+
+    /// A new job of `project`, queued, naming nothing yet.
+    fn queued(project: &str, action: Action) -> Self {
+        Self {
             id: JobId::random(),
             project: project.to_owned(),
-            action: Action::Pull,
+            action,
             container_name: String::new(),
             compose_project: String::new(),
-            service: name.to_string(),
+            service: String::new(),
             working_dir: String::new(),
             compose_files: Vec::new(),
             env_files: Vec::new(),
@@ -271,9 +261,9 @@ impl JobRecord {
             image: None,
             image_digest: None,
             pin_file: None,
-            rollback_on_failure: false,
+            rollback_on_failure: true,
             rollback: None,
-            swarm_service: Some(name.to_string()),
+            swarm_service: None,
             replicas_updated: None,
             message: None,
         }

@@ -63,6 +63,46 @@ fn labels_files(f: &Fixture, container: &str) -> String {
 /// Crashes a second after it starts, as a bad release does.
 const CRASH: &str = "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
 
+/// A compose service on v1 from the registry (with `extra` keys), whose
+/// tag now names a v2 that crashes a second after it starts; v1's local
+/// tag is gone, so only the pull's image and the gateway's tag remain.
+struct CrashingRelease {
+    f: Fixture,
+    /// `repository:tag` in the fixture's registry.
+    repo: String,
+    container: String,
+    v1: String,
+    v2: String,
+}
+
+impl CrashingRelease {
+    fn new(extra: &str) -> Self {
+        let f = Fixture::with_registry();
+        let repo = format!("{}/web:latest", f.id);
+        let v1 = f.image(&format!("{}/web:v1", f.id), "v1");
+        f.publish(&format!("{}/web:v1", f.id), &repo);
+        let container = format!("{}-web", f.id);
+        let file = compose(&[service("web", &f.remote(&repo), &container, &f.id, extra)]);
+        f.compose_up(
+            &f.id,
+            &f.dir.path().join("app"),
+            &[("compose.yml", file)],
+            &[],
+        );
+        run("docker", &["rmi", &format!("{}/web:v1", f.id)]);
+        assert_eq!(f.content(&container), "v1");
+        let v2 = build(&f, &format!("{}/web:v2", f.id), "v2", CRASH);
+        f.publish(&format!("{}/web:v2", f.id), &repo);
+        Self {
+            f,
+            repo,
+            container,
+            v1,
+            v2,
+        }
+    }
+}
+
 /// v2 exits a second after it starts and the engine restarts it: the job
 /// ends `rolled_back` and v1 runs and serves again, although the pull had
 /// moved v1's only tag to v2.
@@ -71,19 +111,13 @@ async fn e2e_a_release_that_crashes_after_a_second_is_rolled_back() {
     if !engine_ready() {
         return;
     }
-    let f = Fixture::with_registry();
-    let repo = format!("{}/web:latest", f.id);
-    let v1 = f.image(&format!("{}/web:v1", f.id), "v1");
-    f.publish(&format!("{}/web:v1", f.id), &repo);
-    let container = format!("{}-web", f.id);
-    let dir = f.dir.path().join("app");
-    let restart = "    restart: unless-stopped\n";
-    let file = compose(&[service("web", &f.remote(&repo), &container, &f.id, restart)]);
-    f.compose_up(&f.id, &dir, &[("compose.yml", file)], &[]);
-    run("docker", &["rmi", &format!("{}/web:v1", f.id)]);
-    assert_eq!(f.content(&container), "v1");
-    let v2 = build(&f, &format!("{}/web:v2", f.id), "v2", CRASH);
-    f.publish(&format!("{}/web:v2", f.id), &repo);
+    let CrashingRelease {
+        f,
+        repo,
+        container,
+        v1,
+        v2,
+    } = CrashingRelease::new("    restart: unless-stopped\n");
 
     let gateway = GatewayProcess::start(&f, "stable_secs = 3");
     let started = Instant::now();
@@ -321,20 +355,9 @@ async fn e2e_a_gateway_killed_during_a_rollback_reports_it_interrupted() {
     if !engine_ready() {
         return;
     }
-    let f = Fixture::with_registry();
-    let repo = format!("{}/web:latest", f.id);
-    let v1 = f.image(&format!("{}/web:v1", f.id), "v1");
-    f.publish(&format!("{}/web:v1", f.id), &repo);
-    let container = format!("{}-web", f.id);
-    let file = compose(&[service("web", &f.remote(&repo), &container, &f.id, "")]);
-    f.compose_up(
-        &f.id,
-        &f.dir.path().join("app"),
-        &[("compose.yml", file)],
-        &[],
-    );
-    build(&f, &format!("{}/web:v2", f.id), "v2", CRASH);
-    f.publish(&format!("{}/web:v2", f.id), &repo);
+    let CrashingRelease {
+        f, container, v1, ..
+    } = CrashingRelease::new("");
 
     // Long enough a stable time that the rollback's gate is still waiting.
     let gateway = Restartable::new(&f, "stable_secs = 20");
