@@ -194,7 +194,8 @@ pub enum RollbackStatus {
     Interrupted,
 }
 
-/// The return of a failed deploy to the image the service ran before.
+/// The return of a failed deploy to the image the service ran before;
+/// present on a job once a rollback started.
 #[derive(Debug, Clone, Object, Serialize)]
 pub struct JobRollback {
     /// The image id the failed deploy brought, when a container ran it.
@@ -282,7 +283,8 @@ pub struct Job {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
-    /// Present once a rollback started.
+    // Documented on its type: a described reference becomes an `allOf`,
+    // which some client generators cannot read.
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<JobRollback>,

@@ -124,13 +124,19 @@ pub struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Self {
+        Self::serve(dir, "registry", "127.0.0.1", &dir.join("registry-data"))
+    }
+
+    /// A registry named `name` (its config file in `dir`) on a free port of
+    /// `addr`, storing into `storage`; several may share one store.
+    pub fn serve(dir: &Path, name: &str, addr: &str, storage: &Path) -> Self {
         let port = free_port();
-        let config = dir.join("registry.yml");
+        let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("registry-data").display()
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}:{port}\n",
+                storage.display()
             ),
         )
         .unwrap();
@@ -141,7 +147,7 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry runs (Debian package docker-registry)");
-        let host = format!("127.0.0.1:{port}");
+        let host = format!("{addr}:{port}");
         wait_for_http("the registry to answer", &format!("http://{host}/v2/"));
         Self { child, host }
     }

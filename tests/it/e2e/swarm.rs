@@ -85,7 +85,7 @@ pub struct Lab {
     /// The bridge's address, `10.x.y.1`.
     gateway_addr: String,
     nodes: Vec<Node>,
-    registries: Vec<Child>,
+    registries: Vec<Registry>,
     /// Where the shared engine pushes: `127.0.0.1:port`.
     pub push: String,
     /// Where the nodes pull from: `10.x.y.1:port`.
@@ -175,32 +175,12 @@ impl Lab {
     /// Two registry processes on one store: the shared engine pushes to
     /// the loopback one, the nodes pull from the one on the bridge.
     fn start_registries(&mut self) {
-        for (addr, name) in [("127.0.0.1", "push"), (self.gateway_addr.as_str(), "pull")] {
-            let port = free_port();
-            let config = self.dir.join(format!("registry-{name}.yml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}:{port}\n",
-                    self.dir.join("registry").display()
-                ),
-            )
-            .unwrap();
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("docker-registry runs");
-            self.registries.push(child);
-            let host = format!("{addr}:{port}");
-            wait_for_http("a registry to answer", &format!("http://{host}/v2/"));
-            match name {
-                "push" => self.push = host,
-                _ => self.pull = host,
-            }
-        }
+        let storage = self.dir.join("registry");
+        let push = Registry::serve(&self.dir, "registry-push", "127.0.0.1", &storage);
+        let pull = Registry::serve(&self.dir, "registry-pull", &self.gateway_addr, &storage);
+        self.push = push.host.clone();
+        self.pull = pull.host.clone();
+        self.registries = vec![push, pull];
     }
 
     fn start_node(&self, i: usize, addr: &str) -> Node {
@@ -371,10 +351,7 @@ impl Drop for Lab {
             }
             let _ = Command::new("ip").args(["netns", "del", &node.ns]).status();
         }
-        for child in &mut self.registries {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.registries.clear();
         let _ = Command::new("iptables")
             .args(self.forward_rule("-D"))
             .stderr(Stdio::null())
