@@ -124,18 +124,19 @@ pub struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Self {
-        Self::serve(dir, "registry", "127.0.0.1", &dir.join("registry-data"))
+        Self::serve(dir, "registry", "127.0.0.1", &dir.join("registry-data"), "")
     }
 
     /// A registry named `name` (its config file in `dir`) on a free port of
-    /// `addr`, storing into `storage`; several may share one store.
-    pub fn serve(dir: &Path, name: &str, addr: &str, storage: &Path) -> Self {
+    /// `addr`, storing into `storage` (several may share one store), with
+    /// `extra` configuration sections.
+    pub fn serve(dir: &Path, name: &str, addr: &str, storage: &Path, extra: &str) -> Self {
         let port = free_port();
         let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}:{port}\n{extra}",
                 storage.display()
             ),
         )
@@ -148,7 +149,20 @@ impl Registry {
             .spawn()
             .expect("docker-registry runs (Debian package docker-registry)");
         let host = format!("{addr}:{port}");
-        wait_for_http("the registry to answer", &format!("http://{host}/v2/"));
+        // With authentication it answers 401, which still means it is up.
+        wait_until("the registry to answer", Duration::from_secs(15), || {
+            Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &format!("http://{host}/v2/"),
+                ])
+                .output()
+                .is_ok_and(|o| matches!(&o.stdout[..], b"200" | b"401"))
+        });
         Self { child, host }
     }
 }

@@ -56,7 +56,20 @@ struct Node {
     dockerd: Option<Child>,
 }
 
+const REGISTRY_USER: &str = "dhlab";
+const REGISTRY_PASSWORD: &str = "lab-password-0123456789";
+
 impl Node {
+    /// `docker` against this node, with `config` as its client
+    /// configuration when given (for `--with-registry-auth`).
+    fn docker_with(&self, config: &std::path::Path, args: &[&str]) -> String {
+        let host = format!("unix://{}", self.socket.display());
+        let config = config.display().to_string();
+        let mut all = vec!["--config", config.as_str(), "-H", host.as_str()];
+        all.extend_from_slice(args);
+        run("docker", &all)
+    }
+
     fn docker(&self, args: &[&str]) -> String {
         let host = format!("unix://{}", self.socket.display());
         let mut all = vec!["-H", host.as_str()];
@@ -90,6 +103,9 @@ pub struct Lab {
     pub push: String,
     /// Where the nodes pull from: `10.x.y.1:port`.
     pub pull: String,
+    /// A docker client configuration holding the registries' credentials
+    /// (the registries require them).
+    pub client_config: PathBuf,
 }
 
 impl Lab {
@@ -111,6 +127,7 @@ impl Lab {
             registries: Vec::new(),
             push: String::new(),
             pull: String::new(),
+            client_config: PathBuf::new(),
         };
         ip(&["link", "add", &lab.bridge, "type", "bridge"]);
         ip(&[
@@ -172,15 +189,47 @@ impl Lab {
         lab
     }
 
-    /// Two registry processes on one store: the shared engine pushes to
-    /// the loopback one, the nodes pull from the one on the bridge.
+    /// Two registry processes on one store, both requiring a user and
+    /// password: the shared engine pushes to the loopback one, the nodes
+    /// pull from the one on the bridge. The credentials go into a client
+    /// configuration of the lab's own, never the machine's.
     fn start_registries(&mut self) {
+        use base64::Engine as _;
         let storage = self.dir.join("registry");
-        let push = Registry::serve(&self.dir, "registry-push", "127.0.0.1", &storage);
-        let pull = Registry::serve(&self.dir, "registry-pull", &self.gateway_addr, &storage);
+        let htpasswd = self.dir.join("htpasswd");
+        let line = run("htpasswd", &["-nbB", REGISTRY_USER, REGISTRY_PASSWORD]);
+        std::fs::write(&htpasswd, format!("{line}\n")).unwrap();
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: delivery-hook-lab\n    path: {}\n",
+            htpasswd.display()
+        );
+        let push = Registry::serve(&self.dir, "registry-push", "127.0.0.1", &storage, &auth);
+        let pull = Registry::serve(
+            &self.dir,
+            "registry-pull",
+            &self.gateway_addr,
+            &storage,
+            &auth,
+        );
         self.push = push.host.clone();
         self.pull = pull.host.clone();
         self.registries = vec![push, pull];
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"));
+        self.client_config = self.dir.join("client");
+        std::fs::create_dir_all(&self.client_config).unwrap();
+        let config = serde_json::json!({
+            "auths": { &self.push: { "auth": token }, &self.pull: { "auth": token } }
+        });
+        std::fs::write(self.client_config.join("config.json"), config.to_string()).unwrap();
+    }
+
+    /// `docker` with the lab's credentials, against the machine's engine.
+    fn docker(&self, args: &[&str]) -> String {
+        let config = self.client_config.display().to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        run("docker", &all)
     }
 
     fn start_node(&self, i: usize, addr: &str) -> Node {
@@ -259,19 +308,22 @@ impl Lab {
     /// the nodes pull it by.
     fn publish(&self, local: &str, repo: &str) -> String {
         let pushed = format!("{}/{repo}", self.push);
-        run("docker", &["tag", local, &pushed]);
-        run("docker", &["push", "-q", &pushed]);
-        run("docker", &["rmi", &pushed]);
+        self.docker(&["tag", local, &pushed]);
+        self.docker(&["push", "-q", &pushed]);
+        self.docker(&["rmi", &pushed]);
         format!("{}/{repo}", self.pull)
     }
 
     /// The digest the registry holds for `repo:tag`, from its own answer.
     fn digest(&self, repo_tag: &str) -> String {
         let (repo, tag) = repo_tag.rsplit_once(':').unwrap();
+        let user = format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}");
         let headers = run(
             "curl",
             &[
                 "-sf",
+                "-u",
+                &user,
                 "-I",
                 "-H",
                 "Accept: application/vnd.docker.distribution.manifest.v2+json",
@@ -380,11 +432,27 @@ fn build(f: &Fixture, tag: &str, content: &str, extra: &str) {
 }
 
 /// A gateway on the lab's manager, allowed services `<id>_*`, with
-/// `docker` settings.
+/// `docker` settings and the lab's registry credentials.
 fn gateway_on(f: &Fixture, lab: &Lab, docker: &str) -> GatewayProcess {
+    gateway_with(f, lab, docker, &lab.client_config)
+}
+
+/// As [`gateway_on`], with `config` as the gateway's docker client
+/// configuration.
+fn gateway_with(f: &Fixture, lab: &Lab, docker: &str, config: &std::path::Path) -> GatewayProcess {
     let host = lab.manager().host();
+    let config = config.display().to_string();
     let project = format!("services = [\"{}_*\"]\n", f.id);
-    GatewayProcess::start_with_env(f, "", docker, &project, &[("DOCKER_HOST", host.as_str())])
+    GatewayProcess::start_with_env(
+        f,
+        "",
+        docker,
+        &project,
+        &[
+            ("DOCKER_HOST", host.as_str()),
+            ("DOCKER_CONFIG", config.as_str()),
+        ],
+    )
 }
 
 fn service_body(name: &str, image: Option<&str>) -> String {
@@ -411,21 +479,52 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
     let tag = lab.publish(&format!("{}/web:v1", f.id), &format!("{repo}:latest"));
     let v1 = lab.digest(&format!("{repo}:latest"));
     let web = format!("{}_web", f.id);
-    lab.manager().docker(&[
-        "service",
-        "create",
-        "--quiet",
-        "--name",
-        &web,
-        "--with-registry-auth",
-        "--update-monitor",
-        "1s",
-        &tag,
-    ]);
+    lab.manager().docker_with(
+        &lab.client_config,
+        &[
+            "service",
+            "create",
+            "--quiet",
+            "--name",
+            &web,
+            "--with-registry-auth",
+            "--update-monitor",
+            "1s",
+            &tag,
+        ],
+    );
     assert_eq!(lab.content(&web), "v1");
     f.image(&format!("{}/web:v2", f.id), "v2");
     lab.publish(&format!("{}/web:v2", f.id), &format!("{repo}:latest"));
     let v2 = lab.digest(&format!("{repo}:latest"));
+
+    // Without the registry's credentials the digest cannot be resolved:
+    // the job fails with the registry's words and nothing is updated.
+    let no_credentials = f.dir.path().join("no-credentials");
+    std::fs::create_dir_all(&no_credentials).unwrap();
+    let version = |lab: &Lab| {
+        lab.manager()
+            .docker(&["service", "inspect", "--format", "{{.Version.Index}}", &web])
+    };
+    let before = version(&lab);
+    {
+        let gateway = gateway_with(&f, &lab, "", &no_credentials);
+        let body = service_body(&web, None);
+        let (status, job) = Client::new(&gateway)
+            .post_signed("/pull?wait=60", &body, now() + 1, SECRET)
+            .await;
+        assert_eq!(
+            (status, job["state"].as_str()),
+            (502, Some("failed")),
+            "{job:#}"
+        );
+        let error = job["error"].as_str().unwrap().to_lowercase();
+        assert!(
+            error.contains("no basic auth credentials") || error.contains("unauthorized"),
+            "{error}"
+        );
+        assert_eq!(version(&lab), before, "nothing was sent to the service");
+    }
 
     let gateway = gateway_on(&f, &lab, "");
     let client = Client::new(&gateway);
@@ -453,9 +552,7 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
     );
 
     // Unchanged: nothing is sent, so the engine keeps its rollback target.
-    let version =
-        lab.manager()
-            .docker(&["service", "inspect", "--format", "{{.Version.Index}}", &web]);
+    let unchanged = version(&lab);
     let (status, again) = client
         .post_signed("/pull?wait=180", &service_body(&web, None), ts - 1, SECRET)
         .await;
@@ -464,12 +561,7 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
         (200, Some("up to date")),
         "{again:#}"
     );
-    assert_eq!(
-        lab.manager()
-            .docker(&["service", "inspect", "--format", "{{.Version.Index}}", &web]),
-        version,
-        "the service was not updated"
-    );
+    assert_eq!(version(&lab), unchanged, "the service was not updated");
 
     // A pin of v1's digest while the tag points at v3.
     f.image(&format!("{}/web:v3", f.id), "v3");
@@ -498,21 +590,24 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
         &format!("{}/web:v1", f.id),
         &format!("{}/crash:latest", f.id),
     );
-    lab.manager().docker(&[
-        "service",
-        "create",
-        "--quiet",
-        "--name",
-        &crash,
-        "--with-registry-auth",
-        "--update-failure-action",
-        "rollback",
-        "--update-monitor",
-        "4s",
-        "--update-max-failure-ratio",
-        "0",
-        &crash_tag,
-    ]);
+    lab.manager().docker_with(
+        &lab.client_config,
+        &[
+            "service",
+            "create",
+            "--quiet",
+            "--name",
+            &crash,
+            "--with-registry-auth",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "4s",
+            "--update-max-failure-ratio",
+            "0",
+            &crash_tag,
+        ],
+    );
     let before = lab.spec_image(&crash);
     build(
         &f,
@@ -562,23 +657,26 @@ async fn e2e_swarm_three_nodes_converge_and_a_partition_is_reported() {
     f.image(&format!("{}/web:v1", f.id), "v1");
     let tag = lab.publish(&format!("{}/web:v1", f.id), &format!("{repo}:latest"));
     let web = format!("{}_web", f.id);
-    lab.manager().docker(&[
-        "service",
-        "create",
-        "--quiet",
-        "--name",
-        &web,
-        "--with-registry-auth",
-        "--replicas",
-        "3",
-        "--replicas-max-per-node",
-        "1",
-        "--update-monitor",
-        "1s",
-        "--update-failure-action",
-        "pause",
-        &tag,
-    ]);
+    lab.manager().docker_with(
+        &lab.client_config,
+        &[
+            "service",
+            "create",
+            "--quiet",
+            "--name",
+            &web,
+            "--with-registry-auth",
+            "--replicas",
+            "3",
+            "--replicas-max-per-node",
+            "1",
+            "--update-monitor",
+            "1s",
+            "--update-failure-action",
+            "pause",
+            &tag,
+        ],
+    );
     f.image(&format!("{}/web:v2", f.id), "v2");
     lab.publish(&format!("{}/web:v2", f.id), &format!("{repo}:latest"));
     let v2 = lab.digest(&format!("{repo}:latest"));
