@@ -77,6 +77,19 @@ impl SwarmRun<'_> {
             Reference::parse(&service.image).is_some_and(|current| current.repository == r)
         });
         if same_repository && digest_of(&service.image) == Some(resolved.digest.as_str()) {
+            // An update to this digest still under way (one this job started
+            // before the gateway restarted, say) is followed to its end.
+            let under_way = service
+                .update
+                .as_ref()
+                .is_some_and(|u| matches!(u.state.as_str(), "updating" | "rollback_started"));
+            if under_way {
+                self.output.note(&format!(
+                    "an update of {} to {} is under way; following it",
+                    self.name, resolved.digest
+                ));
+                return self.follow(None, &service.image).await;
+            }
             self.output.note(&format!(
                 "{} already runs {}; nothing to update",
                 self.name, resolved.digest

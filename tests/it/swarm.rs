@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use delivery_hook::docker::SwarmService;
+use delivery_hook::docker::{SwarmService, UpdateState};
 
 use crate::support::{BILLING, Harness, SHOP, expect_problem, now, status_json};
 
@@ -177,4 +177,64 @@ async fn a_service_is_pinned_to_the_digest_its_tag_resolves_to_once() {
             .contains("manifest unknown"),
         "{failed:#}"
     );
+}
+
+#[tokio::test]
+async fn an_update_to_the_same_digest_still_under_way_is_followed_not_called_up_to_date() {
+    let h = Harness::new().await;
+    manager(&h);
+    {
+        let mut services = h.engine.services.lock().unwrap();
+        let service = services.get_mut("shop_web").unwrap();
+        service.image = format!("{REPO}:1@{NEW}");
+        service.update = Some(UpdateState {
+            state: "updating".into(),
+            started_at: Some("earlier".into()),
+            message: Some("update in progress".into()),
+        });
+    }
+    let (status, job) = status_json(
+        h.post_signed("/pull", &service_body("shop_web"), SHOP, now(), None)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{job:#}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let target = format!("/jobs/{id}?wait=1");
+    let (_, running) = status_json(h.get_signed(&target, SHOP, "shop").await).await;
+    assert_eq!(
+        running["state"], "running",
+        "it follows the update: {running:#}"
+    );
+    h.engine
+        .services
+        .lock()
+        .unwrap()
+        .get_mut("shop_web")
+        .unwrap()
+        .update
+        .as_mut()
+        .unwrap()
+        .state = "completed".into();
+    let target = format!("/jobs/{id}?wait=10");
+    let (_, done) = status_json(h.get_signed(&target, SHOP, "shop").await).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["message"], "pulling", "not up to date: {done:#}");
+    assert!(
+        h.engine.swarm_updates.lock().unwrap().is_empty(),
+        "nothing sent"
+    );
+}
+
+#[tokio::test]
+async fn readiness_says_whether_the_engine_is_a_swarm_manager() {
+    let h = Harness::new().await;
+    for manager in [false, true] {
+        h.engine.swarm_manager.store(manager, Ordering::SeqCst);
+        let (status, ready) = status_json(h.client.get("/readyz").send().await).await;
+        assert_eq!(
+            (status, &ready["swarm_manager"]),
+            (200, &serde_json::Value::from(manager))
+        );
+    }
 }

@@ -511,7 +511,7 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
         let gateway = gateway_with(&f, &lab, "", &no_credentials);
         let body = service_body(&web, None);
         let (status, job) = Client::new(&gateway)
-            .post_signed("/pull?wait=60", &body, now() + 1, SECRET)
+            .post_signed("/pull?wait=60", &body, now() - 30, SECRET)
             .await;
         assert_eq!(
             (status, job["state"].as_str()),
