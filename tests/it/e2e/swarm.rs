@@ -719,10 +719,11 @@ async fn e2e_swarm_three_nodes_converge_and_a_partition_is_reported() {
         .await;
     let took = started.elapsed();
     eprintln!(
-        "swarm partition: a worker cut off during the update; after {} ms the job is {} ({}), status {status}",
+        "swarm partition: a worker cut off during the update; after {} ms the job is {} ({}), status {status}, replicas_updated {}",
         took.as_millis(),
         partitioned["state"],
         partitioned["error"].as_str().unwrap_or("no error"),
+        partitioned["replicas_updated"],
     );
     let state = partitioned["state"].as_str().unwrap_or_default();
     assert!(
