@@ -238,3 +238,65 @@ async fn readiness_says_whether_the_engine_is_a_swarm_manager() {
         );
     }
 }
+
+/// What the engine reports ends the job: each `UpdateStatus` state, and a
+/// job timeout while it still says `updating`.
+#[tokio::test]
+async fn the_engines_update_status_decides_the_job() {
+    let h = crate::support::Harness::with_docker("job_timeout_secs = 2").await;
+    manager(&h);
+    let cases = [
+        (
+            "paused",
+            502,
+            "failed",
+            "the engine paused the update: update paused",
+        ),
+        (
+            "rollback_paused",
+            502,
+            "failed",
+            "rollback of the update paused",
+        ),
+        (
+            "rollback_completed",
+            502,
+            "rolled_back",
+            "the engine rolled the update back",
+        ),
+        (
+            "updating",
+            502,
+            "timed_out",
+            "the engine was asked to roll it back",
+        ),
+    ];
+    for (i, (outcome, status, state, says)) in cases.into_iter().enumerate() {
+        *h.engine.update_outcome.lock().unwrap() = Some(outcome.into());
+        // A digest of its own each time, so every case sends an update.
+        let digest = format!("sha256:{:064x}", i + 7);
+        h.engine
+            .registry
+            .lock()
+            .unwrap()
+            .insert(format!("{REPO}:1"), digest);
+        let ts = now() - i as u64;
+        let (got, job) = status_json(
+            h.post_signed("/pull?wait=10", &service_body("shop_web"), SHOP, ts, None)
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (got, job["state"].as_str()),
+            (status, Some(state)),
+            "{outcome}: {job:#}"
+        );
+        let error = job["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{outcome}: {error}");
+    }
+    assert_eq!(
+        h.engine.swarm_updates.lock().unwrap().last().unwrap(),
+        "shop_web rollback",
+        "past the timeout the engine is asked to roll back"
+    );
+}

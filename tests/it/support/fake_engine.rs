@@ -53,6 +53,8 @@ pub struct FakeEngine {
     pub registry: Mutex<HashMap<String, String>>,
     /// Every service update sent, as `name image`.
     pub swarm_updates: Mutex<Vec<String>>,
+    /// The `UpdateStatus` state an update leads to (`completed` unless set).
+    pub update_outcome: Mutex<Option<String>>,
 }
 
 /// The image the service runs before a deploy.
@@ -296,10 +298,16 @@ impl Engine for FakeEngine {
             let mut services = self.services.lock().unwrap();
             let service = services.get_mut(name.as_str()).unwrap();
             service.image = image.to_owned();
+            let state = self
+                .update_outcome
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| "completed".into());
             service.update = Some(UpdateState {
-                state: "completed".into(),
+                message: Some(format!("update {state}")),
+                state,
                 started_at: Some(format!("update {}", updates.len())),
-                message: Some("update completed".into()),
             });
             Ok(())
         })

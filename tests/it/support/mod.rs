@@ -139,6 +139,15 @@ services = ["shop_*"]
 /// The real gateway over a fake engine with the test containers, and the
 /// directory holding their compose files and the job store.
 pub async fn gateway_over_fake(extra_server: &str) -> (Arc<Gateway>, Arc<FakeEngine>, TempDir) {
+    gateway_over_fake_with(extra_server, "").await
+}
+
+/// As [`gateway_over_fake`], with `docker` lines replacing the test
+/// policy's `job_timeout_secs` when given.
+pub async fn gateway_over_fake_with(
+    extra_server: &str,
+    docker: &str,
+) -> (Arc<Gateway>, Arc<FakeEngine>, TempDir) {
     let root = TempDir::new("http");
     let engine = Arc::new(FakeEngine::new());
     for (name, project, service, dir) in [
@@ -181,7 +190,10 @@ pub async fn gateway_over_fake(extra_server: &str) -> (Arc<Gateway>, Arc<FakeEng
         "billing-hidden",
         &compose_labels("billing", "hidden", &hidden),
     );
-    let text = policy_text(root.path(), extra_server);
+    let mut text = policy_text(root.path(), extra_server);
+    if !docker.is_empty() {
+        text = text.replace("job_timeout_secs = 30", docker);
+    }
     let loaded = policy::parse(&text, &root.path().join("delivery.toml"), &NoEnv)
         .unwrap_or_else(|e| panic!("test policy: {e}"));
     let store = Store::open(&loaded.policy.server.state_dir).unwrap();
@@ -205,7 +217,16 @@ impl Harness {
     }
 
     pub async fn with_server(extra_server: &str) -> Self {
-        let (gateway, engine, root) = gateway_over_fake(extra_server).await;
+        Self::build(extra_server, "").await
+    }
+
+    /// With `docker` lines in place of the policy's job timeout.
+    pub async fn with_docker(docker: &str) -> Self {
+        Self::build("", docker).await
+    }
+
+    async fn build(extra_server: &str, docker: &str) -> Self {
+        let (gateway, engine, root) = gateway_over_fake_with(extra_server, docker).await;
         let app = delivery_hook::api::app(gateway.clone())
             .map_to_response()
             .boxed();
