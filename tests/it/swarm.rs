@@ -88,15 +88,12 @@ async fn swarm_refusals_come_in_order_and_run_nothing() {
 async fn a_service_is_pinned_to_the_digest_its_tag_resolves_to_once() {
     let h = Harness::new().await;
     manager(&h);
+    // A timestamp of its own for each request: the same body signed at
+    // the same second is a replay.
+    let base = now();
     let (status, job) = status_json(
-        h.post_signed(
-            "/pull?wait=10",
-            &service_body("shop_web"),
-            SHOP,
-            now(),
-            None,
-        )
-        .await,
+        h.post_signed("/pull?wait=10", &service_body("shop_web"), SHOP, base, None)
+            .await,
     )
     .await;
     assert_eq!(
@@ -121,7 +118,7 @@ async fn a_service_is_pinned_to_the_digest_its_tag_resolves_to_once() {
             "/pull?wait=10",
             &service_body("shop_web"),
             SHOP,
-            now() - 1,
+            base - 1,
             None,
         )
         .await,
@@ -142,7 +139,7 @@ async fn a_service_is_pinned_to_the_digest_its_tag_resolves_to_once() {
         .unwrap()
         .insert(format!("{REPO}@{OLD}"), OLD.into());
     let (_, pinned) = status_json(
-        h.post_signed("/pull?wait=10", &body, SHOP, now() - 2, None)
+        h.post_signed("/pull?wait=10", &body, SHOP, base - 2, None)
             .await,
     )
     .await;
@@ -159,7 +156,7 @@ async fn a_service_is_pinned_to_the_digest_its_tag_resolves_to_once() {
             "/pull?wait=10",
             &service_body("shop_web"),
             SHOP,
-            now() - 3,
+            base - 3,
             None,
         )
         .await,
@@ -245,6 +242,7 @@ async fn readiness_says_whether_the_engine_is_a_swarm_manager() {
 async fn the_engines_update_status_decides_the_job() {
     let h = crate::support::Harness::with_docker("job_timeout_secs = 2").await;
     manager(&h);
+    let base = now();
     let cases = [
         (
             "paused",
@@ -280,7 +278,7 @@ async fn the_engines_update_status_decides_the_job() {
             .lock()
             .unwrap()
             .insert(format!("{REPO}:1"), digest);
-        let ts = now() - i as u64;
+        let ts = base - i as u64;
         let (got, job) = status_json(
             h.post_signed("/pull?wait=10", &service_body("shop_web"), SHOP, ts, None)
                 .await,
