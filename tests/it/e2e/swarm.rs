@@ -300,6 +300,22 @@ impl Lab {
         ]
     }
 
+    /// Creates the service `name` on `image` with the lab's registry
+    /// credentials and `options` (`--update-monitor`, `--replicas`, …).
+    fn create_service(&self, name: &str, image: &str, options: &[&str]) {
+        let mut args = vec![
+            "service",
+            "create",
+            "--quiet",
+            "--name",
+            name,
+            "--with-registry-auth",
+        ];
+        args.extend_from_slice(options);
+        args.push(image);
+        self.manager().docker_with(&self.client_config, &args);
+    }
+
     fn manager(&self) -> &Node {
         &self.nodes[0]
     }
@@ -479,20 +495,7 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
     let tag = lab.publish(&format!("{}/web:v1", f.id), &format!("{repo}:latest"));
     let v1 = lab.digest(&format!("{repo}:latest"));
     let web = format!("{}_web", f.id);
-    lab.manager().docker_with(
-        &lab.client_config,
-        &[
-            "service",
-            "create",
-            "--quiet",
-            "--name",
-            &web,
-            "--with-registry-auth",
-            "--update-monitor",
-            "1s",
-            &tag,
-        ],
-    );
+    lab.create_service(&web, &tag, &["--update-monitor", "1s"]);
     assert_eq!(lab.content(&web), "v1");
     f.image(&format!("{}/web:v2", f.id), "v2");
     lab.publish(&format!("{}/web:v2", f.id), &format!("{repo}:latest"));
@@ -590,22 +593,16 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
         &format!("{}/web:v1", f.id),
         &format!("{}/crash:latest", f.id),
     );
-    lab.manager().docker_with(
-        &lab.client_config,
+    lab.create_service(
+        &crash,
+        &crash_tag,
         &[
-            "service",
-            "create",
-            "--quiet",
-            "--name",
-            &crash,
-            "--with-registry-auth",
             "--update-failure-action",
             "rollback",
             "--update-monitor",
             "4s",
             "--update-max-failure-ratio",
             "0",
-            &crash_tag,
         ],
     );
     let before = lab.spec_image(&crash);
@@ -657,15 +654,10 @@ async fn e2e_swarm_three_nodes_converge_and_a_partition_is_reported() {
     f.image(&format!("{}/web:v1", f.id), "v1");
     let tag = lab.publish(&format!("{}/web:v1", f.id), &format!("{repo}:latest"));
     let web = format!("{}_web", f.id);
-    lab.manager().docker_with(
-        &lab.client_config,
+    lab.create_service(
+        &web,
+        &tag,
         &[
-            "service",
-            "create",
-            "--quiet",
-            "--name",
-            &web,
-            "--with-registry-auth",
             "--replicas",
             "3",
             "--replicas-max-per-node",
@@ -674,7 +666,6 @@ async fn e2e_swarm_three_nodes_converge_and_a_partition_is_reported() {
             "1s",
             "--update-failure-action",
             "pause",
-            &tag,
         ],
     );
     f.image(&format!("{}/web:v2", f.id), "v2");
