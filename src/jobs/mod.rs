@@ -36,9 +36,8 @@ pub use helper::{HelperBudget, HelperError, run_helper};
 pub use record::{
     JobRecord, JobState, Rollback, RollbackState, Step, elapsed_since, now_ms, rfc3339,
 };
-pub use run::{HOLD_REPOSITORY, hold_reference};
+use run::hold_reference;
 pub use store::{Cursor, ReplayRow, Store, StoreError};
-pub use swarm_run::UP_TO_DATE;
 
 use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
@@ -253,19 +252,16 @@ impl Jobs {
                     written,
                 )
             } else {
-                let mut record = match (&request.target, &request.container) {
-                    (DeployTarget::Compose(target), Some(container)) => JobRecord::new(
+                let mut record = match &request.target {
+                    DeployTarget::Compose(target) => JobRecord::new(
                         request.project.as_str(),
                         request.action,
-                        container.as_str(),
+                        request.container.as_ref().map_or("", ContainerName::as_str),
                         target,
                         request.self_update,
                     ),
-                    (DeployTarget::Swarm { name, .. }, _) => {
+                    DeployTarget::Swarm { name, .. } => {
                         JobRecord::for_swarm(request.project.as_str(), name)
-                    }
-                    (DeployTarget::Compose(_), None) => {
-                        unreachable!("a compose job names its container")
                     }
                 };
                 record.image = request.pin.as_ref().map(ToString::to_string);

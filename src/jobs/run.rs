@@ -32,7 +32,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// The repository of the tags that keep a job's previous image from
 /// pruning; the tag is the job id.
-pub const HOLD_REPOSITORY: &str = "delivery-hook/rollback";
+const HOLD_REPOSITORY: &str = "delivery-hook/rollback";
 
 /// The tag that keeps job `id`'s previous image.
 pub fn hold_reference(id: JobId) -> String {

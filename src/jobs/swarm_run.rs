@@ -23,7 +23,7 @@ use crate::names::SwarmServiceName;
 const POLL: Duration = Duration::from_millis(500);
 
 /// The `message` of a job whose service already ran the resolved digest.
-pub const UP_TO_DATE: &str = "up to date";
+const UP_TO_DATE: &str = "up to date";
 
 pub struct SwarmRun<'a> {
     pub engine: &'a dyn Engine,
