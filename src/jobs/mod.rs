@@ -36,7 +36,6 @@ pub use helper::{HelperBudget, HelperError, run_helper};
 pub use record::{
     JobRecord, JobState, Rollback, RollbackState, Step, elapsed_since, now_ms, rfc3339,
 };
-use run::hold_reference;
 pub use store::{Cursor, ReplayRow, Store, StoreError};
 
 use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
@@ -366,7 +365,7 @@ impl Jobs {
                     record.finished_at_ms = Some(now_ms());
                     record.error = Some("interrupted by gateway restarts, twice".into());
                     record.output = output.text();
-                    self.inner.release_hold(record.id).await;
+                    run::release_hold(&*self.inner.engine, record.id).await;
                     self.inner.store.put(&record).await?;
                     recovery.abandoned += 1;
                     continue;
@@ -459,21 +458,11 @@ impl Inner {
         Some(snapshot(active, &record))
     }
 
-    /// Removes the tag that kept job `id`'s previous image.
-    async fn release_hold(&self, id: JobId) {
-        if let Err(e) = self.engine.untag_image(&hold_reference(id)).await {
-            tracing::warn!(job = %id, error = %e, "could not remove the tag that kept the previous image");
-        }
-    }
-
     /// Ends a job whose rollback the gateway's stop cut short, saying what
     /// the service runs now.
     async fn end_interrupted_rollback(&self, record: &mut JobRecord, output: &OutputLog) {
         let running = match record.compose_target() {
-            Ok(target) => match self.engine.service_containers(&target).await {
-                Ok(containers) => run::running_now(&containers),
-                Err(e) => format!("what runs now could not be asked: {e}"),
-            },
+            Ok(target) => run::what_runs(&*self.engine, &target).await,
             Err(e) => format!("the service cannot be named: {e}"),
         };
         let failed = record
@@ -494,7 +483,7 @@ impl Inner {
             "{failed}; the gateway stopped during the rollback; {running}"
         ));
         record.output = output.text();
-        self.release_hold(record.id).await;
+        run::release_hold(&*self.engine, record.id).await;
     }
 
     fn notify(&self, record: &JobRecord, event: JobEvent) {

@@ -35,8 +35,23 @@ const POLL: Duration = Duration::from_millis(250);
 const HOLD_REPOSITORY: &str = "delivery-hook/rollback";
 
 /// The tag that keeps job `id`'s previous image.
-pub fn hold_reference(id: JobId) -> String {
+fn hold_reference(id: JobId) -> String {
     format!("{HOLD_REPOSITORY}:{id}")
+}
+
+/// Removes the tag that kept job `id`'s previous image.
+pub(super) async fn release_hold(engine: &dyn Engine, id: JobId) {
+    if let Err(e) = engine.untag_image(&hold_reference(id)).await {
+        tracing::warn!(job = %id, error = %e, "could not remove the tag that kept the previous image");
+    }
+}
+
+/// What the service of `target` runs now, in a sentence, as the engine says.
+pub(super) async fn what_runs(engine: &dyn Engine, target: &ComposeTarget) -> String {
+    match engine.service_containers(target).await {
+        Ok(containers) => running_now(&containers),
+        Err(e) => format!("what runs now could not be asked: {e}"),
+    }
 }
 
 /// How a job ended.
@@ -137,7 +152,7 @@ fn previous_of<'c>(containers: &'c [ContainerStatus], name: &str) -> Option<&'c 
 }
 
 /// What the service runs, in a sentence.
-pub fn running_now(containers: &[ContainerStatus]) -> String {
+fn running_now(containers: &[ContainerStatus]) -> String {
     if containers.is_empty() {
         return "no container of the service exists".into();
     }
@@ -169,9 +184,7 @@ impl JobRun<'_> {
         };
         let completion = self.deploy(&before).await;
         if held {
-            if let Err(e) = self.engine.untag_image(&hold_reference(id)).await {
-                tracing::warn!(job = %id, error = %e, "could not remove the tag that kept the previous image");
-            }
+            release_hold(self.engine, id).await;
         }
         completion
     }
@@ -359,10 +372,7 @@ impl JobRun<'_> {
                 )
             }
             Err(failed) if failed.state == JobState::Interrupted => {
-                let running = match self.engine.service_containers(self.target).await {
-                    Ok(c) => running_now(&c),
-                    Err(e) => format!("what runs now could not be asked: {e}"),
-                };
+                let running = what_runs(self.engine, self.target).await;
                 (
                     JobState::Interrupted,
                     RollbackState::Interrupted,
