@@ -14,7 +14,7 @@ use crate::jobs::Store;
 use crate::names::{Action, JobId};
 use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
-use crate::trigger_client::{self, OutputFormat, SignInput, Trigger, TriggerTarget};
+use crate::trigger_client::{self, OutputFormat, SignInput, TokenSource, Trigger, TriggerTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,6 +101,14 @@ pub enum Command {
         /// The environment variable holding the secret.
         #[arg(long, default_value = "DELIVERY_SECRET")]
         secret_env: String,
+        /// Inside GitHub Actions (`permissions: id-token: write`): authenticate
+        /// with an OpenID Connect token for this audience instead of a secret.
+        #[arg(long, value_name = "AUDIENCE", conflicts_with = "token_env")]
+        oidc: Option<String>,
+        /// Authenticate with the OpenID Connect token in this environment
+        /// variable (GitLab CI's `id_tokens`) instead of a secret.
+        #[arg(long, value_name = "NAME")]
+        token_env: Option<String>,
         /// Follow the job for up to this many seconds; exit 1 unless it succeeds.
         #[arg(long)]
         wait: Option<u64>,
@@ -241,15 +249,15 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             project,
             image,
             secret_env,
+            oidc,
+            token_env,
             wait,
             output,
         } => {
-            let key = match trigger_client::secret_from_env(&secret_env) {
-                Ok(key) => key,
-                Err(e) => {
-                    eprintln!("delivery-hook: {e}");
-                    return ExitCode::from(trigger_client::EXIT_REFUSED);
-                }
+            let token = match (oidc, token_env) {
+                (Some(audience), _) => Some(TokenSource::GitHubActions { audience }),
+                (None, Some(name)) => Some(TokenSource::Env(name)),
+                (None, None) => None,
             };
             let target = match (container, service) {
                 (Some(container), _) => TriggerTarget::Container(container),
@@ -270,8 +278,9 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
                     OutputArg::Text => OutputFormat::Text,
                     OutputArg::Json => OutputFormat::Json,
                 },
+                token,
             };
-            ExitCode::from(runtime().block_on(trigger_client::trigger(key, trigger)))
+            ExitCode::from(runtime().block_on(trigger_client::trigger(&secret_env, trigger)))
         }
     }
 }

@@ -21,6 +21,8 @@
 //!   bounded counts: the pure pieces of admitting a request.
 //! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
 //! - [`docker`]: the only code that talks to the engine or starts processes.
+//! - [`oidc`]: OpenID Connect tokens from CI: their verification and the
+//!   issuers' key sets.
 //! - [`logging`]: text or JSON log lines on stderr, through a writer thread.
 //! - [`metrics`]: counters for `GET /metrics` (OpenMetrics text).
 //! - [`recent`]: answers reused for a short while (lookups, resolved paths).
@@ -37,8 +39,21 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod oidc;
 pub mod policy;
 pub mod privilege;
 pub mod recent;
 pub mod serve;
 pub mod trigger_client;
+
+/// An error and its causes, one line, outermost first.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

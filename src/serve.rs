@@ -150,6 +150,11 @@ pub async fn run_until_shutdown(
     let stop = controls.shutdown.clone();
     let background = CancellationToken::new();
 
+    let warm = |gateway: &Arc<Gateway>| {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.warm_issuers().await });
+    };
+    warm(&gateway);
     let maintenance = {
         let gateway = gateway.clone();
         let background = background.clone();
@@ -160,7 +165,10 @@ pub async fn run_until_shutdown(
                 tokio::select! {
                     () = background.cancelled() => return,
                     _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy()).await,
-                    Some(next) = controls.reload.recv() => reload(&gateway, next),
+                    Some(next) = controls.reload.recv() => {
+                        reload(&gateway, next);
+                        warm(&gateway);
+                    }
                 }
             }
         })

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::admission::auth::{self, SigningKey};
 use crate::docker::ImagePin;
+use crate::error_chain;
 use crate::names::{Action, ContainerName, SwarmServiceName};
 
 /// `trigger`'s exit codes: 0 the job succeeded (or was accepted, without
@@ -114,12 +115,95 @@ pub struct Trigger {
     pub image: Option<String>,
     pub wait: Option<u64>,
     pub output: OutputFormat,
+    /// A CI token instead of a secret.
+    pub token: Option<TokenSource>,
+}
+
+/// What authenticates `trigger`'s requests.
+pub enum Credential {
+    /// A project secret: every request is signed.
+    Secret(SigningKey),
+    /// A CI's OpenID Connect token, sent as `Authorization: Bearer`.
+    Token(String),
+}
+
+/// Where `trigger` gets a CI token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Asked of the GitHub Actions runtime for this audience.
+    GitHubActions { audience: String },
+    /// Read from this environment variable (GitLab's `id_tokens`).
+    Env(String),
+}
+
+/// The GitHub Actions runtime's token endpoint and its bearer, set for jobs
+/// with `permissions: id-token: write`.
+const GITHUB_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
+const GITHUB_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
+
+/// Gets the token `source` names.
+pub async fn fetch_token(http: &reqwest::Client, source: &TokenSource) -> Result<String, String> {
+    let token = match source {
+        TokenSource::Env(name) => std::env::var(name).map_err(|_| {
+            format!("the token is read from the environment variable {name}, which is not set")
+        })?,
+        TokenSource::GitHubActions { audience } => {
+            let (Ok(url), Ok(bearer)) = (
+                std::env::var(GITHUB_REQUEST_URL),
+                std::env::var(GITHUB_REQUEST_TOKEN),
+            ) else {
+                return Err(format!(
+                    "--oidc asks the GitHub Actions runtime for a token, but {GITHUB_REQUEST_URL} is not set: give the job `permissions: id-token: write`, or use --token-env in other CI"
+                ));
+            };
+            let mut url = reqwest::Url::parse(&url)
+                .map_err(|e| format!("{GITHUB_REQUEST_URL} is not a URL: {e}"))?;
+            url.query_pairs_mut().append_pair("audience", audience);
+            #[derive(serde::Deserialize)]
+            struct Answer {
+                value: String,
+            }
+            let response = http
+                .get(url)
+                .bearer_auth(bearer)
+                .header("Accept", "application/json")
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "the GitHub Actions token request failed: {}",
+                        error_chain(&e)
+                    )
+                })?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!(
+                    "the GitHub Actions token request answered {status}"
+                ));
+            }
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| format!("the GitHub Actions token answer was cut off: {e}"))?;
+            serde_json::from_slice::<Answer>(&bytes)
+                .map_err(|e| {
+                    format!("the GitHub Actions token answer is not {{\"value\": …}}: {e}")
+                })?
+                .value
+        }
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err("the CI token is empty".into());
+    }
+    Ok(token)
 }
 
 struct Session {
     http: reqwest::Client,
     base: String,
-    key: SigningKey,
+    credential: Credential,
     /// Sent as X-Project; learnt from the accepted job when not given.
     project: Option<String>,
     started: Instant,
@@ -140,11 +224,16 @@ impl Session {
     }
 
     fn signed(&self, request: reqwest::RequestBuilder, payload: &[u8]) -> reqwest::RequestBuilder {
-        let timestamp = unix_now().to_string();
-        let signature = hex::encode(self.key.sign(payload, &timestamp));
-        let request = request
-            .header("X-Timestamp", timestamp)
-            .header("X-Signature", signature);
+        let request = match &self.credential {
+            Credential::Secret(key) => {
+                let timestamp = unix_now().to_string();
+                let signature = hex::encode(key.sign(payload, &timestamp));
+                request
+                    .header("X-Timestamp", timestamp)
+                    .header("X-Signature", signature)
+            }
+            Credential::Token(token) => request.bearer_auth(token),
+        };
         match &self.project {
             Some(project) => request.header("X-Project", project),
             None => request,
@@ -175,17 +264,6 @@ impl Session {
             .timeout(Duration::from_secs(wait + 30));
         self.json(request).await
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn refusal_line(status: u16, body: &Value) -> String {
@@ -235,7 +313,7 @@ fn is_final(state: &str) -> bool {
 }
 
 /// `delivery-hook trigger`: returns the exit code.
-pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
+pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
     let named = match &t.target {
         TriggerTarget::Container(name) => ContainerName::parse(name)
             .map(|_| ("container_name", name))
@@ -275,10 +353,23 @@ pub async fn trigger(key: SigningKey, t: Trigger) -> u8 {
             return EXIT_REFUSED;
         }
     };
+    let credential = match &t.token {
+        None => secret_from_env(secret_env)
+            .map(Credential::Secret)
+            .map_err(|e| e.to_string()),
+        Some(source) => fetch_token(&http, source).await.map(Credential::Token),
+    };
+    let credential = match credential {
+        Ok(credential) => credential,
+        Err(e) => {
+            eprintln!("delivery-hook: {e}");
+            return EXIT_REFUSED;
+        }
+    };
     let mut session = Session {
         http,
         base: t.url.trim_end_matches('/').to_owned(),
-        key,
+        credential,
         project: t.project,
         started: Instant::now(),
         format: t.output,

@@ -468,6 +468,11 @@ pub struct Problem {
     /// What went wrong and what to do, for a person. Never contains a secret, a
     /// signature, or whether a project or container exists.
     pub message: String,
+    /// With `invalid_token`: the check the token failed (`size`, `format`,
+    /// `algorithm`, `key`, `signature`, `issuer`, `audience`, `expired`,
+    /// `not_yet_valid`, `too_old`, `jti`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Example for Problem {
@@ -492,6 +497,7 @@ impl Problem {
             status,
             code: code.into(),
             message: message.into(),
+            rule: None,
         }
     }
 }
@@ -547,7 +553,10 @@ pub fn status_of(kind: RefusalKind) -> u16 {
 
 impl From<&Refusal> for Problem {
     fn from(r: &Refusal) -> Self {
-        Problem::new(status_of(r.kind), r.code, r.message.as_ref())
+        Problem {
+            rule: r.rule.map(str::to_owned),
+            ..Problem::new(status_of(r.kind), r.code, r.message.as_ref())
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The signature, declared once: the extractors of the signed operations.
 //!
 //! Each carries the signing headers as sent and what they sign, and
-//! registers the `signature` security scheme, so every signed operation
-//! shows it in the document without declaring the headers itself.
+//! registers the `signature` and `oidc` security schemes (either
+//! authenticates), so every signed operation shows them in the document
+//! without declaring the headers itself.
 //! - [`SignedBody`]: a JSON body, documented with the schema of `T` but
 //!   handed over unread, since the signature covers its raw bytes and the
 //!   gateway decides when (and whether) to read them, with which limits.
@@ -26,6 +27,14 @@ const SCHEME: &str = "signature";
 
 const SCHEME_DESCRIPTION: &str = "HMAC-SHA256 request signing. `X-Signature` is the hex MAC (optionally prefixed `sha256=`) keyed with one of the project's secrets, over the raw request body (for a `GET`, the request target: path and query exactly as sent) immediately followed by the `X-Timestamp` header: the Unix time in seconds, decimal digits without leading zeros, within the gateway's tolerance of its clock. `X-Project` names the project: optional on `POST`, required on `GET`.";
 
+/// The name of the other scheme: a CI's OpenID Connect token.
+const TOKEN_SCHEME: &str = "oidc";
+
+const TOKEN_SCHEME_DESCRIPTION: &str = "An OpenID Connect ID token from CI (GitHub Actions, GitLab CI, or another issuer a project's `oidc` rules name), as `Authorization: Bearer <JWT>` in place of `X-Timestamp` and `X-Signature`. RS256 or ES256, with `iss`, `aud`, `exp`, `iat` and `jti`; at most 8192 bytes. On `POST` a token is single-use: the same token again gets the first request's job. `X-Project` is optional on `POST`, required on `GET`.";
+
+/// Both schemes; an operation takes either.
+const SCHEMES: [&str; 2] = [SCHEME, TOKEN_SCHEME];
+
 fn register_scheme(registry: &mut Registry) {
     registry.create_security_scheme(
         SCHEME,
@@ -36,6 +45,19 @@ fn register_scheme(registry: &mut Registry) {
             key_in: Some("header"),
             scheme: None,
             bearer_format: None,
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
+    registry.create_security_scheme(
+        TOKEN_SCHEME,
+        MetaSecurityScheme {
+            ty: "http",
+            description: Some(TOKEN_SCHEME_DESCRIPTION),
+            name: None,
+            key_in: None,
+            scheme: Some("bearer"),
+            bearer_format: Some("JWT"),
             flows: None,
             openid_connect_url: None,
         },
@@ -52,6 +74,7 @@ fn signing_headers(request: &Request) -> SignedHeaders<'_> {
     static TIMESTAMP: HeaderName = HeaderName::from_static("x-timestamp");
     static SIGNATURE: HeaderName = HeaderName::from_static("x-signature");
     static PROJECT: HeaderName = HeaderName::from_static("x-project");
+    static AUTHORIZATION: HeaderName = poem::http::header::AUTHORIZATION;
     let text = |name: &HeaderName| {
         request
             .headers()
@@ -62,7 +85,18 @@ fn signing_headers(request: &Request) -> SignedHeaders<'_> {
         timestamp: text(&TIMESTAMP),
         signature: text(&SIGNATURE),
         project: text(&PROJECT),
+        bearer: text(&AUTHORIZATION).and_then(bearer_token),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme's
+/// case is free). Other schemes, such as a proxy's Basic, are not this
+/// gateway's and are left alone.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches(' '))
 }
 
 /// A signed request with a JSON body, unread.
@@ -97,7 +131,7 @@ impl<'a, T: Type> ApiExtractor<'a> for SignedBody<'a, T> {
     }
 
     fn security_schemes() -> Vec<&'static str> {
-        vec![SCHEME]
+        SCHEMES.to_vec()
     }
 
     fn request_meta() -> Option<MetaRequest> {
@@ -178,7 +212,7 @@ impl<'a> ApiExtractor<'a> for SignedTarget<'a> {
     }
 
     fn security_schemes() -> Vec<&'static str> {
-        vec![SCHEME]
+        SCHEMES.to_vec()
     }
 
     async fn from_request(

@@ -8,6 +8,8 @@ use super::{DeployCall, DeployOutcome, ReadCall, Refusal};
 pub(super) struct Seen {
     pub(super) project: Option<String>,
     pub(super) container: Option<String>,
+    /// The `sub` of the CI token that authenticated, if one did.
+    pub(super) token_subject: Option<String>,
 }
 
 pub(super) fn audit_deploy(
@@ -27,6 +29,7 @@ pub(super) fn audit_deploy(
             state = o.job.state.as_str(),
             replayed = o.replayed,
             coalesced = o.coalesced,
+            token_subject = seen.token_subject.as_deref().unwrap_or("-"),
             code = if o.replayed { "replayed" } else if o.coalesced { "coalesced" } else { "accepted" },
             "deploy accepted"
         ),
@@ -35,6 +38,7 @@ pub(super) fn audit_deploy(
             client = %call.client,
             project = seen.project.as_deref().unwrap_or("-"),
             container = seen.container.as_deref().unwrap_or("-"),
+            token_subject = seen.token_subject.as_deref().unwrap_or("-"),
             action = call.action.as_str(),
             refusal = r.kind.as_str(),
             code = r.code,

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::admission::auth::{self, AuthError, Signature};
+use crate::admission::auth::{AuthError, Signature};
 use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
 use crate::admission::slots::{Slot, Slots};
 use crate::admission::throttle::Throttle;
@@ -38,13 +38,16 @@ use crate::jobs::{
 };
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
-use crate::policy::{Policy, Project};
+use crate::oidc::KeyCache;
+use crate::policy::{KeySource, Policy, Project};
 use crate::recent::Recent;
 
+mod admit;
 mod audit;
 mod reads;
 mod refusal;
 
+use admit::Admitted;
 use audit::{Seen, audit_deploy};
 pub use refusal::{BodyError, Refusal, RefusalKind};
 
@@ -54,6 +57,9 @@ pub struct SignedHeaders<'a> {
     pub timestamp: Option<&'a str>,
     pub signature: Option<&'a str>,
     pub project: Option<&'a str>,
+    /// `Authorization: Bearer <token>`: a CI's OpenID Connect token, in
+    /// place of the timestamp and signature.
+    pub bearer: Option<&'a str>,
 }
 
 /// A deploy request, as the HTTP layer hands it over.
@@ -169,6 +175,8 @@ pub struct Gateway {
     replay: ReplayCache<JobId, Refusal>,
     throttle: Throttle,
     metrics: Arc<Metrics>,
+    /// The key sets of the issuers the policy's `oidc` rules name.
+    keys: KeyCache,
 }
 
 fn unix_now() -> u64 {
@@ -262,7 +270,21 @@ impl Gateway {
             replay,
             throttle: Throttle::new(),
             metrics,
+            keys: KeyCache::new(),
         }
+    }
+
+    /// Fetches the key set of every issuer the policy names that has none
+    /// cached yet: at start and after a reload, so the first token of each
+    /// does not wait for it. An issuer that does not answer is logged and
+    /// tried again when a token needs it.
+    pub async fn warm_issuers(&self) {
+        let policy = self.policy();
+        let issuers = policy
+            .key_sources()
+            .filter(|(_, source)| matches!(source, KeySource::Discovery))
+            .map(|(issuer, _)| self.keys.warm(issuer));
+        futures_util::future::join_all(issuers).await;
     }
 
     /// Loads the durable replay entries still alive, so a request accepted
@@ -374,6 +396,16 @@ impl Gateway {
         e.into()
     }
 
+    /// A token that failed verification counts as a failed authentication.
+    fn token_failed(&self, policy: &Policy, client: IpAddr) {
+        self.throttle.record_failure(
+            client,
+            Instant::now(),
+            Duration::from_secs(policy.server.auth_failure_window_secs),
+        );
+        self.metrics.auth_failure("invalid_token");
+    }
+
     /// Handles a deploy request. `read_body(limit)` reads the raw body,
     /// refusing more than `limit` bytes; it is only called once the headers
     /// passed, so a refused request costs no body read.
@@ -408,65 +440,19 @@ impl Gateway {
         if let Some(wait) = call.wait_secs {
             check_wait(policy, wait)?;
         }
-        let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
-        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
-        let tolerance = policy.server.timestamp_tolerance_secs;
-        auth::check_window(timestamp.secs, unix_now(), tolerance).map_err(fail)?;
-        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
-        let named = match call.headers.project {
-            Some(name) => Some(named_project(policy, name).map_err(fail)?),
-            None => None,
-        };
-        let body = read_body(policy.server.max_body_bytes)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge => Refusal::new(
-                    RefusalKind::BodyTooLarge,
-                    "body_too_large",
-                    format!(
-                        "the body is larger than {} bytes",
-                        policy.server.max_body_bytes
-                    ),
-                ),
-                BodyError::TimedOut => Refusal::new(
-                    RefusalKind::BodyTimeout,
-                    "body_timeout",
-                    "the body did not arrive in time",
-                ),
-                BodyError::Broken => Refusal::new(
-                    RefusalKind::Invalid,
-                    "invalid_body",
-                    "the body could not be read",
-                ),
-            })?;
-        // Which keys may sign this request: `X-Project`'s, or those of the
-        // projects whose patterns allow the named container.
-        let (candidates, early_name) = match named {
-            Some(project) => (project.into_iter().collect::<Vec<_>>(), None),
-            None => {
-                let wanted = parse_body(&body)?;
-                let candidates = match &wanted.subject {
-                    Subject::Container(name) => policy.candidates(name),
-                    Subject::Service(name) => policy.service_candidates(name),
-                };
-                (candidates, Some(wanted))
+        let Admitted {
+            project,
+            wanted,
+            mark,
+            valid,
+        } = match call.headers.bearer {
+            Some(token) => {
+                self.admit_token(policy, call, token, &mut seen.token_subject, read_body)
+                    .await?
             }
-        };
-        let verified = candidates
-            .iter()
-            .find(|p| auth::verify_any(p.keys(), &body, timestamp.text, &signature).is_some());
-        let Some(project) = verified.copied() else {
-            if candidates.is_empty() {
-                // The same work as a wrong key, so timing tells nothing.
-                auth::verify_any([], &body, timestamp.text, &signature);
-            }
-            return Err(fail(AuthError::SignatureMismatch));
+            None => self.admit_signed(policy, call, read_body).await?,
         };
         seen.project = Some(project.name.to_string());
-        let wanted = match early_name {
-            Some(wanted) => wanted,
-            None => parse_body(&body)?,
-        };
         seen.container = Some(wanted.subject.name());
         if wanted.pin.is_some() && call.action != Action::Pull {
             return Err(Refusal::new(
@@ -477,18 +463,6 @@ impl Gateway {
         }
         authorise(policy, project, call.action, &wanted.subject)?;
 
-        // An entry outlives every moment at which its request can still be
-        // admitted: the window's end, plus the time a body may take to
-        // arrive after the headers, plus a second for the clock's rounding.
-        let expires_at = timestamp
-            .secs
-            .saturating_add(tolerance)
-            .saturating_add(policy.server.request_timeout_secs)
-            .saturating_add(1);
-        let mark = ReplayMark {
-            key: replay_key(&signature),
-            expires_at,
-        };
         let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
         // Held until the answer goes out; taken before anything runs, so a
         // request refused here runs nothing.
@@ -501,15 +475,15 @@ impl Gateway {
         // a refused request's future stays small (every layer of the HTTP
         // stack moves it).
         loop {
-            // The window is checked again with the reading that admits the
-            // request: the body may have taken until after the window closed.
+            // Validity is checked again with the reading that admits the
+            // request: the body may have taken until after it ended.
             let now = unix_now();
-            auth::check_window(timestamp.secs, now, tolerance).map_err(fail)?;
+            self.still_valid(policy, call.client, &valid, now)?;
             let per_project = policy.server.replay_entries_per_project;
             match self.replay.admit(
                 mark.key,
                 project.name.as_str(),
-                expires_at,
+                mark.expires_at,
                 now,
                 per_project,
             ) {

@@ -14,10 +14,28 @@ use crate::policy::{Policy, Project};
 
 impl Gateway {
     /// Authenticates a read (`GET /jobs…`): `X-Project` is required and the
-    /// request target is the signed message.
-    fn authenticate_read(&self, policy: &Policy, call: &ReadCall<'_>) -> Result<String, Refusal> {
+    /// request target is the signed message, or a CI token must be admitted
+    /// by one of the project's rules. Reads change nothing, so a token may
+    /// read as often as it is valid.
+    async fn authenticate_read(
+        &self,
+        policy: &Policy,
+        call: &ReadCall<'_>,
+    ) -> Result<String, Refusal> {
         self.check_throttle(policy, call.client)?;
         let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
+        if let Some(token) = call.headers.bearer {
+            let token = self.verify_token(policy, call.client, token).await?;
+            let name = call
+                .headers
+                .project
+                .ok_or(AuthError::MissingProject)
+                .map_err(fail)?;
+            let project = named_project(policy, name).map_err(fail)?;
+            let candidates: Vec<&Project> = project.into_iter().collect();
+            self.token_project(policy, call.client, &candidates, &token)?;
+            return Ok(name.to_owned());
+        }
         let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
         auth::check_window(
             timestamp.secs,
@@ -48,7 +66,7 @@ impl Gateway {
     ) -> Result<JobRecord, Refusal> {
         let policy = self.policy();
         let result = async {
-            let project = self.authenticate_read(&policy, &call)?;
+            let project = self.authenticate_read(&policy, &call).await?;
             if let Some(wait) = wait_secs {
                 check_wait(&policy, wait)?;
             }
@@ -84,7 +102,7 @@ impl Gateway {
     ) -> Result<JobPage, Refusal> {
         let policy = self.policy();
         let result = async {
-            let project = self.authenticate_read(&policy, &call)?;
+            let project = self.authenticate_read(&policy, &call).await?;
             let cursor = match before {
                 None => None,
                 Some(text) => Some(parse_cursor(text).ok_or_else(|| {

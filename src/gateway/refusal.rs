@@ -59,6 +59,8 @@ pub struct Refusal {
     pub message: Cow<'static, str>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// For `invalid_token`: the check the token failed.
+    pub rule: Option<&'static str>,
 }
 
 impl Refusal {
@@ -72,7 +74,13 @@ impl Refusal {
             code,
             message: message.into(),
             retry_after: None,
+            rule: None,
         }
+    }
+
+    pub(super) fn rule(mut self, rule: &'static str) -> Self {
+        self.rule = Some(rule);
+        self
     }
 
     pub(super) fn retry_after(mut self, secs: u64) -> Self {

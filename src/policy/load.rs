@@ -11,13 +11,15 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    ComposeTool, DockerSettings, Origin, Policy, ProjectSpec, SecretSource, ServerSettings,
+    ClaimPattern, ComposeTool, DockerSettings, KeySource, OidcRule, Origin, Policy, ProjectSpec,
+    SecretSource, ServerSettings,
 };
 use crate::admission::auth::MIN_SECRET_LEN;
 use crate::admission::client_addr::Cidr;
@@ -29,6 +31,8 @@ const MAX_POLICY_BYTES: u64 = 64 << 20;
 const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
 /// The longest container or compose-file pattern.
 const MAX_PATTERN_LEN: usize = 1024;
+/// The longest issuer, audience or claim name.
+const MAX_OIDC_TEXT_LEN: usize = 512;
 
 /// Where secrets and overrides come from; tests pass a fake.
 pub trait Environment {
@@ -154,6 +158,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
         mut warnings,
         server,
         docker,
+        key_sources,
         ..
     } = reader;
     errors.sort_by_key(|d| d.line);
@@ -161,16 +166,24 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
     if !errors.is_empty() {
         return Err(PolicyErrors { origin, errors });
     }
-    let policy =
-        Policy::compile(Origin::File(path.to_owned()), server, docker, specs).map_err(|e| {
-            PolicyErrors {
-                origin: origin.clone(),
-                errors: vec![Diagnostic {
-                    line: None,
-                    message: format!("internal error compiling patterns: {e}"),
-                }],
-            }
-        })?;
+    let key_sources = key_sources
+        .into_iter()
+        .map(|(issuer, (_, source))| (issuer, source))
+        .collect();
+    let policy = Policy::compile(
+        Origin::File(path.to_owned()),
+        server,
+        docker,
+        specs,
+        key_sources,
+    )
+    .map_err(|e| PolicyErrors {
+        origin: origin.clone(),
+        errors: vec![Diagnostic {
+            line: None,
+            message: format!("internal error compiling patterns: {e}"),
+        }],
+    })?;
     Ok(Loaded {
         policy,
         origin,
@@ -254,6 +267,8 @@ struct Reader<'t> {
     docker: DockerSettings,
     /// Secret bytes to the project that first used them.
     seen_secrets: HashMap<Vec<u8>, String>,
+    /// Each issuer an `oidc` rule names, with its `jwks_file` if any.
+    key_sources: HashMap<String, (Option<PathBuf>, KeySource)>,
 }
 
 impl<'t> Reader<'t> {
@@ -272,6 +287,7 @@ impl<'t> Reader<'t> {
             server: default_server(base),
             docker: default_docker(),
             seen_secrets: HashMap::new(),
+            key_sources: HashMap::new(),
         }
     }
 
@@ -587,6 +603,7 @@ impl<'t> Reader<'t> {
         let mut images = None;
         let mut rollback = None;
         let mut services = None;
+        let mut oidc = None;
         let mut containers_span = value.span();
         for (key, value) in table.iter() {
             let key_name = key.get_ref().as_ref();
@@ -604,6 +621,7 @@ impl<'t> Reader<'t> {
                 "images" => images = self.image_patterns(value).map(Some),
                 "rollback" => rollback = self.boolean(key_name, value),
                 "services" => services = self.service_patterns(value).map(Some),
+                "oidc" => oidc = Some(self.oidc_rules(value, &section)),
                 _ => self.unknown_key(key, &section),
             }
         }
@@ -611,8 +629,9 @@ impl<'t> Reader<'t> {
         let mut missing = |what: &str| {
             self.error(span.clone(), format!("{section} has no `{what}`"));
         };
-        if secrets.is_none() {
-            missing("secrets");
+        // A project whose CI presents tokens needs no secret.
+        if secrets.is_none() && oidc.is_none() {
+            missing("secrets` or `oidc");
         }
         // A project that updates only Swarm services names no containers.
         if containers.is_none() && !table.contains_key("containers") && services.is_none() {
@@ -623,7 +642,8 @@ impl<'t> Reader<'t> {
         }
         Some(ProjectSpec {
             name: project_name?,
-            secrets: secrets??,
+            secrets: secrets.unwrap_or(Some(Vec::new()))?,
+            oidc: oidc.unwrap_or(Some(Vec::new()))?,
             containers: match containers {
                 Some(patterns) => patterns,
                 None if table.contains_key("containers") => return None,
@@ -637,6 +657,190 @@ impl<'t> Reader<'t> {
             services: services.unwrap_or(None),
             containers_span,
         })
+    }
+
+    /// `[[projects.<name>.oidc]]`: one or more tables.
+    fn oidc_rules(&mut self, value: &Value<'_>, section: &str) -> Option<Vec<OidcRule>> {
+        let Some(array) = value.get_ref().as_array().filter(|a| !a.is_empty()) else {
+            self.error(
+                value.span(),
+                format!(
+                    "`oidc` must be one or more tables: [[{}.oidc]]",
+                    &section[1..section.len() - 1]
+                ),
+            );
+            return None;
+        };
+        let mut rules = Vec::new();
+        let mut ok = true;
+        for item in array.iter() {
+            match self.oidc_rule(item, section) {
+                Some(rule) => rules.push(rule),
+                None => ok = false,
+            }
+        }
+        ok.then_some(rules)
+    }
+
+    /// A bounded, non-empty string.
+    fn oidc_text(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
+        let text = self.string(key, value)?;
+        if text.is_empty() || text.len() > MAX_OIDC_TEXT_LEN {
+            self.error(
+                value.span(),
+                format!("`{key}` must be 1 to {MAX_OIDC_TEXT_LEN} characters"),
+            );
+            return None;
+        }
+        Some(text.to_owned())
+    }
+
+    fn oidc_rule(&mut self, value: &Value<'_>, section: &str) -> Option<OidcRule> {
+        let what = format!("[[{}.oidc]]", &section[1..section.len() - 1]);
+        let table = self.table(value, &what)?;
+        let mut issuer = None;
+        let mut audience = None;
+        let mut claims = Some(Vec::new());
+        let mut jwks_file = None;
+        let mut max_age = Some(crate::oidc::DEFAULT_MAX_TOKEN_AGE_SECS);
+        let mut issuer_span = value.span();
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            match name {
+                "issuer" => {
+                    issuer_span = value.span();
+                    issuer =
+                        self.oidc_text(name, value).filter(|text| {
+                            match crate::oidc::check_url(text) {
+                                Ok(_) => true,
+                                Err(e) => {
+                                    self.error(value.span(), format!("`issuer`: {e}"));
+                                    false
+                                }
+                            }
+                        });
+                }
+                "audience" => audience = self.oidc_text(name, value),
+                "claims" => claims = self.claims(value),
+                "jwks_file" => {
+                    jwks_file = self
+                        .oidc_text(name, value)
+                        .map(|path| (self.base.join(path), value.span()))
+                }
+                "max_token_age_secs" => max_age = self.integer(name, value, 1..86_401),
+                _ => self.unknown_key(key, &what),
+            }
+        }
+        for (key, found) in [
+            ("issuer", issuer.is_some()),
+            ("audience", audience.is_some()),
+        ] {
+            if !found && !table.contains_key(key) {
+                self.error(value.span(), format!("{what} has no `{key}`"));
+            }
+        }
+        let issuer = issuer?;
+        let source = match jwks_file {
+            None => (None, KeySource::Discovery),
+            Some((path, span)) => {
+                let set = match self.env.read_file(&path) {
+                    Ok(bytes) => crate::oidc::KeySet::parse(&bytes),
+                    Err(e) => Err(format!("cannot read it: {e}")),
+                };
+                match set {
+                    Ok(set) => (Some(path.clone()), KeySource::File(path, Arc::new(set))),
+                    Err(e) => {
+                        self.error(span, format!("jwks_file {}: {e}", path.display()));
+                        return None;
+                    }
+                }
+            }
+        };
+        match self.key_sources.get(&issuer) {
+            Some((file, _)) if *file != source.0 => {
+                self.error(
+                    issuer_span,
+                    format!("the issuer {issuer} is given different jwks_file settings; every rule naming it must give the same"),
+                );
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                self.key_sources.insert(issuer.clone(), source);
+            }
+        }
+        let rule = OidcRule {
+            issuer,
+            audience: audience?,
+            claims: claims?,
+            max_token_age_secs: max_age?,
+        };
+        if let Some(problem) = rule.unbounded() {
+            self.warn(issuer_span, format!("{what} {problem}"));
+        }
+        Some(rule)
+    }
+
+    /// `claims = { name = "glob" | ["glob", …] }`; integers and booleans
+    /// stand for their text.
+    fn claims(&mut self, value: &Value<'_>) -> Option<Vec<ClaimPattern>> {
+        let table = self.table(value, "`claims`")?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            if name.is_empty() || name.len() > MAX_OIDC_TEXT_LEN {
+                self.error(key.span(), "a claim name must be 1 to 512 characters");
+                ok = false;
+                continue;
+            }
+            let items: Vec<&Value<'_>> = match value.get_ref().as_array() {
+                Some(array) => array.iter().collect(),
+                None => vec![value],
+            };
+            let mut patterns = Vec::new();
+            for item in &items {
+                let text = match item.get_ref() {
+                    DeValue::String(s) => Some(s.to_string()),
+                    DeValue::Boolean(b) => Some(b.to_string()),
+                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                        .ok()
+                        .map(|n| n.to_string()),
+                    _ => None,
+                };
+                let problem = match &text {
+                    None => Some(format!(
+                        "claim `{name}` must be a string, a number, a boolean, or a list of them"
+                    )),
+                    Some(p) if p.is_empty() || p.len() > MAX_PATTERN_LEN => Some(format!(
+                        "claim `{name}`: a pattern must be 1 to {MAX_PATTERN_LEN} characters"
+                    )),
+                    Some(p) => super::glob(p, super::Subject::Path)
+                        .err()
+                        .map(|e| format!("claim `{name}` pattern `{p}`: {}", e.kind())),
+                };
+                match (problem, text) {
+                    (None, Some(text)) => patterns.push(text),
+                    (problem, _) => {
+                        self.error(item.span(), problem.unwrap_or_default());
+                        ok = false;
+                    }
+                }
+            }
+            if items.is_empty() {
+                self.error(value.span(), format!("claim `{name}` lists no pattern"));
+                ok = false;
+                continue;
+            }
+            match ClaimPattern::new(name.to_owned(), patterns) {
+                Ok(claim) => out.push(claim),
+                Err(e) => {
+                    self.error(value.span(), format!("claim `{name}`: {}", e.kind()));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     fn service_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
@@ -954,6 +1158,7 @@ impl<'t> Reader<'t> {
 mod tests {
     use super::*;
     use crate::names::ContainerName;
+    use crate::policy::KeySource;
     use std::path::{Path, PathBuf};
 
     struct FakeEnv {
@@ -985,6 +1190,11 @@ mod tests {
             files: HashMap::from([
                 ("/etc/dh/next", &b"billing-next-0123456789\n"[..]),
                 ("/etc/dh/crlf", &b"crlf-secret-0123456789\r\n"[..]),
+                (
+                    "/etc/dh/jwks.json",
+                    &br#"{"keys": [{"kty": "EC", "kid": "k1", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]}"#[..],
+                ),
+                ("/etc/dh/empty.json", &br#"{"keys": []}"#[..]),
             ]),
         }
     }
@@ -1449,5 +1659,154 @@ actions = ["build"]
         assert!(default.allows_action(Action::Build));
         assert_eq!(p.candidates(&name("x")).len(), 1);
         assert!(Policy::seed("short", 8000, false, PathBuf::from("s")).is_err());
+    }
+
+    #[test]
+    fn oidc_rules_load_and_a_project_with_them_needs_no_secret() {
+        let loaded = parse_ok(
+            r#"
+[projects.web]
+containers = ["web-*"]
+actions = ["pull"]
+
+[[projects.web.oidc]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "https://deploy.example.com"
+claims = { repository = "org/web", ref = ["refs/heads/main", "refs/tags/v*"], run_attempt = 1 }
+
+[[projects.web.oidc]]
+issuer = "http://127.0.0.1:9999"
+audience = "local"
+jwks_file = "jwks.json"
+max_token_age_secs = 60
+"#,
+        );
+        assert!(loaded.warnings.is_empty(), "{}", loaded.warnings());
+        let web = loaded.policy.project("web").unwrap();
+        assert!(web.keys().is_empty());
+        assert_eq!(web.oidc.len(), 2);
+        assert_eq!(web.oidc[0].max_token_age_secs, 600);
+        let claim = |name: &str| {
+            let c = web.oidc[0].claims.iter().find(|c| c.name == name).unwrap();
+            c.patterns.clone()
+        };
+        assert_eq!(claim("ref"), ["refs/heads/main", "refs/tags/v*"]);
+        assert_eq!(claim("run_attempt"), ["1"]);
+        assert!(matches!(
+            loaded
+                .policy
+                .key_source("https://token.actions.githubusercontent.com"),
+            Some(KeySource::Discovery)
+        ));
+        assert!(matches!(
+            loaded.policy.key_source("http://127.0.0.1:9999"),
+            Some(KeySource::File(path, set)) if path == Path::new("/etc/dh/jwks.json") && set.get("k1").is_some()
+        ));
+        let shown = loaded.policy.summary().to_string();
+        assert!(
+            shown.contains("oidc: issuer https://token.actions.githubusercontent.com, audience https://deploy.example.com, ref = refs/heads/main | refs/tags/v*, repository = org/web, run_attempt = 1, at most 600 s old"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn oidc_rule_errors_are_reported_with_their_lines() {
+        let errors = parse_err(
+            r#"
+[projects.web]
+containers = ["web-*"]
+actions = ["pull"]
+
+[[projects.web.oidc]]
+issuer = "http://issuer.example"
+audience = "a"
+
+[[projects.web.oidc]]
+issuer = "https://issuer.example"
+claims = { repository = [], ref = { x = 1 }, sub = "[" }
+max_token_age_secs = 0
+colour = "blue"
+
+[[projects.web.oidc]]
+issuer = "https://other.example"
+audience = "a"
+jwks_file = "/etc/dh/empty.json"
+
+[[projects.web.oidc]]
+issuer = "https://third.example"
+audience = "a"
+jwks_file = "/etc/dh/missing.json"
+
+[projects.none]
+containers = ["x"]
+actions = ["pull"]
+"#,
+        );
+        for expected in [
+            "delivery.toml:7: `issuer`: `http://issuer.example` must be an https URL (http only on a loopback address)",
+            "delivery.toml:10: [[projects.web.oidc]] has no `audience`",
+            "delivery.toml:12: claim `repository` lists no pattern",
+            "delivery.toml:12: claim `ref` must be a string, a number, a boolean, or a list of them",
+            "delivery.toml:12: claim `sub` pattern `[`: unclosed character class",
+            "delivery.toml:13: `max_token_age_secs` must be an integer from 1 to 86400",
+            "delivery.toml:14: unknown key `colour` in [[projects.web.oidc]]",
+            "delivery.toml:19: jwks_file /etc/dh/empty.json: the key set holds no RS256 or ES256 signing key with a kid",
+            "delivery.toml:24: jwks_file /etc/dh/missing.json: cannot read it",
+            "[projects.none] has no `secrets` or `oidc`",
+        ] {
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in:\n{errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_issuer_has_one_key_source_and_multi_tenant_rules_are_warned_about() {
+        let errors = parse_err(
+            r#"
+[projects.web]
+containers = ["web-*"]
+actions = ["pull"]
+
+[[projects.web.oidc]]
+issuer = "http://127.0.0.1:9999"
+audience = "a"
+
+[[projects.web.oidc]]
+issuer = "http://127.0.0.1:9999"
+audience = "b"
+jwks_file = "/etc/dh/jwks.json"
+"#,
+        );
+        assert!(
+            errors.contains("delivery.toml:11: the issuer http://127.0.0.1:9999 is given different jwks_file settings"),
+            "{errors}"
+        );
+        let loaded = parse_ok(
+            r#"
+[projects.web]
+containers = ["web-*"]
+actions = ["pull"]
+
+[[projects.web.oidc]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "a"
+claims = { ref = "refs/heads/main" }
+
+[[projects.web.oidc]]
+issuer = "https://gitlab.com"
+audience = "a"
+claims = { project_path = "group/web" }
+
+[[projects.web.oidc]]
+issuer = "https://gitlab.com"
+audience = "b"
+"#,
+        );
+        let shown = loaded.warnings().to_string();
+        assert_eq!(loaded.warnings.len(), 2, "{shown}");
+        assert!(shown.contains("delivery.toml:7: [[projects.web.oidc]] names neither `repository` nor `repository_owner_id`"), "{shown}");
+        assert!(shown.contains("delivery.toml:17: [[projects.web.oidc]] names neither `project_path` nor `project_id`"), "{shown}");
     }
 }

@@ -7,6 +7,7 @@
 //! decision is a plain function of the compiled [`Policy`].
 
 mod load;
+mod oidc;
 mod overlap;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::admission::client_addr::Cidr;
 use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
+pub use oidc::{ClaimPattern, KeySource, Mismatch, OidcRule};
 
 /// `[server]`: how the gateway listens and what it accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +128,8 @@ pub struct Project {
     pub rollback: bool,
     /// The Swarm service patterns as written; `None` when it may update none.
     pub services: Option<Vec<String>>,
+    /// The CI tokens it accepts, as alternatives; empty when it takes none.
+    pub oidc: Vec<OidcRule>,
 }
 
 impl Project {
@@ -219,6 +223,8 @@ pub struct Policy {
     deny: PatternIndex,
     /// The Swarm service patterns of every project.
     services: PatternIndex,
+    /// Where the keys of each issuer an `oidc` rule names come from.
+    key_sources: HashMap<String, KeySource>,
 }
 
 /// Container patterns of many projects, with the project each belongs to.
@@ -377,6 +383,7 @@ pub(crate) struct ProjectSpec {
     pub images: Option<Vec<String>>,
     pub rollback: bool,
     pub services: Option<Vec<String>>,
+    pub oidc: Vec<OidcRule>,
     /// Where its `containers` stand in the policy file, for warnings.
     pub containers_span: std::ops::Range<usize>,
 }
@@ -389,6 +396,7 @@ impl Policy {
         server: ServerSettings,
         docker: DockerSettings,
         specs: Vec<ProjectSpec>,
+        key_sources: HashMap<String, KeySource>,
     ) -> Result<Self, globset::Error> {
         let mut projects = Vec::with_capacity(specs.len());
         let mut by_name = HashMap::with_capacity(specs.len());
@@ -433,6 +441,7 @@ impl Policy {
                 images,
                 rollback: spec.rollback,
                 services: spec.services,
+                oidc: spec.oidc,
             });
         }
         Ok(Self {
@@ -444,6 +453,7 @@ impl Policy {
             allow: allow.build()?,
             deny: deny.build()?,
             services: services.build()?,
+            key_sources,
         })
     }
 
@@ -474,10 +484,17 @@ impl Policy {
             images: None,
             rollback: true,
             services: None,
+            oidc: Vec::new(),
             containers_span: 0..0,
         };
-        Self::compile(Origin::Seed, server, load::default_docker(), vec![spec])
-            .map_err(SeedError::Compile)
+        Self::compile(
+            Origin::Seed,
+            server,
+            load::default_docker(),
+            vec![spec],
+            HashMap::new(),
+        )
+        .map_err(SeedError::Compile)
     }
 
     pub fn project(&self, name: &str) -> Option<&Project> {
@@ -524,6 +541,16 @@ impl Policy {
             .into_iter()
             .map(|owner| &self.projects[owner])
             .collect()
+    }
+
+    /// Where the keys of `issuer` come from, when a rule names it.
+    pub fn key_source(&self, issuer: &str) -> Option<&KeySource> {
+        self.key_sources.get(issuer)
+    }
+
+    /// The issuers the rules name, with where their keys come from.
+    pub fn key_sources(&self) -> impl Iterator<Item = (&str, &KeySource)> {
+        self.key_sources.iter().map(|(i, s)| (i.as_str(), s))
     }
 
     /// Whether `project` may update the Swarm service `name`.
@@ -603,6 +630,9 @@ impl fmt::Display for Summary<'_> {
                 write!(f, "; swarm services {}", services.join(", "))?;
             }
             writeln!(f)?;
+            for rule in &p.oidc {
+                writeln!(f, "    oidc: {rule}")?;
+            }
         }
         Ok(())
     }
@@ -624,6 +654,7 @@ mod tests {
             images: None,
             rollback: true,
             services: None,
+            oidc: Vec::new(),
             containers_span: 0..0,
         };
         Policy::compile(
@@ -631,6 +662,7 @@ mod tests {
             load::default_server(Path::new(".")),
             load::default_docker(),
             vec![spec],
+            HashMap::new(),
         )
         .ok()
     }
