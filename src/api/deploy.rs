@@ -41,14 +41,16 @@ pub enum DeployResponse {
     BadRequest(ProblemJson),
     /// Authentication failed; `code` names the rule: `missing_timestamp`,
     /// `invalid_timestamp`, `timestamp_out_of_window`, `missing_signature`,
-    /// `invalid_signature`, `invalid_project`, `signature_mismatch`.
+    /// `invalid_signature`, `invalid_project`, `signature_mismatch`; or, for
+    /// a bearer token, `invalid_token` with the failed check in `rule`.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
     /// Authenticated, but the project may not do this: `action_not_allowed`,
     /// `container_not_allowed`, `compose_project_not_allowed`,
     /// `compose_file_not_allowed`, `image_not_allowed` (the pinned
     /// repository is outside the project's `images`, or, without them, not
-    /// the compose file's).
+    /// the compose file's), `token_not_allowed` (a valid CI token whose
+    /// claims match no `oidc` rule of the project).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
     /// Authenticated and allowed, but no container has this exact name
@@ -79,7 +81,8 @@ pub enum DeployResponse {
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// The Docker engine does not answer (`engine_unavailable`), the job
     /// could not be recorded (`store_unavailable`), the replay cache is full
-    /// (`replay_cache_full`) or the gateway is stopping (`shutting_down`).
+    /// (`replay_cache_full`), the gateway is stopping (`shutting_down`), or
+    /// no key set of a CI token's issuer could be had (`issuer_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }

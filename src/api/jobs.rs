@@ -31,6 +31,10 @@ pub enum JobResponse {
     /// Authentication failed (see `pullContainer`); `X-Project` is required here (`missing_project`).
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
+    /// A valid CI token whose claims match no `oidc` rule of the project
+    /// (`token_not_allowed`).
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(ProblemJson),
     /// No job with this id belongs to the authenticated project (`job_not_found`).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(ProblemJson),
@@ -39,14 +43,15 @@ pub enum JobResponse {
     /// at their bound (`too_many_waiting`); see `Retry-After`.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
-    /// The job store does not answer (`store_unavailable`).
+    /// The job store does not answer (`store_unavailable`), or a CI token's
+    /// issuer could not be asked for its keys (`issuer_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
     JobResponse, job_bad_request,
-    plain { Unauthenticated => Unauthorized, NotFound => NotFound },
+    plain { Unauthenticated => Unauthorized, Forbidden => Forbidden, NotFound => NotFound },
     retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
 );
@@ -63,17 +68,22 @@ pub enum ListResponse {
     /// Authentication failed (see `getJob`).
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
+    /// A valid CI token whose claims match no `oidc` rule of the project
+    /// (`token_not_allowed`).
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(ProblemJson),
     /// Too many failed authentications from this address (`too_many_failures`).
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
-    /// The job store does not answer (`store_unavailable`).
+    /// The job store does not answer (`store_unavailable`), or a CI token's
+    /// issuer could not be asked for its keys (`issuer_unavailable`).
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
     ListResponse, list_bad_request,
-    plain { Unauthenticated => Unauthorized },
+    plain { Unauthenticated => Unauthorized, Forbidden => Forbidden },
     retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
 );

@@ -6,6 +6,7 @@ mod cli;
 mod e2e;
 mod http;
 mod limits;
+mod oidc;
 mod operations;
 mod safe_deploys;
 mod support;

@@ -10,6 +10,7 @@
 //! Without a Docker engine these tests print one line and pass, unless
 //! `CI=true`, where they fail: CI must never pass without them.
 
+mod oidc;
 mod operations;
 mod safe;
 mod scenarios;

@@ -1,6 +1,7 @@
 //! Shared test support: signing, temporary directories, the in-process harness.
 
 pub mod fake_engine;
+pub mod issuer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +150,19 @@ pub async fn gateway_over_fake_with(
     docker: &str,
 ) -> (Arc<Gateway>, Arc<FakeEngine>, TempDir) {
     let root = TempDir::new("http");
+    let (gateway, engine) = gateway_in(root.path(), extra_server, docker, "").await;
+    (gateway, engine, root)
+}
+
+/// The gateway over a fake engine whose containers' files are under
+/// `root`, with `tail` appended to the test policy. Built again over the
+/// same `root`, it is the same gateway restarted: same files, same store.
+pub async fn gateway_in(
+    root: &Path,
+    extra_server: &str,
+    docker: &str,
+    tail: &str,
+) -> (Arc<Gateway>, Arc<FakeEngine>) {
     let engine = Arc::new(FakeEngine::new());
     for (name, project, service, dir) in [
         ("billing-web", "billing", "web", "billing"),
@@ -157,7 +171,7 @@ pub async fn gateway_over_fake_with(
         ("billing-outside", "elsewhere", "web", "elsewhere"),
         ("shop-web", "shop", "web", "shop"),
     ] {
-        let dir = root.path().join(dir);
+        let dir = root.join(dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
         engine.add(name, &compose_labels(project, service, &dir));
@@ -165,42 +179,45 @@ pub async fn gateway_over_fake_with(
     // Compose project "billing", but a shop container name.
     engine.add(
         "shop-foreign",
-        &compose_labels("billing", "web", &root.path().join("billing")),
+        &compose_labels("billing", "web", &root.join("billing")),
     );
     // Its image sets a compose label: an env file of another team.
-    let elsewhere = root.path().join("elsewhere");
+    let elsewhere = root.join("elsewhere");
     engine.add_with_image(
         "billing-imagelabel",
-        &compose_labels("billing", "img", &root.path().join("billing")),
+        &compose_labels("billing", "img", &root.join("billing")),
         &[(
             "com.docker.compose.project.environment_file",
             elsewhere.join(".env").display().to_string(),
         )],
     );
     // Its project directory's implicit .env leads into another team's files.
-    let leaky = root.path().join("billing/leaky");
+    let leaky = root.join("billing/leaky");
     std::fs::create_dir_all(&leaky).unwrap();
     std::fs::write(leaky.join("compose.yml"), "services: {}\n").unwrap();
     std::fs::write(elsewhere.join(".env"), "TAG=theirs\n").unwrap();
-    std::os::unix::fs::symlink(elsewhere.join(".env"), leaky.join(".env")).unwrap();
+    if !leaky.join(".env").exists() {
+        std::os::unix::fs::symlink(elsewhere.join(".env"), leaky.join(".env")).unwrap();
+    }
     engine.add("billing-leaky", &compose_labels("billing", "leaky", &leaky));
     engine.add("billing-plain", &[]);
-    let hidden = root.path().join("billing/not-mounted");
+    let hidden = root.join("billing/not-mounted");
     engine.add(
         "billing-hidden",
         &compose_labels("billing", "hidden", &hidden),
     );
-    let mut text = policy_text(root.path(), extra_server);
+    let mut text = policy_text(root, extra_server);
     if !docker.is_empty() {
         text = text.replace("job_timeout_secs = 30", docker);
     }
-    let loaded = policy::parse(&text, &root.path().join("delivery.toml"), &NoEnv)
+    text.push_str(tail);
+    let loaded = policy::parse(&text, &root.join("delivery.toml"), &NoEnv)
         .unwrap_or_else(|e| panic!("test policy: {e}"));
     let store = Store::open(&loaded.policy.server.state_dir).unwrap();
     let gateway = delivery_hook::serve::build_gateway(loaded.policy, engine.clone(), store)
         .await
         .unwrap();
-    (gateway, engine, root)
+    (gateway, engine)
 }
 
 /// The real application over a fake engine, driven without a socket.
@@ -208,6 +225,8 @@ pub struct Harness {
     pub client: TestClient<BoxEndpoint<'static>>,
     pub engine: Arc<FakeEngine>,
     pub gateway: Arc<Gateway>,
+    /// `[server]` lines, `[docker]` lines and the tail it was built with.
+    policy: (String, String, String),
     _root: TempDir,
 }
 
@@ -226,7 +245,17 @@ impl Harness {
     }
 
     async fn build(extra_server: &str, docker: &str) -> Self {
-        let (gateway, engine, root) = gateway_over_fake_with(extra_server, docker).await;
+        Self::in_dir(TempDir::new("http"), extra_server, docker, "").await
+    }
+
+    /// With `[server]` lines, and `tail` appended to the test policy (more
+    /// projects or rules).
+    pub async fn with_policy(extra_server: &str, tail: &str) -> Self {
+        Self::in_dir(TempDir::new("http"), extra_server, "", tail).await
+    }
+
+    async fn in_dir(root: TempDir, extra_server: &str, docker: &str, tail: &str) -> Self {
+        let (gateway, engine) = gateway_in(root.path(), extra_server, docker, tail).await;
         let app = delivery_hook::api::app(gateway.clone())
             .map_to_response()
             .boxed();
@@ -234,8 +263,28 @@ impl Harness {
             client: TestClient::new(app),
             engine,
             gateway,
+            policy: (extra_server.into(), docker.into(), tail.into()),
             _root: root,
         }
+    }
+
+    /// The gateway stopped and started again over the same files and
+    /// store; the fake engine is a new one, with nothing run yet.
+    pub async fn restart(self) -> Self {
+        let Self {
+            gateway,
+            client,
+            policy: (extra_server, docker, tail),
+            _root: root,
+            ..
+        } = self;
+        drop(client);
+        gateway
+            .jobs()
+            .shutdown(std::time::Duration::from_secs(5))
+            .await;
+        drop(gateway);
+        Self::in_dir(root, &extra_server, &docker, &tail).await
     }
 
     /// POSTs `body` to `path`, signed with `secret` at `timestamp`.

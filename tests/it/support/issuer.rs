@@ -1,0 +1,334 @@
+//! A local OpenID Connect issuer on 127.0.0.1: the discovery document, a
+//! JWKS the test changes at will, and the GitHub Actions runtime's token
+//! endpoint. It runs on a thread of its own, so a test that blocks on a
+//! child process (`trigger`) does not stall it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::{Data, Json, Query};
+use poem::{EndpointExt, Request, Route, get, handler};
+use ring::rand::SystemRandom;
+use ring::rsa::PublicKeyComponents;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use serde_json::{Value, json};
+
+/// The bearer the fake GitHub Actions runtime expects.
+pub const RUNTIME_TOKEN: &str = "runtime-request-token";
+
+/// The issuer's signing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signer {
+    Rsa1,
+    Rsa2,
+    Ec,
+}
+
+impl Signer {
+    pub fn kid(self) -> &'static str {
+        match self {
+            Signer::Rsa1 => "rsa-1",
+            Signer::Rsa2 => "rsa-2",
+            Signer::Ec => "ec-1",
+        }
+    }
+
+    pub fn alg(self) -> &'static str {
+        match self {
+            Signer::Ec => "ES256",
+            _ => "RS256",
+        }
+    }
+}
+
+fn pem_der(path: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body).unwrap()
+}
+
+struct Keys {
+    rsa1: RsaKeyPair,
+    rsa2: RsaKeyPair,
+    ec: EcdsaKeyPair,
+}
+
+struct State {
+    url: String,
+    published: Mutex<Vec<Signer>>,
+    up: AtomicBool,
+    jwks_fetches: AtomicUsize,
+    keys: Keys,
+    /// Claims the runtime endpoint puts into its tokens, beside the usual.
+    runtime_claims: Mutex<Value>,
+}
+
+impl State {
+    fn jwk(&self, signer: Signer) -> Value {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        match signer {
+            Signer::Ec => {
+                let point = self.keys.ec.public_key().as_ref();
+                json!({"kty": "EC", "crv": "P-256", "kid": signer.kid(), "use": "sig", "alg": "ES256",
+                       "x": b64(&point[1..33]), "y": b64(&point[33..])})
+            }
+            rsa => {
+                let pair = if rsa == Signer::Rsa1 {
+                    &self.keys.rsa1
+                } else {
+                    &self.keys.rsa2
+                };
+                let parts = PublicKeyComponents::<Vec<u8>>::from(pair.public());
+                json!({"kty": "RSA", "kid": signer.kid(), "use": "sig", "alg": "RS256",
+                       "n": b64(&parts.n), "e": b64(&parts.e)})
+            }
+        }
+    }
+
+    fn sign(&self, signer: Signer, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match signer {
+            Signer::Ec => self.keys.ec.sign(&rng, message).unwrap().as_ref().to_vec(),
+            rsa => {
+                let pair = if rsa == Signer::Rsa1 {
+                    &self.keys.rsa1
+                } else {
+                    &self.keys.rsa2
+                };
+                let mut signature = vec![0; pair.public().modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .unwrap();
+                signature
+            }
+        }
+    }
+}
+
+#[handler]
+fn discovery(state: Data<&Arc<State>>) -> poem::Result<Json<Value>> {
+    if !state.up.load(Ordering::SeqCst) {
+        return Err(poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    Ok(Json(json!({
+        "issuer": state.url,
+        "jwks_uri": format!("{}/jwks", state.url),
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+    })))
+}
+
+#[handler]
+fn jwks(state: Data<&Arc<State>>) -> poem::Result<Json<Value>> {
+    if !state.up.load(Ordering::SeqCst) {
+        return Err(poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let keys: Vec<Value> = state
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| state.jwk(*s))
+        .collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    audience: String,
+}
+
+/// As the GitHub Actions runtime: a token for `audience` to a caller with
+/// the runtime's bearer.
+#[handler]
+fn github_token(
+    state: Data<&Arc<State>>,
+    request: &Request,
+    query: Query<TokenQuery>,
+) -> poem::Result<Json<Value>> {
+    let expected = format!("Bearer {RUNTIME_TOKEN}");
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if !given.is_some_and(|g| g.eq_ignore_ascii_case(&expected)) {
+        return Err(poem::Error::from_status(StatusCode::UNAUTHORIZED));
+    }
+    let mut claims = claims_for(&state.url, &query.audience);
+    for (k, v) in state.runtime_claims.lock().unwrap().as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    let token = token_with(&state, Signer::Rsa1, claims);
+    Ok(Json(json!({ "count": 1, "value": token })))
+}
+
+fn now() -> u64 {
+    crate::support::now()
+}
+
+/// The claims of a GitHub Actions token for `org/web` on `main`.
+fn claims_for(issuer: &str, audience: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": issuer,
+        "aud": audience,
+        "sub": "repo:org/web:ref:refs/heads/main",
+        "repository": "org/web",
+        "repository_owner_id": 42,
+        "ref": "refs/heads/main",
+        "run_attempt": "1",
+        "jti": delivery_hook::names::JobId::random().to_string(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+    })
+}
+
+fn token_with(state: &State, signer: Signer, claims: Value) -> String {
+    let header = json!({"alg": signer.alg(), "kid": signer.kid(), "typ": "JWT"});
+    signed(state, signer, &header, &claims)
+}
+
+fn signed(state: &State, signer: Signer, header: &Value, claims: &Value) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = state.sign(signer, message.as_bytes());
+    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The issuer; stops when dropped.
+pub struct TestIssuer {
+    pub url: String,
+    state: Arc<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestIssuer {
+    /// Serves discovery and a JWKS publishing `published`.
+    pub fn start(published: &[Signer]) -> Self {
+        let rng = SystemRandom::new();
+        let ec_pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let keys = Keys {
+            rsa1: RsaKeyPair::from_pkcs8(&pem_der("tests/fixtures/oidc/rsa-1.pem")).unwrap(),
+            rsa2: RsaKeyPair::from_pkcs8(&pem_der("tests/fixtures/oidc/rsa-2.pem")).unwrap(),
+            ec: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
+                .unwrap(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, port) = std::sync::mpsc::channel();
+        let published = published.to_vec();
+        let (state_tx, state_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let acceptor = TcpListener::bind("127.0.0.1:0")
+                    .into_acceptor()
+                    .await
+                    .unwrap();
+                let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+                let url = format!("http://127.0.0.1:{}", addr.port());
+                let state = Arc::new(State {
+                    url: url.clone(),
+                    published: Mutex::new(published),
+                    up: AtomicBool::new(true),
+                    jwks_fetches: AtomicUsize::new(0),
+                    keys,
+                    runtime_claims: Mutex::new(json!({})),
+                });
+                state_tx.send(state.clone()).unwrap();
+                ready.send(url).unwrap();
+                let app = Route::new()
+                    .at("/.well-known/openid-configuration", get(discovery))
+                    .at("/jwks", get(jwks))
+                    .at("/github-token", get(github_token))
+                    .data(state);
+                let _ = poem::Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(
+                        app,
+                        async {
+                            let _ = stopped.await;
+                        },
+                        None,
+                    )
+                    .await;
+            });
+        });
+        let url = port.recv().unwrap();
+        let state = state_rx.recv().unwrap();
+        Self {
+            url,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The keys the JWKS holds from now on.
+    pub fn publish(&self, signers: &[Signer]) {
+        *self.state.published.lock().unwrap() = signers.to_vec();
+    }
+
+    /// Whether discovery and the JWKS answer (503 when not).
+    pub fn set_up(&self, up: bool) {
+        self.state.up.store(up, Ordering::SeqCst);
+    }
+
+    /// How many times the JWKS was served.
+    pub fn jwks_fetches(&self) -> usize {
+        self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Claims the runtime token endpoint sets, over the usual ones.
+    pub fn set_runtime_claims(&self, claims: Value) {
+        *self.state.runtime_claims.lock().unwrap() = claims;
+    }
+
+    /// The URL the GitHub Actions runtime would give a job.
+    pub fn runtime_url(&self) -> String {
+        format!("{}/github-token?api-version=2.0", self.url)
+    }
+
+    /// A GitHub-like token's claims for `audience`, to edit before signing.
+    pub fn claims(&self, audience: &str) -> Value {
+        claims_for(&self.url, audience)
+    }
+
+    /// `claims` signed by `signer`, with its `kid` and `alg`.
+    pub fn token(&self, signer: Signer, claims: &Value) -> String {
+        token_with(&self.state, signer, claims.clone())
+    }
+
+    /// `claims` under any `header`, signed by `signer`'s key.
+    pub fn token_with_header(&self, signer: Signer, header: &Value, claims: &Value) -> String {
+        signed(&self.state, signer, header, claims)
+    }
+
+    /// The public key of `signer` as its JWK.
+    pub fn jwk(&self, signer: Signer) -> Value {
+        self.state.jwk(signer)
+    }
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
