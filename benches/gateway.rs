@@ -19,7 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use delivery_hook::admission::auth::SigningKey;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// The tests' token signing; the benchmark signs with some of its keys only.
+#[allow(dead_code)]
+#[path = "../tests/it/support/jwt.rs"]
+mod jwt;
 use tokio::net::{TcpSocket, TcpStream};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_delivery-hook");
@@ -1385,6 +1391,131 @@ async fn store_writes(table: &mut Table) {
 }
 
 /// Median and 99th percentile, in milliseconds.
+/// 13. What verifying a CI token costs: in process, per token; and over
+/// HTTP, requests refused just after verification (a token whose claims
+/// match no rule: 403) beside requests refused just after their MAC (a
+/// signed request for a container the project may not touch: 403).
+async fn oidc_cost(table: &mut Table) {
+    use delivery_hook::oidc;
+    let keys = jwt::Keys::load();
+    let issuer = "http://127.0.0.1:9";
+    let claims = |repository: &str, i: u64| {
+        let now = now();
+        json!({"iss": issuer, "aud": "bench", "repository": repository, "ref": "refs/heads/main",
+               "sub": "repo:org/web:ref:refs/heads/main", "jti": format!("bench-{i}"),
+               "iat": now, "nbf": now, "exp": now + 600})
+    };
+    let dir = temp_dir("oidc");
+    let jwks =
+        json!({"keys": [keys.jwk(jwt::Signer::Rsa1), keys.jwk(jwt::Signer::Ec)]}).to_string();
+    std::fs::write(dir.join("jwks.json"), &jwks).unwrap();
+    let set = oidc::KeySet::parse(jwks.as_bytes()).unwrap();
+    const TOKENS: u64 = 2000;
+    for signer in [jwt::Signer::Rsa1, jwt::Signer::Ec] {
+        let tokens: Vec<String> = (0..TOKENS)
+            .map(|i| keys.token(signer, &claims("org/web", i)))
+            .collect();
+        let started = Instant::now();
+        for token in &tokens {
+            let presented = oidc::inspect(token).unwrap();
+            let key = set.get(&presented.kid).unwrap();
+            oidc::verify(&presented, key, now()).unwrap();
+        }
+        let each = started.elapsed() / TOKENS as u32;
+        table.add(
+            &format!(
+                "verifying one {} token in process (inspect, key by kid, signature, claims)",
+                signer.alg()
+            ),
+            format!("{:.1} µs", each.as_secs_f64() * 1e6),
+            "",
+            None,
+        );
+    }
+
+    let project = format!(
+        "{BENCH_PROJECT}\n[[projects.bench.oidc]]\nissuer = \"{issuer}\"\naudience = \"bench\"\njwks_file = \"jwks.json\"\nclaims = {{ repository = \"org/web\" }}\n"
+    );
+    let (gateway, _) = start_gateway(&dir, "auth_failure_limit = 1000000", &project).await;
+    let key = SigningKey::new(SECRET.as_bytes());
+    let body = "{\"container_name\": \"other-web\"}";
+    let signed: MakeRequest = Arc::new(move |_| signed_post("/pull", body, &key, Some("bench")));
+    let bearer = |signer: jwt::Signer| -> MakeRequest {
+        let token = keys.token(signer, &claims("org/other", 0));
+        Arc::new(move |_| {
+            format!(
+                "POST /pull HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Bearer {token}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+    };
+    let mut targets: Vec<(&str, MakeRequest, Load)> = vec![
+        ("HMAC signature", signed, Load::default()),
+        ("RS256 token", bearer(jwt::Signer::Rsa1), Load::default()),
+        ("ES256 token", bearer(jwt::Signer::Ec), Load::default()),
+    ];
+    for (_, make, _) in &targets {
+        load(
+            gateway.addr,
+            "127.0.0.1",
+            CONNECTIONS,
+            Duration::from_secs(1),
+            u64::MAX,
+            make.clone(),
+        )
+        .await;
+    }
+    for _ in 0..ROUNDS {
+        for (_, make, into) in &mut targets {
+            let round = load(
+                gateway.addr,
+                "127.0.0.1",
+                CONNECTIONS,
+                RUN / ROUNDS,
+                u64::MAX,
+                make.clone(),
+            )
+            .await;
+            into.absorb(round);
+        }
+    }
+    for (name, _, l) in &targets {
+        assert_eq!(
+            l.statuses.keys().copied().collect::<Vec<_>>(),
+            vec![403],
+            "{name}: {:?}",
+            l.statuses
+        );
+    }
+    let hmac_rate = targets[0].2.rate();
+    for (name, _, l) in &mut targets {
+        // The gateway has one core: a request's cost is the inverse of the rate.
+        let extra = 1e6 / l.rate() - 1e6 / hmac_rate;
+        let figure = format!(
+            "{:.0} req/s, p50 / p99 {:.2} / {:.2} ms",
+            l.rate(),
+            l.percentile(0.5),
+            l.percentile(0.99)
+        );
+        let figure = if *name == "HMAC signature" {
+            figure
+        } else {
+            format!(
+                "{figure}; {extra:.0} µs of the gateway's core per request more than a signature"
+            )
+        };
+        table.add(
+            &format!("requests refused after verifying a {name} (403), one core"),
+            figure,
+            "",
+            None,
+        );
+    }
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn median_p99(latencies: &mut [Duration]) -> (f64, f64) {
     latencies.sort();
     let at = |q: usize| latencies[latencies.len() * q / 100].as_secs_f64() * 1000.0;
@@ -1469,6 +1600,9 @@ fn main() -> ExitCode {
         }
         if wanted("rollback") {
             rollback(&mut table).await;
+        }
+        if wanted("oidc") {
+            oidc_cost(&mut table).await;
         }
     });
     if table.print() {

@@ -6,58 +6,17 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json, Query};
 use poem::{EndpointExt, Request, Route, get, handler};
-use ring::rand::SystemRandom;
-use ring::rsa::PublicKeyComponents;
-use ring::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
-};
 use serde_json::{Value, json};
+
+use super::jwt::Keys;
+pub use super::jwt::Signer;
 
 /// The bearer the fake GitHub Actions runtime expects.
 pub const RUNTIME_TOKEN: &str = "runtime-request-token";
-
-/// The issuer's signing keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signer {
-    Rsa1,
-    Rsa2,
-    Ec,
-}
-
-impl Signer {
-    pub fn kid(self) -> &'static str {
-        match self {
-            Signer::Rsa1 => "rsa-1",
-            Signer::Rsa2 => "rsa-2",
-            Signer::Ec => "ec-1",
-        }
-    }
-
-    pub fn alg(self) -> &'static str {
-        match self {
-            Signer::Ec => "ES256",
-            _ => "RS256",
-        }
-    }
-}
-
-fn pem_der(path: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-    STANDARD.decode(body).unwrap()
-}
-
-struct Keys {
-    rsa1: RsaKeyPair,
-    rsa2: RsaKeyPair,
-    ec: EcdsaKeyPair,
-}
 
 struct State {
     url: String,
@@ -67,47 +26,6 @@ struct State {
     keys: Keys,
     /// Claims the runtime endpoint puts into its tokens, beside the usual.
     runtime_claims: Mutex<Value>,
-}
-
-impl State {
-    fn jwk(&self, signer: Signer) -> Value {
-        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-        match signer {
-            Signer::Ec => {
-                let point = self.keys.ec.public_key().as_ref();
-                json!({"kty": "EC", "crv": "P-256", "kid": signer.kid(), "use": "sig", "alg": "ES256",
-                       "x": b64(&point[1..33]), "y": b64(&point[33..])})
-            }
-            rsa => {
-                let pair = if rsa == Signer::Rsa1 {
-                    &self.keys.rsa1
-                } else {
-                    &self.keys.rsa2
-                };
-                let parts = PublicKeyComponents::<Vec<u8>>::from(pair.public());
-                json!({"kty": "RSA", "kid": signer.kid(), "use": "sig", "alg": "RS256",
-                       "n": b64(&parts.n), "e": b64(&parts.e)})
-            }
-        }
-    }
-
-    fn sign(&self, signer: Signer, message: &[u8]) -> Vec<u8> {
-        let rng = SystemRandom::new();
-        match signer {
-            Signer::Ec => self.keys.ec.sign(&rng, message).unwrap().as_ref().to_vec(),
-            rsa => {
-                let pair = if rsa == Signer::Rsa1 {
-                    &self.keys.rsa1
-                } else {
-                    &self.keys.rsa2
-                };
-                let mut signature = vec![0; pair.public().modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
-                    .unwrap();
-                signature
-            }
-        }
-    }
 }
 
 #[handler]
@@ -133,7 +51,7 @@ fn jwks(state: Data<&Arc<State>>) -> poem::Result<Json<Value>> {
         .lock()
         .unwrap()
         .iter()
-        .map(|s| state.jwk(*s))
+        .map(|s| state.keys.jwk(*s))
         .collect();
     Ok(Json(json!({ "keys": keys })))
 }
@@ -163,7 +81,7 @@ fn github_token(
     for (k, v) in state.runtime_claims.lock().unwrap().as_object().unwrap() {
         claims[k] = v.clone();
     }
-    let token = token_with(&state, Signer::Rsa1, claims);
+    let token = state.keys.token(Signer::Rsa1, &claims);
     Ok(Json(json!({ "count": 1, "value": token })))
 }
 
@@ -189,21 +107,6 @@ fn claims_for(issuer: &str, audience: &str) -> Value {
     })
 }
 
-fn token_with(state: &State, signer: Signer, claims: Value) -> String {
-    let header = json!({"alg": signer.alg(), "kid": signer.kid(), "typ": "JWT"});
-    signed(state, signer, &header, &claims)
-}
-
-fn signed(state: &State, signer: Signer, header: &Value, claims: &Value) -> String {
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = state.sign(signer, message.as_bytes());
-    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
-
 /// The issuer; stops when dropped.
 pub struct TestIssuer {
     pub url: String,
@@ -215,15 +118,7 @@ pub struct TestIssuer {
 impl TestIssuer {
     /// Serves discovery and a JWKS publishing `published`.
     pub fn start(published: &[Signer]) -> Self {
-        let rng = SystemRandom::new();
-        let ec_pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let keys = Keys {
-            rsa1: RsaKeyPair::from_pkcs8(&pem_der("tests/fixtures/oidc/rsa-1.pem")).unwrap(),
-            rsa2: RsaKeyPair::from_pkcs8(&pem_der("tests/fixtures/oidc/rsa-2.pem")).unwrap(),
-            ec: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
-                .unwrap(),
-        };
+        let keys = Keys::load();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, port) = std::sync::mpsc::channel();
         let published = published.to_vec();
@@ -308,17 +203,17 @@ impl TestIssuer {
 
     /// `claims` signed by `signer`, with its `kid` and `alg`.
     pub fn token(&self, signer: Signer, claims: &Value) -> String {
-        token_with(&self.state, signer, claims.clone())
+        self.state.keys.token(signer, claims)
     }
 
     /// `claims` under any `header`, signed by `signer`'s key.
     pub fn token_with_header(&self, signer: Signer, header: &Value, claims: &Value) -> String {
-        signed(&self.state, signer, header, claims)
+        self.state.keys.sign(signer, header, claims)
     }
 
     /// The public key of `signer` as its JWK.
     pub fn jwk(&self, signer: Signer) -> Value {
-        self.state.jwk(signer)
+        self.state.keys.jwk(signer)
     }
 }
 

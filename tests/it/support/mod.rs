@@ -2,6 +2,7 @@
 
 pub mod fake_engine;
 pub mod issuer;
+pub mod jwt;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
