@@ -152,7 +152,9 @@ struct Discovery {
 
 /// The key sets of the issuers the policy names, fetched on demand.
 pub struct KeyCache {
-    http: reqwest::Client,
+    /// The client, or why none could be set up (no TLS roots, say); then
+    /// every fetch fails with that reason.
+    http: Result<reqwest::Client, String>,
     issuers: Mutex<HashMap<String, Arc<Issuer>>>,
     refresh: Duration,
     retry: Duration,
@@ -171,7 +173,7 @@ impl KeyCache {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("no HTTP client: {}", crate::error_chain(&e)));
         Self {
             http,
             issuers: Mutex::new(HashMap::new()),
@@ -277,8 +279,8 @@ impl KeyCache {
     /// The body of a 200 answer to GET `url`, at most
     /// [`MAX_DOCUMENT_BYTES`].
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut response = self
-            .http
+        let http = self.http.as_ref().map_err(Clone::clone)?;
+        let mut response = http
             .get(url)
             .header("Accept", "application/json")
             .send()
