@@ -30,7 +30,7 @@ const SCHEME_DESCRIPTION: &str = "HMAC-SHA256 request signing. `X-Signature` is 
 /// The name of the other scheme: a CI's OpenID Connect token.
 const TOKEN_SCHEME: &str = "oidc";
 
-const TOKEN_SCHEME_DESCRIPTION: &str = "An OpenID Connect ID token from CI (GitHub Actions, GitLab CI, or another issuer a project's `oidc` rules name), as `Authorization: Bearer <JWT>` in place of `X-Timestamp` and `X-Signature`. RS256 or ES256, with `iss`, `aud`, `exp`, `iat` and `jti`; at most 8192 bytes. On `POST` a token is single-use: the same token again gets the first request's job. `X-Project` is optional on `POST`, required on `GET`.";
+const TOKEN_SCHEME_DESCRIPTION: &str = "An OpenID Connect ID token from CI (GitHub Actions, GitLab CI, or another issuer a project's `oidc` rules name), as `Authorization: Bearer <JWT>` in place of `X-Timestamp` and `X-Signature` (a request with `X-Signature` is judged by its signature). RS256 or ES256, with `iss`, `aud`, `exp`, `iat` and `jti`; at most 8192 bytes. On `POST` a token is single-use: the same token again gets the first request's job. `X-Project` is optional on `POST`, required on `GET`.";
 
 /// Both schemes; an operation takes either.
 const SCHEMES: [&str; 2] = [SCHEME, TOKEN_SCHEME];

@@ -62,6 +62,19 @@ pub struct SignedHeaders<'a> {
     pub bearer: Option<&'a str>,
 }
 
+impl<'a> SignedHeaders<'a> {
+    /// The CI token that authenticates the request: the bearer token of a
+    /// request without `X-Signature`. A signed request is judged by its
+    /// signature alone, whatever `Authorization` a proxy or client adds,
+    /// so every signing pipeline works as it did.
+    pub fn token(&self) -> Option<&'a str> {
+        match self.signature {
+            Some(_) => None,
+            None => self.bearer,
+        }
+    }
+}
+
 /// A deploy request, as the HTTP layer hands it over.
 pub struct DeployCall<'a> {
     pub action: Action,
@@ -445,7 +458,7 @@ impl Gateway {
             wanted,
             mark,
             valid,
-        } = match call.headers.bearer {
+        } = match call.headers.token() {
             Some(token) => {
                 self.admit_token(policy, call, token, &mut seen.token_subject, read_body)
                     .await?

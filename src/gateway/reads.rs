@@ -24,7 +24,7 @@ impl Gateway {
     ) -> Result<String, Refusal> {
         self.check_throttle(policy, call.client)?;
         let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
-        if let Some(token) = call.headers.bearer {
+        if let Some(token) = call.headers.token() {
             let token = self.verify_token(policy, call.client, token).await?;
             let name = call
                 .headers

@@ -98,6 +98,30 @@ fn check_reports_every_error_with_its_line_and_exits_1() {
 }
 
 #[test]
+fn check_prints_the_oidc_rules_and_warns_about_an_open_github_rule() {
+    let dir = TempDir::new("check-oidc");
+    let policy = dir.path().join("delivery.toml");
+    std::fs::write(
+        &policy,
+        "[projects.web]\ncontainers = [\"web-*\"]\nactions = [\"pull\"]\n\n[[projects.web.oidc]]\nissuer = \"https://token.actions.githubusercontent.com\"\naudience = \"https://deploy.example.com\"\nclaims = { ref = \"refs/heads/main\" }\n",
+    )
+    .unwrap();
+    let origin = policy.display().to_string();
+    let out = cli(&["check", "--config", &origin], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("oidc: issuer https://token.actions.githubusercontent.com, audience https://deploy.example.com, ref = refs/heads/main, at most 600 s old"),
+        "{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("warning: {origin}:6: [[projects.web.oidc]] names neither `repository` nor `repository_owner_id`")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn openapi_prints_the_document() {
     let out = cli(&["openapi"], &[]);
     assert_eq!(out.status.code(), Some(0));
