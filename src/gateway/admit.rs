@@ -219,7 +219,7 @@ impl Gateway {
         token: &str,
     ) -> Result<Verified, Refusal> {
         let failed = |rule: TokenRule| {
-            self.token_failed(policy, client);
+            self.failed_attempt(policy, client, "invalid_token");
             invalid_token(rule)
         };
         let presented = oidc::inspect(token).map_err(failed)?;
@@ -278,7 +278,7 @@ impl Gateway {
             Some(Mismatch::TooOld) => TokenRule::TooOld,
             None | Some(Mismatch::Issuer | Mismatch::Claims) => return Err(token_not_allowed()),
         };
-        self.token_failed(policy, client);
+        self.failed_attempt(policy, client, "invalid_token");
         Err(invalid_token(rule))
     }
 
@@ -297,7 +297,7 @@ impl Gateway {
             } => auth::check_window(timestamp, now, tolerance)
                 .map_err(|e| self.auth_failed(policy, client, e)),
             Validity::Token { expires_at } if now > expires_at => {
-                self.token_failed(policy, client);
+                self.failed_attempt(policy, client, "invalid_token");
                 Err(invalid_token(TokenRule::Expired))
             }
             Validity::Token { .. } => Ok(()),

@@ -9,12 +9,18 @@
 //! 4. candidate keys: `X-Project`'s keys, or, without it, the keys of the
 //!    projects whose patterns allow the named container (the body is parsed
 //!    for the name only; nothing else in it is used before the MAC checks);
-//! 5. the MAC, over the raw bytes, constant time (unauthenticated);
+//! 5. the MAC, over the raw bytes, constant time (unauthenticated).
+//!    A request with a CI token instead (`Authorization: Bearer`, no
+//!    `X-Signature`) has the token verified in steps 2 to 5 (size,
+//!    algorithm, issuer, key, signature, times, `jti`: unauthenticated),
+//!    and the candidate project whose `oidc` rules admit it (audience and
+//!    age: unauthenticated; claims: forbidden) is the one it acts for;
 //! 6. the body, strictly, a pin's form included, and no pin on `/build`
 //!    (invalid); the policy: action, container (forbidden); a place to
 //!    wait, with `wait` (rate-limited);
-//! 7. replay: the window again with the admitting clock reading; the same
-//!    signed request again gets the first one's job; the project's bound;
+//! 7. replay: the window (or the token's expiry) again with the admitting
+//!    clock reading; the same signed request or token again gets the
+//!    first one's job; the project's bound;
 //! 8. the engine: the container by exact name (not found, undeployable,
 //!    unavailable); its compose project and files (the gateway's own pin
 //!    overrides left out) against the project's globs, and a pin's
@@ -400,23 +406,19 @@ impl Gateway {
     }
 
     fn auth_failed(&self, policy: &Policy, client: IpAddr, e: AuthError) -> Refusal {
-        self.throttle.record_failure(
-            client,
-            Instant::now(),
-            Duration::from_secs(policy.server.auth_failure_window_secs),
-        );
-        self.metrics.auth_failure(e.code());
+        self.failed_attempt(policy, client, e.code());
         e.into()
     }
 
-    /// A token that failed verification counts as a failed authentication.
-    fn token_failed(&self, policy: &Policy, client: IpAddr) {
+    /// A failed authentication, by signature or token (`code`): counted
+    /// against the client's address and in the metrics.
+    fn failed_attempt(&self, policy: &Policy, client: IpAddr, code: &'static str) {
         self.throttle.record_failure(
             client,
             Instant::now(),
             Duration::from_secs(policy.server.auth_failure_window_secs),
         );
-        self.metrics.auth_failure("invalid_token");
+        self.metrics.auth_failure(code);
     }
 
     /// Handles a deploy request. `read_body(limit)` reads the raw body,
