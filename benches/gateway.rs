@@ -297,6 +297,37 @@ async fn load(
     all
 }
 
+/// Warms each target, then alternates short rounds among them, so that
+/// whatever else the machine does falls on all alike; each target's load
+/// goes into its `Load`.
+async fn alternate(targets: &mut [(&str, SocketAddr, MakeRequest, Load)]) {
+    for (_, addr, make, _) in targets.iter() {
+        load(
+            *addr,
+            "127.0.0.1",
+            CONNECTIONS,
+            Duration::from_secs(1),
+            u64::MAX,
+            make.clone(),
+        )
+        .await;
+    }
+    for _ in 0..ROUNDS {
+        for (_, addr, make, into) in targets.iter_mut() {
+            let round = load(
+                *addr,
+                "127.0.0.1",
+                CONNECTIONS,
+                RUN / ROUNDS,
+                u64::MAX,
+                make.clone(),
+            )
+            .await;
+            into.absorb(round);
+        }
+    }
+}
+
 // ------------------------------------------------------- the ceiling server
 
 /// adnanh/webhook on a free port, with one hook `pull` whose rule is a
@@ -639,33 +670,7 @@ async fn rejected(table: &mut Table) -> u32 {
             Load::default(),
         ));
     }
-    // Warm each, then alternate short rounds, so that whatever else the
-    // machine does falls on all alike.
-    for (_, addr, make, _) in &targets {
-        load(
-            *addr,
-            "127.0.0.1",
-            CONNECTIONS,
-            Duration::from_secs(1),
-            u64::MAX,
-            make.clone(),
-        )
-        .await;
-    }
-    for _ in 0..ROUNDS {
-        for (_, addr, make, into) in &mut targets {
-            let round = load(
-                *addr,
-                "127.0.0.1",
-                CONNECTIONS,
-                RUN / ROUNDS,
-                u64::MAX,
-                make.clone(),
-            )
-            .await;
-            into.absorb(round);
-        }
-    }
+    alternate(&mut targets).await;
     let mut by_name: HashMap<&str, Load> = targets
         .into_iter()
         .map(|(name, _, _, l)| (name, l))
@@ -1450,37 +1455,24 @@ async fn oidc_cost(table: &mut Table) {
             .into_bytes()
         })
     };
-    let mut targets: Vec<(&str, MakeRequest, Load)> = vec![
-        ("HMAC signature", signed, Load::default()),
-        ("RS256 token", bearer(jwt::Signer::Rsa1), Load::default()),
-        ("ES256 token", bearer(jwt::Signer::Ec), Load::default()),
+    let addr = gateway.addr;
+    let mut targets: Vec<(&str, SocketAddr, MakeRequest, Load)> = vec![
+        ("HMAC signature", addr, signed, Load::default()),
+        (
+            "RS256 token",
+            addr,
+            bearer(jwt::Signer::Rsa1),
+            Load::default(),
+        ),
+        (
+            "ES256 token",
+            addr,
+            bearer(jwt::Signer::Ec),
+            Load::default(),
+        ),
     ];
-    for (_, make, _) in &targets {
-        load(
-            gateway.addr,
-            "127.0.0.1",
-            CONNECTIONS,
-            Duration::from_secs(1),
-            u64::MAX,
-            make.clone(),
-        )
-        .await;
-    }
-    for _ in 0..ROUNDS {
-        for (_, make, into) in &mut targets {
-            let round = load(
-                gateway.addr,
-                "127.0.0.1",
-                CONNECTIONS,
-                RUN / ROUNDS,
-                u64::MAX,
-                make.clone(),
-            )
-            .await;
-            into.absorb(round);
-        }
-    }
-    for (name, _, l) in &targets {
+    alternate(&mut targets).await;
+    for (name, _, _, l) in &targets {
         assert_eq!(
             l.statuses.keys().copied().collect::<Vec<_>>(),
             vec![403],
@@ -1488,8 +1480,8 @@ async fn oidc_cost(table: &mut Table) {
             l.statuses
         );
     }
-    let hmac_rate = targets[0].2.rate();
-    for (name, _, l) in &mut targets {
+    let hmac_rate = targets[0].3.rate();
+    for (name, _, _, l) in &mut targets {
         // The gateway has one core: a request's cost is the inverse of the rate.
         let extra = 1e6 / l.rate() - 1e6 / hmac_rate;
         let figure = format!(

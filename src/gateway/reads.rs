@@ -24,14 +24,17 @@ impl Gateway {
     ) -> Result<String, Refusal> {
         self.check_throttle(policy, call.client)?;
         let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
-        if let Some(token) = call.headers.token() {
-            let token = self.verify_token(policy, call.client, token).await?;
+        let named = || {
             let name = call
                 .headers
                 .project
                 .ok_or(AuthError::MissingProject)
                 .map_err(fail)?;
-            let project = named_project(policy, name).map_err(fail)?;
+            Ok::<_, Refusal>((name, named_project(policy, name).map_err(fail)?))
+        };
+        if let Some(token) = call.headers.token() {
+            let token = self.verify_token(policy, call.client, token).await?;
+            let (name, project) = named()?;
             let candidates: Vec<&Project> = project.into_iter().collect();
             self.token_project(policy, call.client, &candidates, &token)?;
             return Ok(name.to_owned());
@@ -44,12 +47,7 @@ impl Gateway {
         )
         .map_err(fail)?;
         let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
-        let name = call
-            .headers
-            .project
-            .ok_or(AuthError::MissingProject)
-            .map_err(fail)?;
-        let project = named_project(policy, name).map_err(fail)?;
+        let (name, project) = named()?;
         let keys = project.map(Project::keys).unwrap_or_default();
         match auth::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
             Some(_) => Ok(name.to_owned()),

@@ -270,6 +270,39 @@ impl Fixture {
         run("docker", &["image", "inspect", "--format", "{{.Id}}", tag])
     }
 
+    /// `<id>/web:latest` in the registry, holding an image that serves
+    /// "v1"; returns that reference, for [`Self::push_version`] and
+    /// [`Self::up_web`].
+    pub fn web_v1_published(&self) -> String {
+        let repo = format!("{}/web:latest", self.id);
+        self.push_version(&repo, "v1");
+        repo
+    }
+
+    /// `repo` now holds a new image serving `version`; returns its id.
+    pub fn push_version(&self, repo: &str, version: &str) -> String {
+        let local = format!("{}/web:{version}", self.id);
+        let id = self.image(&local, version);
+        self.publish(&local, repo);
+        id
+    }
+
+    /// Brings up one compose service `web` from `repo` in `app/`, as the
+    /// container `<id>-web`, and returns that name.
+    pub fn up_web(&self, repo: &str) -> String {
+        let container = format!("{}-web", self.id);
+        self.compose_up(
+            &self.id,
+            &self.dir.path().join("app"),
+            &[(
+                "compose.yml",
+                compose(&[service("web", &self.remote(repo), &container, &self.id, "")]),
+            )],
+            &[],
+        );
+        container
+    }
+
     /// Pushes `local` to the registry as `repo:tag`, then drops the local
     /// registry tag so that only a real pull can bring it back.
     pub fn publish(&self, local: &str, remote: &str) {

@@ -33,22 +33,9 @@ async fn e2e_ci_tokens_deploy_without_a_secret_and_only_once() {
     }
     let issuer = TestIssuer::start(&[Signer::Rsa1]);
     let f = Fixture::with_registry();
-    let repo = format!("{}/web:latest", f.id);
-    f.image(&format!("{}/web:v1", f.id), "v1");
-    f.publish(&format!("{}/web:v1", f.id), &repo);
-    let container = format!("{}-web", f.id);
-    let dir = f.dir.path().join("app");
-    f.compose_up(
-        &f.id,
-        &dir,
-        &[(
-            "compose.yml",
-            compose(&[service("web", &f.remote(&repo), &container, &f.id, "")]),
-        )],
-        &[],
-    );
-    let v2 = f.image(&format!("{}/web:v2", f.id), "v2");
-    f.publish(&format!("{}/web:v2", f.id), &repo);
+    let repo = f.web_v1_published();
+    let container = f.up_web(&repo);
+    let v2 = f.push_version(&repo, "v2");
 
     // A project with no secret at all: only tokens of org/web on main.
     let keyless = format!(

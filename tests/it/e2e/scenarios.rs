@@ -27,24 +27,11 @@ async fn e2e_pull_deploys_the_new_image_signed_as_the_seed_does() {
         return;
     }
     let f = Fixture::with_registry();
-    let repo = format!("{}/web:latest", f.id);
-    f.image(&format!("{}/web:v1", f.id), "v1");
-    f.publish(&format!("{}/web:v1", f.id), &repo);
-    let container = format!("{}-web", f.id);
-    let dir = f.dir.path().join("app");
-    f.compose_up(
-        &f.id,
-        &dir,
-        &[(
-            "compose.yml",
-            compose(&[service("web", &f.remote(&repo), &container, &f.id, "")]),
-        )],
-        &[],
-    );
+    let repo = f.web_v1_published();
+    let container = f.up_web(&repo);
     let before = f.container(&container);
     assert_eq!(f.content(&container), "v1");
-    let v2 = f.image(&format!("{}/web:v2", f.id), "v2");
-    f.publish(&format!("{}/web:v2", f.id), &repo);
+    let v2 = f.push_version(&repo, "v2");
 
     let gateway = GatewayProcess::start(&f, "");
     // The seed README's pipeline, byte for byte: bash, openssl, curl.
