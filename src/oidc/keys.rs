@@ -152,33 +152,18 @@ struct Discovery {
 
 /// The key sets of the issuers the policy names, fetched on demand.
 pub struct KeyCache {
-    /// The client, or why none could be set up (no TLS roots, say); then
-    /// every fetch fails with that reason.
-    http: Result<reqwest::Client, String>,
+    /// The client, set up on the first fetch (loading the system's TLS
+    /// roots costs memory a gateway without issuers need not spend), or why
+    /// none could be (no TLS roots, say); then every fetch fails with that.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     issuers: Mutex<HashMap<String, Arc<Issuer>>>,
-    refresh: Duration,
-    retry: Duration,
 }
 
 impl KeyCache {
     pub fn new() -> Self {
-        Self::with_intervals(REFRESH_INTERVAL, RETRY_INTERVAL)
-    }
-
-    /// A cache with other intervals than the gateway's, for tests.
-    pub fn with_intervals(refresh: Duration, retry: Duration) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("no HTTP client: {}", crate::error_chain(&e)));
         Self {
-            http,
+            http: std::sync::OnceLock::new(),
             issuers: Mutex::new(HashMap::new()),
-            refresh,
-            retry,
         }
     }
 
@@ -205,9 +190,9 @@ impl KeyCache {
             return Ok(set);
         }
         let interval = if current.is_some() {
-            self.refresh
+            REFRESH_INTERVAL
         } else {
-            self.retry
+            RETRY_INTERVAL
         };
         let due = fetched.is_none_or(|at| at.elapsed() >= interval);
         if due {
@@ -279,7 +264,19 @@ impl KeyCache {
     /// The body of a 200 answer to GET `url`, at most
     /// [`MAX_DOCUMENT_BYTES`].
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let http = self.http.as_ref().map_err(Clone::clone)?;
+        let http = self
+            .http
+            .get_or_init(|| {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+                    .timeout(FETCH_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("no HTTP client: {}", crate::error_chain(&e)))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
         let mut response = http
             .get(url)
             .header("Accept", "application/json")
