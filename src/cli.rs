@@ -103,10 +103,11 @@ pub enum Command {
         secret_env: String,
         /// Inside GitHub Actions (`permissions: id-token: write`): authenticate
         /// with an OpenID Connect token for this audience instead of a secret.
-        #[arg(long, value_name = "AUDIENCE", conflicts_with = "token_env")]
+        #[arg(long, value_name = "AUDIENCE")]
         oidc: Option<String>,
         /// Authenticate with the OpenID Connect token in this environment
-        /// variable (GitLab CI's `id_tokens`) instead of a secret.
+        /// variable (GitLab CI's `id_tokens`, whose `aud` sets the audience)
+        /// instead of a secret; it wins over `--oidc`'s request.
         #[arg(long, value_name = "NAME")]
         token_env: Option<String>,
         /// Follow the job for up to this many seconds; exit 1 unless it succeeds.
@@ -255,8 +256,8 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             output,
         } => {
             let token = match (oidc, token_env) {
-                (Some(audience), _) => Some(TokenSource::GitHubActions { audience }),
-                (None, Some(name)) => Some(TokenSource::Env(name)),
+                (_, Some(name)) => Some(TokenSource::Env(name)),
+                (Some(audience), None) => Some(TokenSource::GitHubActions { audience }),
                 (None, None) => None,
             };
             let target = match (container, service) {

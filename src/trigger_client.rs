@@ -123,8 +123,9 @@ pub struct Trigger {
 pub enum Credential {
     /// A project secret: every request is signed.
     Secret(SigningKey),
-    /// A CI's OpenID Connect token, sent as `Authorization: Bearer`.
-    Token(String),
+    /// A CI's OpenID Connect token, sent as `Authorization: Bearer`, and
+    /// where it came from.
+    Token(String, TokenSource),
 }
 
 /// Where `trigger` gets a CI token.
@@ -232,7 +233,7 @@ impl Session {
                     .header("X-Timestamp", timestamp)
                     .header("X-Signature", signature)
             }
-            Credential::Token(token) => request.bearer_auth(token),
+            Credential::Token(token, _) => request.bearer_auth(token),
         };
         match &self.project {
             Some(project) => request.header("X-Project", project),
@@ -357,7 +358,9 @@ pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
         None => secret_from_env(secret_env)
             .map(Credential::Secret)
             .map_err(|e| e.to_string()),
-        Some(source) => fetch_token(&http, source).await.map(Credential::Token),
+        Some(source) => fetch_token(&http, source)
+            .await
+            .map(|token| Credential::Token(token, source.clone())),
     };
     let credential = match credential {
         Ok(credential) => credential,
@@ -440,6 +443,8 @@ async fn run_trigger(
     let mut job = job;
     let mut last_state = state_of(&job).to_owned();
     let mut unreachable_since: Option<String> = None;
+    // A GitHub token was renewed since the last answer.
+    let mut renewed = false;
     while !is_final(&last_state) {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs();
         if left == 0 {
@@ -452,7 +457,32 @@ async fn run_trigger(
         match s.get_job(&id, left.min(FOLLOW_STEP_SECS)).await {
             Ok((200, next)) => {
                 unreachable_since = None;
+                renewed = false;
                 job = next;
+            }
+            Ok((401, body)) if matches!(s.credential, Credential::Token(..)) => {
+                // A token outlives its use for reads after the rule's
+                // max_token_age_secs; the runner gives a fresh one, a
+                // variable's cannot be renewed.
+                match &s.credential {
+                    Credential::Token(_, source @ TokenSource::GitHubActions { .. })
+                        if !renewed =>
+                    {
+                        let source = source.clone();
+                        let token = fetch_token(&s.http, &source).await.map_err(Refused)?;
+                        s.credential = Credential::Token(token, source);
+                        renewed = true;
+                        continue;
+                    }
+                    _ => {
+                        s.say(&format!(
+                            "{}; the job is {last_state}; follow it at {}/jobs/{id}",
+                            refusal_line(401, &body),
+                            s.base
+                        ));
+                        return Ok((EXIT_JOB_FAILED, job));
+                    }
+                }
             }
             Ok((status, body)) => return Err(Refused(refusal_line(status, &body))),
             Err(Refused(line)) => {

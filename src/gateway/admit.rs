@@ -254,8 +254,8 @@ impl Gateway {
 
     /// The first candidate with a rule that admits `token`. When none
     /// does, the refusal names how far the closest rule got: a wrong
-    /// audience or age is the token's fault (401); a token that is right
-    /// for its issuer but whose claims no rule allows is 403.
+    /// audience, or an age past the rule its claims match, is the token's
+    /// fault (401); a token whose claims no rule allows is 403.
     pub(super) fn token_project<'p>(
         &self,
         policy: &Policy,
@@ -276,7 +276,9 @@ impl Gateway {
         let rule = match closest {
             Some(Mismatch::Audience) => TokenRule::Audience,
             Some(Mismatch::TooOld) => TokenRule::TooOld,
-            None | Some(Mismatch::Issuer | Mismatch::Claims) => return Err(token_not_allowed()),
+            None | Some(Mismatch::Issuer | Mismatch::Claims) => {
+                return Err(token_not_allowed());
+            }
         };
         self.failed_attempt(policy, client, "invalid_token");
         Err(invalid_token(rule))

@@ -51,13 +51,15 @@ pub struct OidcRule {
     pub max_token_age_secs: u64,
 }
 
-/// Why a verified token does not match a rule, in the order checked.
+/// Why a verified token does not match a rule, in the order checked: a
+/// later one means the token came closer to the rule. A token too old for
+/// the rule its claims match is told so, rather than that no rule is its.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mismatch {
     Issuer,
     Audience,
-    TooOld,
     Claims,
+    TooOld,
 }
 
 impl OidcRule {
@@ -69,19 +71,18 @@ impl OidcRule {
         if !token.audiences.contains(&self.audience) {
             return Err(Mismatch::Audience);
         }
-        if now.saturating_sub(token.issued_at) > self.max_token_age_secs {
-            return Err(Mismatch::TooOld);
-        }
         let matches = |claim: &ClaimPattern| {
             token
                 .claim_text(&claim.name)
                 .is_some_and(|value| claim.set.is_match(value.as_ref()))
         };
-        if self.claims.iter().all(matches) {
-            Ok(())
-        } else {
-            Err(Mismatch::Claims)
+        if !self.claims.iter().all(matches) {
+            return Err(Mismatch::Claims);
         }
+        if now.saturating_sub(token.issued_at) > self.max_token_age_secs {
+            return Err(Mismatch::TooOld);
+        }
+        Ok(())
     }
 
     /// Why a rule of a multi-tenant issuer accepts too much: every
@@ -178,16 +179,15 @@ mod tests {
     }
 
     #[test]
-    fn audience_and_age_come_before_claims() {
+    fn audience_then_claims_then_age() {
         let r = rule(&[("repository", &["org/*"])]);
+        let ours = json!({"repository": "org/web"});
+        assert_eq!(r.admits(&token(ours.clone(), 1000), 1600), Ok(()));
+        assert_eq!(r.admits(&token(ours, 1000), 1601), Err(Mismatch::TooOld));
         let claims = json!({"repository": "other/web"});
         assert_eq!(
-            r.admits(&token(claims.clone(), 1000), 1600),
-            Err(Mismatch::Claims)
-        );
-        assert_eq!(
             r.admits(&token(claims.clone(), 1000), 1601),
-            Err(Mismatch::TooOld)
+            Err(Mismatch::Claims)
         );
         let mut elsewhere = token(claims, 1000);
         elsewhere.audiences = vec!["https://other.example".into()];

@@ -37,12 +37,15 @@ async fn e2e_ci_tokens_deploy_without_a_secret_and_only_once() {
     let container = f.up_web(&repo);
     let v2 = f.push_version(&repo, "v2");
 
-    // A project with no secret at all: only tokens of org/web on main.
+    // A project with no secret at all: only tokens of org/web on main, or
+    // on `slow`, whose tokens are good for two seconds.
     let keyless = format!(
-        "\n[projects.keyless]\ncontainers = [\"{container}\"]\nactions = [\"pull\"]\n\n[[projects.keyless.oidc]]\nissuer = \"{}\"\naudience = \"{AUD}\"\nclaims = {{ repository = \"org/web\", ref = \"refs/heads/main\" }}\n",
-        issuer.url
+        "\n[projects.keyless]\ncontainers = [\"{container}\"]\nactions = [\"pull\"]\n\n[[projects.keyless.oidc]]\nissuer = \"{url}\"\naudience = \"{AUD}\"\nclaims = {{ repository = \"org/web\", ref = \"refs/heads/main\" }}\n\n[[projects.keyless.oidc]]\nissuer = \"{url}\"\naudience = \"{AUD}\"\nclaims = {{ repository = \"org/web\", ref = \"refs/heads/slow\" }}\nmax_token_age_secs = 2\n",
+        url = issuer.url
     );
-    let gateway = GatewayProcess::start_with(&f, "", "", &keyless);
+    // Every deploy that recreates the container takes over four seconds.
+    let docker = "stable_secs = 4";
+    let gateway = GatewayProcess::start_with(&f, "", docker, &keyless);
 
     // As a GitHub Actions job with `permissions: id-token: write`.
     let runtime_url = issuer.runtime_url();
@@ -83,6 +86,25 @@ async fn e2e_ci_tokens_deploy_without_a_secret_and_only_once() {
         progress.contains("refused (403 token_not_allowed)"),
         "{progress}"
     );
+    // A job that outlasts its token: trigger asks the runner for a fresh one
+    // to follow it.
+    let v3 = f.push_version(&repo, "v3");
+    issuer.set_runtime_claims(json!({"ref": "refs/heads/slow"}));
+    let given = issuer.runtime_tokens();
+    let (code, job, progress) = trigger_keyless(
+        &gateway.url,
+        &["--container", &container, "--oidc", AUD],
+        &github,
+    );
+    assert_eq!(code, 0, "{progress}");
+    assert_eq!(job["state"], "succeeded");
+    assert!(
+        issuer.runtime_tokens() - given >= 2,
+        "a token was renewed: {progress}"
+    );
+    assert_eq!(f.container(&container)["Image"].as_str(), Some(v3.as_str()));
+    let deployed = f.container(&container);
+
     // Outside GitHub Actions, --oidc says what is missing.
     let (code, _, progress) = trigger_keyless(
         &gateway.url,
@@ -113,7 +135,7 @@ async fn e2e_ci_tokens_deploy_without_a_secret_and_only_once() {
 
     // And after a restart, still the first job.
     drop(gateway);
-    let gateway = GatewayProcess::start_with(&f, "", "", &keyless);
+    let gateway = GatewayProcess::start_with(&f, "", docker, &keyless);
     let (code, after, progress) = trigger_keyless(&gateway.url, &args, &gitlab);
     assert_eq!(code, 0, "{progress}");
     assert_eq!(

@@ -23,6 +23,7 @@ struct State {
     published: Mutex<Vec<Signer>>,
     up: AtomicBool,
     jwks_fetches: AtomicUsize,
+    runtime_tokens: AtomicUsize,
     keys: Keys,
     /// Claims the runtime endpoint puts into its tokens, beside the usual.
     runtime_claims: Mutex<Value>,
@@ -82,6 +83,7 @@ fn github_token(
         claims[k] = v.clone();
     }
     let token = state.keys.token(Signer::Rsa1, &claims);
+    state.runtime_tokens.fetch_add(1, Ordering::SeqCst);
     Ok(Json(json!({ "count": 1, "value": token })))
 }
 
@@ -140,6 +142,7 @@ impl TestIssuer {
                     published: Mutex::new(published),
                     up: AtomicBool::new(true),
                     jwks_fetches: AtomicUsize::new(0),
+                    runtime_tokens: AtomicUsize::new(0),
                     keys,
                     runtime_claims: Mutex::new(json!({})),
                 });
@@ -184,6 +187,11 @@ impl TestIssuer {
     /// How many times the JWKS was served.
     pub fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How many tokens the runtime endpoint gave out.
+    pub fn runtime_tokens(&self) -> usize {
+        self.state.runtime_tokens.load(Ordering::SeqCst)
     }
 
     /// Claims the runtime token endpoint sets, over the usual ones.
