@@ -160,6 +160,9 @@ mod tests {
         let mut tag = base.clone();
         tag["ref"] = json!("refs/tags/v1.2");
         assert_eq!(ok(tag), Ok(()));
+        let mut text = base.clone();
+        (text["run_attempt"], text["fork"]) = (json!("1"), json!("false"));
+        assert_eq!(ok(text), Ok(()), "a number or boolean compares as its text");
         for (name, value) in [
             ("repository", json!("org/web2")),
             ("repository", json!("org/web/x")),
