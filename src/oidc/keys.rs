@@ -194,10 +194,8 @@ impl KeyCache {
         } else {
             RETRY_INTERVAL
         };
-        let due = fetched.is_none_or(|at| at.elapsed() >= interval);
-        if due {
-            *fetched = Some(Instant::now());
-            self.refresh(issuer, &state).await;
+        if fetched.is_none_or(|at| at.elapsed() >= interval) {
+            self.refresh(issuer, &state, &mut fetched).await;
         }
         match state.current() {
             Some(set) if set.get(kid).is_some() => Ok(set),
@@ -217,12 +215,14 @@ impl KeyCache {
         let state = self.issuer(issuer);
         let mut fetched = state.fetched.lock().await;
         if state.current().is_none() {
-            *fetched = Some(Instant::now());
-            self.refresh(issuer, &state).await;
+            self.refresh(issuer, &state, &mut fetched).await;
         }
     }
 
-    async fn refresh(&self, issuer: &str, state: &Issuer) {
+    /// Fetches `issuer`'s set, noting when in `fetched`, and keeps it if
+    /// it is good.
+    async fn refresh(&self, issuer: &str, state: &Issuer, fetched: &mut Option<Instant>) {
+        *fetched = Some(Instant::now());
         match self.fetch(issuer).await {
             Ok(set) => {
                 tracing::info!(issuer, keys = set.len(), "fetched the issuer's key set");
