@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use toml::Spanned;
@@ -166,10 +166,6 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
     if !errors.is_empty() {
         return Err(PolicyErrors { origin, errors });
     }
-    let key_sources = key_sources
-        .into_iter()
-        .map(|(issuer, (_, source))| (issuer, source))
-        .collect();
     let policy = Policy::compile(
         Origin::File(path.to_owned()),
         server,
@@ -267,8 +263,8 @@ struct Reader<'t> {
     docker: DockerSettings,
     /// Secret bytes to the project that first used them.
     seen_secrets: HashMap<Vec<u8>, String>,
-    /// Each issuer an `oidc` rule names, with its `jwks_file` if any.
-    key_sources: HashMap<String, (Option<PathBuf>, KeySource)>,
+    /// Each issuer an `oidc` rule names, and where its keys come from.
+    key_sources: HashMap<String, KeySource>,
 }
 
 impl<'t> Reader<'t> {
@@ -741,14 +737,14 @@ impl<'t> Reader<'t> {
         }
         let issuer = issuer?;
         let source = match jwks_file {
-            None => (None, KeySource::Discovery),
+            None => KeySource::Discovery,
             Some((path, span)) => {
                 let set = match self.env.read_file(&path) {
                     Ok(bytes) => crate::oidc::KeySet::parse(&bytes),
                     Err(e) => Err(format!("cannot read it: {e}")),
                 };
                 match set {
-                    Ok(set) => (Some(path.clone()), KeySource::File(path, Arc::new(set))),
+                    Ok(set) => KeySource::File(path, Arc::new(set)),
                     Err(e) => {
                         self.error(span, format!("jwks_file {}: {e}", path.display()));
                         return None;
@@ -757,7 +753,7 @@ impl<'t> Reader<'t> {
             }
         };
         match self.key_sources.get(&issuer) {
-            Some((file, _)) if *file != source.0 => {
+            Some(known) if known.file() != source.file() => {
                 self.error(
                     issuer_span,
                     format!("the issuer {issuer} is given different jwks_file settings; every rule naming it must give the same"),

@@ -23,6 +23,16 @@ pub enum KeySource {
     File(PathBuf, Arc<KeySet>),
 }
 
+impl KeySource {
+    /// The `jwks_file`, for a source that is one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            KeySource::Discovery => None,
+            KeySource::File(path, _) => Some(path),
+        }
+    }
+}
+
 /// One claim a token must carry: any of the globs.
 #[derive(Debug, Clone)]
 pub struct ClaimPattern {
