@@ -38,6 +38,7 @@ pub const LABEL_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
 pub const LABEL_CONFIG_FILES: &str = "com.docker.compose.project.config_files";
 pub const LABEL_ENV_FILE: &str = "com.docker.compose.project.environment_file";
 pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
+pub const LABEL_VERSION: &str = "com.docker.compose.version";
 
 /// The env file compose reads from the project directory when none is named.
 const IMPLICIT_ENV_FILE: &str = ".env";
@@ -262,7 +263,7 @@ fn real_path(label: &'static str, path: &Path) -> Result<PathBuf, TargetError> {
     })
 }
 
-/// The labels this module reads: what must come from compose, not an image.
+/// The labels this module reads.
 const READ_LABELS: [&str; 5] = [
     LABEL_PROJECT,
     LABEL_SERVICE,
@@ -271,18 +272,44 @@ const READ_LABELS: [&str; 5] = [
     LABEL_ENV_FILE,
 ];
 
+/// The labels that both compose tools write on every container they create:
+/// v1 1.29 (`Service.labels` and `execution_context_labels`: project,
+/// service, one-off, version, working directory) and v2 (`ToProject`'s
+/// `CustomLabels`: the same five and the config files). The engine lays a
+/// container's own labels over its image's, so on a compose-made container
+/// these values are compose's whatever the image carries; v2 labels the
+/// images it builds with project, service and version, so these must not
+/// be refused for being on the image. The config files are not here: v1
+/// leaves that label out when the file comes from standard input (`-f -`),
+/// so an image could supply it; nor is the environment file, which both
+/// write only when `--env-file` is given.
+const WRITTEN_ON_EVERY_CONTAINER: [&str; 5] = [
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_ONEOFF,
+    LABEL_VERSION,
+    LABEL_WORKING_DIR,
+];
+
+/// The labels read here that an image's label of the same key may have
+/// supplied, because compose does not always write them.
+fn image_may_supply(label: &str) -> bool {
+    READ_LABELS.contains(&label) && !WRITTEN_ON_EVERY_CONTAINER.contains(&label)
+}
+
 impl ComposeLabels {
     /// Reads the compose labels of a container created from an image with
     /// `image_labels`. The engine copies an image's labels onto its
-    /// containers, so a label the image also sets may be the image's word,
-    /// not compose's: such a container is refused.
+    /// containers, so a label compose writes only sometimes, when the image
+    /// also sets it, may be the image's word, not compose's: such a
+    /// container is refused.
     pub fn from_container(
         labels: &HashMap<String, String>,
         image_labels: &HashMap<String, String>,
     ) -> Result<Self, TargetError> {
         if let Some(label) = READ_LABELS
             .into_iter()
-            .find(|l| image_labels.contains_key(*l))
+            .find(|l| image_may_supply(l) && image_labels.contains_key(*l))
         {
             return Err(TargetError::Untrusted(label));
         }
@@ -1010,6 +1037,34 @@ mod tests {
         let harmless = labels(&[("maintainer", "x"), ("com.docker.compose.version", "1")]);
         let l = v1(&tree.path("app"), "compose.yml", None);
         assert!(ComposeLabels::from_container(&l, &harmless).is_ok());
+    }
+
+    #[test]
+    fn labels_compose_writes_on_every_container_are_trusted_over_the_image() {
+        let tree = Tree::new();
+        tree.file("app/compose.yml");
+        let l = v1(&tree.path("app"), "compose.yml", None);
+        // What compose v2 writes on the images it builds, and a working
+        // directory an image claims: compose overwrites each of them.
+        let built_by_v2 = labels(&[
+            (LABEL_PROJECT, "app"),
+            (LABEL_SERVICE, "web"),
+            (LABEL_VERSION, "2.26.1"),
+            (LABEL_ONEOFF, "False"),
+            (LABEL_WORKING_DIR, "/srv/other-team"),
+        ]);
+        let read = ComposeLabels::from_container(&l, &built_by_v2).unwrap();
+        assert_eq!(read.working_dir, PathBuf::from(tree.path("app")));
+        // Those compose writes only sometimes stay the image's possible word.
+        for label in [LABEL_CONFIG_FILES, LABEL_ENV_FILE] {
+            let mut image = built_by_v2.clone();
+            image.insert(label.into(), "/srv/other-team/x".into());
+            assert_eq!(
+                ComposeLabels::from_container(&l, &image),
+                Err(TargetError::Untrusted(label)),
+                "{label}"
+            );
+        }
     }
 
     #[test]
