@@ -62,6 +62,13 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Exit 0 when the gateway this policy configures answers `/healthz`
+    /// on its listen address: the container image's health check.
+    Healthcheck {
+        /// The policy file [default: $DELIVERY_CONFIG, then ./delivery.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the OpenAPI document (JSON).
     Openapi,
     /// Print the X-Timestamp and X-Signature headers for a request.
@@ -216,6 +223,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             runtime().block_on(helper_command(state_dir, id, budget, compose))
         }
         Command::Check { config } => check(config),
+        Command::Healthcheck { config } => runtime().block_on(healthcheck(config)),
         Command::Openapi => {
             println!("{}", crate::api::document());
             ExitCode::SUCCESS
@@ -359,6 +367,11 @@ fn check(config: Option<PathBuf>) -> ExitCode {
                 eprintln!("{w}");
             }
             print!("{}", policy.summary());
+            let engine = DockerEngine::new(policy.docker.compose.clone());
+            match runtime().block_on(engine.compose_found()) {
+                Ok(found) => println!("found: {found}"),
+                Err(e) => eprintln!("warning: {e}; compose deploys will fail"),
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -366,6 +379,42 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             eprintln!("{errors}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Bound on the health check's request: Docker's own `--timeout` should be
+/// longer, so that a hung gateway is reported by this command's line.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks `/healthz` at the address `serve` listens on with this
+/// configuration (the seed-compatible mode's included), on loopback when it
+/// listens on every address.
+async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
+    let listen = match load_policy(config) {
+        Ok((policy, _, _)) => policy.server.listen,
+        Err(errors) => return fail(format!("unhealthy: the policy does not load:\n{errors}")),
+    };
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!(
+        "http://{}/healthz",
+        std::net::SocketAddr::new(ip, listen.port())
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answer = match reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .build()
+    {
+        Ok(http) => http.get(&url).send().await,
+        Err(e) => return fail(format!("unhealthy: no HTTP client: {e}")),
+    };
+    match answer {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(response) => fail(format!("unhealthy: {url} answered {}", response.status())),
+        Err(e) => fail(format!("unhealthy: {url} did not answer: {e}")),
     }
 }
 
@@ -458,8 +507,13 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     {
         let engine = engine.clone();
         tokio::spawn(async move {
-            match engine.compose_command().await {
-                Ok(argv) => tracing::info!(compose = %argv.join(" "), "compose tool"),
+            match engine.compose_found().await {
+                Ok(found) => tracing::info!(
+                    compose = %found.argv.join(" "),
+                    version = %found.version,
+                    tool = found.generation(),
+                    "compose tool"
+                ),
                 Err(e) => tracing::warn!("{e}"),
             }
             match crate::docker::Engine::is_swarm_manager(&*engine).await {

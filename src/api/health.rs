@@ -19,6 +19,23 @@ pub struct Health {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swarm_manager: Option<bool>,
+    /// On `/readyz`: the compose tool jobs run, absent when none answers
+    /// (compose deploys then fail).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeInfo>,
+}
+
+/// The compose tool found on the host.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct ComposeInfo {
+    /// `v1` (`docker-compose`) or `v2` (`docker compose`), from the version;
+    /// `unknown` for a command that does not tell its version.
+    pub tool: String,
+    /// What the tool's `version --short` printed, e.g. `2.26.1`.
+    pub version: String,
+    /// The command run, e.g. `docker compose`.
+    pub command: String,
 }
 
 #[derive(ApiResponse)]
@@ -50,18 +67,31 @@ impl HealthApi {
         HealthResponse::Ok(JsonBody(Health {
             status: "ok".into(),
             swarm_manager: None,
+            compose: None,
         }))
     }
 
     /// Readiness
     ///
-    /// 200 when the Docker engine answers, else 503. Unauthenticated.
+    /// 200 when the Docker engine answers, else 503; says which compose
+    /// tool jobs run. Unauthenticated.
     #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
     async fn readyz(&self, gateway: Data<&Arc<Gateway>>) -> ReadyResponse {
         match gateway.engine().ping().await {
             Ok(()) => ReadyResponse::Ready(JsonBody(Health {
                 status: "ready".into(),
                 swarm_manager: gateway.engine().is_swarm_manager().await.ok(),
+                compose: match gateway.engine().compose_tool().await {
+                    Ok(found) => Some(ComposeInfo {
+                        tool: found.generation().into(),
+                        version: found.version,
+                        command: found.argv.join(" "),
+                    }),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                },
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");

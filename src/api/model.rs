@@ -303,6 +303,11 @@ pub struct Job {
     pub message: String,
     /// The compose files, comma-joined, as the seed tool answered.
     pub compose_file: String,
+    /// The names of the service's containers after `up` (empty before it,
+    /// and for a Swarm job). Compose v2 names a default-named container
+    /// `<project>-<service>-1` where v1 named it `<project>_<service>_1`,
+    /// so after a host moves to v2 the next request names the new name.
+    pub containers: Vec<String>,
 }
 
 impl Job {
@@ -357,6 +362,7 @@ impl Job {
             swarm_service: r.swarm_service,
             replicas_updated: r.replicas_updated,
             compose_file: r.compose_files.join(","),
+            containers: r.containers,
             project: r.project,
             container_name: r.container_name,
             service: r.service,
@@ -437,6 +443,7 @@ impl Example for Job {
             replicas_updated: None,
             message: "pulling".into(),
             compose_file: "/srv/billing/compose.yml".into(),
+            containers: vec!["billing-web".into()],
         }
     }
 }

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::compose::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
 use super::{
-    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus,
-    Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog, SwarmService,
-    TaskCount, process,
+    BoxFuture, CommandOutcome, ComposeFound, ComposeOp, ComposeTarget, ContainerFacts,
+    ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits,
+    OutputLog, SwarmService, TaskCount, process,
 };
 use crate::names::{ContainerName, SwarmServiceName};
 use crate::policy::ComposeTool;
@@ -61,8 +61,9 @@ pub struct DockerEngine {
     /// old engines and new ones that refuse old API versions.
     client: OnceCell<Docker>,
     tool: ComposeTool,
-    /// The argv prefix `auto` settled on; only success is cached.
-    detected: OnceCell<Vec<String>>,
+    /// The tool found and its version; only success is cached, so a tool
+    /// installed after start is found.
+    detected: OnceCell<ComposeFound>,
     /// Recent lookups by container name, see [`LOOKUP_TTL`].
     lookups: Recent<String, Option<ContainerFacts>>,
     /// The compose-made container this gateway runs in, looked up once.
@@ -114,12 +115,16 @@ impl DockerEngine {
             .await
     }
 
-    /// The compose argv prefix this gateway runs, detecting it for `auto`.
+    /// The compose tool this gateway runs and its version, found once.
+    pub async fn compose_found(&self) -> Result<&ComposeFound, NoComposeTool> {
+        self.detected
+            .get_or_try_init(|| detect_compose(&self.tool))
+            .await
+    }
+
+    /// The compose argv prefix this gateway runs.
     pub async fn compose_command(&self) -> Result<Vec<String>, NoComposeTool> {
-        match &self.tool {
-            ComposeTool::Command(argv) => Ok(argv.clone()),
-            ComposeTool::Auto => self.detected.get_or_try_init(detect_compose).await.cloned(),
-        }
+        Ok(self.compose_found().await?.argv.clone())
     }
 
     async fn own(&self) -> Option<&Own> {
@@ -310,17 +315,21 @@ pub fn own_container_id(mountinfo: &str) -> Option<String> {
     })
 }
 
-/// Neither compose tool answers.
+/// No compose tool the policy allows answers.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("no compose tool found: neither `docker compose` nor `docker-compose` answers")]
-pub struct NoComposeTool;
+#[error("no compose tool found: {tried} does not answer `version --short`")]
+pub struct NoComposeTool {
+    tried: String,
+}
 
-/// `docker compose` when the plugin answers, else `docker-compose`.
-async fn detect_compose() -> Result<Vec<String>, NoComposeTool> {
-    let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
-    for prefix in candidates {
-        let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
-        argv.push("version".into());
+/// The first of `tool`'s candidates that answers `version --short`, with
+/// the version it printed. An explicit argv is used even when it does not
+/// answer (a wrapper may not know `version`), with an unknown version.
+async fn detect_compose(tool: &ComposeTool) -> Result<ComposeFound, NoComposeTool> {
+    let candidates = tool.candidates();
+    for prefix in &candidates {
+        let mut argv = prefix.clone();
+        argv.extend(["version".to_string(), "--short".to_string()]);
         let limits = Limits {
             deadline: Instant::now() + DETECT_TIMEOUT,
             cancel: CancellationToken::new(),
@@ -331,10 +340,19 @@ async fn detect_compose() -> Result<Vec<String>, NoComposeTool> {
             .exit
             == Exit::Code(0)
         {
-            return Ok(prefix.iter().map(|s| s.to_string()).collect());
+            return Ok(ComposeFound::new(prefix.clone(), &scratch.text()));
         }
     }
-    Err(NoComposeTool)
+    match tool {
+        ComposeTool::Command(prefix) => Ok(ComposeFound::new(prefix.clone(), "")),
+        _ => Err(NoComposeTool {
+            tried: candidates
+                .iter()
+                .map(|c| format!("`{}`", c.join(" ")))
+                .collect::<Vec<_>>()
+                .join(" nor "),
+        }),
+    }
 }
 
 fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatus {
@@ -380,6 +398,10 @@ fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatu
 }
 
 impl Engine for DockerEngine {
+    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
+        Box::pin(async move { self.compose_found().await.cloned() })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async move {
             let docker = self.client().await?;

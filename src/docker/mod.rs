@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use compose::{ComposeLabels, ComposeOp, ComposeTarget, RealPaths, Resolved, TargetError};
-pub use engine::DockerEngine;
 pub use engine::LABEL_HELPER;
+pub use engine::{DockerEngine, NoComposeTool};
 pub use image_ref::{ImagePin, PinError, Reference};
 pub use output::OutputLog;
 pub use pins::PinFiles;
@@ -48,6 +48,50 @@ pub enum EngineError {
     /// What was asked cannot work in this setup; the text says why.
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// The compose tool a gateway runs, as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeFound {
+    /// The argv prefix, e.g. `["docker", "compose"]`.
+    pub argv: Vec<String>,
+    /// What `version --short` printed (`2.26.1`, `1.29.2`), or `unknown`.
+    pub version: String,
+}
+
+impl ComposeFound {
+    /// Reads the version from `version --short` output, which may carry
+    /// warnings before it (v1 prints Python's on stderr).
+    pub fn new(argv: Vec<String>, version_output: &str) -> Self {
+        let version = version_output
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .unwrap_or("unknown")
+            .to_string();
+        Self { argv, version }
+    }
+
+    /// `v1` or `v2`, from the major version; `unknown` without one.
+    pub fn generation(&self) -> &'static str {
+        match self.version.split('.').next() {
+            Some("1") => "v1",
+            Some(major) if major.parse::<u32>().is_ok_and(|m| m >= 2) => "v2",
+            _ => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ComposeFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "compose {} {} (`{}`)",
+            self.generation(),
+            self.version,
+            self.argv.join(" ")
+        )
+    }
 }
 
 /// What the engine says about a container found by name.
@@ -148,6 +192,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the engine answers at all (`/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
 
+    /// The compose tool jobs run, and its version (`/readyz`).
+    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>>;
+
     /// The container with exactly this name, or `None`. Never matches an id
     /// or an id prefix, which the engine's own lookup would.
     fn find_container<'a>(
@@ -236,4 +283,28 @@ pub trait Engine: Send + Sync + 'static {
         limits: &'a Limits,
         output: &'a OutputLog,
     ) -> BoxFuture<'a, CommandOutcome>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ComposeFound;
+
+    #[test]
+    fn the_version_and_generation_come_from_version_short() {
+        let argv = || vec!["docker".to_string(), "compose".to_string()];
+        let v2 = ComposeFound::new(argv(), "2.26.1-4\n");
+        assert_eq!((v2.version.as_str(), v2.generation()), ("2.26.1-4", "v2"));
+        // v1 may print Python's warnings first.
+        let v1 = ComposeFound::new(
+            vec!["docker-compose".into()],
+            "/usr/lib/python3/dist-packages/paramiko/transport.py:236: CryptographyDeprecationWarning\n1.29.2\n",
+        );
+        assert_eq!((v1.version.as_str(), v1.generation()), ("1.29.2", "v1"));
+        let unknown = ComposeFound::new(argv(), "");
+        assert_eq!(
+            (unknown.version.as_str(), unknown.generation()),
+            ("unknown", "unknown")
+        );
+        assert_eq!(v2.to_string(), "compose v2 2.26.1-4 (`docker compose`)");
+    }
 }

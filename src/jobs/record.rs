@@ -185,6 +185,10 @@ pub struct JobRecord {
     /// What the job says in place of `pulling`/`building`, e.g. `up to date`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The names of the service's containers when the job last looked, after
+    /// `up`: compose v2 renames the containers v1 named `<project>_<service>_1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -266,6 +270,7 @@ impl JobRecord {
             swarm_service: None,
             replicas_updated: None,
             message: None,
+            containers: Vec::new(),
         }
     }
 

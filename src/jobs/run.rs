@@ -427,6 +427,18 @@ impl JobRun<'_> {
         Ok(base)
     }
 
+    /// Records the names of the service's containers, when they changed.
+    fn note_containers(&self, containers: &[ContainerStatus]) {
+        self.record.send_if_modified(|r| {
+            let names = containers.iter().map(|c| c.name.as_str());
+            if r.containers.iter().map(String::as_str).eq(names.clone()) {
+                return false;
+            }
+            r.containers = names.map(str::to_owned).collect();
+            true
+        });
+    }
+
     /// Waits until every container of the service runs, is healthy where
     /// checked, and has run for `stable` without a restart since `before`.
     async fn gate(&self, before: &[ContainerStatus], limits: &Limits) -> Result<(), Completion> {
@@ -438,6 +450,7 @@ impl JobRun<'_> {
         loop {
             let last = match self.engine.service_containers(self.target).await {
                 Ok(containers) => {
+                    self.note_containers(&containers);
                     match assess(
                         service,
                         &containers,

@@ -272,6 +272,12 @@ impl<'t> Reader<'t> {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let mut server = default_server(base);
+        // The container image names its state volume here; a policy's own
+        // `state_dir` still wins.
+        if let Some(dir) = env.var("DELIVERY_STATE_DIR").filter(|d| !d.is_empty()) {
+            server.state_dir = base.join(dir);
+        }
         Self {
             origin,
             line_starts,
@@ -280,7 +286,7 @@ impl<'t> Reader<'t> {
             env,
             errors: Vec::new(),
             warnings: Vec::new(),
-            server: default_server(base),
+            server,
             docker: default_docker(),
             seen_secrets: HashMap::new(),
             key_sources: HashMap::new(),
@@ -524,8 +530,14 @@ impl<'t> Reader<'t> {
             let name = key.get_ref().as_ref();
             match name {
                 "compose" => {
-                    if value.get_ref().as_str() == Some("auto") {
-                        self.docker.compose = ComposeTool::Auto;
+                    let named = match value.get_ref().as_str() {
+                        Some("auto") => Some(ComposeTool::Auto),
+                        Some("v1") => Some(ComposeTool::V1),
+                        Some("v2") => Some(ComposeTool::V2),
+                        _ => None,
+                    };
+                    if let Some(tool) = named {
+                        self.docker.compose = tool;
                     } else if value.get_ref().is_array() {
                         if let Some(items) = self.strings(name, value) {
                             let argv: Vec<String> = items.into_iter().map(|(s, _)| s).collect();
@@ -545,7 +557,7 @@ impl<'t> Reader<'t> {
                     } else {
                         self.error(
                             value.span(),
-                            r#"`compose` must be "auto" or an argv such as ["docker", "compose"]"#,
+                            r#"`compose` must be "auto", "v1", "v2" or an argv such as ["docker", "compose"]"#,
                         );
                     }
                 }
@@ -1396,6 +1408,43 @@ compose_files = ["/srv/db/**"]
     }
 
     #[test]
+    fn compose_names_a_tool_or_an_argv() {
+        let minimal = "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n";
+        for (value, tool, first) in [
+            ("\"auto\"", ComposeTool::Auto, vec!["docker", "compose"]),
+            ("\"v1\"", ComposeTool::V1, vec!["docker-compose"]),
+            ("\"v2\"", ComposeTool::V2, vec!["docker", "compose"]),
+        ] {
+            let text = format!("[docker]\ncompose = {value}\n\n{minimal}");
+            let compose = parse_ok(&text).policy.docker.compose;
+            assert_eq!(compose, tool);
+            assert_eq!(compose.candidates()[0], first);
+        }
+        assert_eq!(ComposeTool::Auto.candidates().len(), 2, "v2, then v1");
+        let err = parse_err(&format!("[docker]\ncompose = \"v3\"\n\n{minimal}"));
+        assert!(
+            err.contains(":2: `compose` must be \"auto\", \"v1\", \"v2\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn delivery_state_dir_is_the_default_a_policy_can_override() {
+        let mut e = env();
+        e.vars
+            .insert("DELIVERY_STATE_DIR", "/var/lib/delivery-hook");
+        let minimal = "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n";
+        let loaded = parse(minimal, Path::new("/etc/dh/delivery.toml"), &e).unwrap();
+        assert_eq!(
+            loaded.policy.server.state_dir,
+            PathBuf::from("/var/lib/delivery-hook")
+        );
+        let own = format!("[server]\nstate_dir = \"/srv/state\"\n\n{minimal}");
+        let loaded = parse(&own, Path::new("/etc/dh/delivery.toml"), &e).unwrap();
+        assert_eq!(loaded.policy.server.state_dir, PathBuf::from("/srv/state"));
+    }
+
+    #[test]
     fn container_globs_with_exclusions() {
         let p = parse_ok(FULL).policy;
         let billing = p.project("billing").unwrap();
@@ -1571,7 +1620,7 @@ actions = ["build"]
             ":3: `docs` must be true or false",
             ":4: `max_body_bytes` must be an integer from 64 to",
             ":5: unknown key `colour` in [server]",
-            ":8: `compose` must be \"auto\" or an argv",
+            ":8: `compose` must be \"auto\", \"v1\", \"v2\" or an argv",
             ":9: `max_parallel_jobs` must be an integer from 1 to 256",
             ":10: unknown key `extra` in [docker]",
             ":13: environment variable `MISSING` is not set",

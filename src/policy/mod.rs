@@ -72,8 +72,36 @@ impl ServerSettings {
 pub enum ComposeTool {
     /// `docker compose` when it answers, else `docker-compose`.
     Auto,
+    /// Compose v1, `docker-compose`.
+    V1,
+    /// Compose v2, the `docker compose` plugin.
+    V2,
     /// An explicit argv prefix, e.g. `["docker", "compose"]`.
     Command(Vec<String>),
+}
+
+impl ComposeTool {
+    /// The argv prefixes to try, in order; the first that answers is used.
+    pub fn candidates(&self) -> Vec<Vec<String>> {
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        match self {
+            Self::Auto => vec![argv(&["docker", "compose"]), argv(&["docker-compose"])],
+            Self::V1 => vec![argv(&["docker-compose"])],
+            Self::V2 => vec![argv(&["docker", "compose"])],
+            Self::Command(prefix) => vec![prefix.clone()],
+        }
+    }
+}
+
+impl std::fmt::Display for ComposeTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::V1 => f.write_str("v1 (docker-compose)"),
+            Self::V2 => f.write_str("v2 (docker compose)"),
+            Self::Command(argv) => f.write_str(&argv.join(" ")),
+        }
+    }
 }
 
 /// `[docker]`: how jobs run.
@@ -592,10 +620,7 @@ impl fmt::Display for Summary<'_> {
             s.max_wait_secs
         )?;
         writeln!(f, "state: {}", s.state_dir.display())?;
-        let compose = match &d.compose {
-            ComposeTool::Auto => "auto".to_owned(),
-            ComposeTool::Command(argv) => argv.join(" "),
-        };
+        let compose = &d.compose;
         writeln!(
             f,
             "docker: compose {compose}, job timeout {} s, {} parallel jobs, stable after {} s",

@@ -10,6 +10,7 @@
 //! Without a Docker engine these tests print one line and pass, unless
 //! `CI=true`, where they fail: CI must never pass without them.
 
+mod image;
 mod oidc;
 mod operations;
 mod safe;
@@ -48,22 +49,117 @@ pub fn engine_ready() -> bool {
     ready
 }
 
-/// The compose tool, found the way `compose = "auto"` finds it.
-pub fn compose_tool() -> Vec<String> {
-    static TOOL: OnceLock<Vec<String>> = OnceLock::new();
-    TOOL.get_or_init(|| {
-        let plugin = Command::new("docker")
-            .args(["compose", "version"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if plugin {
-            vec!["docker".into(), "compose".into()]
-        } else {
-            vec!["docker-compose".into()]
-        }
-    })
-    .clone()
+/// A compose tool; every end-to-end scenario that runs compose runs once
+/// with each, the tool named in the test's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compose {
+    V1,
+    V2,
 }
+
+impl Compose {
+    pub const ALL: [Compose; 2] = [Compose::V1, Compose::V2];
+
+    pub fn argv(self) -> &'static [&'static str] {
+        match self {
+            Compose::V1 => &["docker-compose"],
+            Compose::V2 => &["docker", "compose"],
+        }
+    }
+
+    /// The policy's `compose` value that selects this tool.
+    pub fn policy_value(self) -> &'static str {
+        match self {
+            Compose::V1 => "v1",
+            Compose::V2 => "v2",
+        }
+    }
+
+    /// A command running this tool with `args`.
+    pub fn command(self, args: &[&str]) -> Command {
+        let argv = self.argv();
+        let mut command = Command::new(argv[0]);
+        command.args(&argv[1..]).args(args);
+        command
+    }
+
+    /// Whether this machine has the tool. Outside CI a missing tool skips
+    /// its tests with a printed reason; under CI=true it is a failure, since
+    /// CI installs both.
+    pub fn ready(self) -> bool {
+        static FOUND: OnceLock<[bool; 2]> = OnceLock::new();
+        let found = FOUND.get_or_init(|| {
+            Compose::ALL.map(|tool| {
+                tool.command(&["version", "--short"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+        })[self as usize];
+        if !found {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but compose {} (`{}`) does not answer: CI installs both tools",
+                self.policy_value(),
+                self.argv().join(" ")
+            );
+            eprintln!(
+                "skipping: compose {} (`{}`) is not installed here",
+                self.policy_value(),
+                self.argv().join(" ")
+            );
+        }
+        found
+    }
+}
+
+/// Runs `scenario` with `tool` when the engine and the tool are there.
+pub async fn with_tool<F: std::future::Future<Output = ()>>(
+    tool: Compose,
+    scenario: impl FnOnce(Compose) -> F,
+) {
+    if engine_ready() && tool.ready() {
+        scenario(tool).await;
+    }
+}
+
+/// Declares the end-to-end scenario `name(tool: Compose)` as two tests,
+/// `name::compose_v1` and `name::compose_v2`. `sync` for a scenario that is
+/// a plain function.
+macro_rules! per_compose_tool {
+    ($name:ident) => {
+        mod $name {
+            use super::super::{Compose, with_tool};
+            #[tokio::test]
+            async fn compose_v1() {
+                with_tool(Compose::V1, super::$name).await;
+            }
+            #[tokio::test]
+            async fn compose_v2() {
+                with_tool(Compose::V2, super::$name).await;
+            }
+        }
+    };
+    (sync $name:ident) => {
+        mod $name {
+            use super::super::{Compose, engine_ready};
+            #[test]
+            fn compose_v1() {
+                if engine_ready() && Compose::V1.ready() {
+                    super::$name(Compose::V1);
+                }
+            }
+            #[test]
+            fn compose_v2() {
+                if engine_ready() && Compose::V2.ready() {
+                    super::$name(Compose::V2);
+                }
+            }
+        }
+    };
+}
+pub(crate) use per_compose_tool;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -181,13 +277,16 @@ pub struct Fixture {
     pub id: String,
     pub dir: TempDir,
     pub registry: Option<Registry>,
+    /// The compose tool this fixture's projects are brought up with, and
+    /// its gateways run.
+    pub compose: Compose,
     /// Compose projects brought up, with their files and directory.
     projects: Mutex<Vec<(String, Vec<PathBuf>, PathBuf)>>,
     base: String,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub fn new(compose: Compose) -> Self {
         let id = format!(
             "dh{}",
             &delivery_hook::names::JobId::random().to_string()[..10]
@@ -198,6 +297,7 @@ impl Fixture {
             id,
             dir,
             registry: None,
+            compose,
             projects: Mutex::new(Vec::new()),
         };
         let context = fixture.dir.path().join("base");
@@ -216,8 +316,8 @@ impl Fixture {
         fixture
     }
 
-    pub fn with_registry() -> Self {
-        let mut fixture = Self::new();
+    pub fn with_registry(compose: Compose) -> Self {
+        let mut fixture = Self::new(compose);
         fixture.registry = Some(Registry::start(fixture.dir.path()));
         fixture
     }
@@ -340,13 +440,13 @@ impl Fixture {
         let mut args = compose_args(project, &paths, project_dir);
         args.extend(["up", "-d"].map(String::from));
         args.extend(extra_up.iter().map(|s| s.to_string()));
-        let tool = compose_tool();
-        let all: Vec<&str> = tool[1..]
+        let argv = self.compose.argv();
+        let all: Vec<&str> = argv[1..]
             .iter()
-            .chain(args.iter())
-            .map(String::as_str)
+            .copied()
+            .chain(args.iter().map(String::as_str))
             .collect();
-        run(&tool[0], &all);
+        run(argv[0], &all);
     }
 
     pub fn container(&self, name: &str) -> Value {
@@ -372,13 +472,13 @@ fn compose_args(project: &str, files: &[PathBuf], dir: &Path) -> Vec<String> {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let tool = compose_tool();
+        let argv = self.compose.argv();
         for (project, files, dir) in self.projects.lock().unwrap().iter() {
-            let mut args: Vec<String> = tool[1..].to_vec();
+            let mut args: Vec<String> = argv[1..].iter().map(|s| s.to_string()).collect();
             args.extend(compose_args(project, files, dir));
             args.extend(["down", "--volumes", "--remove-orphans"].map(String::from));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_quietly(&tool[0], &args);
+            run_quietly(argv[0], &args);
         }
         let label = format!("label=dh.test={}", self.id);
         let containers = run_quietly("docker", &["ps", "-aq", "--filter", &label]);
@@ -411,14 +511,18 @@ fn compose(services: &[String]) -> String {
     format!("services:\n{}", services.concat())
 }
 
-/// `[docker]` keys with `stable_secs = 1` unless they set it: the tests
-/// that are not about the gate need not wait five seconds per deploy.
-pub fn with_short_gate(docker: &str) -> String {
-    if docker.contains("stable_secs") {
-        docker.to_string()
-    } else {
-        format!("stable_secs = 1\n{docker}")
+/// `[docker]` keys with `stable_secs = 1` unless they set it (the tests
+/// that are not about the gate need not wait five seconds per deploy), and
+/// the fixture's compose tool unless they name one.
+pub fn docker_section(compose: Compose, docker: &str) -> String {
+    let mut section = String::new();
+    if !docker.contains("stable_secs") {
+        section.push_str("stable_secs = 1\n");
     }
+    if !docker.contains("compose =") {
+        section.push_str(&format!("compose = \"{}\"\n", compose.policy_value()));
+    }
+    section + docker
 }
 
 /// Runs `delivery-hook trigger --wait 120 --output json` with `args`;
@@ -473,7 +577,7 @@ impl GatewayProcess {
     ) -> Self {
         let port = free_port();
         let policy = fixture.dir.path().join("delivery.toml");
-        let docker_extra = &with_short_gate(docker_extra);
+        let docker_extra = &docker_section(fixture.compose, docker_extra);
         std::fs::write(
             &policy,
             format!(

@@ -26,13 +26,10 @@ fn trigger_keyless(url: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, Valu
     (out.status.code().unwrap_or(-1), job, progress)
 }
 
-#[tokio::test]
-async fn e2e_ci_tokens_deploy_without_a_secret_and_only_once() {
-    if !engine_ready() {
-        return;
-    }
+per_compose_tool!(e2e_ci_tokens_deploy_without_a_secret_and_only_once);
+async fn e2e_ci_tokens_deploy_without_a_secret_and_only_once(tool: Compose) {
     let issuer = TestIssuer::start(&[Signer::Rsa1]);
-    let f = Fixture::with_registry();
+    let f = Fixture::with_registry(tool);
     let repo = f.web_v1_published();
     let container = f.up_web(&repo);
     let v2 = f.push_version(&repo, "v2");

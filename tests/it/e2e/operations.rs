@@ -54,7 +54,7 @@ pub(super) struct Restartable {
 
 impl Restartable {
     pub(super) fn new(f: &Fixture, docker: &str) -> Self {
-        let docker = &with_short_gate(docker);
+        let docker = &docker_section(f.compose, docker);
         let port = free_port();
         let policy = f.dir.path().join("ops.toml");
         std::fs::write(
@@ -164,14 +164,11 @@ fn id_of(answer: &(u16, Value)) -> String {
 
 const FINAL: [&str; 4] = ["succeeded", "failed", "timed_out", "interrupted"];
 
+per_compose_tool!(e2e_kill_9_and_restart_lose_no_accepted_job);
 /// kill -9 with one job running and one queued, restart, repeat: every job
 /// accepted ends in a final state and stays readable.
-#[tokio::test]
-async fn e2e_kill_9_and_restart_lose_no_accepted_job() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_kill_9_and_restart_lose_no_accepted_job(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = slow_builds(&f, 3);
     let gateway = Restartable::new(&f, "max_parallel_jobs = 1");
     let mut accepted = Vec::new();
@@ -228,14 +225,11 @@ async fn e2e_kill_9_and_restart_lose_no_accepted_job() {
     assert!(child.wait().unwrap().success());
 }
 
+per_compose_tool!(e2e_sigterm_lets_the_running_deploy_finish);
 /// SIGTERM during a deploy: it finishes, the process exits 0, and a job
 /// still queued runs at the next start.
-#[tokio::test]
-async fn e2e_sigterm_lets_the_running_deploy_finish() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_sigterm_lets_the_running_deploy_finish(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = slow_builds(&f, 3);
     let gateway = Restartable::new(&f, "max_parallel_jobs = 1\nshutdown_grace_secs = 60");
     let mut child = gateway.start();
@@ -264,14 +258,11 @@ async fn e2e_sigterm_lets_the_running_deploy_finish() {
     assert!(child.wait().unwrap().success());
 }
 
+per_compose_tool!(e2e_a_deploy_past_the_grace_period_runs_again_after_restart);
 /// SIGTERM with a grace period shorter than the deploy: it is stopped and
 /// queued again, and runs to the end at the next start.
-#[tokio::test]
-async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = slow_builds(&f, 6);
     let gateway = Restartable::new(&f, "shutdown_grace_secs = 1");
     let mut child = gateway.start();
@@ -325,17 +316,14 @@ fn helpers_of(job: &str) -> String {
     )
 }
 
+per_compose_tool!(sync e2e_a_gateway_redeploys_its_own_container);
 /// Issue 7, self-update: the gateway runs as a compose service, and a signed
 /// deploy of that very service replaces it with a new image. A helper
 /// container runs the compose commands, the old gateway stops, the new one
 /// follows the helper from the store, and `trigger --wait` rides out the
 /// restart and reports success.
-#[test]
-fn e2e_a_gateway_redeploys_its_own_container() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+fn e2e_a_gateway_redeploys_its_own_container(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = format!("{}-gateway:live", f.id);
     let v1 = gateway_image(&f, "v1");
     let v2 = gateway_image(&f, "v2");
@@ -350,9 +338,10 @@ fn e2e_a_gateway_redeploys_its_own_container() {
     std::fs::write(
         &policy,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{state}\"\n\n[docker]\ncompose = \"auto\"\njob_timeout_secs = 120\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\"]\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{state}\"\n\n[docker]\ncompose = \"{compose}\"\njob_timeout_secs = 120\n\n[projects.e2e]\nsecrets = [\"env:E2E_SECRET\"]\ncontainers = [\"{id}-*\"]\nactions = [\"pull\"]\n",
             state = dir.join("state").display(),
-            id = f.id
+            id = f.id,
+            compose = tool.policy_value(),
         ),
     )
     .unwrap();
@@ -442,14 +431,11 @@ fn e2e_a_gateway_redeploys_its_own_container() {
     );
 }
 
+per_compose_tool!(e2e_a_signed_request_replays_after_a_restart);
 /// A signed request accepted before a crash, and before a clean stop, is
 /// sent again after each restart: it gets its job back and runs nothing.
-#[tokio::test]
-async fn e2e_a_signed_request_replays_after_a_restart() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_a_signed_request_replays_after_a_restart(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = slow_builds(&f, 1);
     restamp(&dir, "replayed");
     let gateway = Restartable::new(&f, "");
@@ -484,15 +470,12 @@ async fn e2e_a_signed_request_replays_after_a_restart() {
 
 const OTHER_SECRET: &str = "other-team-secret-0123456789";
 
+per_compose_tool!(e2e_one_project_neither_joins_nor_blocks_another);
 /// Two projects that may both deploy one container: a request never joins
 /// the other project's queued job, and one project at its replay bound is
 /// refused while the other goes on.
-#[tokio::test]
-async fn e2e_one_project_neither_joins_nor_blocks_another() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_one_project_neither_joins_nor_blocks_another(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = slow_builds(&f, 2);
     restamp(&dir, "1");
     let other = format!(

@@ -76,8 +76,8 @@ struct CrashingRelease {
 }
 
 impl CrashingRelease {
-    fn new(extra: &str) -> Self {
-        let f = Fixture::with_registry();
+    fn new(tool: Compose, extra: &str) -> Self {
+        let f = Fixture::with_registry(tool);
         let repo = format!("{}/web:latest", f.id);
         let v1 = f.image(&format!("{}/web:v1", f.id), "v1");
         f.publish(&format!("{}/web:v1", f.id), &repo);
@@ -103,21 +103,18 @@ impl CrashingRelease {
     }
 }
 
+per_compose_tool!(e2e_a_release_that_crashes_after_a_second_is_rolled_back);
 /// v2 exits a second after it starts and the engine restarts it: the job
 /// ends `rolled_back` and v1 runs and serves again, although the pull had
 /// moved v1's only tag to v2.
-#[tokio::test]
-async fn e2e_a_release_that_crashes_after_a_second_is_rolled_back() {
-    if !engine_ready() {
-        return;
-    }
+async fn e2e_a_release_that_crashes_after_a_second_is_rolled_back(tool: Compose) {
     let CrashingRelease {
         f,
         repo,
         container,
         v1,
         v2,
-    } = CrashingRelease::new("    restart: unless-stopped\n");
+    } = CrashingRelease::new(tool, "    restart: unless-stopped\n");
 
     let gateway = GatewayProcess::start(&f, "stable_secs = 3");
     let started = Instant::now();
@@ -157,14 +154,11 @@ async fn e2e_a_release_that_crashes_after_a_second_is_rolled_back() {
     );
 }
 
+per_compose_tool!(e2e_a_build_whose_health_check_never_passes_is_rolled_back);
 /// A `build:` service whose new health check never passes is rolled back
 /// to the image built before.
-#[tokio::test]
-async fn e2e_a_build_whose_health_check_never_passes_is_rolled_back() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_a_build_whose_health_check_never_passes_is_rolled_back(tool: Compose) {
+    let f = Fixture::new(tool);
     let check = |command: &str| {
         format!(
             "HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD [\"/bin/busybox\", \"{command}\"]\nLABEL dh.test={}\n",
@@ -230,16 +224,13 @@ async fn e2e_a_build_whose_health_check_never_passes_is_rolled_back() {
     );
 }
 
+per_compose_tool!(e2e_a_pinned_digest_runs_until_an_unpinned_pull);
 /// A pin of v1's digest while the tag points at v3 runs v1; a later
 /// unpinned pull runs v3 again, and nothing points at the pin's file any
 /// more. A pin outside `images` and a digest the registry lacks change
 /// nothing.
-#[tokio::test]
-async fn e2e_a_pinned_digest_runs_until_an_unpinned_pull() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+async fn e2e_a_pinned_digest_runs_until_an_unpinned_pull(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = format!("{}/web", f.id);
     let v1 = f.image(&format!("{}/web:v1", f.id), "v1");
     let d1 = publish_digest(&f, &format!("{}/web:v1", f.id), &format!("{repo}:latest"));
@@ -347,17 +338,14 @@ async fn e2e_a_pinned_digest_runs_until_an_unpinned_pull() {
     assert!(left.is_empty(), "no pin file is kept: {left:?}");
 }
 
+per_compose_tool!(e2e_a_gateway_killed_during_a_rollback_reports_it_interrupted);
 /// The gateway killed with -9 while a rollback waits for the old version
 /// to prove stable: after a restart the job is `interrupted`, is not run
 /// again, and says what runs.
-#[tokio::test]
-async fn e2e_a_gateway_killed_during_a_rollback_reports_it_interrupted() {
-    if !engine_ready() {
-        return;
-    }
+async fn e2e_a_gateway_killed_during_a_rollback_reports_it_interrupted(tool: Compose) {
     let CrashingRelease {
         f, container, v1, ..
-    } = CrashingRelease::new("");
+    } = CrashingRelease::new(tool, "");
 
     // Long enough a stable time that the rollback's gate is still waiting.
     let gateway = Restartable::new(&f, "stable_secs = 20");

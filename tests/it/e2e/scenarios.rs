@@ -18,15 +18,12 @@ fn steps_tool(job: &Value) -> String {
     tool.join(" ")
 }
 
+per_compose_tool!(e2e_pull_deploys_the_new_image_signed_as_the_seed_does);
 /// Scenario 1: v1 runs from the registry, v2 is pushed, a seed-signed POST
-/// /pull makes the container run v2. Scenario 10: the compose tool `auto`
-/// picked is the one this machine has.
-#[tokio::test]
-async fn e2e_pull_deploys_the_new_image_signed_as_the_seed_does() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+/// /pull makes the container run v2, with the compose tool the policy
+/// names, which `/readyz` and `check` report with its version.
+async fn e2e_pull_deploys_the_new_image_signed_as_the_seed_does(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = f.web_v1_published();
     let container = f.up_web(&repo);
     let before = f.container(&container);
@@ -71,22 +68,45 @@ async fn e2e_pull_deploys_the_new_image_signed_as_the_seed_does() {
     );
     assert_eq!(f.content(&container), "v2");
 
-    let tool = steps_tool(&job);
-    eprintln!("compose = \"auto\" ran: {tool}");
-    assert_eq!(tool, compose_tool().join(" "));
+    let ran = steps_tool(&job);
+    assert_eq!(ran, tool.argv().join(" "));
+    assert_eq!(job["containers"], serde_json::json!([container]));
+
+    // `/readyz` and `check` say which tool runs, and its version.
+    let version = run(
+        tool.argv()[0],
+        &[&tool.argv()[1..], &["version", "--short"]].concat(),
+    );
+    let ready: Value =
+        serde_json::from_str(&run("curl", &["-sf", &format!("{}/readyz", gateway.url)])).unwrap();
+    assert_eq!(ready["compose"]["tool"], tool.policy_value(), "{ready}");
+    assert_eq!(ready["compose"]["command"], ran);
     assert!(
-        gateway.log_text().contains(&format!("compose={tool}"))
-            || gateway.log_text().contains(&tool)
+        version.ends_with(ready["compose"]["version"].as_str().unwrap()),
+        "{ready} {version}"
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+        .args(["check", "--config"])
+        .arg(f.dir.path().join("delivery.toml"))
+        .env("E2E_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    eprintln!("check said:\n{said}");
+    assert!(
+        said.contains(&format!(
+            "found: compose {} {} (`{ran}`)",
+            tool.policy_value(),
+            ready["compose"]["version"].as_str().unwrap()
+        )),
+        "{said}"
     );
 }
 
+per_compose_tool!(e2e_build_recreates_from_the_changed_context);
 /// Scenario 2: a `build:` service is rebuilt from its changed context.
-#[tokio::test]
-async fn e2e_build_recreates_from_the_changed_context() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_build_recreates_from_the_changed_context(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = f.dir.path().join("app");
     let context = f.write_context("app/site", "built-v1", &format!("LABEL dh.test={}\n", f.id));
     let container = format!("{}-site", f.id);
@@ -114,14 +134,11 @@ async fn e2e_build_recreates_from_the_changed_context() {
     assert_eq!(f.content(&container), "built-v2");
 }
 
+per_compose_tool!(e2e_labels_carry_service_files_and_env);
 /// Scenario 3: the service name is not the container name, the project is
 /// two compose files, and an `.env` file sets the image tag.
-#[tokio::test]
-async fn e2e_labels_carry_service_files_and_env() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+async fn e2e_labels_carry_service_files_and_env(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = format!("{}/front", f.id);
     f.image(&format!("{}/front:a", f.id), "release-a");
     f.publish(&format!("{}/front:a", f.id), &format!("{repo}:stable"));
@@ -178,15 +195,12 @@ async fn e2e_labels_carry_service_files_and_env() {
     assert_eq!(f.content(&container), "release-b");
 }
 
+per_compose_tool!(e2e_wait_and_trigger_report_success_and_failure);
 /// Scenario 4 and 9: `?wait` gives 200 on success and 502 with compose's
 /// error when the pull fails; GET /jobs/{id} agrees; `trigger --wait` exits
 /// 0 and 1 with progress lines.
-#[tokio::test]
-async fn e2e_wait_and_trigger_report_success_and_failure() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+async fn e2e_wait_and_trigger_report_success_and_failure(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = format!("{}/web:latest", f.id);
     f.image(&format!("{}/web:v1", f.id), "v1");
     f.publish(&format!("{}/web:v1", f.id), &repo);
@@ -277,14 +291,11 @@ async fn e2e_wait_and_trigger_report_success_and_failure() {
     assert!(line.contains("401 signature_mismatch"), "{line}");
 }
 
+per_compose_tool!(e2e_health_checks_decide_success);
 /// Scenario 5: a health check that fails ends the job `failed` and says
 /// so; one that passes ends it `succeeded`.
-#[tokio::test]
-async fn e2e_health_checks_decide_success() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+async fn e2e_health_checks_decide_success(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = format!("{}/web:latest", f.id);
     f.image(&format!("{}/web:v1", f.id), "v1");
     f.publish(&format!("{}/web:v1", f.id), &repo);
@@ -359,14 +370,11 @@ fn processes_of(project: &str) -> Vec<String> {
     found
 }
 
+per_compose_tool!(e2e_a_job_past_its_timeout_is_killed);
 /// Scenario 6: past `job_timeout_secs` the job ends `timed_out` and its
 /// processes are gone.
-#[tokio::test]
-async fn e2e_a_job_past_its_timeout_is_killed() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_a_job_past_its_timeout_is_killed(tool: Compose) {
+    let f = Fixture::new(tool);
     let dir = f.dir.path().join("slow");
     let context = f.write_context("slow/ctx", "fast", &format!("LABEL dh.test={}\n", f.id));
     let container = format!("{}-slow", f.id);
@@ -420,15 +428,12 @@ fn interval(job: &Value) -> (String, String) {
     )
 }
 
+per_compose_tool!(e2e_concurrent_requests_serialise_and_coalesce);
 /// Scenario 7: ten concurrent requests for one service run one job at a
 /// time, queued ones coalesce, and the newest image ends up running; two
 /// services deploy in parallel.
-#[tokio::test]
-async fn e2e_concurrent_requests_serialise_and_coalesce() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::with_registry();
+async fn e2e_concurrent_requests_serialise_and_coalesce(tool: Compose) {
+    let f = Fixture::with_registry(tool);
     let repo = format!("{}/web:latest", f.id);
     f.image(&format!("{}/web:v1", f.id), "v1");
     f.publish(&format!("{}/web:v1", f.id), &repo);
@@ -510,13 +515,10 @@ async fn e2e_concurrent_requests_serialise_and_coalesce() {
     );
 }
 
+per_compose_tool!(e2e_undeployable_containers_are_422);
 /// Scenario 8: an invisible compose file, and a container not made by compose, are 422.
-#[tokio::test]
-async fn e2e_undeployable_containers_are_422() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_undeployable_containers_are_422(tool: Compose) {
+    let f = Fixture::new(tool);
     let container = format!("{}-web", f.id);
     let dir = f.dir.path().join("app");
     f.compose_up(
@@ -578,14 +580,11 @@ async fn e2e_undeployable_containers_are_422() {
     );
 }
 
+per_compose_tool!(e2e_a_compose_label_set_by_the_image_is_not_trusted);
 /// An image that sets a compose label (here, another team's env file) makes
 /// its containers undeployable: the label may be the image's, not compose's.
-#[tokio::test]
-async fn e2e_a_compose_label_set_by_the_image_is_not_trusted() {
-    if !engine_ready() {
-        return;
-    }
-    let f = Fixture::new();
+async fn e2e_a_compose_label_set_by_the_image_is_not_trusted(tool: Compose) {
+    let f = Fixture::new(tool);
     let other = f.context("other-team", &[(".env", "TAG=theirs\n")]);
     let context = f.write_context(
         "labelled",
@@ -628,4 +627,88 @@ async fn e2e_a_compose_label_set_by_the_image_is_not_trusted() {
     );
     assert_eq!(f.container(&container)["Id"], before["Id"], "nothing ran");
     assert!(!gateway.log_text().contains("job running"));
+}
+
+/// A host moved from compose v1 to v2: a service v1 started from its
+/// project directory, under v1's default name `<project>_web_1`, is
+/// redeployed by a gateway running v2. v2 recreates it as
+/// `<project>-web-1`; the job names that container, and the next request,
+/// naming it, deploys too.
+#[tokio::test]
+async fn e2e_a_container_compose_v1_made_is_redeployed_by_v2() {
+    if !(engine_ready() && Compose::V1.ready() && Compose::V2.ready()) {
+        return;
+    }
+    let f = Fixture::with_registry(Compose::V2);
+    let repo = f.web_v1_published();
+    let project = format!("{}-app", f.id);
+    let _guard = super::shapes::ProjectGuard(project.clone());
+    let dir = f.dir.path().join(&project);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "services:\n  web:\n    image: {}\n    stop_signal: SIGKILL\n    labels:\n      dh.test: \"{}\"\n",
+            f.remote(&repo),
+            f.id
+        ),
+    )
+    .unwrap();
+    let up = Compose::V1
+        .command(&["up", "-d"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let old_name = format!("{project}_web_1");
+    assert_eq!(f.content(&old_name), "v1");
+    f.push_version(&repo, "v2");
+
+    let gateway = GatewayProcess::start(&f, "");
+    let client = Client::new(&gateway);
+    let (status, job) = client.deploy("/pull?wait=120", &old_name).await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
+    let new_name = format!("{project}-web-1");
+    assert_eq!(job["containers"], serde_json::json!([new_name]), "{job:#}");
+    assert_eq!(job["container_name"], old_name);
+    assert_eq!(f.content(&new_name), "v2");
+    let running = f.container(&new_name);
+    let labels = &running["Config"]["Labels"];
+    assert_eq!(labels["com.docker.compose.project"], project);
+    assert!(
+        labels["com.docker.compose.version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('2')),
+        "{labels}"
+    );
+    let gone = Command::new("docker")
+        .args(["inspect", &old_name])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "v1's container is replaced");
+
+    // The old name is gone: the next request names the new one.
+    let (status, problem) = client.deploy("/pull", &old_name).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("container_not_found")),
+        "{problem}"
+    );
+    f.push_version(&repo, "v3");
+    let (status, job) = client.deploy("/pull?wait=120", &new_name).await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
+    assert_eq!(job["containers"], serde_json::json!([new_name]));
+    assert_eq!(f.content(&new_name), "v3");
 }

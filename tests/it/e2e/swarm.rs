@@ -488,7 +488,7 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
     if !engine_ready() || !lab_ready() {
         return;
     }
-    let f = Fixture::new();
+    let f = Fixture::new(Compose::V2);
     let lab = Lab::new(&f, 1);
     let repo = format!("{}/web", f.id);
     f.image(&format!("{}/web:v1", f.id), "v1");
@@ -648,7 +648,7 @@ async fn e2e_swarm_three_nodes_converge_and_a_partition_is_reported() {
     if !engine_ready() || !lab_ready() {
         return;
     }
-    let f = Fixture::new();
+    let f = Fixture::new(Compose::V2);
     let lab = Lab::new(&f, 3);
     let repo = format!("{}/web", f.id);
     f.image(&format!("{}/web:v1", f.id), "v1");

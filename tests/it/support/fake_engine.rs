@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use delivery_hook::docker::{
-    BoxFuture, CommandOutcome, ComposeOp, ComposeTarget, ContainerFacts, ContainerStatus,
-    Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits, OutputLog, SwarmService,
-    TaskCount, UpdateState,
+    BoxFuture, CommandOutcome, ComposeFound, ComposeOp, ComposeTarget, ContainerFacts,
+    ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits,
+    NoComposeTool, OutputLog, SwarmService, TaskCount, UpdateState,
 };
 use delivery_hook::names::{ContainerName, SwarmServiceName};
 use tokio::sync::{Notify, Semaphore};
@@ -148,6 +148,15 @@ impl FakeEngine {
 }
 
 impl Engine for FakeEngine {
+    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
+        Box::pin(async move {
+            Ok(ComposeFound::new(
+                vec!["docker".into(), "compose".into()],
+                "2.26.1\n",
+            ))
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async move { self.check_up() })
     }
