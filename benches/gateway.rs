@@ -1543,6 +1543,88 @@ fn replay_entry_bytes(table: &mut Table) {
     drop(cache);
 }
 
+/// What the compose model check adds to a deploy, per compose tool found:
+/// `compose config` of a project with an env file, a bind, a named volume
+/// and a build (cold: the compose file changes before each, so nothing is
+/// cached), then the same with an unchanged project (the cache keyed by the
+/// files' identity and contents), each with the judgement of the model.
+async fn compose_model_cost(table: &mut Table) {
+    use delivery_hook::docker::model::{self, Allowance};
+    use delivery_hook::docker::{ComposeTarget, DockerEngine, Engine as _};
+    use delivery_hook::policy::ComposeTool;
+    let dir = temp_dir("model");
+    std::fs::write(dir.join("web.env"), "GREETING=hello\n").unwrap();
+    let file = dir.join("compose.yml");
+    let write = |n: usize| {
+        std::fs::write(
+            &file,
+            format!(
+                "# {n}\nservices:\n  web:\n    image: busybox\n    env_file: [./web.env]\n    volumes: [\"./data:/data\", \"cache:/cache\"]\n    build: ./web\nvolumes:\n  cache: {{}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let target = ComposeTarget::from_stored(
+        "bench",
+        "web",
+        &dir.display().to_string(),
+        &[file.display().to_string()],
+        &[],
+    )
+    .unwrap();
+    let allowed = |p: &Path| p.starts_with(&dir);
+    let allow = std::collections::BTreeSet::<Allowance>::new();
+    let rules = model::ModelRules {
+        host_path_allowed: &allowed,
+        allow: &allow,
+        socket: None,
+    };
+    for (tool, name) in [(ComposeTool::V1, "v1"), (ComposeTool::V2, "v2")] {
+        let engine = DockerEngine::new(tool);
+        let Ok(found) = engine.compose_found().await else {
+            println!("  compose {name}: not installed, not measured");
+            continue;
+        };
+        let version = found.version.clone();
+        let measure = |cold: bool, rounds: usize| {
+            let engine = &engine;
+            let target = &target;
+            let rules = &rules;
+            let write = &write;
+            async move {
+                let mut times = Vec::with_capacity(rounds);
+                for n in 0..rounds {
+                    if cold {
+                        write(n);
+                    }
+                    let started = Instant::now();
+                    let got = engine.compose_model(target).await.unwrap();
+                    let findings = model::judge(&got.model, &got.raw, "bench", rules);
+                    times.push(started.elapsed());
+                    assert!(findings.is_empty(), "{findings:?}");
+                }
+                median_p99(&mut times)
+            }
+        };
+        let (cold, cold_p99) = measure(true, 20).await;
+        write(0);
+        let (cached, cached_p99) = measure(false, 500).await;
+        table.add(
+            &format!("compose model check, compose {name} {version}, cold (median, p99)"),
+            format!("{cold:.1} ms, {cold_p99:.1} ms"),
+            "",
+            None,
+        );
+        table.add(
+            &format!("compose model check, compose {name} {version}, cached (median, p99)"),
+            format!("{:.0} µs, {:.0} µs", cached * 1000.0, cached_p99 * 1000.0),
+            "",
+            None,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--ceiling-server") {
@@ -1595,6 +1677,9 @@ fn main() -> ExitCode {
         }
         if wanted("oidc") {
             oidc_cost(&mut table).await;
+        }
+        if wanted("model") {
+            compose_model_cost(&mut table).await;
         }
     });
     if table.print() {

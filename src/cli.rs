@@ -61,6 +61,10 @@ pub enum Command {
         /// The policy file [default: $DELIVERY_CONFIG, then ./delivery.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also judge every compose project running on this host as a deploy
+        /// by each policy project whose containers match would be judged.
+        #[arg(long)]
+        compose: bool,
     },
     /// Exit 0 when the gateway this policy configures answers `/healthz`
     /// on its listen address: the container image's health check.
@@ -222,7 +226,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             };
             runtime().block_on(helper_command(state_dir, id, budget, compose))
         }
-        Command::Check { config } => check(config),
+        Command::Check { config, compose } => check(config, compose),
         Command::Healthcheck { config } => runtime().block_on(healthcheck(config)),
         Command::Openapi => {
             println!("{}", crate::api::document());
@@ -360,7 +364,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn check(config: Option<PathBuf>) -> ExitCode {
+fn check(config: Option<PathBuf>, compose: bool) -> ExitCode {
     match load_policy(config) {
         Ok((policy, warnings, _)) => {
             if let Some(w) = warnings {
@@ -372,6 +376,13 @@ fn check(config: Option<PathBuf>) -> ExitCode {
                 Ok(found) => println!("found: {found}"),
                 Err(e) => eprintln!("warning: {e}; compose deploys will fail"),
             }
+            if compose {
+                if let Err(e) = runtime().block_on(check_compose_projects(&policy, &engine)) {
+                    return fail(format!(
+                        "the running compose projects cannot be listed: {e}"
+                    ));
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -380,6 +391,73 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints, for every compose project running on this host, what a deploy
+/// of each of its services would meet from each policy project whose
+/// `containers` match the service's container, as if the project's
+/// `compose_model` were `enforce`: what an upgrade to a judged model would
+/// refuse.
+async fn check_compose_projects(
+    policy: &Policy,
+    engine: &DockerEngine,
+) -> Result<(), crate::docker::EngineError> {
+    use crate::docker::Engine as _;
+    let pins = crate::docker::PinFiles::new(&policy.server.state_dir);
+    let containers = engine.compose_containers().await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut current = None;
+    for (compose_project, service, name) in containers {
+        // One container per service speaks for it.
+        if !seen.insert((compose_project.clone(), service.clone())) {
+            continue;
+        }
+        if current.as_ref() != Some(&compose_project) {
+            println!("compose project `{compose_project}`:");
+            current = Some(compose_project.clone());
+        }
+        let parsed = crate::names::ContainerName::parse(&name).ok();
+        let candidates = parsed
+            .as_ref()
+            .map(|n| policy.candidates(n))
+            .unwrap_or_default();
+        let facts = match &parsed {
+            Some(parsed) if !candidates.is_empty() => engine.find_container(parsed).await?,
+            _ => None,
+        };
+        let Some(facts) = facts else {
+            println!("  service `{service}` ({name}): no policy project may deploy it");
+            continue;
+        };
+        for project in candidates {
+            let verdict = crate::gateway::verdict(engine, &pins, project, &facts).await;
+            let said = match verdict {
+                Ok(findings) if findings.is_empty() => "allowed".to_string(),
+                Ok(findings) => {
+                    let mode = match project.compose_model {
+                        crate::policy::ModelMode::Enforce => "refused",
+                        crate::policy::ModelMode::Warn => {
+                            "refused under enforce (compose_model = \"warn\": runs with a warning)"
+                        }
+                        crate::policy::ModelMode::Off => {
+                            "refused under enforce (compose_model = \"off\": runs unjudged)"
+                        }
+                    };
+                    let each: Vec<String> = findings.iter().map(|f| format!("    - {f}")).collect();
+                    format!("{mode}: compose_model_not_allowed\n{}", each.join("\n"))
+                }
+                Err(refusal) => format!("refused: {}: {}", refusal.code, refusal.message),
+            };
+            println!(
+                "  service `{service}` ({name}) by project `{}`: {said}",
+                project.name
+            );
+        }
+    }
+    if current.is_none() {
+        println!("no compose project runs on this host");
+    }
+    Ok(())
 }
 
 /// Bound on the health check's request: Docker's own `--timeout` should be

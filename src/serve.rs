@@ -13,7 +13,7 @@ use crate::docker::Engine;
 use crate::gateway::Gateway;
 use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, StoreError, now_ms};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyCell};
 
 /// How often job history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -92,12 +92,16 @@ pub async fn build_gateway(
     store: Store,
 ) -> Result<Arc<Gateway>, StartError> {
     let metrics = Arc::new(Metrics::default());
+    let policy = Arc::new(PolicyCell::new(policy));
+    let shared = policy.clone();
+    let policy = policy.get();
     let settings = JobSettings {
         timeout: Duration::from_secs(policy.docker.job_timeout_secs),
         max_parallel: policy.docker.max_parallel_jobs,
         withheld_env: policy.secret_env_names(),
         stable: Duration::from_secs(policy.docker.stable_secs),
         pins: crate::docker::PinFiles::new(&policy.server.state_dir),
+        policy: shared.clone(),
     };
     let jobs = Jobs::new(
         engine.clone(),
@@ -116,7 +120,7 @@ pub async fn build_gateway(
         );
     }
     prune(&jobs, &policy).await;
-    let gateway = Gateway::new(policy, engine, jobs, metrics);
+    let gateway = Gateway::new(shared, engine, jobs, metrics);
     let restored = gateway
         .restore_replays()
         .await

@@ -50,7 +50,10 @@ pub enum DeployResponse {
     /// `compose_file_not_allowed`, `image_not_allowed` (the pinned
     /// repository is outside the project's `images`, or, without them, not
     /// the compose file's), `token_not_allowed` (a valid CI token whose
-    /// claims match no `oidc` rule of the project).
+    /// claims match no `oidc` rule of the project), `compose_model_not_allowed`
+    /// (compose's model of the job reaches a host path outside the project's
+    /// `host_paths`, or does what its `allow` does not name; the message names
+    /// the service, key and path).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
     /// Authenticated and allowed, but no container has this exact name
@@ -69,8 +72,10 @@ pub enum DeployResponse {
     /// The container exists but cannot be deployed: `not_compose_managed`,
     /// `compose_label_missing`, `compose_label_invalid`, `compose_label_untrusted`
     /// (a compose label the image also sets),
-    /// or `compose_file_not_visible` (mount the compose files into the
-    /// gateway at the same absolute path as on the host).
+    /// `compose_file_not_visible` (mount the compose files into the
+    /// gateway at the same absolute path as on the host), or
+    /// `compose_config_invalid` (compose could not print the project's
+    /// model; compose's message).
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(ProblemJson),
     /// Too many failed authentications from this address

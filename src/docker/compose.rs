@@ -144,6 +144,25 @@ pub struct RealPaths {
     pub env_files: Vec<PathBuf>,
 }
 
+impl RealPaths {
+    /// Every path, each marked with its role, in a fixed order: what a job
+    /// keeps of the files it was admitted with, to compare later.
+    pub fn listing(&self) -> Vec<String> {
+        std::iter::once(format!("dir {}", self.working_dir.display()))
+            .chain(
+                self.config_files
+                    .iter()
+                    .map(|p| format!("config {}", p.display())),
+            )
+            .chain(
+                self.env_files
+                    .iter()
+                    .map(|p| format!("env {}", p.display())),
+            )
+            .collect()
+    }
+}
+
 /// A target whose files exist here, and their real paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -420,6 +439,24 @@ impl ComposeLabels {
             .map(|p| place(LABEL_ENV_FILE, p))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let target = ComposeTarget {
+            project: self.project.clone(),
+            service: self.service.clone(),
+            working_dir: self.working_dir.clone(),
+            config_files,
+            env_files,
+            pin: None,
+        };
+        let real = target.real_paths()?;
+        Ok(Resolved { target, real })
+    }
+}
+
+impl ComposeTarget {
+    /// Where the files compose will read really are now, symlinks followed
+    /// (the implicit `.env` of the project directory included). The same
+    /// target can resolve elsewhere later: a symlink moved.
+    pub fn real_paths(&self) -> Result<RealPaths, TargetError> {
         let real_dir = real_path(LABEL_WORKING_DIR, &self.working_dir)?;
         if !real_dir.is_dir() {
             return Err(invalid(
@@ -440,33 +477,21 @@ impl ComposeLabels {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
-        let real_configs = real_files(LABEL_CONFIG_FILES, &config_files)?;
-        let mut real_envs = real_files(LABEL_ENV_FILE, &env_files)?;
-        if env_files.is_empty() {
+        let real_configs = real_files(LABEL_CONFIG_FILES, &self.config_files)?;
+        let mut real_envs = real_files(LABEL_ENV_FILE, &self.env_files)?;
+        if self.env_files.is_empty() {
             let implicit = self.working_dir.join(IMPLICIT_ENV_FILE);
             if std::fs::symlink_metadata(&implicit).is_ok() {
                 real_envs.push(real_path(LABEL_WORKING_DIR, &implicit)?);
             }
         }
-        Ok(Resolved {
-            target: ComposeTarget {
-                project: self.project.clone(),
-                service: self.service.clone(),
-                working_dir: self.working_dir.clone(),
-                config_files,
-                env_files,
-                pin: None,
-            },
-            real: RealPaths {
-                working_dir: real_dir,
-                config_files: real_configs,
-                env_files: real_envs,
-            },
+        Ok(RealPaths {
+            working_dir: real_dir,
+            config_files: real_configs,
+            env_files: real_envs,
         })
     }
-}
 
-impl ComposeTarget {
     /// A target from parts already resolved (a stored job's): every path
     /// must be absolute. Validated as labels are, path by path.
     pub fn from_stored(
@@ -535,6 +560,33 @@ impl ComposeTarget {
 
     /// The arguments after the compose tool itself, e.g. after `docker compose`.
     pub fn args(&self, op: ComposeOp) -> Vec<String> {
+        let mut args = self.project_args();
+        let tail: &[&str] = match op {
+            ComposeOp::Pull => &["pull"],
+            ComposeOp::Up => &["up", "-d"],
+            ComposeOp::UpBuild => &["up", "-d", "--build"],
+            ComposeOp::UpNoBuild => &["up", "-d", "--no-build"],
+        };
+        args.extend(tail.iter().map(|s| s.to_string()));
+        args.push("--".into());
+        args.push(self.service.to_string());
+        args
+    }
+
+    /// `config` for the same project, files and directory as every other
+    /// command: the model of exactly the invocation that runs, all of its
+    /// services (`up` starts a service's dependencies too). v2 prints it as
+    /// JSON when asked; v1 prints only YAML.
+    pub fn config_args(&self, json: bool) -> Vec<String> {
+        let mut args = self.project_args();
+        args.push("config".into());
+        if json {
+            args.push("--format=json".into());
+        }
+        args
+    }
+
+    fn project_args(&self) -> Vec<String> {
         let mut args = vec![format!("--project-name={}", self.project)];
         for file in self.config_files.iter().chain(&self.pin) {
             args.push(format!("--file={}", file.display()));
@@ -546,15 +598,6 @@ impl ComposeTarget {
             "--project-directory={}",
             self.working_dir.display()
         ));
-        let tail: &[&str] = match op {
-            ComposeOp::Pull => &["pull"],
-            ComposeOp::Up => &["up", "-d"],
-            ComposeOp::UpBuild => &["up", "-d", "--build"],
-            ComposeOp::UpNoBuild => &["up", "-d", "--no-build"],
-        };
-        args.extend(tail.iter().map(|s| s.to_string()));
-        args.push("--".into());
-        args.push(self.service.to_string());
         args
     }
 

@@ -1,6 +1,8 @@
 //! [`Engine`] backed by the real Docker engine (bollard) and compose processes.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::compose::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
+use super::model::{self, ComposeModel, ModelError};
 use super::{
     BoxFuture, CommandOutcome, ComposeFound, ComposeOp, ComposeTarget, ContainerFacts,
     ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits,
@@ -39,6 +42,17 @@ const HEALTH_LOG_CHARS: usize = 500;
 const LOOKUP_TTL: Duration = Duration::from_secs(1);
 /// Lookups remembered at most; past this the memory is cleared.
 const LOOKUP_ENTRIES: usize = 1024;
+
+/// Bound on one `compose config`.
+const MODEL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest model read from `compose config`.
+const MAX_MODEL_BYTES: usize = 4 << 20;
+/// Models kept; a key names the contents of every file read, so an entry
+/// never goes stale, and the bound only keeps memory small.
+const MODEL_ENTRIES: usize = 256;
+const MODEL_TTL: Duration = Duration::from_secs(3600);
+/// The most of compose's own words kept in a refusal.
+const MODEL_ERROR_CHARS: usize = 1000;
 
 /// The label that marks a self-update helper container, with its job id.
 pub const LABEL_HELPER: &str = "io.delivery-hook.helper.job";
@@ -68,6 +82,9 @@ pub struct DockerEngine {
     lookups: Recent<String, Option<ContainerFacts>>,
     /// The compose-made container this gateway runs in, looked up once.
     own: OnceCell<Option<Own>>,
+    /// Models compose printed, by the command and the identity and
+    /// contents of every file it read.
+    models: Recent<[u8; 32], Arc<serde_json::Value>>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> EngineError {
@@ -100,6 +117,7 @@ impl DockerEngine {
             tool,
             detected: OnceCell::new(),
             lookups: Recent::new(LOOKUP_TTL, LOOKUP_ENTRIES),
+            models: Recent::new(MODEL_TTL, MODEL_ENTRIES),
             own: OnceCell::new(),
         }
     }
@@ -125,6 +143,39 @@ impl DockerEngine {
     /// The compose argv prefix this gateway runs.
     pub async fn compose_command(&self) -> Result<Vec<String>, NoComposeTool> {
         Ok(self.compose_found().await?.argv.clone())
+    }
+
+    /// The running containers compose made (one-off ones left out), as
+    /// (compose project, service, container name), sorted.
+    pub async fn compose_containers(&self) -> Result<Vec<(String, String, String)>, EngineError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("label".to_string(), vec![LABEL_PROJECT.to_string()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let listed = bounded(docker.list_containers(Some(options)))
+            .await
+            .map_err(classify)?;
+        let mut found: Vec<(String, String, String)> = listed
+            .into_iter()
+            .filter_map(|summary| {
+                let labels = summary.labels?;
+                if labels
+                    .get(LABEL_ONEOFF)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                {
+                    return None;
+                }
+                let name = summary.names?.first()?.trim_start_matches('/').to_string();
+                Some((
+                    labels.get(LABEL_PROJECT)?.clone(),
+                    labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+                    name,
+                ))
+            })
+            .collect();
+        found.sort();
+        Ok(found)
     }
 
     async fn own(&self) -> Option<&Own> {
@@ -315,6 +366,68 @@ pub fn own_container_id(mountinfo: &str) -> Option<String> {
     })
 }
 
+/// What compose said on standard error, without the command line this
+/// module notes first, bounded.
+fn compose_said(stderr: &str) -> String {
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("$ ") && !l.trim().is_empty())
+        .collect();
+    let text = said.join("; ");
+    let mut text: String = text.chars().rev().take(MODEL_ERROR_CHARS).collect();
+    text = text.chars().rev().collect();
+    if text.is_empty() {
+        "compose config failed without a message".into()
+    } else {
+        text
+    }
+}
+
+/// The cache key of a model: the command, and the real path, identity and
+/// contents of every file compose reads for it (the config files and what
+/// they include or extend, the env files, or the project's implicit `.env`).
+/// Never the path text alone: a symlink moved or a file edited is a new key.
+fn model_key(
+    argv: &[String],
+    target: &ComposeTarget,
+    files_read: &[PathBuf],
+) -> Result<[u8; 32], ModelError> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let mut hash = Sha256::new();
+    for arg in argv {
+        hash.update(arg.as_bytes());
+        hash.update([0]);
+    }
+    let implicit = target.working_dir.join(".env");
+    let env_files: Vec<&Path> = if target.env_files.is_empty() {
+        vec![implicit.as_path()]
+    } else {
+        target.env_files.iter().map(PathBuf::as_path).collect()
+    };
+    for file in files_read.iter().map(PathBuf::as_path).chain(env_files) {
+        let unreadable =
+            |e: std::io::Error| ModelError::File(format!("{} cannot be read: {e}", file.display()));
+        match std::fs::canonicalize(file) {
+            Ok(real) => {
+                let meta = std::fs::metadata(&real).map_err(unreadable)?;
+                let contents = std::fs::read(&real).map_err(unreadable)?;
+                hash.update(real.as_os_str().as_encoded_bytes());
+                hash.update([0]);
+                hash.update(meta.dev().to_le_bytes());
+                hash.update(meta.ino().to_le_bytes());
+                hash.update(Sha256::digest(&contents));
+            }
+            // An implicit `.env` that does not exist is part of the key too.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                hash.update(b"absent\0");
+            }
+            Err(e) => return Err(unreadable(e)),
+        }
+    }
+    Ok(hash.finalize().into())
+}
+
 /// No compose tool the policy allows answers.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("no compose tool found: {tried} does not answer `version --short`")]
@@ -398,6 +511,46 @@ fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatu
 }
 
 impl Engine for DockerEngine {
+    fn compose_model<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+    ) -> BoxFuture<'a, Result<ComposeModel, ModelError>> {
+        Box::pin(async move {
+            let found = self
+                .compose_found()
+                .await
+                .map_err(|e| ModelError::Config(e.to_string()))?;
+            let yaml = found.generation() == "v1";
+            let raw = model::raw_references(&target.config_files)?;
+            let mut argv = found.argv.clone();
+            argv.extend(target.config_args(!yaml));
+            let key = model_key(&argv, target, &raw.files_read)?;
+            if let Some(model) = self.models.get(&key) {
+                return Ok(ComposeModel { model, raw });
+            }
+            let limits = Limits {
+                deadline: Instant::now() + MODEL_TIMEOUT,
+                cancel: CancellationToken::new(),
+            };
+            let stdout = OutputLog::with_limit(MAX_MODEL_BYTES);
+            let stderr = OutputLog::with_limit(4 * MODEL_ERROR_CHARS);
+            let outcome = process::run_command_apart(
+                argv,
+                Some(&target.working_dir),
+                &limits,
+                &stdout,
+                &stderr,
+            )
+            .await;
+            if outcome.exit != Exit::Code(0) {
+                return Err(ModelError::Config(compose_said(&stderr.text())));
+            }
+            let model = Arc::new(model::parse_config_output(&stdout.text(), yaml)?);
+            self.models.insert(key, model.clone());
+            Ok(ComposeModel { model, raw })
+        })
+    }
+
     fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
         Box::pin(async move { self.compose_found().await.cloned() })
     }

@@ -128,28 +128,39 @@ fn is_tag(tag: &str) -> bool {
             .all(|&b| word(b) || b == b'.' || b == b'-')
 }
 
+/// The registry host (with its port) that `repository` names, and the path
+/// after it. As the engine decides: a first component followed by more,
+/// with a `.` or a `:`, or `localhost`, or an uppercase letter, is a host.
+/// The one rule for every question about a reference's registry.
+fn split_host(repository: &str) -> (Option<&str>, &str) {
+    match repository.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, repository),
+    }
+}
+
+/// Docker Hub's key in a client configuration's `auths`.
+pub const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+
+/// The registry a repository lives in, as credentials are keyed: its host,
+/// else Docker Hub.
+pub fn registry_of(repository: &str) -> &str {
+    split_host(repository).0.unwrap_or(DOCKER_HUB)
+}
+
 /// `[host[:port]/]component(/component)*`, at most 255 bytes.
 fn is_repository(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_NAME {
         return false;
     }
-    let mut parts = name.split('/').peekable();
-    let first = parts.next().unwrap_or_default();
-    let has_more = parts.peek().is_some();
-    // As the engine decides: a first component with a `.` or a `:`, or
-    // `localhost`, or an uppercase letter is a registry host.
-    let is_host = has_more
-        && (first.contains(['.', ':'])
-            || first == "localhost"
-            || first.bytes().any(|b| b.is_ascii_uppercase()));
-    if is_host {
-        if !is_host_port(first) {
-            return false;
-        }
-    } else if !is_path_component(first) {
-        return false;
-    }
-    parts.all(is_path_component)
+    let (host, path) = split_host(name);
+    host.is_none_or(is_host_port) && path.split('/').all(is_path_component)
 }
 
 fn is_host_port(text: &str) -> bool {
@@ -253,6 +264,27 @@ mod tests {
         for text in bad {
             assert!(ImagePin::parse(&text).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_registry_is_decided_once() {
+        for (repository, registry) in [
+            ("127.0.0.1:5000/team/web", "127.0.0.1:5000"),
+            ("reg.example.com/web", "reg.example.com"),
+            ("Registry.Example.com/app", "Registry.Example.com"),
+            ("Registry/app", "Registry"),
+            ("localhost/web", "localhost"),
+            ("team/web", DOCKER_HUB),
+            ("web", DOCKER_HUB),
+        ] {
+            assert_eq!(registry_of(repository), registry, "{repository}");
+            let pin = ImagePin::parse(&format!("{repository}@sha256:{HEX}"))
+                .unwrap_or_else(|e| panic!("{repository}: {e}"));
+            assert_eq!(registry_of(pin.repository()), registry, "{repository}");
+        }
+        // A lowercase path component is never a host, an uppercase one is
+        // only where a host may stand.
+        assert!(ImagePin::parse(&format!("team/Web@sha256:{HEX}")).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod compose;
 mod engine;
 pub mod image_ref;
+pub mod model;
 mod output;
 pub mod pins;
 mod process;
@@ -194,6 +195,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The compose tool jobs run, and its version (`/readyz`).
     fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>>;
+
+    /// Compose's resolved model of `target`'s project, for exactly the
+    /// invocation a job runs, with what its files name that the model drops.
+    fn compose_model<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+    ) -> BoxFuture<'a, Result<model::ComposeModel, model::ModelError>>;
 
     /// The container with exactly this name, or `None`. Never matches an id
     /// or an id prefix, which the engine's own lookup would.

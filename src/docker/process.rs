@@ -26,11 +26,6 @@ const PASSED_ENV: &[&str] = &[
     "LANG",
     "LC_ALL",
     "TMPDIR",
-    "DOCKER_HOST",
-    "DOCKER_CONTEXT",
-    "DOCKER_CONFIG",
-    "DOCKER_CERT_PATH",
-    "DOCKER_TLS_VERIFY",
     "DOCKER_API_VERSION",
     "DOCKER_BUILDKIT",
     "BUILDKIT_PROGRESS",
@@ -43,6 +38,35 @@ const PASSED_ENV: &[&str] = &[
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 ];
+
+/// The variables that choose the engine compose talks to and the
+/// credentials it sends. Each is set in the child, to the gateway's value or
+/// to the empty string (which both tools read as unset): compose v1 takes a
+/// variable the process lacks from the project's `.env`, so a project could
+/// otherwise point compose, and the gateway's registry credentials, at an
+/// engine of its choosing. Both tools let the process environment win.
+const ENGINE_ENV: [&str; 4] = [
+    "DOCKER_CONTEXT",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "DOCKER_CONFIG",
+];
+
+/// The engine the gateway itself talks to when `DOCKER_HOST` is not set.
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The engine variables a child gets: `DOCKER_HOST` always names the
+/// gateway's own endpoint, and the others are the gateway's or empty.
+fn engine_env() -> impl Iterator<Item = (&'static str, std::ffi::OsString)> {
+    let host = std::env::var_os("DOCKER_HOST")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_DOCKER_HOST.into());
+    std::iter::once(("DOCKER_HOST", host)).chain(
+        ENGINE_ENV
+            .into_iter()
+            .map(|k| (k, std::env::var_os(k).unwrap_or_default())),
+    )
+}
 
 /// How long to wait for the pipes to close after the process ended. A
 /// process that escaped the group could hold them open forever.
@@ -77,6 +101,18 @@ pub async fn run_command(
     limits: &Limits,
     output: &OutputLog,
 ) -> CommandOutcome {
+    run_command_apart(argv, dir, limits, output, output).await
+}
+
+/// As [`run_command`], with standard output kept apart from standard
+/// error (and this module's notes): for a command whose output is data.
+pub async fn run_command_apart(
+    argv: Vec<String>,
+    dir: Option<&Path>,
+    limits: &Limits,
+    stdout_log: &OutputLog,
+    output: &OutputLog,
+) -> CommandOutcome {
     let started = Instant::now();
     output.note(&format!("$ {}", argv.join(" ")));
     let outcome = |exit| CommandOutcome {
@@ -94,8 +130,9 @@ pub async fn run_command(
         .envs(
             PASSED_ENV
                 .iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
         )
+        .envs(engine_env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -132,7 +169,7 @@ pub async fn run_command(
         tokio::join!(
             async {
                 if let Some(s) = stdout {
-                    pump(s, output).await
+                    pump(s, stdout_log).await
                 }
             },
             async {
@@ -249,6 +286,16 @@ mod tests {
         let text = log.text();
         assert!(!text.contains("do-not-pass"), "{text}");
         assert!(text.contains("PATH="), "{text}");
+        // The engine is the gateway's, whatever a project's `.env` says.
+        let host = std::env::var("DOCKER_HOST").unwrap_or(DEFAULT_DOCKER_HOST.into());
+        assert!(text.contains(&format!("\nDOCKER_HOST={host}\n")), "{text}");
+        for name in ENGINE_ENV {
+            let value = std::env::var(name).unwrap_or_default();
+            assert!(
+                text.contains(&format!("\n{name}={value}\n")),
+                "{name}: {text}"
+            );
+        }
     }
 
     /// Alive means present in /proc and not a zombie awaiting its reaper.

@@ -16,7 +16,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{Platform, ServiceSpec, TaskSpecPlacement};
 use bollard::query_parameters::{ListTasksOptionsBuilder, UpdateServiceOptionsBuilder};
 
-use super::image_ref::Reference;
+use super::image_ref::{Reference, registry_of};
 use super::{EngineError, engine::DockerEngine};
 
 /// How often an update is sent again after "update out of sequence" (the
@@ -87,15 +87,6 @@ pub fn unpinned_reference(current: &str) -> Option<String> {
 /// The digest a spec's image is pinned to, if any.
 pub fn digest_of(image: &str) -> Option<&str> {
     Reference::parse(image)?.digest
-}
-
-/// The registry a repository lives in, as credentials are keyed: the host
-/// before the first `/` when it looks like one, else Docker Hub.
-pub fn registry_of(repository: &str) -> &str {
-    match repository.split_once('/') {
-        Some((host, _)) if host.contains(['.', ':']) || host == "localhost" => host,
-        _ => "https://index.docker.io/v1/",
-    }
 }
 
 /// The credentials the gateway's docker client configuration holds for
@@ -341,14 +332,5 @@ mod tests {
             format!("reg.example.com:5000/web@{new}")
         );
         assert_eq!(pinned_reference("Not A Reference", None, new), None);
-    }
-
-    #[test]
-    fn credentials_are_keyed_by_registry_host() {
-        assert_eq!(registry_of("127.0.0.1:5000/team/web"), "127.0.0.1:5000");
-        assert_eq!(registry_of("reg.example.com/web"), "reg.example.com");
-        assert_eq!(registry_of("localhost/web"), "localhost");
-        assert_eq!(registry_of("team/web"), "https://index.docker.io/v1/");
-        assert_eq!(registry_of("web"), "https://index.docker.io/v1/");
     }
 }

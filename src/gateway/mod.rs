@@ -31,21 +31,25 @@
 //! Every decision is logged once on the `audit` target.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::admission::auth::{AuthError, Signature};
 use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
 use crate::admission::slots::{Slot, Slots};
 use crate::admission::throttle::Throttle;
-use crate::docker::{ComposeLabels, Engine, ImagePin, PinFiles, Reference, Resolved};
+use crate::docker::model::Finding;
+use crate::docker::{
+    ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, PinFiles, RealPaths, Reference,
+    Resolved,
+};
 use crate::jobs::{
     DeployTarget, JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted,
 };
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
 use crate::oidc::KeyCache;
-use crate::policy::{KeySource, Policy, Project};
+use crate::policy::{KeySource, ModelMode, Policy, PolicyCell, Project};
 use crate::recent::Recent;
 
 mod admit;
@@ -186,7 +190,7 @@ pub struct Gateway {
     resolved: Recent<ComposeLabels, Resolved>,
     /// The gateway's own pin overrides, which labels may name.
     pins: PinFiles,
-    policy: RwLock<Arc<Policy>>,
+    policy: Arc<PolicyCell>,
     /// Requests holding their answer with `?wait=`, per project.
     waiting: Slots<String>,
     engine: Arc<dyn Engine>,
@@ -277,13 +281,20 @@ fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
 }
 
 impl Gateway {
-    pub fn new(policy: Policy, engine: Arc<dyn Engine>, jobs: Jobs, metrics: Arc<Metrics>) -> Self {
-        let replay = ReplayCache::new(policy.server.replay_cache_entries);
+    /// A gateway serving `policy`, which the jobs share.
+    pub fn new(
+        policy: Arc<PolicyCell>,
+        engine: Arc<dyn Engine>,
+        jobs: Jobs,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let current = policy.get();
+        let replay = ReplayCache::new(current.server.replay_cache_entries);
         Self {
             resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
-            pins: PinFiles::new(&policy.server.state_dir),
+            pins: PinFiles::new(&current.server.state_dir),
             waiting: Slots::default(),
-            policy: RwLock::new(Arc::new(policy)),
+            policy,
             engine,
             jobs,
             replay,
@@ -319,15 +330,18 @@ impl Gateway {
 
     /// The policy in force; a request keeps the one it started with.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.policy.get()
     }
 
-    /// Swaps in a new policy atomically; requests in flight finish on the old one.
+    /// The policy cell the gateway and its jobs share.
+    pub fn policy_cell(&self) -> Arc<PolicyCell> {
+        self.policy.clone()
+    }
+
+    /// Swaps in a new policy atomically; requests in flight finish on the
+    /// old one, and jobs judge their next command by the new one.
     pub fn replace_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.policy.replace(policy);
     }
 
     pub fn jobs(&self) -> &Jobs {
@@ -634,6 +648,7 @@ impl Gateway {
             self_update: false,
             pin,
             rollback: false,
+            admitted_files: Vec::new(),
         })
     }
 
@@ -661,25 +676,9 @@ impl Gateway {
                     "no container with this name exists on the host",
                 )
             })?;
-        let labels = ComposeLabels::from_container(&facts.labels, &facts.image_labels)?
-            .without_pins(&self.pins)?;
-        // Before any path is looked at, so another team's files are not
-        // probed on behalf of a project that may not touch them.
-        if !project.allows_compose_project(labels.project.as_str()) {
-            return Err(Refusal::new(
-                RefusalKind::Forbidden,
-                "compose_project_not_allowed",
-                "the container's compose project is outside this project's compose_projects",
-            ));
-        }
+        let labels = project_labels(project, &facts, &self.pins)?;
         let Resolved { target, real } = self.resolve(labels).await?;
-        if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
-            return Err(Refusal::new(
-                RefusalKind::Forbidden,
-                "compose_file_not_allowed",
-                "the files compose would read for this container are outside this project's compose_files",
-            ));
-        }
+        check_paths(project, &real)?;
         let target = match &pin {
             None => target,
             Some(pin) => {
@@ -692,6 +691,14 @@ impl Gateway {
                 target.pinned(Some(path))
             }
         };
+        judge_model(
+            &*self.engine,
+            project,
+            &target,
+            &real.config_files,
+            container.as_str(),
+        )
+        .await?;
         let self_update = self
             .engine
             .own_service()
@@ -705,6 +712,7 @@ impl Gateway {
             self_update,
             pin,
             rollback: project.rollback,
+            admitted_files: real.listing(),
         })
     }
 
@@ -747,6 +755,119 @@ impl Gateway {
             waited: wait.is_some(),
         })
     }
+}
+
+/// A container's compose labels, when `project` may act on its compose
+/// project: checked before any path is looked at, so another team's files
+/// are not probed on behalf of a project that may not touch them.
+fn project_labels(
+    project: &Project,
+    facts: &ContainerFacts,
+    pins: &PinFiles,
+) -> Result<ComposeLabels, Refusal> {
+    let labels =
+        ComposeLabels::from_container(&facts.labels, &facts.image_labels)?.without_pins(pins)?;
+    if !project.allows_compose_project(labels.project.as_str()) {
+        return Err(Refusal::new(
+            RefusalKind::Forbidden,
+            "compose_project_not_allowed",
+            "the container's compose project is outside this project's compose_projects",
+        ));
+    }
+    Ok(labels)
+}
+
+/// The real files compose would read must satisfy `compose_files`.
+fn check_paths(project: &Project, real: &RealPaths) -> Result<(), Refusal> {
+    if project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            RefusalKind::Forbidden,
+            "compose_file_not_allowed",
+            "the files compose would read for this container are outside this project's compose_files",
+        ))
+    }
+}
+
+/// What `project`'s rules refuse in compose's model of `target`, whose
+/// user config files really are `real_configs`.
+async fn model_findings(
+    engine: &dyn Engine,
+    project: &Project,
+    target: &ComposeTarget,
+    real_configs: &[std::path::PathBuf],
+) -> Result<Vec<Finding>, Refusal> {
+    let model = engine.compose_model(target).await.map_err(|e| {
+        Refusal::new(
+            RefusalKind::Undeployable,
+            "compose_config_invalid",
+            format!("compose cannot read the project's model: {e}"),
+        )
+    })?;
+    Ok(crate::docker::model::judge_project(
+        project,
+        &model,
+        target.project.as_str(),
+        real_configs,
+    ))
+}
+
+/// What a deploy of the container `facts` by `project` would meet, without
+/// a pin and whatever the project's `compose_model`: a refusal, or what the
+/// model check finds (empty when it passes). For `check --compose`.
+pub async fn verdict(
+    engine: &dyn Engine,
+    pins: &PinFiles,
+    project: &Project,
+    facts: &ContainerFacts,
+) -> Result<Vec<Finding>, Refusal> {
+    let labels = project_labels(project, facts, pins)?;
+    let Resolved { target, real } = labels.resolve()?;
+    check_paths(project, &real)?;
+    model_findings(engine, project, &target, &real.config_files).await
+}
+
+/// Judges compose's model of the job against the project's rules, unless
+/// its `compose_model` is `off`: a refusal under `enforce`, a warning (and
+/// an audit line) under `warn`. `real_configs` are the real paths of the
+/// user's config files, whose directories are the default host paths.
+async fn judge_model(
+    engine: &dyn Engine,
+    project: &Project,
+    target: &ComposeTarget,
+    real_configs: &[std::path::PathBuf],
+    container: &str,
+) -> Result<(), Refusal> {
+    if project.compose_model == ModelMode::Off {
+        return Ok(());
+    }
+    let findings = model_findings(engine, project, target, real_configs).await?;
+    let Some(first) = findings.first() else {
+        return Ok(());
+    };
+    if project.compose_model == ModelMode::Warn {
+        for finding in &findings {
+            tracing::warn!(
+                target: "audit",
+                project = %project.name,
+                container,
+                code = "compose_model_not_allowed",
+                finding = %finding,
+                "the compose model would be refused; compose_model = \"warn\" lets the job run"
+            );
+        }
+        return Ok(());
+    }
+    let more = match findings.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Err(Refusal::new(
+        RefusalKind::Forbidden,
+        "compose_model_not_allowed",
+        format!("{first}{more}"),
+    ))
 }
 
 fn check_wait(policy: &Policy, wait: u64) -> Result<(), Refusal> {

@@ -88,6 +88,7 @@ pub async fn run_helper(
         limits: &limits,
         timeout,
         stable,
+        boundary: None,
     }
     .execute()
     .await;

@@ -40,6 +40,7 @@ pub use store::{Cursor, ReplayRow, Store, StoreError};
 
 use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
+use crate::policy::PolicyCell;
 
 /// A job interrupted this many times is not started again.
 const MAX_ATTEMPTS: u32 = 2;
@@ -55,6 +56,9 @@ pub struct JobSettings {
     pub stable: Duration,
     /// Where pin overrides are written.
     pub pins: PinFiles,
+    /// The policy in force, by which a compose job judges its files before
+    /// each command.
+    pub policy: Arc<PolicyCell>,
 }
 
 /// What a job deploys.
@@ -84,6 +88,9 @@ pub struct JobRequest {
     pub pin: Option<ImagePin>,
     /// Roll back when the deploy fails (the project's `rollback`).
     pub rollback: bool,
+    /// The real files of a compose target as they were judged when the
+    /// request was admitted ([`crate::docker::RealPaths::listing`]).
+    pub admitted_files: Vec<String>,
 }
 
 /// A signed request's replay key and expiry, stored with its job.
@@ -266,6 +273,7 @@ impl Jobs {
                 record.image = request.pin.as_ref().map(ToString::to_string);
                 record.image_digest = request.pin.as_ref().map(ImagePin::digest);
                 record.rollback_on_failure = request.rollback;
+                record.admitted_files = request.admitted_files.clone();
                 // Sent while holding the lock, so this insert reaches the store
                 // before anything the worker writes about the job.
                 let written = self.inner.store.put_with(&record, row(record.id));
@@ -601,7 +609,10 @@ impl Inner {
             deadline: started + self.settings.timeout,
             cancel: self.kill.child_token(),
         };
-        let attempt = active.record.borrow().attempt;
+        let (attempt, project) = {
+            let record = active.record.borrow();
+            (record.attempt, record.project.clone())
+        };
         let completion = match &active.target {
             DeployTarget::Compose(target) => {
                 run::JobRun {
@@ -614,6 +625,7 @@ impl Inner {
                     limits: &limits,
                     timeout: self.settings.timeout,
                     stable: self.settings.stable,
+                    boundary: Some((&self.settings.policy, &project)),
                 }
                 .execute()
                 .await

@@ -189,6 +189,11 @@ pub struct JobRecord {
     /// `up`: compose v2 renames the containers v1 named `<project>_<service>_1`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,
+    /// The real files of the compose target as judged when the request was
+    /// admitted: a compose command runs on other files only where the
+    /// project's `compose_files` can judge them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admitted_files: Vec<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -271,6 +276,7 @@ impl JobRecord {
             replicas_updated: None,
             message: None,
             containers: Vec::new(),
+            admitted_files: Vec::new(),
         }
     }
 

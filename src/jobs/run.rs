@@ -22,9 +22,10 @@ use super::record::{JobRecord, JobState, Rollback, RollbackState, Step, now_ms};
 use super::store::Store;
 use crate::docker::{
     ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Limits, OutputLog, PinFiles,
-    Reference,
+    RealPaths, Reference,
 };
 use crate::names::{Action, JobId};
+use crate::policy::{ModelMode, PolicyCell};
 
 /// How often the service is looked at while it starts; the gate waits for
 /// a condition (running, healthy where checked, stable).
@@ -118,6 +119,10 @@ pub struct JobRun<'a> {
     pub timeout: Duration,
     /// How long the service must run unchanged after `up`.
     pub stable: Duration,
+    /// The policy in force and the project the job acts for, to judge its
+    /// files by before each command; `None` in a self-update helper, which
+    /// has no policy and only checks that the files stay the same.
+    pub boundary: Option<(&'a PolicyCell, &'a str)>,
 }
 
 /// How one command ended, as a failure of the job; `None` on success.
@@ -229,19 +234,110 @@ impl JobRun<'_> {
         ImagePin::parse(&image).ok()
     }
 
+    /// Runs one compose command, judging the target's files (and, under
+    /// `compose_model = "enforce"`, its model) right before it and checking
+    /// right after it that they are still the same real files.
     async fn run_step(
         &self,
         target: &ComposeTarget,
         op: ComposeOp,
         limits: &Limits,
     ) -> Option<Completion> {
+        let before = match self.judge_before(target, op).await {
+            Ok(real) => real,
+            Err(refused) => {
+                self.output.note(&format!("({})", refused.why()));
+                return Some(refused);
+            }
+        };
         let outcome = self
             .engine
             .run_compose(target, op, limits, self.output)
             .await;
         self.record
             .send_modify(|r| r.steps.push(Step::from(&outcome)));
+        let after = target.real_paths();
+        if after.as_ref() != Ok(&before) {
+            let now = match after {
+                Ok(real) => real
+                    .config_files
+                    .iter()
+                    .chain(&real.env_files)
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => e.to_string(),
+            };
+            let why = format!(
+                "compose_files_changed: the compose files resolved to other real files while {} ran (now: {now}); the job stops here",
+                describe(op)
+            );
+            self.output.note(&format!("({why})"));
+            return Some(Completion::ended(JobState::Failed, why));
+        }
         failure_of(&outcome.exit, op, self.timeout)
+    }
+
+    /// The target's real files, once the policy in force still allows them
+    /// (and its model, under `enforce`).
+    async fn judge_before(
+        &self,
+        target: &ComposeTarget,
+        op: ComposeOp,
+    ) -> Result<RealPaths, Completion> {
+        let refused = |why: String| {
+            Completion::ended(
+                JobState::Failed,
+                format!("{why}; {} did not run", describe(op)),
+            )
+        };
+        let real = target
+            .real_paths()
+            .map_err(|e| refused(format!("compose_file_not_visible: {e}")))?;
+        let admitted = self.record.borrow().admitted_files.clone();
+        let moved = !admitted.is_empty() && real.listing() != admitted;
+        let policy = self.boundary.map(|(cell, name)| (cell.get(), name));
+        let project = match &policy {
+            Some((policy, name)) => Some(policy.project(name).ok_or_else(|| {
+                refused(format!(
+                    "project_not_found: the project `{name}` is no longer in the policy"
+                ))
+            })?),
+            None => None,
+        };
+        // Files that resolve elsewhere than when the request was admitted
+        // run only where the project's compose_files judge them again.
+        if moved && !project.is_some_and(|p| p.bounds_compose_files()) {
+            return Err(refused(format!(
+                "compose_files_changed: the compose files resolve to other real files than when the request was admitted (now: {})",
+                real.listing().join(", ")
+            )));
+        }
+        let Some(project) = project else {
+            return Ok(real);
+        };
+        if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
+            return Err(refused(
+                "compose_file_not_allowed: the files compose would read are now outside the project's compose_files".into(),
+            ));
+        }
+        if project.compose_model == ModelMode::Enforce {
+            let model = self
+                .engine
+                .compose_model(target)
+                .await
+                .map_err(|e| refused(format!("compose_config_invalid: {e}")))?;
+            let findings = crate::docker::model::judge_project(
+                project,
+                &model,
+                target.project.as_str(),
+                &real.config_files,
+            );
+            if let Some(first) = findings.first() {
+                return Err(refused(format!("compose_model_not_allowed: {first}")));
+            }
+        }
+        Ok(real)
     }
 
     async fn deploy(&self, before: &[ContainerStatus]) -> Completion {

@@ -30,6 +30,10 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_TOKEN_AGE_SECS: u64 = 600;
 /// How far `exp`, `nbf` and `iat` may be off the gateway's clock.
 pub const LEEWAY_SECS: u64 = 60;
+/// How far ahead a token's `exp` may lie. CI tokens live minutes; one
+/// that claims a longer life is refused, which also bounds how long its
+/// single-use entry is kept.
+pub const MAX_LIFETIME_SECS: u64 = 24 * 60 * 60;
 /// The longest `jti` remembered.
 const MAX_JTI_BYTES: usize = 256;
 /// The issuers whose tokens name the repository they were issued for.
@@ -85,7 +89,9 @@ impl TokenRule {
             TokenRule::Audience => {
                 "the token's audience (aud) is not one a rule of this project accepts"
             }
-            TokenRule::Expired => "the token has expired",
+            TokenRule::Expired => {
+                "the token has expired, or claims to expire more than 24 hours ahead"
+            }
             TokenRule::NotYetValid => "the token is not valid yet (nbf or iat in the future)",
             TokenRule::TooOld => {
                 "the token was issued longer ago than the rule's max_token_age_secs"
@@ -200,10 +206,26 @@ pub fn verify(presented: &Presented<'_>, key: &Key, now: u64) -> Result<Verified
                 _ => TokenRule::Format,
             })?;
     let claims = data.claims;
+    // Every time must be a whole second that a signed 64-bit integer holds
+    // (the store keeps them so); past that, arithmetic on them is checked.
+    let fits = |name: &str| {
+        claims
+            .get(name)
+            .is_none_or(|v| v.as_i64().is_some_and(|t| t >= 0))
+    };
+    if !["exp", "nbf", "iat"].into_iter().all(fits) {
+        return Err(TokenRule::Expired);
+    }
     let number = |name: &str| claims.get(name).and_then(Value::as_u64);
     let expires_at = number("exp").ok_or(TokenRule::Format)?;
     let issued_at = number("iat").ok_or(TokenRule::Format)?;
-    if issued_at > now.saturating_add(LEEWAY_SECS) {
+    let latest_expiry = now
+        .checked_add(MAX_LIFETIME_SECS + LEEWAY_SECS)
+        .ok_or(TokenRule::Expired)?;
+    if expires_at > latest_expiry {
+        return Err(TokenRule::Expired);
+    }
+    if issued_at > now.checked_add(LEEWAY_SECS).ok_or(TokenRule::NotYetValid)? {
         return Err(TokenRule::NotYetValid);
     }
     let audiences = match claims.get("aud") {

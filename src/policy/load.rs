@@ -4,7 +4,7 @@
 //! deserialised, because serde stops at the first problem while an operator
 //! wants every problem, each with its line.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::names::MAX_WAIT_SECS;
 use std::fmt;
@@ -18,11 +18,12 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    ClaimPattern, ComposeTool, DockerSettings, KeySource, OidcRule, Origin, Policy, ProjectSpec,
-    SecretSource, ServerSettings,
+    ClaimPattern, ComposeTool, DockerSettings, KeySource, ModelMode, OidcRule, Origin, Policy,
+    ProjectSpec, SecretSource, ServerSettings,
 };
 use crate::admission::auth::MIN_SECRET_LEN;
 use crate::admission::client_addr::Cidr;
+use crate::docker::model::Allowance;
 use crate::names::{Action, ProjectName};
 
 /// The largest policy file read; 10,000 projects take about 2 MB.
@@ -612,6 +613,9 @@ impl<'t> Reader<'t> {
         let mut rollback = None;
         let mut services = None;
         let mut oidc = None;
+        let mut compose_model = None;
+        let mut host_paths = None;
+        let mut allow = None;
         let mut containers_span = value.span();
         for (key, value) in table.iter() {
             let key_name = key.get_ref().as_ref();
@@ -630,6 +634,9 @@ impl<'t> Reader<'t> {
                 "rollback" => rollback = self.boolean(key_name, value),
                 "services" => services = self.service_patterns(value).map(Some),
                 "oidc" => oidc = Some(self.oidc_rules(value, &section)),
+                "compose_model" => compose_model = Some(self.model_mode(value)),
+                "host_paths" => host_paths = Some(self.host_path_patterns(value)),
+                "allow" => allow = Some(self.allowances(value)),
                 _ => self.unknown_key(key, &section),
             }
         }
@@ -663,8 +670,66 @@ impl<'t> Reader<'t> {
             images: images.unwrap_or(None),
             rollback: rollback.unwrap_or(true),
             services: services.unwrap_or(None),
+            compose_model: compose_model.unwrap_or(Some(None))?,
+            host_paths: host_paths.unwrap_or(Some(None))?,
+            allow: allow.unwrap_or(Some(BTreeSet::new()))?,
             containers_span,
         })
+    }
+
+    /// `compose_model`: `"enforce"`, `"warn"` or `"off"`.
+    fn model_mode(&mut self, value: &Value<'_>) -> Option<Option<ModelMode>> {
+        match value.get_ref().as_str().and_then(ModelMode::parse) {
+            Some(mode) => Some(Some(mode)),
+            None => {
+                self.error(
+                    value.span(),
+                    r#"`compose_model` must be "enforce", "warn" or "off""#,
+                );
+                None
+            }
+        }
+    }
+
+    /// `host_paths`: absolute globs over real host paths.
+    fn host_path_patterns(&mut self, value: &Value<'_>) -> Option<Option<Vec<String>>> {
+        self.glob_list(
+            "host_paths",
+            "host path",
+            value,
+            super::Subject::Path,
+            |pattern| {
+                (!pattern.starts_with('/'))
+                    .then(|| format!("host path pattern `{pattern}` must be absolute"))
+            },
+        )
+        .map(Some)
+    }
+
+    /// `allow`: names of what compose may do beyond the project's paths.
+    fn allowances(&mut self, value: &Value<'_>) -> Option<BTreeSet<Allowance>> {
+        let items = self.strings("allow", value)?;
+        let mut allowed = BTreeSet::new();
+        let mut ok = true;
+        for (name, span) in items {
+            match Allowance::parse(&name) {
+                Some(a) => {
+                    allowed.insert(a);
+                }
+                None => {
+                    let names: Vec<&str> = Allowance::ALL.iter().map(|a| a.as_str()).collect();
+                    self.error(
+                        span,
+                        format!(
+                            "`allow` names `{name}`, which is none of {}",
+                            names.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(allowed)
     }
 
     /// `[[projects.<name>.oidc]]`: one or more tables.
@@ -900,6 +965,14 @@ impl<'t> Reader<'t> {
                     spec.containers_span.clone(),
                     format!(
                         "project `{}` has neither `compose_files` nor `compose_projects`: on a shared host its container names are its only boundary from the other projects",
+                        spec.name
+                    ),
+                );
+            } else if spec.compose_files.is_some() && spec.compose_projects.is_none() {
+                self.warn(
+                    spec.containers_span.clone(),
+                    format!(
+                        "project `{}` bounds its compose files but not its compose project names: its own files started under another project's compose name (`-p`) would act on that project's containers and networks; add `compose_projects`",
                         spec.name
                     ),
                 );
@@ -1242,6 +1315,10 @@ secrets = ["env:BILLING_SECRET", "file:/etc/dh/next"]
 containers = ["billing-*", "!billing-db"]
 actions = ["pull", "build"]
 compose_files = ["/srv/billing/**"]
+compose_projects = ["billing"]
+compose_model = "warn"
+host_paths = ["/srv/billing/**", "/var/lib/billing"]
+allow = ["docker_socket", "cap_add"]
 
 [projects.shop]
 secrets = ["env:SHOP_SECRET"]
@@ -1274,7 +1351,53 @@ compose_projects = ["shop", "shop-*"]
         let billing = p.project("billing").unwrap();
         assert_eq!(billing.keys().len(), 2);
         assert_eq!(billing.actions, vec![Action::Pull, Action::Build]);
-        assert!(loaded.warnings.is_empty());
+        assert_eq!(billing.compose_model, ModelMode::Warn);
+        assert_eq!(
+            billing.allow,
+            BTreeSet::from([Allowance::DockerSocket, Allowance::CapAdd])
+        );
+        let own: &[PathBuf] = &[];
+        assert!(billing.allows_host_path(Path::new("/srv/billing/data/x"), own));
+        assert!(billing.allows_host_path(Path::new("/var/lib/billing/cache"), own));
+        assert!(!billing.allows_host_path(Path::new("/var/lib/other"), own));
+        // Two projects: the model is judged unless a project says otherwise.
+        let shop = p.project("shop").unwrap();
+        assert_eq!(shop.compose_model, ModelMode::Enforce);
+        assert!(shop.allow.is_empty());
+        assert!(shop.allows_host_path(Path::new("/srv/shop/x"), &[PathBuf::from("/srv/shop")]));
+        assert!(!shop.allows_host_path(Path::new("/srv/shopping"), &[PathBuf::from("/srv/shop")]));
+        let summary = p.summary().to_string();
+        assert!(
+            summary.contains("compose model warn; host paths /srv/billing/**, /var/lib/billing; allow docker_socket, cap_add"),
+            "{summary}"
+        );
+        assert!(loaded.warnings.is_empty(), "{}", loaded.warnings());
+    }
+
+    #[test]
+    fn compose_model_settings_are_checked_with_their_lines() {
+        let text = "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\ncompose_model = \"strict\"\nhost_paths = [\"relative/*\"]\nallow = [\"docker_socket\", \"root\"]\n";
+        let err = parse_err(text);
+        assert!(
+            err.contains(":5: `compose_model` must be \"enforce\", \"warn\" or \"off\""),
+            "{err}"
+        );
+        assert!(
+            err.contains(":6: host path pattern `relative/*` must be absolute"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":7: `allow` names `root`, which is none of docker_socket, privileged"),
+            "{err}"
+        );
+        // One project alone: its model is not judged unless it asks.
+        let single = parse_ok(
+            "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
+        );
+        assert_eq!(
+            single.policy.project("a").unwrap().compose_model,
+            ModelMode::Off
+        );
     }
 
     #[test]
@@ -1342,9 +1465,16 @@ compose_projects = ["shop", "shop-*"]
         assert!(shop.allows_compose_project("shop"));
         assert!(shop.allows_compose_project("shop-staging"));
         assert!(!shop.allows_compose_project("billing"));
-        let billing = p.project("billing").unwrap();
         assert!(
-            billing.allows_compose_project("anything"),
+            !p.project("billing")
+                .unwrap()
+                .allows_compose_project("anything")
+        );
+        let p = parse_ok(&FULL.replace("compose_projects = [\"billing\"]\n", "")).policy;
+        assert!(
+            p.project("billing")
+                .unwrap()
+                .allows_compose_project("anything"),
             "absent means any"
         );
         let text = parse_err(&FULL.replace(
@@ -1386,7 +1516,13 @@ compose_files = ["/srv/db/**"]
             !shown.contains("`billing` and `db`"),
             "billing excludes billing-db: {shown}"
         );
-        assert_eq!(loaded.warnings.len(), 2, "{shown}");
+        assert!(
+            shown.contains(
+                ":15: project `db` bounds its compose files but not its compose project names"
+            ),
+            "{shown}"
+        );
+        assert_eq!(loaded.warnings.len(), 3, "{shown}");
         let single = parse_ok(
             "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
         );

@@ -10,13 +10,15 @@ mod load;
 mod oidc;
 mod overlap;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::docker::model::Allowance;
 
 use crate::admission::auth::SigningKey;
 use crate::admission::client_addr::Cidr;
@@ -158,6 +160,40 @@ pub struct Project {
     pub services: Option<Vec<String>>,
     /// The CI tokens it accepts, as alternatives; empty when it takes none.
     pub oidc: Vec<OidcRule>,
+    /// Whether compose's model of a job is judged, and what a refusal does.
+    pub compose_model: ModelMode,
+    /// Globs over the real host paths compose may read or mount; `None`:
+    /// the real directories of the job's config files, and below.
+    host_paths: Option<(GlobSet, Vec<String>)>,
+    /// What compose may do beyond the project's own paths.
+    pub allow: BTreeSet<Allowance>,
+}
+
+/// How a project's compose model is judged before and during a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelMode {
+    /// A refusal is 403 `compose_model_not_allowed`, and nothing runs.
+    Enforce,
+    /// A refusal is audited and logged, and the job runs.
+    Warn,
+    /// The model is not asked for.
+    Off,
+}
+
+impl ModelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelMode::Enforce => "enforce",
+            ModelMode::Warn => "warn",
+            ModelMode::Off => "off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [ModelMode::Enforce, ModelMode::Warn, ModelMode::Off]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
 }
 
 impl Project {
@@ -168,6 +204,22 @@ impl Project {
         match &self.images {
             Some((set, _)) => set.is_match(repository),
             None => compose_repository == Some(repository),
+        }
+    }
+
+    /// Whether the project names the compose files it may use, so that
+    /// any real path can be judged by them.
+    pub fn bounds_compose_files(&self) -> bool {
+        self.compose_files.is_some()
+    }
+
+    /// Whether compose may read or mount the real host path `real`: it, or
+    /// a directory above it, matches `host_paths`; without them, it lies in
+    /// one of `own_dirs` (the real directories of the job's config files).
+    pub fn allows_host_path(&self, real: &Path, own_dirs: &[PathBuf]) -> bool {
+        match &self.host_paths {
+            Some((set, _)) => real.ancestors().any(|p| set.is_match(p)),
+            None => own_dirs.iter().any(|dir| real.starts_with(dir)),
         }
     }
 
@@ -215,6 +267,27 @@ impl Project {
                 .iter()
                 .filter_map(|f| f.parent())
                 .any(|dir| working_dir.starts_with(dir))
+    }
+}
+
+/// The policy in force, shared by the gateway, which swaps it on reload,
+/// and the jobs, which judge their files by it before each compose command.
+/// A reader keeps the policy it took for as long as it needs it.
+#[derive(Debug)]
+pub struct PolicyCell(std::sync::RwLock<std::sync::Arc<Policy>>);
+
+impl PolicyCell {
+    pub fn new(policy: Policy) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(policy)))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Policy> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swaps in a new policy atomically.
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(policy);
     }
 }
 
@@ -412,6 +485,10 @@ pub(crate) struct ProjectSpec {
     pub rollback: bool,
     pub services: Option<Vec<String>>,
     pub oidc: Vec<OidcRule>,
+    /// `None`: the default, which depends on how many projects there are.
+    pub compose_model: Option<ModelMode>,
+    pub host_paths: Option<Vec<String>>,
+    pub allow: BTreeSet<Allowance>,
     /// Where its `containers` stand in the policy file, for warnings.
     pub containers_span: std::ops::Range<usize>,
 }
@@ -426,6 +503,7 @@ impl Policy {
         specs: Vec<ProjectSpec>,
         key_sources: HashMap<String, KeySource>,
     ) -> Result<Self, globset::Error> {
+        let shared = specs.len() > 1;
         let mut projects = Vec::with_capacity(specs.len());
         let mut by_name = HashMap::with_capacity(specs.len());
         let mut allow = PatternIndexBuilder::default();
@@ -451,6 +529,14 @@ impl Policy {
             let compose_projects = compiled(spec.compose_projects, Subject::ContainerName)?;
             // Repositories have `/`-separated parts, as paths do.
             let images = compiled(spec.images, Subject::Path)?;
+            let host_paths = compiled(spec.host_paths, Subject::Path)?;
+            // Several teams on one host: what their compose files do is
+            // judged unless a project says otherwise.
+            let compose_model = spec.compose_model.unwrap_or(if shared {
+                ModelMode::Enforce
+            } else {
+                ModelMode::Off
+            });
             by_name.insert(spec.name.as_str().to_owned(), position);
             let (secret_sources, keys) = spec
                 .secrets
@@ -470,6 +556,9 @@ impl Policy {
                 rollback: spec.rollback,
                 services: spec.services,
                 oidc: spec.oidc,
+                compose_model,
+                host_paths,
+                allow: spec.allow,
             });
         }
         Ok(Self {
@@ -513,6 +602,9 @@ impl Policy {
             rollback: true,
             services: None,
             oidc: Vec::new(),
+            compose_model: None,
+            host_paths: None,
+            allow: BTreeSet::new(),
             containers_span: 0..0,
         };
         Self::compile(
@@ -651,6 +743,14 @@ impl fmt::Display for Summary<'_> {
             if !p.rollback {
                 write!(f, "; no rollback")?;
             }
+            write!(f, "; compose model {}", p.compose_model.as_str())?;
+            if let Some((_, paths)) = &p.host_paths {
+                write!(f, "; host paths {}", paths.join(", "))?;
+            }
+            if !p.allow.is_empty() {
+                let allow: Vec<&str> = p.allow.iter().map(|a| a.as_str()).collect();
+                write!(f, "; allow {}", allow.join(", "))?;
+            }
             if let Some(services) = &p.services {
                 write!(f, "; swarm services {}", services.join(", "))?;
             }
@@ -680,6 +780,9 @@ mod tests {
             rollback: true,
             services: None,
             oidc: Vec::new(),
+            compose_model: None,
+            host_paths: None,
+            allow: BTreeSet::new(),
             containers_span: 0..0,
         };
         Policy::compile(

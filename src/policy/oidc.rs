@@ -62,13 +62,17 @@ pub struct OidcRule {
 }
 
 /// Why a verified token does not match a rule, in the order checked: a
-/// later one means the token came closer to the rule. A token too old for
-/// the rule its claims match is told so, rather than that no rule is its.
+/// later one means the token came closer to the rule. The claims come
+/// before the audience and the age: only a token whose claims a rule of the
+/// project accepts learns more than that no rule is its, so a token's
+/// answer for a project that does not exist is the answer for one whose
+/// rules it does not match. A token too old for the rule its claims match
+/// is told so, and trigger renews it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mismatch {
     Issuer,
-    Audience,
     Claims,
+    Audience,
     TooOld,
 }
 
@@ -78,9 +82,6 @@ impl OidcRule {
         if token.issuer != self.issuer {
             return Err(Mismatch::Issuer);
         }
-        if !token.audiences.contains(&self.audience) {
-            return Err(Mismatch::Audience);
-        }
         let matches = |claim: &ClaimPattern| {
             token
                 .claim_text(&claim.name)
@@ -88,6 +89,9 @@ impl OidcRule {
         };
         if !self.claims.iter().all(matches) {
             return Err(Mismatch::Claims);
+        }
+        if !token.audiences.contains(&self.audience) {
+            return Err(Mismatch::Audience);
         }
         if now.saturating_sub(token.issued_at) > self.max_token_age_secs {
             return Err(Mismatch::TooOld);
@@ -192,21 +196,25 @@ mod tests {
     }
 
     #[test]
-    fn audience_then_claims_then_age() {
+    fn claims_then_audience_then_age() {
         let r = rule(&[("repository", &["org/*"])]);
         let ours = json!({"repository": "org/web"});
         assert_eq!(r.admits(&token(ours.clone(), 1000), 1600), Ok(()));
-        assert_eq!(r.admits(&token(ours, 1000), 1601), Err(Mismatch::TooOld));
-        let claims = json!({"repository": "other/web"});
         assert_eq!(
-            r.admits(&token(claims.clone(), 1000), 1601),
-            Err(Mismatch::Claims)
+            r.admits(&token(ours.clone(), 1000), 1601),
+            Err(Mismatch::TooOld)
         );
-        let mut elsewhere = token(claims, 1000);
-        elsewhere.audiences = vec!["https://other.example".into()];
-        assert_eq!(r.admits(&elsewhere, 1000), Err(Mismatch::Audience));
-        elsewhere.issuer = "https://gitlab.com".into();
-        assert_eq!(r.admits(&elsewhere, 1000), Err(Mismatch::Issuer));
+        let mut ours_elsewhere = token(ours, 1000);
+        ours_elsewhere.audiences = vec!["https://other.example".into()];
+        assert_eq!(r.admits(&ours_elsewhere, 1601), Err(Mismatch::Audience));
+        // Claims no rule takes say nothing more, whatever else is wrong.
+        let claims = json!({"repository": "other/web"});
+        let mut theirs = token(claims, 1000);
+        assert_eq!(r.admits(&theirs, 1601), Err(Mismatch::Claims));
+        theirs.audiences = vec!["https://other.example".into()];
+        assert_eq!(r.admits(&theirs, 1601), Err(Mismatch::Claims));
+        theirs.issuer = "https://gitlab.com".into();
+        assert_eq!(r.admits(&theirs, 1000), Err(Mismatch::Issuer));
     }
 
     #[test]

@@ -260,6 +260,34 @@ async fn each_bad_token_gets_its_own_refusal_and_runs_nothing() {
             None,
         ),
         (
+            "an exp more than 24 hours ahead",
+            signed(&|c| c["exp"] = json!(now + 25 * 3600)),
+            401,
+            "invalid_token",
+            Some("expired"),
+        ),
+        (
+            "an exp past a signed 64-bit integer",
+            signed(&|c| c["exp"] = json!(u64::MAX - 1)),
+            401,
+            "invalid_token",
+            Some("expired"),
+        ),
+        (
+            "an exp near 2^63, which would wrap in the store",
+            signed(&|c| c["exp"] = json!(i64::MAX as u64 - 10)),
+            401,
+            "invalid_token",
+            Some("expired"),
+        ),
+        (
+            "a negative iat",
+            signed(&|c| c["iat"] = json!(-5)),
+            401,
+            "invalid_token",
+            Some("expired"),
+        ),
+        (
             "longer than 8 KiB",
             signed(&|c| c["padding"] = json!("x".repeat(8192))),
             401,
@@ -320,6 +348,32 @@ async fn each_bad_token_gets_its_own_refusal_and_runs_nothing() {
         (&again["id"], &again["replayed"]),
         (&job["id"], &json!(true))
     );
+}
+
+/// A token answers the same for a project that does not exist as for one
+/// whose rules its claims do not match, whatever else is wrong with it, so
+/// no token tells which projects a host has.
+#[tokio::test]
+async fn refusals_do_not_tell_whether_the_named_project_exists() {
+    let issuer = TestIssuer::start(&[Signer::Rsa1]);
+    let h = harness(&issuer).await;
+    let mut claims = issuer.claims(AUD);
+    claims["repository"] = json!("someone/else");
+    let other_repo = issuer.token(Signer::Rsa1, &claims);
+    claims["aud"] = json!(["https://elsewhere.test"]);
+    let other_repo_and_audience = issuer.token(Signer::Rsa1, &claims);
+    claims["iat"] = json!(now() - 700);
+    let other_everything = issuer.token(Signer::Rsa1, &claims);
+    for token in [&other_repo, &other_repo_and_audience, &other_everything] {
+        let mut answers = Vec::new();
+        for project in ["billing", "no-such-project"] {
+            let response = post_token(&h, "/pull", "billing-web", token, Some(project)).await;
+            let problem = expect_problem(response, 403, "token_not_allowed").await;
+            answers.push(problem);
+        }
+        assert_eq!(answers[0], answers[1], "identical bodies");
+    }
+    assert_eq!(h.engine.command_count(), 0);
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ fn image_under_test() -> Option<String> {
 
 const WEB_SECRET: &str = "web-image-secret-0123456789";
 const BILLING_SECRET: &str = "billing-image-secret-0123456789";
+const DELIVERY_SECRET: &str = "delivery-image-secret-0123456789";
 
 /// The image under test, and a fixture with the sibling service `web`
 /// started on v1 from `<root>/srv/web` with the host's compose v2, as the
@@ -199,10 +200,13 @@ async fn e2e_the_image_runs_as_the_readme_tells_and_redeploys_itself() {
         gw_dir.join("delivery.toml"),
         format!(
             "[server]\nmax_wait_secs = 300\n\n[docker]\ncompose = \"v2\"\nstable_secs = 1\njob_timeout_secs = 120\n\n\
-             [projects.web]\nsecrets = [\"env:WEB_DEPLOY_SECRET\"]\ncontainers = [\"{id}-web\", \"{gateway}\"]\nactions = [\"pull\"]\n\
-             compose_files = [\"{srv}/web/**\", \"{srv}/delivery-hook/**\"]\n\n\
+             [projects.web]\nsecrets = [\"env:WEB_DEPLOY_SECRET\"]\ncontainers = [\"{id}-web\"]\nactions = [\"pull\"]\n\
+             compose_files = [\"{srv}/web/**\"]\ncompose_projects = [\"{id}web\"]\n\n\
              [projects.billing]\nsecrets = [\"env:BILLING_DEPLOY_SECRET\"]\ncontainers = [\"{id}-billing\"]\nactions = [\"pull\"]\n\
-             compose_files = [\"{srv}/billing/**\"]\n",
+             compose_files = [\"{srv}/billing/**\"]\ncompose_projects = [\"{id}billing\"]\n\n\
+             [projects.delivery]\nsecrets = [\"env:DELIVERY_DEPLOY_SECRET\"]\ncontainers = [\"{gateway}\"]\nactions = [\"pull\"]\n\
+             compose_files = [\"{srv}/delivery-hook/**\"]\ncompose_projects = [\"{id}gw\"]\n\
+             allow = [\"docker_socket\"]\nhost_paths = [\"{srv}/**\"]\n",
             id = f.id
         ),
     )
@@ -211,7 +215,7 @@ async fn e2e_the_image_runs_as_the_readme_tells_and_redeploys_itself() {
     std::fs::write(
         gw_dir.join(".env"),
         format!(
-            "DOCKER_GID={}\nWEB_DEPLOY_SECRET={WEB_SECRET}\nBILLING_DEPLOY_SECRET={BILLING_SECRET}\n",
+            "DOCKER_GID={}\nWEB_DEPLOY_SECRET={WEB_SECRET}\nBILLING_DEPLOY_SECRET={BILLING_SECRET}\nDELIVERY_DEPLOY_SECRET={DELIVERY_SECRET}\n",
             socket_group()
         ),
     )
@@ -271,7 +275,7 @@ async fn e2e_the_image_runs_as_the_readme_tells_and_redeploys_itself() {
         &["image", "inspect", "--format", "{{.Id}}", &gw_local],
     );
     let (status, job) = Client::at(&url)
-        .deploy_signed("/pull", &gateway, now(), WEB_SECRET)
+        .deploy_signed("/pull", &gateway, now(), DELIVERY_SECRET)
         .await;
     assert_eq!(status, 202, "{job:#}");
     assert_eq!(job["self_update"], true);
@@ -294,7 +298,7 @@ async fn e2e_the_image_runs_as_the_readme_tells_and_redeploys_itself() {
     let client = Client::at(&url);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let seen = loop {
-        let (_, seen) = client.job_as(&id, 30, WEB_SECRET, "web").await;
+        let (_, seen) = client.job_as(&id, 30, DELIVERY_SECRET, "delivery").await;
         if seen["state"] != "running" && seen["state"] != "queued" {
             break seen;
         }

@@ -10,6 +10,7 @@
 //! Without a Docker engine these tests print one line and pass, unless
 //! `CI=true`, where they fail: CI must never pass without them.
 
+mod boundary;
 mod image;
 mod oidc;
 mod operations;
@@ -304,10 +305,13 @@ impl Fixture {
         std::fs::create_dir_all(&context).unwrap();
         std::fs::copy("/bin/busybox", context.join("busybox"))
             .expect("/bin/busybox exists (Debian package busybox-static)");
+        // The label first: every layer is this fixture's own, so no other
+        // fixture's build takes one as cache while this one's cleanup
+        // removes it.
         std::fs::write(
             context.join("Dockerfile"),
             format!(
-                "FROM scratch\nCOPY busybox /bin/busybox\nLABEL dh.test={}\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+                "FROM scratch\nLABEL dh.test={}\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
                 fixture.id
             ),
         )

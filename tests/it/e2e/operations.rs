@@ -291,7 +291,7 @@ async fn e2e_a_deploy_past_the_grace_period_runs_again_after_restart(tool: Compo
 /// and the compose tool come from the host through read-only mounts.
 fn gateway_image(f: &Fixture, version: &str) -> String {
     let dockerfile = format!(
-        "FROM scratch\nCOPY version /version\nLABEL dh.test={}\n",
+        "FROM scratch\nLABEL dh.test={}\nCOPY version /version\n",
         f.id
     );
     let context = f.context(

@@ -712,3 +712,55 @@ async fn e2e_a_container_compose_v1_made_is_redeployed_by_v2() {
     assert_eq!(job["containers"], serde_json::json!([new_name]));
     assert_eq!(f.content(&new_name), "v3");
 }
+
+/// Removes a file when dropped, also when the test fails: a `.env` naming
+/// another engine must not outlive the test into the fixture's cleanup.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+per_compose_tool!(e2e_a_projects_env_file_cannot_choose_the_engine);
+/// A project's `.env` names another engine (a listener of the test's),
+/// another context, TLS verification with another certificate path, and
+/// another client configuration. Compose still talks to the gateway's
+/// engine: the deploy succeeds and the listener is never contacted.
+async fn e2e_a_projects_env_file_cannot_choose_the_engine(tool: Compose) {
+    let f = Fixture::with_registry(tool);
+    let repo = f.web_v1_published();
+    let container = f.up_web(&repo);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let elsewhere = f.context("elsewhere", &[("config.json", "{\"auths\": {}}\n")]);
+    let env = f.dir.path().join("app/.env");
+    std::fs::write(
+        &env,
+        format!(
+            "DOCKER_HOST=tcp://127.0.0.1:{port}\nDOCKER_CONTEXT=elsewhere\nDOCKER_TLS_VERIFY=1\nDOCKER_CERT_PATH={dir}\nDOCKER_CONFIG={dir}\n",
+            dir = elsewhere.display()
+        ),
+    )
+    .unwrap();
+    let _env = RemoveOnDrop(env);
+    f.push_version(&repo, "v2");
+
+    let gateway = GatewayProcess::start(&f, "");
+    let (status, job) = Client::new(&gateway)
+        .deploy("/pull?wait=120", &container)
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
+    assert_eq!(f.content(&container), "v2");
+    listener.set_nonblocking(true).unwrap();
+    let contacted = listener.accept();
+    assert!(
+        matches!(&contacted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the engine the .env named was contacted: {contacted:?}"
+    );
+}

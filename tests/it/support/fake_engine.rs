@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use delivery_hook::docker::model::{ComposeModel, ModelError, RawReferences};
 use delivery_hook::docker::{
     BoxFuture, CommandOutcome, ComposeFound, ComposeOp, ComposeTarget, ContainerFacts,
     ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits,
@@ -55,6 +56,10 @@ pub struct FakeEngine {
     pub swarm_updates: Mutex<Vec<String>>,
     /// The `UpdateStatus` state an update leads to (`completed` unless set).
     pub update_outcome: Mutex<Option<String>>,
+    /// What `compose config` prints (a model with no services unless set),
+    /// or why it fails; every call is counted.
+    pub model: Mutex<Option<Result<serde_json::Value, ModelError>>>,
+    pub model_calls: AtomicUsize,
 }
 
 /// The image the service runs before a deploy.
@@ -148,6 +153,25 @@ impl FakeEngine {
 }
 
 impl Engine for FakeEngine {
+    fn compose_model<'a>(
+        &'a self,
+        _target: &'a ComposeTarget,
+    ) -> BoxFuture<'a, Result<ComposeModel, ModelError>> {
+        Box::pin(async move {
+            self.model_calls.fetch_add(1, Ordering::SeqCst);
+            let model = self
+                .model
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| Ok(serde_json::json!({"services": {}})))?;
+            Ok(ComposeModel {
+                model: std::sync::Arc::new(model),
+                raw: RawReferences::default(),
+            })
+        })
+    }
+
     fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
         Box::pin(async move {
             Ok(ComposeFound::new(
