@@ -1554,6 +1554,7 @@ async fn compose_model_cost(table: &mut Table) {
     use delivery_hook::policy::ComposeTool;
     let dir = temp_dir("model");
     std::fs::write(dir.join("web.env"), "GREETING=hello\n").unwrap();
+    std::fs::create_dir_all(dir.join("web")).unwrap();
     let file = dir.join("compose.yml");
     let write = |n: usize| {
         std::fs::write(

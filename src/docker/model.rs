@@ -598,6 +598,12 @@ impl Judge<'_, '_> {
         if let Some(file) = build.get("dockerfile").and_then(Value::as_str) {
             self.host_path(Some(service), "build.dockerfile", &context.join(file));
         }
+        // `ssh: ["id=/path/to/key"]` hands a host file to the build.
+        for entry in list(build.get("ssh")) {
+            if let Some((_, path)) = entry.as_str().and_then(|e| e.split_once('=')) {
+                self.host_path(Some(service), "build.ssh", Path::new(path));
+            }
+        }
         let extra = build.get("additional_contexts").and_then(Value::as_object);
         for (name, source) in extra.into_iter().flatten() {
             if let Some(source) = source.as_str().filter(|s| local(s) && !s.contains(':')) {
@@ -712,13 +718,14 @@ mod tests {
                 "devices": [{"source": "/dev/null", "target": "/dev/x"}],
                 "security_opt": ["seccomp:unconfined"],
                 "volumes_from": ["container:theirs"],
-                "build": {"context": root.join("sub"), "dockerfile": "../../elsewhere/Dockerfile"}
+                "build": {"context": root.join("sub"), "dockerfile": "../../elsewhere/Dockerfile",
+                          "ssh": ["default=/root/.ssh/id_ed25519"]}
             }},
             "volumes": {"named": {"name": "app_named"}, "ext": {"name": "theirs", "external": true}},
             "secrets": {"s": {"name": "app_s", "file": "/etc/shadow"}}
         });
         let v1_yaml = format!(
-            "services:\n  web:\n    image: busybox\n    volumes:\n    - {root}/data:/data:rw\n    - {socket}:/var/run/docker.sock:rw\n    - source: {run}\n      target: /hostrun\n      type: bind\n    - /etc:/hostetc:rw\n    - named:/named:rw\n    - ext:/ext:rw\n    privileged: true\n    pid: host\n    network_mode: container:other-team\n    cap_add:\n    - NET_ADMIN\n    devices:\n    - /dev/null:/dev/x\n    security_opt:\n    - seccomp:unconfined\n    volumes_from:\n    - container:theirs:rw\n    build:\n      context: {root}/sub\n      dockerfile: ../../elsewhere/Dockerfile\nvolumes:\n  named: {{}}\n  ext:\n    external: true\n    name: theirs\nsecrets:\n  s:\n    file: /etc/shadow\n",
+            "services:\n  web:\n    image: busybox\n    volumes:\n    - {root}/data:/data:rw\n    - {socket}:/var/run/docker.sock:rw\n    - source: {run}\n      target: /hostrun\n      type: bind\n    - /etc:/hostetc:rw\n    - named:/named:rw\n    - ext:/ext:rw\n    privileged: true\n    pid: host\n    network_mode: container:other-team\n    cap_add:\n    - NET_ADMIN\n    devices:\n    - /dev/null:/dev/x\n    security_opt:\n    - seccomp:unconfined\n    volumes_from:\n    - container:theirs:rw\n    build:\n      context: {root}/sub\n      dockerfile: ../../elsewhere/Dockerfile\n      ssh:\n      - default=/root/.ssh/id_ed25519\nvolumes:\n  named: {{}}\n  ext:\n    external: true\n    name: theirs\nsecrets:\n  s:\n    file: /etc/shadow\n",
             root = root.display(),
             socket = socket.display(),
             run = run.display(),
@@ -743,6 +750,7 @@ mod tests {
             "`volumes_from`: volumes_from names the container `theirs`",
             "the external volume `theirs` lies outside the compose project",
             "`build.dockerfile`: ",
+            "`build.ssh`: /root/.ssh/id_ed25519 is outside the project's host paths",
             "`secrets.s.file`: /etc/shadow is outside the project's host paths",
         ] {
             assert!(text.contains(expected), "{expected}:\n{text}");

@@ -88,13 +88,7 @@ async fn a_model_compose_cannot_print_is_422_with_composes_words() {
 async fn warn_runs_the_job_and_audits_what_it_would_refuse() {
     // The tail lands in the last project of the test policy: shop.
     let h = Harness::with_policy("", "compose_model = \"warn\"\n").await;
-    set_model(&h, Ok(escaping_model()));
-    let (status, job) = status_json(h.deploy("/pull?wait=10", "shop-web", SHOP).await).await;
-    assert_eq!(
-        (status, job["state"].as_str()),
-        (200, Some("succeeded")),
-        "{job}"
-    );
+    shop_deploys_the_escaping_model(&h).await;
     // billing, still enforced, is refused.
     expect_problem(
         h.deploy("/pull", "billing-web", BILLING).await,
@@ -107,7 +101,12 @@ async fn warn_runs_the_job_and_audits_what_it_would_refuse() {
 #[tokio::test]
 async fn allow_lets_what_it_names_through() {
     let h = Harness::with_policy("", "allow = [\"privileged\"]\nhost_paths = [\"/etc\"]\n").await;
-    set_model(&h, Ok(escaping_model()));
+    shop_deploys_the_escaping_model(&h).await;
+}
+
+/// With [`escaping_model`] set, a deploy of `shop-web` succeeds.
+async fn shop_deploys_the_escaping_model(h: &Harness) {
+    set_model(h, Ok(escaping_model()));
     let (status, job) = status_json(h.deploy("/pull?wait=10", "shop-web", SHOP).await).await;
     assert_eq!(
         (status, job["state"].as_str()),
