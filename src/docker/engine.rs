@@ -524,7 +524,20 @@ impl Engine for DockerEngine {
             let raw = model::raw_references(&target.config_files)?;
             let mut argv = found.argv.clone();
             argv.extend(target.config_args(!yaml));
-            let key = model_key(&argv, target, &raw.files_read)?;
+            // An `include`'s env file feeds the included file's
+            // interpolation, so its contents are part of what compose read.
+            let read: Vec<PathBuf> = raw
+                .files_read
+                .iter()
+                .cloned()
+                .chain(
+                    raw.paths
+                        .iter()
+                        .filter(|(_, key, _)| key == "include.env_file")
+                        .map(|(_, _, path)| path.clone()),
+                )
+                .collect();
+            let key = model_key(&argv, target, &read)?;
             if let Some(model) = self.models.get(&key) {
                 return Ok(ComposeModel { model, raw });
             }
@@ -813,6 +826,49 @@ impl Engine for DockerEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model cache's key follows what compose reads, not path text: an
+    /// edited file, a moved symlink or a new `.env` is a new key.
+    #[test]
+    fn a_model_is_cached_by_what_compose_read() {
+        let dir =
+            std::env::temp_dir().join(format!("dh-model-key-{}", crate::names::JobId::random()));
+        for release in ["r1", "r2"] {
+            std::fs::create_dir_all(dir.join(release)).unwrap();
+            std::fs::write(dir.join(release).join("compose.yml"), "services: {}\n").unwrap();
+        }
+        let link = dir.join("compose.yml");
+        std::os::unix::fs::symlink(dir.join("r1/compose.yml"), &link).unwrap();
+        let target = ComposeTarget::from_stored(
+            "app",
+            "web",
+            &dir.display().to_string(),
+            &[link.display().to_string()],
+            &[],
+        )
+        .unwrap();
+        let argv = vec!["docker".to_string(), "compose".to_string()];
+        let key = || model_key(&argv, &target, std::slice::from_ref(&link)).unwrap();
+        let first = key();
+        assert_eq!(key(), first, "nothing changed");
+        // The same text at another path is another file.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(dir.join("r2/compose.yml"), &link).unwrap();
+        let moved = key();
+        assert_ne!(moved, first, "the symlink moved");
+        std::fs::write(dir.join("r2/compose.yml"), "services: {web: {}}\n").unwrap();
+        let edited = key();
+        assert_ne!(edited, moved, "the file was edited");
+        std::fs::write(dir.join(".env"), "TAG=1\n").unwrap();
+        assert_ne!(key(), edited, "an implicit .env appeared");
+        let other = vec!["docker-compose".to_string()];
+        assert_ne!(
+            model_key(&other, &target, std::slice::from_ref(&link)).unwrap(),
+            key(),
+            "another tool"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn an_ambiguous_id_prefix_is_no_container() {
