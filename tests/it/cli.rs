@@ -43,6 +43,7 @@ fn check_accepts_the_shipped_policies_and_never_prints_a_secret() {
             &[
                 ("WEB_DEPLOY_SECRET", secret),
                 ("BILLING_DEPLOY_SECRET", "billing-secret-for-the-check-0123"),
+                ("DELIVERY_DEPLOY_SECRET", "delivery-secret-for-the-check-01"),
             ],
         );
         let stdout = text(&out.stdout);
@@ -59,6 +60,22 @@ fn check_accepts_the_shipped_policies_and_never_prints_a_secret() {
         );
         assert!(!stdout.contains(secret) && !text(&out.stderr).contains(secret));
     }
+    // The example's gateway project may bind the socket its compose file needs.
+    let out = cli(
+        &["check", "--config", &repo("examples/delivery.toml")],
+        &[
+            ("WEB_DEPLOY_SECRET", secret),
+            ("BILLING_DEPLOY_SECRET", "billing-secret-for-the-check-0123"),
+            ("DELIVERY_DEPLOY_SECRET", "delivery-secret-for-the-check-01"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("delivery: containers delivery-hook;")
+            && stdout.contains("compose model enforce; host paths /srv/**")
+            && stdout.contains("allow docker_socket"),
+        "{stdout}"
+    );
 }
 
 #[test]
