@@ -80,6 +80,25 @@ impl Sibling {
     }
 }
 
+/// Removes every tag and digest reference of a repository when dropped:
+/// the gateway's images share the image under test, which carries no
+/// fixture label, so only their names can be removed.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for format in ["{{.Repository}}:{{.Tag}}", "{{.Repository}}@{{.Digest}}"] {
+            let refs = run_quietly(
+                "docker",
+                &["images", "--digests", "--format", format, &self.0],
+            );
+            for reference in refs.lines().filter(|r| !r.contains("<none>")) {
+                run_quietly("docker", &["rmi", reference]);
+            }
+        }
+    }
+}
+
 /// POSTs a signed `/pull?wait=` for `container`, as the seed signs.
 async fn deploy(url: &str, container: &str, secret: &str) -> (u16, Value) {
     Client::at(url)
@@ -152,6 +171,10 @@ async fn e2e_the_image_runs_as_the_readme_tells_and_redeploys_itself() {
     std::fs::create_dir_all(&gw_dir).unwrap();
     let gw_repo = format!("{}/delivery-hook:latest", f.id);
     let gw_local = format!("{}/delivery-hook:v1", f.id);
+    let _untag = (
+        Untag(f.remote(&format!("{}/delivery-hook", f.id))),
+        Untag(format!("{}/delivery-hook", f.id)),
+    );
     run("docker", &["tag", &image, &gw_local]);
     f.publish(&gw_local, &gw_repo);
     run("docker", &["rmi", &gw_local]);
