@@ -483,6 +483,13 @@ impl Drop for Fixture {
             args.extend(["down", "--volumes", "--remove-orphans"].map(String::from));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_quietly(argv[0], &args);
+            // Volumes a file no longer declares (a test rewrote it) are
+            // found by the label compose gave them.
+            let label = format!("label=com.docker.compose.project={project}");
+            let volumes = run_quietly("docker", &["volume", "ls", "-q", "--filter", &label]);
+            for volume in volumes.split_whitespace() {
+                run_quietly("docker", &["volume", "rm", volume]);
+            }
         }
         let label = format!("label=dh.test={}", self.id);
         let containers = run_quietly("docker", &["ps", "-aq", "--filter", &label]);
