@@ -614,6 +614,24 @@ impl Judge<'_, '_> {
     }
 }
 
+/// What `project`'s rules refuse in compose's model of `target`, whose user
+/// config files really are `real_configs`: asks the engine for the model
+/// (cached), then judges it.
+pub async fn project_findings(
+    engine: &dyn super::Engine,
+    project: &crate::policy::Project,
+    target: &super::ComposeTarget,
+    real_configs: &[PathBuf],
+) -> Result<Vec<Finding>, ModelError> {
+    let model = engine.compose_model(target).await?;
+    Ok(judge_project(
+        project,
+        &model,
+        target.project.as_str(),
+        real_configs,
+    ))
+}
+
 /// What `project`'s rules refuse in `model`, a model of the compose project
 /// `compose_project` whose user config files really are `real_configs`
 /// (their directories are the host paths when the project names none).

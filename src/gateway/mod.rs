@@ -790,27 +790,23 @@ fn check_paths(project: &Project, real: &RealPaths) -> Result<(), Refusal> {
     }
 }
 
-/// What `project`'s rules refuse in compose's model of `target`, whose
-/// user config files really are `real_configs`.
+/// What `project`'s rules refuse in compose's model of `target`; a model
+/// compose cannot print is 422.
 async fn model_findings(
     engine: &dyn Engine,
     project: &Project,
     target: &ComposeTarget,
     real_configs: &[std::path::PathBuf],
 ) -> Result<Vec<Finding>, Refusal> {
-    let model = engine.compose_model(target).await.map_err(|e| {
-        Refusal::new(
-            RefusalKind::Undeployable,
-            "compose_config_invalid",
-            format!("compose cannot read the project's model: {e}"),
-        )
-    })?;
-    Ok(crate::docker::model::judge_project(
-        project,
-        &model,
-        target.project.as_str(),
-        real_configs,
-    ))
+    crate::docker::model::project_findings(engine, project, target, real_configs)
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                RefusalKind::Undeployable,
+                "compose_config_invalid",
+                format!("compose cannot read the project's model: {e}"),
+            )
+        })
 }
 
 /// What a deploy of the container `facts` by `project` would meet, without

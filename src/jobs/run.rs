@@ -259,13 +259,7 @@ impl JobRun<'_> {
         let after = target.real_paths();
         if after.as_ref() != Ok(&before) {
             let now = match after {
-                Ok(real) => real
-                    .config_files
-                    .iter()
-                    .chain(&real.env_files)
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                Ok(real) => real.listing().join(", "),
                 Err(e) => e.to_string(),
             };
             let why = format!(
@@ -322,17 +316,14 @@ impl JobRun<'_> {
             ));
         }
         if project.compose_model == ModelMode::Enforce {
-            let model = self
-                .engine
-                .compose_model(target)
-                .await
-                .map_err(|e| refused(format!("compose_config_invalid: {e}")))?;
-            let findings = crate::docker::model::judge_project(
+            let findings = crate::docker::model::project_findings(
+                self.engine,
                 project,
-                &model,
-                target.project.as_str(),
+                target,
                 &real.config_files,
-            );
+            )
+            .await
+            .map_err(|e| refused(format!("compose_config_invalid: {e}")))?;
             if let Some(first) = findings.first() {
                 return Err(refused(format!("compose_model_not_allowed: {first}")));
             }
