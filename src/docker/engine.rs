@@ -1,7 +1,7 @@
 //! [`Engine`] backed by the real Docker engine (bollard) and compose processes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -385,8 +385,9 @@ fn compose_said(stderr: &str) -> String {
 
 /// The cache key of a model: the command, and the real path, identity and
 /// contents of every file compose reads for it (the config files and what
-/// they include or extend, the env files, or the project's implicit `.env`).
-/// Never the path text alone: a symlink moved or a file edited is a new key.
+/// they include or extend, and the env files the target resolves to: the
+/// named ones, or the project's implicit `.env` when it exists). Never the
+/// path text alone: a symlink moved or a file edited is a new key.
 fn model_key(
     argv: &[String],
     target: &ComposeTarget,
@@ -399,13 +400,11 @@ fn model_key(
         hash.update(arg.as_bytes());
         hash.update([0]);
     }
-    let implicit = target.working_dir.join(".env");
-    let env_files: Vec<&Path> = if target.env_files.is_empty() {
-        vec![implicit.as_path()]
-    } else {
-        target.env_files.iter().map(PathBuf::as_path).collect()
-    };
-    for file in files_read.iter().map(PathBuf::as_path).chain(env_files) {
+    let env_files = target
+        .real_paths()
+        .map_err(|e| ModelError::File(e.to_string()))?
+        .env_files;
+    for file in files_read.iter().chain(&env_files) {
         let unreadable =
             |e: std::io::Error| ModelError::File(format!("{} cannot be read: {e}", file.display()));
         match std::fs::canonicalize(file) {
@@ -418,7 +417,8 @@ fn model_key(
                 hash.update(meta.ino().to_le_bytes());
                 hash.update(Sha256::digest(&contents));
             }
-            // An implicit `.env` that does not exist is part of the key too.
+            // A file named but missing is part of the key: compose's own
+            // `config` then says what is wrong.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 hash.update(b"absent\0");
             }
