@@ -434,8 +434,7 @@ impl FairApi {
         let mac = key.sign(&body.0, &timestamp.0);
         std::hint::black_box(mac);
         let problem = delivery_hook::api::Problem::new(
-            401,
-            "signature_mismatch",
+            delivery_hook::gateway::Code::SignatureMismatch,
             "the signature does not match",
         );
         FairResponse::Unauthorized(poem_openapi::payload::Binary(

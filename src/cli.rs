@@ -446,7 +446,7 @@ async fn check_compose_projects(
                     let each: Vec<String> = findings.iter().map(|f| format!("    - {f}")).collect();
                     format!("{mode}: compose_model_not_allowed\n{}", each.join("\n"))
                 }
-                Err(refusal) => format!("refused: {}: {}", refusal.code, refusal.message),
+                Err(refusal) => format!("refused: {}: {}", refusal.code.as_str(), refusal.message),
             };
             println!(
                 "  service `{service}` ({name}) by project `{}`: {said}",

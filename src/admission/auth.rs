@@ -70,22 +70,6 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
-impl AuthError {
-    /// The stable, machine-readable code for this failure.
-    pub fn code(self) -> &'static str {
-        match self {
-            AuthError::MissingTimestamp => "missing_timestamp",
-            AuthError::InvalidTimestamp => "invalid_timestamp",
-            AuthError::TimestampOutOfWindow { .. } => "timestamp_out_of_window",
-            AuthError::MissingSignature => "missing_signature",
-            AuthError::InvalidSignature => "invalid_signature",
-            AuthError::MissingProject => "missing_project",
-            AuthError::InvalidProject => "invalid_project",
-            AuthError::SignatureMismatch => "signature_mismatch",
-        }
-    }
-}
-
 /// A parsed `X-Timestamp`: the value, and the exact text that was signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timestamp<'a> {

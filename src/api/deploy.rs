@@ -7,7 +7,9 @@ use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{BuildRequest, Job, JsonBody, ProblemJson, PullRequest, refusal_responses};
+use super::model::{
+    Answer, BuildRequest, Job, JsonBody, ProblemJson, PullRequest, operation, refusal_responses,
+};
 use super::signed::SignedBody;
 use super::{ApiTag, client_of};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway};
@@ -16,7 +18,6 @@ use crate::names::Action;
 
 /// The answer to a deploy request.
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
 pub enum DeployResponse {
     /// With `wait`: the job succeeded. Without `wait`: this request was seen
     /// before and its job has finished (in any state); the body says which.
@@ -32,68 +33,46 @@ pub enum DeployResponse {
     /// `rollback` what the rollback did, and `output` holds compose's output.
     #[oai(status = 502)]
     JobFailed(JsonBody<Job>),
-    /// The body is not `{"container_name": "<name>"}` (with `image` only on
-    /// `/pull`), the name does not match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`,
-    /// `image` is not `<repository>@sha256:<64 lowercase hex>`, or `wait` is
-    /// out of range. Codes: `invalid_json`, `invalid_body`,
-    /// `invalid_container_name`, `invalid_image`, `invalid_wait`.
+    /// The body, a name in it, `image` or `wait` is not valid.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemJson),
-    /// Authentication failed; `code` names the rule: `missing_timestamp`,
-    /// `invalid_timestamp`, `timestamp_out_of_window`, `missing_signature`,
-    /// `invalid_signature`, `invalid_project`, `signature_mismatch`; or, for
-    /// a bearer token, `invalid_token` with the failed check in `rule`.
+    /// Authentication failed; `code` names the rule (for a bearer token,
+    /// `invalid_token` with the failed check in `rule`), never whether a
+    /// project or container exists.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
-    /// Authenticated, but the project may not do this: `action_not_allowed`,
-    /// `container_not_allowed`, `compose_project_not_allowed`,
-    /// `compose_file_not_allowed`, `image_not_allowed` (the pinned
-    /// repository is outside the project's `images`, or, without them, not
-    /// the compose file's), `token_not_allowed` (a valid CI token whose
-    /// claims match no `oidc` rule of the project), `compose_model_not_allowed`
-    /// (compose's model of the job reaches a host path outside the project's
-    /// `host_paths`, or does what its `allow` does not name; the message names
-    /// the service, key and path).
+    /// Authenticated, but the project may not do this.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
-    /// Authenticated and allowed, but no container has this exact name
-    /// (`container_not_found`).
+    /// Authenticated and allowed, but there is no such container, service,
+    /// or (for a replayed request) job.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(ProblemJson),
-    /// The body did not arrive within the request timeout (`body_timeout`).
+    /// The body did not arrive within the request timeout.
     #[oai(status = 408, content_type = "application/problem+json")]
     RequestTimeout(ProblemJson),
-    /// The body is larger than the server's `max_body_bytes` (`body_too_large`).
+    /// The body is larger than the server's `max_body_bytes`.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(ProblemJson),
-    /// The body is not sent as JSON (`unsupported_media_type`).
+    /// The body is not sent as JSON.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(ProblemJson),
-    /// The container exists but cannot be deployed: `not_compose_managed`,
-    /// `compose_label_missing`, `compose_label_invalid`, `compose_label_untrusted`
-    /// (a compose label the image also sets),
-    /// `compose_file_not_visible` (mount the compose files into the
-    /// gateway at the same absolute path as on the host), or
-    /// `compose_config_invalid` (compose could not print the project's
-    /// model; compose's message).
+    /// The container or service exists but cannot be deployed from here.
+    /// For compose files, mount them into the gateway at the same absolute
+    /// path as on the host.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(ProblemJson),
-    /// Too many failed authentications from this address
-    /// (`too_many_failures`), this project's remembered requests at their
-    /// bound (`project_rate_limited`), or its requests waiting with `wait`
-    /// at theirs (`too_many_waiting`); see `Retry-After`.
+    /// A bound on this address or project was reached; see `Retry-After`.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
-    /// The Docker engine does not answer (`engine_unavailable`), the job
-    /// could not be recorded (`store_unavailable`), the replay cache is full
-    /// (`replay_cache_full`), the gateway is stopping (`shutting_down`), or
-    /// no key set of a CI token's issuer could be had (`issuer_unavailable`).
+    /// The gateway cannot take the request now; nothing was run. See
+    /// `Retry-After`.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
-    DeployResponse, bad_request,
+    DeployResponse,
     plain {
         Invalid => BadRequest,
         Unauthenticated => Unauthorized,
@@ -129,13 +108,13 @@ impl From<DeployOutcome> for DeployResponse {
 pub struct DeployApi;
 
 /// Both operations: they differ only in the action.
-async fn deploy<T>(
+async fn deploy<T, O: operation::Marker>(
     gateway: &Gateway,
     request: &Request,
     action: Action,
     wait: Option<u32>,
     body: SignedBody<'_, T>,
-) -> DeployResponse {
+) -> Answer<DeployResponse, O> {
     let policy = gateway.policy();
     let timeout = policy.server.request_timeout();
     let call = DeployCall {
@@ -149,7 +128,7 @@ async fn deploy<T>(
         .deploy(call, |limit| body.read(limit, timeout))
         .await
     {
-        Ok(outcome) => outcome.into(),
+        Ok(outcome) => Answer::new(outcome.into()),
         Err(refusal) => refusal.into(),
     }
 }
@@ -172,7 +151,7 @@ impl DeployApi {
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
         body: SignedBody<'_, PullRequest>,
-    ) -> DeployResponse {
+    ) -> Answer<DeployResponse, operation::Pull> {
         deploy(&gateway, request, Action::Pull, wait.0, body).await
     }
 
@@ -190,7 +169,7 @@ impl DeployApi {
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
         body: SignedBody<'_, BuildRequest>,
-    ) -> DeployResponse {
+    ) -> Answer<DeployResponse, operation::Build> {
         deploy(&gateway, request, Action::Build, wait.0, body).await
     }
 }

@@ -6,8 +6,8 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTag;
-use super::model::{JsonBody, Problem, ProblemJson};
-use crate::gateway::Gateway;
+use super::model::{Answer, JsonBody, Problem, ProblemJson, operation};
+use crate::gateway::{Code, Gateway, Refusal};
 
 /// A health answer.
 #[derive(Debug, Clone, Object, serde::Serialize)]
@@ -50,9 +50,16 @@ pub enum ReadyResponse {
     /// The Docker engine answers; deploys can run.
     #[oai(status = 200)]
     Ready(JsonBody<Health>),
-    /// The Docker engine does not answer (`engine_unavailable`).
+    /// The Docker engine does not answer.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
+}
+
+impl From<Refusal> for ReadyResponse {
+    fn from(r: Refusal) -> Self {
+        let retry_after = r.retry_after.unwrap_or(1);
+        Self::Unavailable(ProblemJson(Problem::from(&r)), retry_after)
+    }
 }
 
 pub struct HealthApi;
@@ -76,9 +83,12 @@ impl HealthApi {
     /// 200 when the Docker engine answers, else 503; says which compose
     /// tool jobs run. Unauthenticated.
     #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
-    async fn readyz(&self, gateway: Data<&Arc<Gateway>>) -> ReadyResponse {
+    async fn readyz(
+        &self,
+        gateway: Data<&Arc<Gateway>>,
+    ) -> Answer<ReadyResponse, operation::Readiness> {
         match gateway.engine().ping().await {
-            Ok(()) => ReadyResponse::Ready(JsonBody(Health {
+            Ok(()) => Answer::new(ReadyResponse::Ready(JsonBody(Health {
                 status: "ready".into(),
                 swarm_manager: gateway.engine().is_swarm_manager().await.ok(),
                 compose: match gateway.engine().compose_tool().await {
@@ -92,17 +102,12 @@ impl HealthApi {
                         None
                     }
                 },
-            })),
+            }))),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
-                ReadyResponse::Unavailable(
-                    ProblemJson(Problem::new(
-                        503,
-                        "engine_unavailable",
-                        "the Docker engine does not answer",
-                    )),
-                    5,
-                )
+                Refusal::new(Code::EngineUnavailable, "the Docker engine does not answer")
+                    .retry_after(5)
+                    .into()
             }
         }
     }

@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{Job, JobList, JsonBody, ProblemJson, refusal_responses};
+use super::model::{Answer, Job, JobList, JsonBody, ProblemJson, operation, refusal_responses};
 use super::signed::SignedTarget;
 use super::{ApiTag, client_of};
 use crate::gateway::{Gateway, ReadCall};
@@ -19,70 +19,61 @@ const MAX_PAGE: u32 = 100;
 // variant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "job_bad_request")]
 pub enum JobResponse {
     /// The job, in whatever state it is.
     #[oai(status = 200)]
     Ok(JsonBody<Job>),
-    /// The id is not 32 hex digits (`invalid_parameter`), or `wait` is out of
-    /// range (`invalid_wait`).
+    /// The id is not 32 hex digits, or `wait` is out of range.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemJson),
-    /// Authentication failed (see `pullContainer`); `X-Project` is required here (`missing_project`).
+    /// Authentication failed (see `pullContainer`); `X-Project` is required here.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
-    /// A valid CI token whose claims match no `oidc` rule of the project
-    /// (`token_not_allowed`).
+    /// Authenticated by a CI token that the project's rules do not admit.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
-    /// No job with this id belongs to the authenticated project (`job_not_found`).
+    /// No job with this id belongs to the authenticated project.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(ProblemJson),
-    /// Too many failed authentications from this address
-    /// (`too_many_failures`), or this project's requests waiting with `wait`
-    /// at their bound (`too_many_waiting`); see `Retry-After`.
+    /// A bound on this address or project was reached; see `Retry-After`.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
-    /// The job store does not answer (`store_unavailable`), or a CI token's
-    /// issuer could not be asked for its keys (`issuer_unavailable`).
+    /// The gateway cannot answer now; see `Retry-After`.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
-    JobResponse, job_bad_request,
+    JobResponse,
     plain { Unauthenticated => Unauthorized, Forbidden => Forbidden, NotFound => NotFound },
     retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
 );
 
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "list_bad_request")]
 pub enum ListResponse {
     /// A page of the project's jobs, newest first.
     #[oai(status = 200)]
     Ok(JsonBody<JobList>),
-    /// `limit` or `before` is not valid (`invalid_parameter`).
+    /// `limit` or `before` is not valid.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemJson),
     /// Authentication failed (see `getJob`).
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(ProblemJson),
-    /// A valid CI token whose claims match no `oidc` rule of the project
-    /// (`token_not_allowed`).
+    /// Authenticated by a CI token that the project's rules do not admit.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
-    /// Too many failed authentications from this address (`too_many_failures`).
+    /// Too many failed authentications from this address; see `Retry-After`.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
-    /// The job store does not answer (`store_unavailable`), or a CI token's
-    /// issuer could not be asked for its keys (`issuer_unavailable`).
+    /// The gateway cannot answer now; see `Retry-After`.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
 }
 
 refusal_responses!(
-    ListResponse, list_bad_request,
+    ListResponse,
     plain { Unauthenticated => Unauthorized, Forbidden => Forbidden },
     retry { RateLimited => TooManyRequests, Unavailable => Unavailable },
     otherwise BadRequest,
@@ -118,10 +109,12 @@ impl JobsApi {
         /// Hold the response up to this many seconds until the job ends.
         #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
         wait: Query<Option<u32>>,
-    ) -> JobResponse {
+    ) -> Answer<JobResponse, operation::GetJob> {
         let call = read_call(&gateway, request, signed);
         match gateway.job(call, &id, wait.0.map(u64::from)).await {
-            Ok(job) => JobResponse::Ok(JsonBody(Job::from_record(job, false, false))),
+            Ok(job) => Answer::new(JobResponse::Ok(JsonBody(Job::from_record(
+                job, false, false,
+            )))),
             Err(refusal) => refusal.into(),
         }
     }
@@ -141,18 +134,18 @@ impl JobsApi {
         /// The `next_before` of the previous page.
         #[oai(validator(pattern = "^[0-9]{1,20}-[0-9a-f]{32}$"))]
         before: Query<Option<String>>,
-    ) -> ListResponse {
+    ) -> Answer<ListResponse, operation::ListJobs> {
         let call = read_call(&gateway, request, signed);
         let limit = limit.0.unwrap_or(20).min(MAX_PAGE) as usize;
         match gateway.list_jobs(call, limit, before.0.as_deref()).await {
-            Ok(page) => ListResponse::Ok(JsonBody(JobList {
+            Ok(page) => Answer::new(ListResponse::Ok(JsonBody(JobList {
                 jobs: page
                     .jobs
                     .into_iter()
                     .map(|j| Job::from_record(j, false, false))
                     .collect(),
                 next_before: page.next,
-            })),
+            }))),
             Err(refusal) => refusal.into(),
         }
     }

@@ -17,9 +17,10 @@ use poem_openapi::{LicenseObject, OpenApiService, OperationId, ServerObject, Tag
 
 pub use model::{
     BuildRequest, DeployRequest, Job, JobList, Problem, PullRequest, ServiceDeployRequest,
+    status_of,
 };
 
-use crate::gateway::Gateway;
+use crate::gateway::{Code, Gateway};
 use crate::policy::Policy;
 
 #[derive(Tags)]
@@ -146,14 +147,14 @@ fn allowed_methods(path: &str) -> Option<String> {
 fn routing_problem(err: poem::Error) -> Response {
     let status = err.status();
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "no such endpoint".to_owned()),
+        StatusCode::NOT_FOUND => (Code::NotFound, "no such endpoint".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            Code::MethodNotAllowed,
             "this endpoint does not accept this method".to_owned(),
         ),
-        _ => ("invalid_request", err.to_string()),
+        _ => (Code::InvalidRequest, err.to_string()),
     };
-    model::ProblemJson(Problem::new(status.as_u16(), code, message)).into_response()
+    model::ProblemJson(Problem::new(code, message)).into_response()
 }
 
 /// The outermost layer: routing errors become problem documents, a 405

@@ -6,7 +6,7 @@ use poem_openapi::types::{Example, Type};
 use poem_openapi::{Enum, Object};
 use serde::Serialize;
 
-use crate::gateway::{Refusal, RefusalKind};
+use crate::gateway::{Code, Operation, Refusal, RefusalKind};
 use crate::jobs::{self, JobRecord};
 
 /// A JSON response body serialised straight from its type with serde.
@@ -485,24 +485,24 @@ pub struct Problem {
 impl Example for Problem {
     fn example() -> Self {
         Problem::new(
-            401,
-            "timestamp_out_of_window",
+            Code::TimestampOutOfWindow,
             "X-Timestamp is 412 s away from the gateway's clock; at most 300 s is accepted (check the client's clock)",
         )
     }
 }
 
 impl Problem {
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        let status = status_of(code.kind());
         Self {
-            kind: ["urn:delivery-hook:error:", code].concat(),
+            kind: ["urn:delivery-hook:error:", code.as_str()].concat(),
             title: poem::http::StatusCode::from_u16(status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("Error")
                 .into(),
             status,
-            code: code.into(),
+            code: code.as_str().into(),
             message: message.into(),
             rule: None,
         }
@@ -549,6 +549,7 @@ pub fn status_of(kind: RefusalKind) -> u16 {
         RefusalKind::Unauthenticated => 401,
         RefusalKind::Forbidden => 403,
         RefusalKind::NotFound => 404,
+        RefusalKind::MethodNotAllowed => 405,
         RefusalKind::BodyTimeout => 408,
         RefusalKind::BodyTooLarge => 413,
         RefusalKind::NotJson => 415,
@@ -562,7 +563,7 @@ impl From<&Refusal> for Problem {
     fn from(r: &Refusal) -> Self {
         Problem {
             rule: r.rule.map(str::to_owned),
-            ..Problem::new(status_of(r.kind), r.code, r.message.as_ref())
+            ..Problem::new(r.code, r.message.as_ref())
         }
     }
 }
@@ -573,60 +574,148 @@ pub fn refusal_for_parse_error(err: &poem::Error) -> Refusal {
     use poem_openapi::error::ParseParamError;
     if err.status() == poem::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
         return Refusal::new(
-            RefusalKind::NotJson,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "the body must be JSON, sent with Content-Type: application/json",
         );
     }
     if let Some(p) = err.downcast_ref::<ParseParamError>() {
-        let unauthorized = |code, what: &str| {
-            Refusal::new(
-                RefusalKind::Unauthenticated,
-                code,
-                format!("{what} is not valid header text"),
-            )
-        };
+        let unauthorized =
+            |code, what: &str| Refusal::new(code, format!("{what} is not valid header text"));
         return match p.name {
-            "X-Timestamp" => unauthorized("invalid_timestamp", "X-Timestamp"),
-            "X-Signature" => unauthorized("invalid_signature", "X-Signature"),
-            "X-Project" => unauthorized("invalid_project", "X-Project"),
-            "wait" => Refusal::new(
-                RefusalKind::Invalid,
-                "invalid_wait",
-                "wait must be a whole number of seconds",
-            ),
+            "X-Timestamp" => unauthorized(Code::InvalidTimestamp, "X-Timestamp"),
+            "X-Signature" => unauthorized(Code::InvalidSignature, "X-Signature"),
+            "X-Project" => unauthorized(Code::InvalidProject, "X-Project"),
+            "wait" => Refusal::new(Code::InvalidWait, "wait must be a whole number of seconds"),
             name => Refusal::new(
-                RefusalKind::Invalid,
-                "invalid_parameter",
+                Code::InvalidParameter,
                 format!("the parameter `{name}` is not valid: {}", p.reason),
             ),
         };
     }
-    Refusal::new(RefusalKind::Invalid, "invalid_request", err.to_string())
+    Refusal::new(Code::InvalidRequest, err.to_string())
 }
 
-/// Maps refusals onto an operation's response variants, and provides the
-/// function its `bad_request_handler` names. Variants listed under `retry`
-/// carry a `Retry-After` header; a kind the operation cannot produce falls
-/// back to `otherwise`.
+/// The operations' markers for [`Answer`].
+pub mod operation {
+    use crate::gateway::Operation;
+
+    /// Names the operation an [`super::Answer`] answers.
+    pub trait Marker: Send + 'static {
+        const OPERATION: Operation;
+    }
+
+    macro_rules! markers {
+        ($($name:ident),*) => {$(
+            pub enum $name {}
+            impl Marker for $name {
+                const OPERATION: Operation = Operation::$name;
+            }
+        )*};
+    }
+    markers!(Pull, Build, GetJob, ListJobs, Readiness);
+}
+
+/// The answer of operation `O`: the response `R`, whose refusals the API
+/// document lists from the refusal catalogue, per status, with the codes
+/// that `O` can answer with.
+pub struct Answer<R, O>(pub R, std::marker::PhantomData<fn() -> O>);
+
+impl<R, O> Answer<R, O> {
+    pub fn new(response: R) -> Self {
+        Self(response, std::marker::PhantomData)
+    }
+}
+
+impl<R: From<Refusal>, O: operation::Marker> From<Refusal> for Answer<R, O> {
+    fn from(r: Refusal) -> Self {
+        debug_assert!(
+            r.code.operations().contains(O::OPERATION),
+            "{} answered `{}`, which the refusal catalogue does not list for it",
+            O::OPERATION.id(),
+            r.code.as_str(),
+        );
+        Self::new(r.into())
+    }
+}
+
+impl<R, O> poem_openapi::ApiResponse for Answer<R, O>
+where
+    R: poem_openapi::ApiResponse + From<Refusal>,
+    O: operation::Marker,
+{
+    const BAD_REQUEST_HANDLER: bool = true;
+
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        let mut meta = R::meta();
+        for response in &mut meta.responses {
+            if let Some(status) = response.status {
+                response.description = documented(O::OPERATION, status, response.description);
+            }
+        }
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        R::register(registry);
+    }
+
+    fn from_parse_request_error(err: poem::Error) -> Self {
+        refusal_for_parse_error(&err).into()
+    }
+}
+
+impl<R: poem::IntoResponse, O: operation::Marker> poem::IntoResponse for Answer<R, O> {
+    fn into_response(self) -> poem::Response {
+        self.0.into_response()
+    }
+}
+
+/// The codes `operation` can answer with `status`, from the catalogue.
+pub fn codes_of(operation: Operation, status: u16) -> impl Iterator<Item = Code> {
+    Code::ALL
+        .iter()
+        .copied()
+        .filter(move |c| c.operations().contains(operation) && status_of(c.kind()) == status)
+}
+
+/// A response's description followed by the list of its codes; written once
+/// per operation and status, when the document is first built.
+fn documented(operation: Operation, status: u16, base: &'static str) -> &'static str {
+    type Written = Vec<((Operation, u16), &'static str)>;
+    static WRITTEN: std::sync::Mutex<Written> = std::sync::Mutex::new(Vec::new());
+    if codes_of(operation, status).next().is_none() {
+        return base;
+    }
+    let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, text)) = written.iter().find(|(key, _)| *key == (operation, status)) {
+        return text;
+    }
+    let mut text = format!("{base}\n\nCodes:");
+    for code in codes_of(operation, status) {
+        text.push_str(&format!("\n- `{}`: {}", code.as_str(), code.title()));
+    }
+    let text: &'static str = Box::leak(text.into_boxed_str());
+    written.push(((operation, status), text));
+    text
+}
+
+/// Maps refusals onto a response's variants by kind. Variants listed under
+/// `retry` carry a `Retry-After` header; a kind the response cannot produce
+/// falls back to `otherwise`.
 macro_rules! refusal_responses {
     (
-        $response:ident, $handler:ident,
+        $response:ident,
         plain { $($kind:ident => $variant:ident),* $(,)? },
         retry { $($retry_kind:ident => $retry_variant:ident),* $(,)? },
         otherwise $fallback:ident $(,)?
     ) => {
-        fn $handler(err: poem::Error) -> $response {
-            $crate::api::model::refusal_for_parse_error(&err).into()
-        }
-
         impl From<$crate::gateway::Refusal> for $response {
             fn from(r: $crate::gateway::Refusal) -> Self {
                 use $crate::gateway::RefusalKind;
                 let problem = $crate::api::model::ProblemJson($crate::api::model::Problem::from(&r));
                 let retry_after = r.retry_after.unwrap_or(1);
                 #[allow(unreachable_patterns)]
-                match r.kind {
+                match r.kind() {
                     $(RefusalKind::$kind => Self::$variant(problem),)*
                     $(RefusalKind::$retry_kind => Self::$retry_variant(problem, retry_after),)*
                     _ => Self::$fallback(problem),

@@ -6,8 +6,8 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    BodyError, DeployCall, Gateway, Refusal, RefusalKind, Subject, Wanted, named_project,
-    parse_body, replay_key, unix_now,
+    BodyError, Code, DeployCall, Gateway, Refusal, Subject, Wanted, named_project, parse_body,
+    replay_key, unix_now,
 };
 use crate::admission::auth::{self, AuthError};
 use crate::jobs::ReplayMark;
@@ -44,18 +44,12 @@ fn token_replay_key(token: &Verified) -> crate::admission::replay::ReplayKey {
 }
 
 fn invalid_token(rule: TokenRule) -> Refusal {
-    Refusal::new(
-        RefusalKind::Unauthenticated,
-        "invalid_token",
-        rule.message(),
-    )
-    .rule(rule.as_str())
+    Refusal::new(Code::InvalidToken, rule.message()).rule(rule.as_str())
 }
 
 fn token_not_allowed() -> Refusal {
     Refusal::new(
-        RefusalKind::Forbidden,
-        "token_not_allowed",
+        Code::TokenNotAllowed,
         "the token is valid, but its claims match no oidc rule of this project",
     )
 }
@@ -70,20 +64,13 @@ impl Gateway {
         let limit = policy.server.max_body_bytes;
         read_body(limit).await.map_err(|e| match e {
             BodyError::TooLarge => Refusal::new(
-                RefusalKind::BodyTooLarge,
-                "body_too_large",
+                Code::BodyTooLarge,
                 format!("the body is larger than {limit} bytes"),
             ),
-            BodyError::TimedOut => Refusal::new(
-                RefusalKind::BodyTimeout,
-                "body_timeout",
-                "the body did not arrive in time",
-            ),
-            BodyError::Broken => Refusal::new(
-                RefusalKind::Invalid,
-                "invalid_body",
-                "the body could not be read",
-            ),
+            BodyError::TimedOut => {
+                Refusal::new(Code::BodyTimeout, "the body did not arrive in time")
+            }
+            BodyError::Broken => Refusal::new(Code::InvalidBody, "the body could not be read"),
         })
     }
 
@@ -219,7 +206,7 @@ impl Gateway {
         token: &str,
     ) -> Result<Verified, Refusal> {
         let failed = |rule: TokenRule| {
-            self.failed_attempt(policy, client, "invalid_token");
+            self.failed_attempt(policy, client, Code::InvalidToken);
             invalid_token(rule)
         };
         let presented = oidc::inspect(token).map_err(failed)?;
@@ -237,8 +224,7 @@ impl Gateway {
                     .map_err(|e| match e {
                         KeyError::Unknown => failed(TokenRule::Key),
                         KeyError::Unavailable { retry_after_secs } => Refusal::new(
-                            RefusalKind::Unavailable,
-                            "issuer_unavailable",
+                            Code::IssuerUnavailable,
                             "the token's issuer could not be asked for its keys; retry later",
                         )
                         .retry_after(retry_after_secs),
@@ -280,7 +266,7 @@ impl Gateway {
                 return Err(token_not_allowed());
             }
         };
-        self.failed_attempt(policy, client, "invalid_token");
+        self.failed_attempt(policy, client, Code::InvalidToken);
         Err(invalid_token(rule))
     }
 
@@ -299,7 +285,7 @@ impl Gateway {
             } => auth::check_window(timestamp, now, tolerance)
                 .map_err(|e| self.auth_failed(policy, client, e)),
             Validity::Token { expires_at } if now > expires_at => {
-                self.failed_attempt(policy, client, "invalid_token");
+                self.failed_attempt(policy, client, Code::InvalidToken);
                 Err(invalid_token(TokenRule::Expired))
             }
             Validity::Token { .. } => Ok(()),

@@ -40,8 +40,8 @@ pub(super) fn audit_deploy(
             container = seen.container.as_deref().unwrap_or("-"),
             token_subject = seen.token_subject.as_deref().unwrap_or("-"),
             action = call.action.as_str(),
-            refusal = r.kind.as_str(),
-            code = r.code,
+            refusal = r.kind().as_str(),
+            code = r.code.as_str(),
             "deploy refused"
         ),
     }
@@ -61,8 +61,8 @@ pub(super) fn audit_read(call: &ReadCall<'_>, operation: &str, result: Result<()
             client = %call.client,
             project = call.headers.project.unwrap_or("-"),
             operation,
-            refusal = r.kind.as_str(),
-            code = r.code,
+            refusal = r.kind().as_str(),
+            code = r.code.as_str(),
             "read refused"
         ),
     }

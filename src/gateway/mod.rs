@@ -59,7 +59,7 @@ mod refusal;
 
 use admit::Admitted;
 use audit::{Seen, audit_deploy};
-pub use refusal::{BodyError, Refusal, RefusalKind};
+pub use refusal::{BodyError, Code, Operation, Operations, Refusal, RefusalKind};
 
 /// The signing headers as received.
 #[derive(Debug, Default, Clone, Copy)]
@@ -244,39 +244,32 @@ fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
     let body: DeployBody = serde_json::from_slice(bytes).map_err(|e| {
         let (code, message) = if e.is_data() {
             (
-                "invalid_body",
+                Code::InvalidBody,
                 format!(
                     "the body must be {{\"container_name\": \"<name>\"}} or {{\"service_name\": \"<name>\"}}: {e}"
                 ),
             )
         } else {
-            ("invalid_json", format!("the body is not valid JSON: {e}"))
+            (Code::InvalidJson, format!("the body is not valid JSON: {e}"))
         };
-        Refusal::new(RefusalKind::Invalid, code, message)
+        Refusal::new(code, message)
     })?;
     let subject = match (body.container_name, body.service_name) {
         (Some(name), _) => {
             Subject::Container(ContainerName::parse(&name).map_err(Refusal::bad_name)?)
         }
         (None, Some(name)) => Subject::Service(SwarmServiceName::parse(&name).map_err(|e| {
-            Refusal::new(
-                RefusalKind::Invalid,
-                "invalid_service_name",
-                format!("the service name {e}"),
-            )
+            Refusal::new(Code::InvalidServiceName, format!("the service name {e}"))
         })?),
         (None, None) => unreachable!("the body names one of them"),
     };
-    let pin = match body.image {
-        None => None,
-        Some(text) => Some(ImagePin::parse(&text).map_err(|e| {
-            Refusal::new(
-                RefusalKind::Invalid,
-                "invalid_image",
-                format!("`image` is not a pin: {e}"),
-            )
-        })?),
-    };
+    let pin =
+        match body.image {
+            None => None,
+            Some(text) => Some(ImagePin::parse(&text).map_err(|e| {
+                Refusal::new(Code::InvalidImage, format!("`image` is not a pin: {e}"))
+            })?),
+        };
     Ok(Wanted { subject, pin })
 }
 
@@ -381,8 +374,7 @@ impl Gateway {
             .map_err(|e| {
                 tracing::error!(error = %e, "resolving compose paths panicked");
                 Refusal::new(
-                    RefusalKind::Unavailable,
-                    "internal_error",
+                    Code::InternalError,
                     "the container's compose files could not be checked; nothing was run",
                 )
             })??;
@@ -395,10 +387,7 @@ impl Gateway {
         self.waiting
             .enter(project.to_owned(), policy.server.max_waiting_per_project)
             .ok_or_else(|| {
-                Refusal::new(
-                    RefusalKind::RateLimited,
-                    "too_many_waiting",
-                    "this project already has as many requests waiting with ?wait= as it may; retry later, or follow the job with GET /jobs/{id}",
+                Refusal::new(Code::TooManyWaiting, "this project already has as many requests waiting with ?wait= as it may; retry later, or follow the job with GET /jobs/{id}",
                 )
                 .retry_after(5)
             })
@@ -410,29 +399,26 @@ impl Gateway {
         self.throttle
             .check(client, Instant::now(), policy.server.auth_failure_limit, window)
             .map_err(|wait| {
-                Refusal::new(
-                    RefusalKind::RateLimited,
-                    "too_many_failures",
-                    "too many failed authentication attempts from this address; wait before retrying",
+                Refusal::new(Code::TooManyFailures, "too many failed authentication attempts from this address; wait before retrying",
                 )
                 .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
             })
     }
 
     fn auth_failed(&self, policy: &Policy, client: IpAddr, e: AuthError) -> Refusal {
-        self.failed_attempt(policy, client, e.code());
+        self.failed_attempt(policy, client, e.into());
         e.into()
     }
 
     /// A failed authentication, by signature or token (`code`): counted
     /// against the client's address and in the metrics.
-    fn failed_attempt(&self, policy: &Policy, client: IpAddr, code: &'static str) {
+    fn failed_attempt(&self, policy: &Policy, client: IpAddr, code: Code) {
         self.throttle.record_failure(
             client,
             Instant::now(),
             Duration::from_secs(policy.server.auth_failure_window_secs),
         );
-        self.metrics.auth_failure(code);
+        self.metrics.auth_failure(code.as_str());
     }
 
     /// Handles a deploy request. `read_body(limit)` reads the raw body,
@@ -485,8 +471,7 @@ impl Gateway {
         seen.container = Some(wanted.subject.name());
         if wanted.pin.is_some() && call.action != Action::Pull {
             return Err(Refusal::new(
-                RefusalKind::Invalid,
-                "invalid_body",
+                Code::InvalidBody,
                 "`image` pins what /pull deploys; /build deploys what it builds",
             ));
         }
@@ -532,18 +517,12 @@ impl Gateway {
                     None => continue,
                 },
                 Admission::ProjectFull { retry_after_secs } => {
-                    return Err(Refusal::new(
-                        RefusalKind::RateLimited,
-                        "project_rate_limited",
-                        "this project has sent as many distinct deploy requests as the gateway remembers for one project; retry later",
+                    return Err(Refusal::new(Code::ProjectRateLimited, "this project has sent as many distinct deploy requests as the gateway remembers for one project; retry later",
                     )
                     .retry_after(retry_after_secs));
                 }
                 Admission::Full { retry_after_secs } => {
-                    return Err(Refusal::new(
-                        RefusalKind::Unavailable,
-                        "replay_cache_full",
-                        "the gateway is remembering as many recent requests as it can hold; retry later",
+                    return Err(Refusal::new(Code::ReplayCacheFull, "the gateway is remembering as many recent requests as it can hold; retry later",
                     )
                     .retry_after(retry_after_secs));
                 }
@@ -577,8 +556,7 @@ impl Gateway {
         {
             Ok(submitted) => Ok(submitted),
             Err(SubmitError::ShuttingDown) => Err(Refusal::new(
-                RefusalKind::Unavailable,
-                "shutting_down",
+                Code::ShuttingDown,
                 "the gateway is shutting down; retry against its next start",
             )
             .retry_after(5)),
@@ -600,8 +578,7 @@ impl Gateway {
     ) -> Result<JobRequest, Refusal> {
         if action != Action::Pull {
             return Err(Refusal::new(
-                RefusalKind::Undeployable,
-                "not_buildable",
+                Code::NotBuildable,
                 "a Swarm service runs images from a registry; it cannot be built here, use /pull",
             ));
         }
@@ -616,8 +593,7 @@ impl Gateway {
             .map_err(engine_failed)?
         {
             return Err(Refusal::new(
-                RefusalKind::Undeployable,
-                "not_swarm_manager",
+                Code::NotSwarmManager,
                 "the gateway's Docker engine is not a Swarm manager, so it cannot update services",
             ));
         }
@@ -628,8 +604,7 @@ impl Gateway {
             .map_err(engine_failed)?
             .ok_or_else(|| {
                 Refusal::new(
-                    RefusalKind::NotFound,
-                    "service_not_found",
+                    Code::ServiceNotFound,
                     "no Swarm service with this name exists",
                 )
             })?;
@@ -671,8 +646,7 @@ impl Gateway {
             })?
             .ok_or_else(|| {
                 Refusal::new(
-                    RefusalKind::NotFound,
-                    "container_not_found",
+                    Code::ContainerNotFound,
                     "no container with this name exists on the host",
                 )
             })?;
@@ -724,8 +698,7 @@ impl Gateway {
             .map_err(|e| Refusal::store(&e))?
             .ok_or_else(|| {
                 Refusal::new(
-                    RefusalKind::NotFound,
-                    "job_not_found",
+                    Code::JobNotFound,
                     "this request was seen before, but its job is no longer kept",
                 )
             })?;
@@ -769,8 +742,7 @@ fn project_labels(
         ComposeLabels::from_container(&facts.labels, &facts.image_labels)?.without_pins(pins)?;
     if !project.allows_compose_project(labels.project.as_str()) {
         return Err(Refusal::new(
-            RefusalKind::Forbidden,
-            "compose_project_not_allowed",
+            Code::ComposeProjectNotAllowed,
             "the container's compose project is outside this project's compose_projects",
         ));
     }
@@ -783,8 +755,7 @@ fn check_paths(project: &Project, real: &RealPaths) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(Refusal::new(
-            RefusalKind::Forbidden,
-            "compose_file_not_allowed",
+            Code::ComposeFileNotAllowed,
             "the files compose would read for this container are outside this project's compose_files",
         ))
     }
@@ -802,8 +773,7 @@ async fn model_findings(
         .await
         .map_err(|e| {
             Refusal::new(
-                RefusalKind::Undeployable,
-                "compose_config_invalid",
+                Code::ComposeConfigInvalid,
                 format!("compose cannot read the project's model: {e}"),
             )
         })
@@ -860,8 +830,7 @@ async fn judge_model(
         n => format!(" (and {} more)", n - 1),
     };
     Err(Refusal::new(
-        RefusalKind::Forbidden,
-        "compose_model_not_allowed",
+        Code::ComposeModelNotAllowed,
         format!("{first}{more}"),
     ))
 }
@@ -870,8 +839,7 @@ fn check_wait(policy: &Policy, wait: u64) -> Result<(), Refusal> {
     let max = policy.server.max_wait_secs;
     if wait > max {
         return Err(Refusal::new(
-            RefusalKind::Invalid,
-            "invalid_wait",
+            Code::InvalidWait,
             format!("wait must be from 0 to {max} seconds"),
         ));
     }
@@ -894,20 +862,17 @@ fn authorise(
 ) -> Result<(), Refusal> {
     if !project.allows_action(action) {
         return Err(Refusal::new(
-            RefusalKind::Forbidden,
-            "action_not_allowed",
+            Code::ActionNotAllowed,
             format!("this project may not {action}"),
         ));
     }
     match subject {
         Subject::Container(name) if !policy.allows_container(project, name) => Err(Refusal::new(
-            RefusalKind::Forbidden,
-            "container_not_allowed",
+            Code::ContainerNotAllowed,
             "this project may not deploy this container",
         )),
         Subject::Service(name) if !policy.allows_service(project, name) => Err(Refusal::new(
-            RefusalKind::Forbidden,
-            "service_not_allowed",
+            Code::ServiceNotAllowed,
             "this project may not update this Swarm service",
         )),
         _ => Ok(()),
@@ -921,8 +886,7 @@ fn check_image(project: &Project, pin: &ImagePin, current: Option<&str>) -> Resu
         Ok(())
     } else {
         Err(Refusal::new(
-            RefusalKind::Forbidden,
-            "image_not_allowed",
+            Code::ImageNotAllowed,
             "the pinned repository is outside this project's images (or, without them, not the repository the service runs)",
         ))
     }

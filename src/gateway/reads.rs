@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use super::audit::audit_read;
-use super::{
-    Gateway, JobPage, ReadCall, Refusal, RefusalKind, check_wait, named_project, unix_now,
-};
+use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project, unix_now};
 use crate::admission::auth::{self, AuthError};
 use crate::jobs::{Cursor, JobRecord};
 use crate::names::JobId;
@@ -68,13 +66,8 @@ impl Gateway {
             if let Some(wait) = wait_secs {
                 check_wait(&policy, wait)?;
             }
-            let not_found = || {
-                Refusal::new(
-                    RefusalKind::NotFound,
-                    "job_not_found",
-                    "no job with this id for this project",
-                )
-            };
+            let not_found =
+                || Refusal::new(Code::JobNotFound, "no job with this id for this project");
             let id = JobId::parse(id).ok_or_else(not_found)?;
             let job = match wait_secs.filter(|w| *w > 0) {
                 Some(wait) => {
@@ -105,8 +98,7 @@ impl Gateway {
                 None => None,
                 Some(text) => Some(parse_cursor(text).ok_or_else(|| {
                     Refusal::new(
-                        RefusalKind::Invalid,
-                        "invalid_parameter",
+                        Code::InvalidParameter,
                         "`before` is not a cursor this gateway issued",
                     )
                 })?),

@@ -1078,6 +1078,62 @@ async fn health_document_and_unknown_routes() {
     assert_eq!(response.0.status().as_u16(), 200);
 }
 
+/// The document lists, under each operation's responses, exactly the codes
+/// the refusal catalogue gives that operation, each under its status; and
+/// every error response of an operation has codes. That the service
+/// answers an operation only with codes the catalogue gives it is asserted
+/// on every refusal in debug builds, so every test of this suite that is
+/// refused checks it.
+#[tokio::test]
+async fn every_refusal_is_documented_for_each_operation_that_answers_with_it() {
+    use delivery_hook::api::status_of;
+    use delivery_hook::gateway::{Code, Operation};
+    let h = Harness::new().await;
+    let (_, doc) = status_json(h.client.get("/openapi.json").send().await).await;
+    let operations: Vec<&Value> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .collect();
+    for operation in Operation::ALL {
+        let found = operations
+            .iter()
+            .find(|o| o["operationId"] == operation.id())
+            .unwrap_or_else(|| panic!("{} is not in the document", operation.id()));
+        let responses = found["responses"].as_object().unwrap();
+        for code in Code::ALL {
+            let status = status_of(code.kind()).to_string();
+            let listed = format!("- `{}`: ", code.as_str());
+            let documented = responses
+                .get(&status)
+                .and_then(|r| r["description"].as_str())
+                .is_some_and(|d| d.contains(&listed));
+            assert_eq!(
+                documented,
+                code.operations().contains(operation),
+                "{} under {status} of {}",
+                code.as_str(),
+                operation.id()
+            );
+            for (other, response) in responses.iter().filter(|(s, _)| **s != status) {
+                let text = response["description"].as_str().unwrap_or_default();
+                assert!(!text.contains(&listed), "{} under {other}", code.as_str());
+            }
+        }
+        let problems = responses
+            .iter()
+            .filter(|(_, r)| r["content"].get("application/problem+json").is_some());
+        for (status, response) in problems {
+            assert!(
+                response["description"].as_str().unwrap().contains("Codes:"),
+                "{} answers {status} with no code",
+                operation.id()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn requests_waiting_per_project_are_bounded() {
     let h = std::sync::Arc::new(Harness::with_server("max_waiting_per_project = 1").await);
