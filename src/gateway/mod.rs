@@ -560,10 +560,7 @@ impl Gateway {
                 "the gateway is shutting down; retry against its next start",
             )
             .retry_after(5)),
-            Err(SubmitError::Store(e)) => {
-                tracing::error!(error = %e, "could not record a job");
-                Err(Refusal::store(&e))
-            }
+            Err(SubmitError::Store(e)) => Err(Refusal::store(&e)),
         }
     }
 

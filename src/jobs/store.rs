@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -20,17 +22,30 @@ use crate::names::JobId;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the job store at {path} cannot be opened: {reason}")]
-    Open { path: String, reason: String },
+    #[error("the job store at {path} cannot be opened: {source}")]
+    Open {
+        path: String,
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the job store failed: {0}")]
-    Sqlite(String),
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    #[error("a job cannot be stored or read back: {0}")]
+    Record(#[source] Arc<serde_json::Error>),
+    #[error("the job store's thread could not start: {0}")]
+    Thread(#[source] Arc<std::io::Error>),
     #[error("the job store has stopped")]
     Stopped,
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e.to_string())
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Record(Arc::new(e))
     }
 }
 
@@ -148,15 +163,15 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 impl Store {
     /// Opens (creating) `<dir>/jobs.sqlite3`, creating `dir` too.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let open_error = |reason: String| StoreError::Open {
+        let open_error = |source: Arc<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: dir.display().to_string(),
-            reason,
+            source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| open_error(Arc::new(e)))?;
         let path: PathBuf = dir.join("jobs.sqlite3");
-        create_private(&path).map_err(|e| open_error(e.to_string()))?;
-        let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
-        let mut store = Self::start(connection).map_err(|e| open_error(e.to_string()))?;
+        create_private(&path).map_err(|e| open_error(Arc::new(e)))?;
+        let connection = Connection::open(&path).map_err(|e| open_error(Arc::new(e)))?;
+        let mut store = Self::start(connection).map_err(|e| open_error(Arc::new(e)))?;
         store.dir = Some(dir.to_owned());
         Ok(store)
     }
@@ -176,7 +191,7 @@ impl Store {
         std::thread::Builder::new()
             .name("job-store".into())
             .spawn(move || store_thread(connection, inbox))
-            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
+            .map_err(|e| StoreError::Thread(Arc::new(e)))?;
         Ok(Self {
             requests,
             dir: None,
@@ -381,14 +396,13 @@ fn answer(connection: &Connection, request: Request) {
 }
 
 fn decode(doc: String) -> Result<JobRecord, StoreError> {
-    serde_json::from_str(&doc)
-        .map_err(|e| StoreError::Sqlite(format!("a stored job is unreadable: {e}")))
+    Ok(serde_json::from_str(&doc)?)
 }
 
 /// Inside the batch's transaction, so the job and its replay entry are
 /// durable together.
 fn put(c: &Connection, record: &JobRecord, replay: Option<&ReplayRow>) -> Result<(), StoreError> {
-    let doc = serde_json::to_string(record).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+    let doc = serde_json::to_string(record)?;
     put_job(c, record, &doc)?;
     if let Some(row) = replay {
         put_replay(c, row)?;
