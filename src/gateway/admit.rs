@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    BodyError, Code, DeployCall, Gateway, Refusal, Subject, Wanted, named_project, parse_body,
+    BodyError, Code, DeployCall, Gateway, Refusal, Body, Subject, Wanted, named_project, parse_body,
     replay_key, unix_now,
 };
 use crate::admission::auth::{self, AuthError};
@@ -81,16 +81,16 @@ impl Gateway {
         policy: &'p Policy,
         named: Option<Option<&'p Project>>,
         body: &[u8],
-    ) -> Result<(Vec<&'p Project>, Option<Wanted>), Refusal> {
+    ) -> Result<(Vec<&'p Project>, Option<Body>), Refusal> {
         Ok(match named {
             Some(project) => (project.into_iter().collect(), None),
             None => {
-                let wanted = parse_body(body)?;
-                let candidates = match &wanted.subject {
+                let early = parse_body(body)?;
+                let candidates = match &early.subject {
                     Subject::Container(name) => policy.candidates(name),
                     Subject::Service(name) => policy.service_candidates(name),
                 };
-                (candidates, Some(wanted))
+                (candidates, Some(early))
             }
         })
     }
@@ -129,9 +129,10 @@ impl Gateway {
             return Err(fail(AuthError::SignatureMismatch));
         };
         let wanted = match early {
-            Some(wanted) => wanted,
+            Some(early) => early,
             None => parse_body(&body)?,
-        };
+        }
+        .wanted()?;
         // An entry outlives every moment at which its request can still be
         // admitted: the window's end, plus the time a body may take to
         // arrive after the headers, plus a second for the clock's rounding.
@@ -181,9 +182,10 @@ impl Gateway {
         let (candidates, early) = Self::candidates(policy, named, &body)?;
         let project = self.token_project(policy, call.client, &candidates, &verified)?;
         let wanted = match early {
-            Some(wanted) => wanted,
+            Some(early) => early,
             None => parse_body(&body)?,
-        };
+        }
+        .wanted()?;
         let expires_at = verified.expires_at.saturating_add(oidc::LEEWAY_SECS);
         Ok(Admitted {
             project,

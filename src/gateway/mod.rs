@@ -237,10 +237,17 @@ struct Wanted {
     pin: Option<ImagePin>,
 }
 
-/// Parses the deploy body strictly: malformed JSON, a missing or repeated
-/// `container_name` or `image`, a name outside the pattern, or an `image`
-/// that is not `<repository>@sha256:<hex>` are each refused.
-fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
+/// A deploy body read for its shape and name: all that may be read before
+/// the request authenticates (the name picks the candidate keys).
+struct Body {
+    subject: Subject,
+    image: Option<String>,
+}
+
+/// Parses the deploy body's shape strictly: malformed JSON, a missing or
+/// repeated `container_name` or `image`, or a name outside the pattern are
+/// each refused. `image` stays text until [`Body::wanted`].
+fn parse_body(bytes: &[u8]) -> Result<Body, Refusal> {
     let body: DeployBody = serde_json::from_slice(bytes).map_err(|e| {
         let (code, message) = if e.is_data() {
             (
@@ -263,14 +270,26 @@ fn parse_body(bytes: &[u8]) -> Result<Wanted, Refusal> {
         })?),
         (None, None) => unreachable!("the body names one of them"),
     };
-    let pin =
-        match body.image {
+    Ok(Body {
+        subject,
+        image: body.image,
+    })
+}
+
+impl Body {
+    /// What an authenticated body asks for: its `image` must be a pin.
+    fn wanted(self) -> Result<Wanted, Refusal> {
+        let pin = match self.image {
             None => None,
             Some(text) => Some(ImagePin::parse(&text).map_err(|e| {
                 Refusal::new(Code::InvalidImage, format!("`image` is not a pin: {e}"))
             })?),
         };
-    Ok(Wanted { subject, pin })
+        Ok(Wanted {
+            subject: self.subject,
+            pin,
+        })
+    }
 }
 
 impl Gateway {

@@ -203,6 +203,18 @@ async fn pins_are_judged_before_anything_runs() {
         )
         .await;
     }
+    // Before the signature verifies, only the body's shape and name are
+    // read: a malformed pin under a wrong key is a signature mismatch, with
+    // or without X-Project.
+    let body = pinned_body("billing-web", "127.0.0.1:5000/billing/web:2");
+    for project in [None, Some("billing")] {
+        expect_problem(
+            h.post_signed("/pull", &body, SHOP, now(), project).await,
+            401,
+            "signature_mismatch",
+        )
+        .await;
+    }
     assert_eq!(h.engine.command_count(), 0, "nothing ran");
     // Inside shop's `images`: accepted.
     let body = pinned_body("shop-web", &format!("127.0.0.1:5000/shop/web@sha256:{HEX}"));
