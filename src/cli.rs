@@ -606,10 +606,11 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
             }
         });
     }
-    let gateway = match serve::build_gateway(policy, engine, store).await {
-        Ok(gateway) => gateway,
-        Err(e) => return fail(e),
-    };
+    let gateway =
+        match serve::build_gateway(policy, engine, store, crate::clock::Clock::system()).await {
+            Ok(gateway) => gateway,
+            Err(e) => return fail(e),
+        };
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(1);
     watch_signals(path_for_reload(&path), seed, shutdown.clone(), reload_tx);

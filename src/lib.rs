@@ -33,6 +33,7 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod docker;
 pub mod gateway;
 pub mod jobs;

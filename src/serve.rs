@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::api::server::{self, ServerLimits};
+use crate::clock::Clock;
 use crate::docker::Engine;
 use crate::gateway::Gateway;
 use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, StoreError, now_ms};
@@ -90,6 +91,7 @@ pub async fn build_gateway(
     policy: Policy,
     engine: Arc<dyn Engine>,
     store: Store,
+    clock: Clock,
 ) -> Result<Arc<Gateway>, StartError> {
     let metrics = Arc::new(Metrics::default());
     let policy = Arc::new(PolicyCell::new(policy));
@@ -120,7 +122,7 @@ pub async fn build_gateway(
         );
     }
     prune(&jobs, &policy).await;
-    let gateway = Gateway::new(shared, engine, jobs, metrics);
+    let gateway = Gateway::new(shared, engine, jobs, metrics, clock);
     let restored = gateway
         .restore_replays()
         .await

@@ -6,8 +6,8 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    BodyError, Code, DeployCall, Gateway, Refusal, Body, Subject, Wanted, named_project, parse_body,
-    replay_key, unix_now,
+    Body, BodyError, Code, DeployCall, Gateway, Refusal, Subject, Wanted, named_project,
+    parse_body, replay_key,
 };
 use crate::admission::auth::{self, AuthError};
 use crate::jobs::ReplayMark;
@@ -110,7 +110,7 @@ impl Gateway {
         let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
         let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
         let tolerance = policy.server.timestamp_tolerance_secs;
-        auth::check_window(timestamp.secs, unix_now(), tolerance).map_err(fail)?;
+        auth::check_window(timestamp.secs, self.clock.unix_secs(), tolerance).map_err(fail)?;
         let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
         let named = match call.headers.project {
             Some(name) => Some(named_project(policy, name).map_err(fail)?),
@@ -237,7 +237,7 @@ impl Gateway {
         let key = set
             .get(&presented.kid)
             .ok_or_else(|| failed(TokenRule::Key))?;
-        oidc::verify(&presented, key, unix_now()).map_err(failed)
+        oidc::verify(&presented, key, self.clock.unix_secs()).map_err(failed)
     }
 
     /// The first candidate with a rule that admits `token`. When none
@@ -251,7 +251,7 @@ impl Gateway {
         candidates: &[&'p Project],
         token: &Verified,
     ) -> Result<&'p Project, Refusal> {
-        let now = unix_now();
+        let now = self.clock.unix_secs();
         let mut closest = None;
         for project in candidates {
             for rule in &project.oidc {

@@ -32,12 +32,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::admission::auth::{AuthError, Signature};
 use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
 use crate::admission::slots::{Slot, Slots};
 use crate::admission::throttle::Throttle;
+use crate::clock::Clock;
 use crate::docker::model::Finding;
 use crate::docker::{
     ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, PinFiles, RealPaths, Reference,
@@ -200,12 +201,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// The key sets of the issuers the policy's `oidc` rules name.
     keys: KeyCache,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    clock: Clock,
 }
 
 fn replay_key(signature: &Signature) -> replay::ReplayKey {
@@ -299,6 +295,7 @@ impl Gateway {
         engine: Arc<dyn Engine>,
         jobs: Jobs,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Self {
         let current = policy.get();
         let replay = ReplayCache::new(current.server.replay_cache_entries);
@@ -312,7 +309,8 @@ impl Gateway {
             replay,
             throttle: Throttle::new(),
             metrics,
-            keys: KeyCache::new(),
+            keys: KeyCache::new(clock.clone()),
+            clock,
         }
     }
 
@@ -332,7 +330,7 @@ impl Gateway {
     /// Loads the durable replay entries still alive, so a request accepted
     /// before a restart still gets its job back after it. Returns how many.
     pub async fn restore_replays(&self) -> Result<usize, StoreError> {
-        let now = unix_now();
+        let now = self.clock.unix_secs();
         let rows = self.jobs.store().live_replays(now).await?;
         let rows = rows
             .into_iter()
@@ -416,7 +414,7 @@ impl Gateway {
     fn check_throttle(&self, policy: &Policy, client: IpAddr) -> Result<(), Refusal> {
         let window = Duration::from_secs(policy.server.auth_failure_window_secs);
         self.throttle
-            .check(client, Instant::now(), policy.server.auth_failure_limit, window)
+            .check(client, self.clock.now(), policy.server.auth_failure_limit, window)
             .map_err(|wait| {
                 Refusal::new(Code::TooManyFailures, "too many failed authentication attempts from this address; wait before retrying",
                 )
@@ -434,7 +432,7 @@ impl Gateway {
     fn failed_attempt(&self, policy: &Policy, client: IpAddr, code: Code) {
         self.throttle.record_failure(
             client,
-            Instant::now(),
+            self.clock.now(),
             Duration::from_secs(policy.server.auth_failure_window_secs),
         );
         self.metrics.auth_failure(code.as_str());
@@ -510,7 +508,7 @@ impl Gateway {
         loop {
             // Validity is checked again with the reading that admits the
             // request: the body may have taken until after it ended.
-            let now = unix_now();
+            let now = self.clock.unix_secs();
             self.still_valid(policy, call.client, &valid, now)?;
             let per_project = policy.server.replay_entries_per_project;
             match self.replay.admit(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::audit::audit_read;
-use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project, unix_now};
+use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project};
 use crate::admission::auth::{self, AuthError};
 use crate::jobs::{Cursor, JobRecord};
 use crate::names::JobId;
@@ -40,7 +40,7 @@ impl Gateway {
         let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
         auth::check_window(
             timestamp.secs,
-            unix_now(),
+            self.clock.unix_secs(),
             policy.server.timestamp_tolerance_secs,
         )
         .map_err(fail)?;

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -157,13 +159,15 @@ pub struct KeyCache {
     /// none could be (no TLS roots, say); then every fetch fails with that.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     issuers: Mutex<HashMap<String, Arc<Issuer>>>,
+    clock: Clock,
 }
 
 impl KeyCache {
-    pub fn new() -> Self {
+    pub fn new(clock: Clock) -> Self {
         Self {
             http: std::sync::OnceLock::new(),
             issuers: Mutex::new(HashMap::new()),
+            clock,
         }
     }
 
@@ -194,16 +198,20 @@ impl KeyCache {
         } else {
             RETRY_INTERVAL
         };
-        if fetched.is_none_or(|at| at.elapsed() >= interval) {
+        if fetched.is_none_or(|at| self.clock.now() - at >= interval) {
             self.refresh(issuer, &state, &mut fetched).await;
         }
         match state.current() {
             Some(set) if set.get(kid).is_some() => Ok(set),
             Some(_) => Err(KeyError::Unknown),
             None => {
-                let waited = fetched.map_or(Duration::ZERO, |at| at.elapsed());
+                let waited = fetched.map_or(Duration::ZERO, |at| self.clock.now() - at);
+                // Rounded up: a client that waits this long finds the
+                // interval over.
+                let left = interval.saturating_sub(waited);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
                 Err(KeyError::Unavailable {
-                    retry_after_secs: interval.saturating_sub(waited).as_secs().max(1),
+                    retry_after_secs: secs.max(1),
                 })
             }
         }
@@ -222,7 +230,7 @@ impl KeyCache {
     /// Fetches `issuer`'s set, noting when in `fetched`, and keeps it if
     /// it is good.
     async fn refresh(&self, issuer: &str, state: &Issuer, fetched: &mut Option<Instant>) {
-        *fetched = Some(Instant::now());
+        *fetched = Some(self.clock.now());
         match self.fetch(issuer).await {
             Ok(set) => {
                 tracing::info!(issuer, keys = set.len(), "fetched the issuer's key set");
@@ -298,12 +306,6 @@ impl KeyCache {
             body.extend_from_slice(&chunk);
         }
         Ok(body)
-    }
-}
-
-impl Default for KeyCache {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

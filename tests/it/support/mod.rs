@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use delivery_hook::admission::auth::SigningKey;
+use delivery_hook::clock::Clock;
 use delivery_hook::gateway::Gateway;
 use delivery_hook::jobs::Store;
 use delivery_hook::policy::{self, Environment};
@@ -151,7 +152,8 @@ pub async fn gateway_over_fake_with(
     docker: &str,
 ) -> (Arc<Gateway>, Arc<FakeEngine>, TempDir) {
     let root = TempDir::new("http");
-    let (gateway, engine) = gateway_in(root.path(), extra_server, docker, "").await;
+    let (gateway, engine) =
+        gateway_in(root.path(), extra_server, docker, "", Clock::system()).await;
     (gateway, engine, root)
 }
 
@@ -163,6 +165,7 @@ pub async fn gateway_in(
     extra_server: &str,
     docker: &str,
     tail: &str,
+    clock: Clock,
 ) -> (Arc<Gateway>, Arc<FakeEngine>) {
     let engine = Arc::new(FakeEngine::new());
     for (name, project, service, dir) in [
@@ -215,7 +218,7 @@ pub async fn gateway_in(
     let loaded = policy::parse(&text, &root.join("delivery.toml"), &NoEnv)
         .unwrap_or_else(|e| panic!("test policy: {e}"));
     let store = Store::open(&loaded.policy.server.state_dir).unwrap();
-    let gateway = delivery_hook::serve::build_gateway(loaded.policy, engine.clone(), store)
+    let gateway = delivery_hook::serve::build_gateway(loaded.policy, engine.clone(), store, clock)
         .await
         .unwrap();
     (gateway, engine)
@@ -226,6 +229,8 @@ pub struct Harness {
     pub client: TestClient<BoxEndpoint<'static>>,
     pub engine: Arc<FakeEngine>,
     pub gateway: Arc<Gateway>,
+    /// The gateway's clock, which a test moves forward instead of waiting.
+    pub clock: Clock,
     /// `[server]` lines, `[docker]` lines and the tail it was built with.
     policy: (String, String, String),
     _root: TempDir,
@@ -256,7 +261,9 @@ impl Harness {
     }
 
     async fn in_dir(root: TempDir, extra_server: &str, docker: &str, tail: &str) -> Self {
-        let (gateway, engine) = gateway_in(root.path(), extra_server, docker, tail).await;
+        let clock = Clock::manual();
+        let (gateway, engine) =
+            gateway_in(root.path(), extra_server, docker, tail, clock.clone()).await;
         let app = delivery_hook::api::app(gateway.clone())
             .map_to_response()
             .boxed();
@@ -264,6 +271,7 @@ impl Harness {
             client: TestClient::new(app),
             engine,
             gateway,
+            clock,
             policy: (extra_server.into(), docker.into(), tail.into()),
             _root: root,
         }
