@@ -11,7 +11,7 @@ use crate::api;
 use crate::api::server::{self, ServerLimits};
 use crate::clock::Clock;
 use crate::docker::Engine;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, REFUSAL_INTERVAL};
 use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, StoreError, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyCell};
@@ -167,10 +167,13 @@ pub async fn run_until_shutdown(
         tokio::spawn(async move {
             let mut prune_timer = tokio::time::interval(PRUNE_EVERY);
             prune_timer.tick().await;
+            let mut refusal_timer = tokio::time::interval(REFUSAL_INTERVAL);
+            refusal_timer.tick().await;
             loop {
                 tokio::select! {
                     () = background.cancelled() => return,
                     _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy()).await,
+                    _ = refusal_timer.tick() => gateway.flush_refusal_counts(),
                     Some(next) = controls.reload.recv() => {
                         reload(&gateway, next);
                         warm(&gateway);
@@ -215,6 +218,7 @@ pub async fn run_until_shutdown(
     }
     background.cancel();
     let _ = maintenance.await;
+    gateway.flush_refusal_counts();
     tracing::info!("stopped");
     served
 }

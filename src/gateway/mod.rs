@@ -59,7 +59,8 @@ mod reads;
 mod refusal;
 
 use admit::Admitted;
-use audit::{Seen, audit_deploy};
+pub use audit::{REFUSAL_INTERVAL, REFUSALS_IN_FULL};
+use audit::{RefusalLog, Seen};
 pub use refusal::{BodyError, Code, Operation, Operations, Refusal, RefusalKind};
 
 /// The signing headers as received.
@@ -201,6 +202,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// The key sets of the issuers the policy's `oidc` rules name.
     keys: KeyCache,
+    /// Refusals written in full or counted.
+    audit: RefusalLog,
     clock: Clock,
 }
 
@@ -310,8 +313,15 @@ impl Gateway {
             throttle: Throttle::new(),
             metrics,
             keys: KeyCache::new(clock.clone()),
+            audit: RefusalLog::default(),
             clock,
         }
+    }
+
+    /// Writes the counts of refusals not written in full since the last
+    /// time; on a timer, and when the gateway stops.
+    pub fn flush_refusal_counts(&self) {
+        self.audit.flush();
     }
 
     /// Fetches the key set of every issuer the policy names that has none
@@ -453,7 +463,7 @@ impl Gateway {
         let policy = self.policy();
         let mut seen = Seen::default();
         let result = self.deploy_with(&policy, &call, &mut seen, read_body).await;
-        audit_deploy(&call, &seen, &result);
+        self.audit.deploy(&call, &seen, &result, self.clock.now());
         result
     }
 

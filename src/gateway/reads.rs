@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::audit::audit_read;
 use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project};
 use crate::admission::auth::{self, AuthError};
 use crate::jobs::{Cursor, JobRecord};
@@ -80,7 +79,12 @@ impl Gateway {
             job.filter(|j| j.project == project).ok_or_else(not_found)
         }
         .await;
-        audit_read(&call, "getJob", result.as_ref().map(|_| ()));
+        self.audit.read(
+            &call,
+            "getJob",
+            result.as_ref().map(|_| ()),
+            self.clock.now(),
+        );
         result
     }
 
@@ -114,7 +118,12 @@ impl Gateway {
             Ok(JobPage { jobs, next })
         }
         .await;
-        audit_read(&call, "listJobs", result.as_ref().map(|_| ()));
+        self.audit.read(
+            &call,
+            "listJobs",
+            result.as_ref().map(|_| ()),
+            self.clock.now(),
+        );
         result
     }
 }

@@ -363,3 +363,73 @@ fn the_audit_log_has_one_json_line_per_decision() {
         "no secret in the log"
     );
 }
+
+#[test]
+fn a_flood_of_refusals_is_written_in_full_a_few_times_then_counted() {
+    use delivery_hook::gateway::REFUSALS_IN_FULL;
+    let dir = TempDir::new("flood");
+    let port = free_port();
+    let g = start(
+        &dir,
+        &policy(
+            port,
+            &project("alpha", KEY_OLD),
+            "auth_failure_limit = 1000",
+        ),
+        &["--log-format", "json"],
+        port,
+    );
+    let body = body_for("flood-probe");
+    let flood = 40;
+    for _ in 0..flood {
+        let (code, _) = status(
+            &g,
+            "POST",
+            "/pull",
+            Some(("alpha", "wrong-secret-0123456789", &body)),
+        );
+        assert_eq!(code, 401);
+    }
+    let malformed = 3;
+    for _ in 0..malformed {
+        assert_eq!(
+            status(&g, "POST", "/pull", Some(("alpha", KEY_OLD, "{"))).0,
+            400
+        );
+    }
+    // Stopping writes the counts of the interval so far.
+    Command::new("kill")
+        .args(["-TERM", &g.child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut g = g;
+    g.child.wait().unwrap();
+    let lines: Vec<Value> = std::fs::read_to_string(&g.log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("every log line is JSON"))
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let refused = |code: &str| {
+        lines
+            .iter()
+            .filter(|l| l["message"] == "deploy refused" && l["code"] == code)
+            .count() as u64
+    };
+    assert_eq!(refused("signature_mismatch"), u64::from(REFUSALS_IN_FULL));
+    assert_eq!(
+        refused("invalid_json"),
+        malformed,
+        "under the bound: all written"
+    );
+    let summaries: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "refusals summarised")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    let summary = summaries[0];
+    assert_eq!(summary["code"], "signature_mismatch");
+    assert_eq!(summary["client"], "127.0.0.1");
+    assert_eq!(summary["refused"], flood);
+    assert_eq!(summary["not_written"], flood - u64::from(REFUSALS_IN_FULL));
+}
