@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use delivery_hook::admission::auth::SigningKey;
+use delivery_hook::auth::signature::SigningKey;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -868,7 +868,7 @@ fn policy_cost(policy: &delivery_hook::policy::Policy, requests: &[PolicyRequest
         for (name, body, ts, sig) in requests {
             let candidates = policy.candidates(name);
             let found = candidates.iter().find(|p| {
-                delivery_hook::admission::auth::verify_any(p.keys(), body, ts, sig).is_some()
+                delivery_hook::auth::signature::verify_any(p.keys(), body, ts, sig).is_some()
             });
             if let Some(project) = found {
                 if project.allows_action(Action::Pull) && policy.allows_container(project, name) {
@@ -1400,7 +1400,7 @@ async fn store_writes(table: &mut Table) {
 /// match no rule: 403) beside requests refused just after their MAC (a
 /// signed request for a container the project may not touch: 403).
 async fn oidc_cost(table: &mut Table) {
-    use delivery_hook::oidc;
+    use delivery_hook::auth::oidc;
     let keys = jwt::Keys::load();
     let issuer = "http://127.0.0.1:9";
     let claims = |repository: &str, i: u64| {
@@ -1515,7 +1515,7 @@ fn median_p99(latencies: &mut [Duration]) -> (f64, f64) {
 
 /// Bytes one settled replay-cache entry costs, measured on this process.
 fn replay_entry_bytes(table: &mut Table) {
-    use delivery_hook::admission::replay::{Admission, ReplayCache};
+    use delivery_hook::auth::replay::{Admission, ReplayCache};
     let entries = 500_000u32;
     let before = rss_kib(std::process::id());
     let cache: ReplayCache<delivery_hook::names::JobId, ()> = ReplayCache::new(entries as usize);

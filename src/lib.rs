@@ -32,6 +32,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod docker;
@@ -40,7 +41,6 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod names;
-pub mod oidc;
 pub mod policy;
 pub mod privilege;
 pub mod recent;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::admission::auth::{self, SigningKey};
+use crate::auth::signature::{self, SigningKey};
 use crate::docker::ImagePin;
 use crate::error_chain;
 use crate::names::{Action, ContainerName, SwarmServiceName};
@@ -40,7 +40,7 @@ pub enum SignError {
     #[error("the secret is read from the environment variable {0}, which is not set")]
     NoSecret(String),
     #[error(transparent)]
-    Timestamp(#[from] auth::AuthError),
+    Timestamp(#[from] signature::AuthError),
     #[error("failed to read the body from stdin: {0}")]
     Stdin(std::io::Error),
     #[error("failed to write the headers: {0}")]
@@ -72,7 +72,7 @@ pub fn sign(
     out: &mut dyn Write,
 ) -> Result<(), SignError> {
     let timestamp = timestamp.unwrap_or_else(|| unix_now().to_string());
-    auth::parse_timestamp(Some(&timestamp))?;
+    signature::parse_timestamp(Some(&timestamp))?;
     let payload = match input {
         SignInput::Body(bytes) => bytes,
         SignInput::Path(path) => path.into_bytes(),

@@ -9,9 +9,9 @@ use super::{
     Body, BodyError, Code, DeployCall, Gateway, Refusal, Subject, Wanted, named_project,
     parse_body, replay_key,
 };
-use crate::admission::auth::{self, AuthError};
+use crate::auth::oidc::{self, KeyError, TokenRule, Verified};
+use crate::auth::signature::{self, AuthError};
 use crate::jobs::ReplayMark;
-use crate::oidc::{self, KeyError, TokenRule, Verified};
 use crate::policy::{KeySource, Mismatch, Policy, Project};
 
 /// An authenticated deploy request.
@@ -31,7 +31,7 @@ pub(super) enum Validity {
 }
 
 /// The replay key of a token: its issuer and `jti`, apart from every MAC.
-fn token_replay_key(token: &Verified) -> crate::admission::replay::ReplayKey {
+fn token_replay_key(token: &Verified) -> crate::auth::replay::ReplayKey {
     let digest = Sha256::new()
         .chain_update(b"delivery-hook oidc\0")
         .chain_update(token.issuer.as_bytes())
@@ -108,10 +108,10 @@ impl Gateway {
         Fut: Future<Output = Result<Vec<u8>, BodyError>>,
     {
         let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
-        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
+        let timestamp = signature::parse_timestamp(call.headers.timestamp).map_err(fail)?;
         let tolerance = policy.server.timestamp_tolerance_secs;
-        auth::check_window(timestamp.secs, self.clock.unix_secs(), tolerance).map_err(fail)?;
-        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
+        signature::check_window(timestamp.secs, self.clock.unix_secs(), tolerance).map_err(fail)?;
+        let signature = signature::parse_signature(call.headers.signature).map_err(fail)?;
         let named = match call.headers.project {
             Some(name) => Some(named_project(policy, name).map_err(fail)?),
             None => None,
@@ -120,11 +120,11 @@ impl Gateway {
         let (candidates, early) = Self::candidates(policy, named, &body)?;
         let verified = candidates
             .iter()
-            .find(|p| auth::verify_any(p.keys(), &body, timestamp.text, &signature).is_some());
+            .find(|p| signature::verify_any(p.keys(), &body, timestamp.text, &signature).is_some());
         let Some(project) = verified.copied() else {
             if candidates.is_empty() {
                 // The same work as a wrong key, so timing tells nothing.
-                auth::verify_any([], &body, timestamp.text, &signature);
+                signature::verify_any([], &body, timestamp.text, &signature);
             }
             return Err(fail(AuthError::SignatureMismatch));
         };
@@ -284,7 +284,7 @@ impl Gateway {
             Validity::Window {
                 timestamp,
                 tolerance,
-            } => auth::check_window(timestamp, now, tolerance)
+            } => signature::check_window(timestamp, now, tolerance)
                 .map_err(|e| self.auth_failed(policy, client, e)),
             Validity::Token { expires_at } if now > expires_at => {
                 self.failed_attempt(policy, client, Code::InvalidToken);

@@ -34,10 +34,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::auth::{AuthError, Signature};
-use crate::admission::replay::{self, Admission, ReplayCache, Ticket};
 use crate::admission::slots::{Slot, Slots};
-use crate::admission::throttle::Throttle;
+use crate::auth::oidc::KeyCache;
+use crate::auth::replay::{self, Admission, ReplayCache, Ticket};
+use crate::auth::signature::{AuthError, Signature};
+use crate::auth::throttle::Throttle;
 use crate::clock::Clock;
 use crate::docker::model::Finding;
 use crate::docker::{
@@ -49,7 +50,6 @@ use crate::jobs::{
 };
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
-use crate::oidc::KeyCache;
 use crate::policy::{KeySource, ModelMode, Policy, PolicyCell, Project};
 use crate::recent::Recent;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project};
-use crate::admission::auth::{self, AuthError};
+use crate::auth::signature::{self, AuthError};
 use crate::jobs::{Cursor, JobRecord};
 use crate::names::JobId;
 use crate::policy::{Policy, Project};
@@ -36,17 +36,17 @@ impl Gateway {
             self.token_project(policy, call.client, &candidates, &token)?;
             return Ok(name.to_owned());
         }
-        let timestamp = auth::parse_timestamp(call.headers.timestamp).map_err(fail)?;
-        auth::check_window(
+        let timestamp = signature::parse_timestamp(call.headers.timestamp).map_err(fail)?;
+        signature::check_window(
             timestamp.secs,
             self.clock.unix_secs(),
             policy.server.timestamp_tolerance_secs,
         )
         .map_err(fail)?;
-        let signature = auth::parse_signature(call.headers.signature).map_err(fail)?;
+        let signature = signature::parse_signature(call.headers.signature).map_err(fail)?;
         let (name, project) = named()?;
         let keys = project.map(Project::keys).unwrap_or_default();
-        match auth::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
+        match signature::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
             Some(_) => Ok(name.to_owned()),
             None => Err(fail(AuthError::SignatureMismatch)),
         }

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::admission::auth::AuthError;
+use crate::auth::signature::AuthError;
 use crate::docker::{EngineError, TargetError};
 use crate::jobs::StoreError;
 use crate::names::NameError;

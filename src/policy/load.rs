@@ -21,8 +21,8 @@ use super::{
     ClaimPattern, ComposeTool, DockerSettings, KeySource, ModelMode, OidcRule, Origin, Policy,
     ProjectSpec, SecretSource, ServerSettings,
 };
-use crate::admission::auth::MIN_SECRET_LEN;
 use crate::admission::client_addr::Cidr;
+use crate::auth::signature::MIN_SECRET_LEN;
 use crate::docker::model::Allowance;
 use crate::names::{Action, ProjectName};
 
@@ -775,7 +775,7 @@ impl<'t> Reader<'t> {
         let mut audience = None;
         let mut claims = Some(Vec::new());
         let mut jwks_file = None;
-        let mut max_age = Some(crate::oidc::DEFAULT_MAX_TOKEN_AGE_SECS);
+        let mut max_age = Some(crate::auth::oidc::DEFAULT_MAX_TOKEN_AGE_SECS);
         let mut issuer_span = value.span();
         for (key, value) in table.iter() {
             let name = key.get_ref().as_ref();
@@ -783,15 +783,15 @@ impl<'t> Reader<'t> {
                 "issuer" => {
                     issuer_span = value.span();
                     issuer =
-                        self.oidc_text(name, value).filter(|text| {
-                            match crate::oidc::check_url(text) {
+                        self.oidc_text(name, value).filter(
+                            |text| match crate::auth::oidc::check_url(text) {
                                 Ok(_) => true,
                                 Err(e) => {
                                     self.error(value.span(), format!("`issuer`: {e}"));
                                     false
                                 }
-                            }
-                        });
+                            },
+                        );
                 }
                 "audience" => audience = self.oidc_text(name, value),
                 "claims" => claims = self.claims(value),
@@ -817,7 +817,7 @@ impl<'t> Reader<'t> {
             None => KeySource::Discovery,
             Some((path, span)) => {
                 let set = match self.env.read_file(&path) {
-                    Ok(bytes) => crate::oidc::KeySet::parse(&bytes),
+                    Ok(bytes) => crate::auth::oidc::KeySet::parse(&bytes),
                     Err(e) => Err(format!("cannot read it: {e}")),
                 };
                 match set {
@@ -1669,26 +1669,26 @@ compose_files = ["/srv/db/**"]
     fn file_secrets_are_trimmed_and_rotation_keys_load() {
         let p = parse_ok(FULL).policy;
         let billing = p.project("billing").unwrap();
-        let next = crate::admission::auth::SigningKey::new(b"billing-next-0123456789");
+        let next = crate::auth::signature::SigningKey::new(b"billing-next-0123456789");
         let sig = next.sign(b"x", "1");
-        assert!(crate::admission::auth::verify_any(billing.keys(), b"x", "1", &sig).is_some());
+        assert!(crate::auth::signature::verify_any(billing.keys(), b"x", "1", &sig).is_some());
         let crlf = parse_ok(
             "[projects.a]\nsecrets = [\"file:/etc/dh/crlf\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
         );
-        let key = crate::admission::auth::SigningKey::new(b"crlf-secret-0123456789");
+        let key = crate::auth::signature::SigningKey::new(b"crlf-secret-0123456789");
         let sig = key.sign(b"x", "1");
         let a = crlf.policy.project("a").unwrap();
-        assert!(crate::admission::auth::verify_any(a.keys(), b"x", "1", &sig).is_some());
+        assert!(crate::auth::signature::verify_any(a.keys(), b"x", "1", &sig).is_some());
     }
 
     #[test]
     fn a_secret_of_another_project_never_authorises() {
         let p = parse_ok(FULL).policy;
-        let shop_key = crate::admission::auth::SigningKey::new(b"shop-secret-0123456789ab");
+        let shop_key = crate::auth::signature::SigningKey::new(b"shop-secret-0123456789ab");
         let sig = shop_key.sign(b"x", "1");
         let billing = p.project("billing").unwrap();
         assert_eq!(
-            crate::admission::auth::verify_any(billing.keys(), b"x", "1", &sig),
+            crate::auth::signature::verify_any(billing.keys(), b"x", "1", &sig),
             None
         );
     }

@@ -20,8 +20,8 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::docker::model::Allowance;
 
-use crate::admission::auth::SigningKey;
 use crate::admission::client_addr::Cidr;
+use crate::auth::signature::SigningKey;
 use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
@@ -466,7 +466,7 @@ fn glob_set<'a>(
 pub enum SeedError {
     #[error(
         "SECRET_KEY is shorter than {} bytes; use a longer secret",
-        crate::admission::auth::MIN_SECRET_LEN
+        crate::auth::signature::MIN_SECRET_LEN
     )]
     ShortSecret,
     #[error("internal error compiling the seed policy: {0}")]
@@ -581,7 +581,7 @@ impl Policy {
         docs: bool,
         state_dir: PathBuf,
     ) -> Result<Self, SeedError> {
-        if secret.len() < crate::admission::auth::MIN_SECRET_LEN {
+        if secret.len() < crate::auth::signature::MIN_SECRET_LEN {
             return Err(SeedError::ShortSecret);
         }
         let mut server = load::default_server(Path::new("."));

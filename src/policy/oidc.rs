@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use globset::GlobSet;
 
-use crate::oidc::{GITHUB_ISSUER, GITLAB_ISSUER, KeySet, Verified};
+use crate::auth::oidc::{GITHUB_ISSUER, GITLAB_ISSUER, KeySet, Verified};
 
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]

@@ -304,7 +304,7 @@ fn attacks() -> Vec<Attack> {
                 ok.clone(),
                 "x-signature",
                 value(&hex::encode(
-                    delivery_hook::admission::auth::SigningKey::new(BILLING.as_bytes()).sign(
+                    delivery_hook::auth::signature::SigningKey::new(BILLING.as_bytes()).sign(
                         ts.to_string().as_bytes(),
                         &String::from_utf8(body.clone()).unwrap(),
                     ),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use delivery_hook::admission::auth::SigningKey;
+use delivery_hook::auth::signature::SigningKey;
 use delivery_hook::clock::Clock;
 use delivery_hook::gateway::Gateway;
 use delivery_hook::jobs::Store;
