@@ -1549,7 +1549,7 @@ fn replay_entry_bytes(table: &mut Table) {
 /// files' identity and contents), each with the judgement of the model.
 async fn compose_model_cost(table: &mut Table) {
     use delivery_hook::docker::model::{self, Allowance};
-    use delivery_hook::docker::{ComposeTarget, DockerEngine, Engine as _};
+    use delivery_hook::docker::{ComposeHost as _, ComposeTarget, DockerEngine};
     use delivery_hook::policy::ComposeTool;
     let dir = temp_dir("model");
     std::fs::write(dir.join("web.env"), "GREETING=hello\n").unwrap();

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::DockerEngine;
+use crate::docker::{ComposeHost, DockerEngine, Swarm};
 use crate::jobs::Store;
 use crate::names::{Action, JobId};
 use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
@@ -402,7 +402,6 @@ async fn check_compose_projects(
     policy: &Policy,
     engine: &DockerEngine,
 ) -> Result<(), crate::docker::EngineError> {
-    use crate::docker::Engine as _;
     let pins = crate::docker::PinFiles::new(&policy.server.state_dir);
     let containers = engine.compose_containers().await?;
     let mut seen = std::collections::HashSet::new();
@@ -594,7 +593,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
                 ),
                 Err(e) => tracing::warn!("{e}"),
             }
-            match crate::docker::Engine::is_swarm_manager(&*engine).await {
+            match Swarm::is_swarm_manager(&*engine).await {
                 Ok(manager) => tracing::info!(
                     swarm_manager = manager,
                     "the engine {} a Swarm manager",

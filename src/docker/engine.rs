@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 use super::compose::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
 use super::model::{self, ComposeModel, ModelError};
 use super::{
-    BoxFuture, CommandOutcome, ComposeFound, ComposeOp, ComposeTarget, ContainerFacts,
-    ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits,
-    OutputLog, SwarmService, TaskCount, process,
+    BoxFuture, CommandOutcome, ComposeFound, ComposeHost, ComposeOp, ComposeTarget, ContainerFacts,
+    ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Images, Limits,
+    OutputLog, SelfUpdate, Swarm, SwarmService, TaskCount, process,
 };
 use crate::names::{ContainerName, SwarmServiceName};
 use crate::policy::ComposeTool;
@@ -510,7 +510,11 @@ fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatu
     }
 }
 
-impl Engine for DockerEngine {
+impl ComposeHost for DockerEngine {
+    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
+        Box::pin(async move { self.compose_found().await.cloned() })
+    }
+
     fn compose_model<'a>(
         &'a self,
         target: &'a ComposeTarget,
@@ -561,17 +565,6 @@ impl Engine for DockerEngine {
             let model = Arc::new(model::parse_config_output(&stdout.text(), yaml)?);
             self.models.insert(key, model.clone());
             Ok(ComposeModel { model, raw })
-        })
-    }
-
-    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
-        Box::pin(async move { self.compose_found().await.cloned() })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(async move {
-            let docker = self.client().await?;
-            bounded(docker.ping()).await.map(drop).map_err(classify)
         })
     }
 
@@ -644,6 +637,69 @@ impl Engine for DockerEngine {
         })
     }
 
+    fn run_compose<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+        op: ComposeOp,
+        limits: &'a Limits,
+        output: &'a OutputLog,
+    ) -> BoxFuture<'a, CommandOutcome> {
+        Box::pin(async move {
+            let mut argv = match self.compose_command().await {
+                Ok(prefix) => prefix,
+                Err(missing) => {
+                    let message = missing.to_string();
+                    output.note(&message);
+                    return CommandOutcome {
+                        argv: Vec::new(),
+                        exit: Exit::SpawnFailed(message),
+                        duration: Duration::ZERO,
+                    };
+                }
+            };
+            argv.extend(target.args(op));
+            process::run_command(argv, Some(&target.working_dir), limits, output).await
+        })
+    }
+}
+
+impl Images for DockerEngine {
+    fn tag_image<'a>(
+        &'a self,
+        image: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let options = TagImageOptionsBuilder::new()
+                .repo(repository)
+                .tag(tag)
+                .build();
+            bounded(docker.tag_image(image, Some(options)))
+                .await
+                .map_err(classify)
+        })
+    }
+
+    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            // Not forced: an image a container uses, or that has other
+            // tags, only loses this one.
+            let options = RemoveImageOptionsBuilder::new().build();
+            match bounded(docker.remove_image(reference, Some(options), None)).await {
+                Ok(_)
+                | Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(e) => Err(classify(e)),
+            }
+        })
+    }
+}
+
+impl SelfUpdate for DockerEngine {
     fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
         Box::pin(async move {
             self.own()
@@ -720,41 +776,9 @@ impl Engine for DockerEngine {
             }
         })
     }
+}
 
-    fn tag_image<'a>(
-        &'a self,
-        image: &'a str,
-        repository: &'a str,
-        tag: &'a str,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            let docker = self.client().await?;
-            let options = TagImageOptionsBuilder::new()
-                .repo(repository)
-                .tag(tag)
-                .build();
-            bounded(docker.tag_image(image, Some(options)))
-                .await
-                .map_err(classify)
-        })
-    }
-
-    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            let docker = self.client().await?;
-            // Not forced: an image a container uses, or that has other
-            // tags, only loses this one.
-            let options = RemoveImageOptionsBuilder::new().build();
-            match bounded(docker.remove_image(reference, Some(options), None)).await {
-                Ok(_)
-                | Err(BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(()),
-                Err(e) => Err(classify(e)),
-            }
-        })
-    }
-
+impl Swarm for DockerEngine {
     fn is_swarm_manager(&self) -> BoxFuture<'_, Result<bool, EngineError>> {
         Box::pin(self.is_manager())
     }
@@ -796,29 +820,13 @@ impl Engine for DockerEngine {
     ) -> BoxFuture<'a, Result<TaskCount, EngineError>> {
         Box::pin(self.count_tasks(service_id, image))
     }
+}
 
-    fn run_compose<'a>(
-        &'a self,
-        target: &'a ComposeTarget,
-        op: ComposeOp,
-        limits: &'a Limits,
-        output: &'a OutputLog,
-    ) -> BoxFuture<'a, CommandOutcome> {
+impl Engine for DockerEngine {
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async move {
-            let mut argv = match self.compose_command().await {
-                Ok(prefix) => prefix,
-                Err(missing) => {
-                    let message = missing.to_string();
-                    output.note(&message);
-                    return CommandOutcome {
-                        argv: Vec::new(),
-                        exit: Exit::SpawnFailed(message),
-                        duration: Duration::ZERO,
-                    };
-                }
-            };
-            argv.extend(target.args(op));
-            process::run_command(argv, Some(&target.working_dir), limits, output).await
+            let docker = self.client().await?;
+            bounded(docker.ping()).await.map(drop).map_err(classify)
         })
     }
 }

@@ -188,11 +188,9 @@ pub enum HelperEnd {
     Gone,
 }
 
-/// The engine operations the gateway needs, and nothing more.
-pub trait Engine: Send + Sync + 'static {
-    /// Whether the engine answers at all (`/readyz`).
-    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
-
+/// What a compose deploy needs: the compose tool and its model of a
+/// project, the containers, and the commands.
+pub trait ComposeHost: Send + Sync {
     /// The compose tool jobs run, and its version (`/readyz`).
     fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>>;
 
@@ -216,6 +214,35 @@ pub trait Engine: Send + Sync + 'static {
         target: &'a ComposeTarget,
     ) -> BoxFuture<'a, Result<Vec<ContainerStatus>, EngineError>>;
 
+    /// Runs one compose command for `target`, appending its output to `output`.
+    fn run_compose<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+        op: ComposeOp,
+        limits: &'a Limits,
+        output: &'a OutputLog,
+    ) -> BoxFuture<'a, CommandOutcome>;
+}
+
+/// Image tags, which a rollback moves back and a job keeps for it.
+pub trait Images: Send + Sync {
+    /// Tags the image `image` (an id) as `repository:tag`, moving the tag
+    /// if it names another image.
+    fn tag_image<'a>(
+        &'a self,
+        image: &'a str,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Removes the tag `reference`; the image itself goes only if nothing
+    /// else names or uses it. A tag that does not exist is no error.
+    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
+
+/// Redeploying the gateway's own compose service: a helper container
+/// runs the job, since it recreates the gateway's container.
+pub trait SelfUpdate: Send + Sync {
     /// The compose project and service of the container this gateway runs
     /// in, if it runs in one that compose made.
     fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>>;
@@ -230,20 +257,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Removes a helper container, stopping it first if it still runs.
     fn remove_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
 
-    /// Tags the image `image` (an id) as `repository:tag`, moving the tag
-    /// if it names another image.
-    fn tag_image<'a>(
-        &'a self,
-        image: &'a str,
-        repository: &'a str,
-        tag: &'a str,
-    ) -> BoxFuture<'a, Result<(), EngineError>>;
-
-    /// Removes the tag `reference`; the image itself goes only if nothing
-    /// else names or uses it. A tag that does not exist is no error.
-    fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
-
+/// Docker Swarm services, on an engine that is a manager.
+pub trait Swarm: Send + Sync {
     /// Whether the engine is a Swarm manager, which alone can read and
     /// update services.
     fn is_swarm_manager(&self) -> BoxFuture<'_, Result<bool, EngineError>>;
@@ -282,15 +299,13 @@ pub trait Engine: Send + Sync + 'static {
         service_id: &'a str,
         image: &'a str,
     ) -> BoxFuture<'a, Result<TaskCount, EngineError>>;
+}
 
-    /// Runs one compose command for `target`, appending its output to `output`.
-    fn run_compose<'a>(
-        &'a self,
-        target: &'a ComposeTarget,
-        op: ComposeOp,
-        limits: &'a Limits,
-        output: &'a OutputLog,
-    ) -> BoxFuture<'a, CommandOutcome>;
+/// The engine operations the gateway needs, and nothing more, by
+/// capability; the gateway holds one `Arc<dyn Engine>`.
+pub trait Engine: ComposeHost + Images + SelfUpdate + Swarm + 'static {
+    /// Whether the engine answers at all (`/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::record::{JobRecord, JobState, Rollback, RollbackState, Step, now_ms};
 use super::store::Store;
 use crate::docker::{
-    ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Limits, OutputLog, PinFiles,
-    RealPaths, Reference,
+    ComposeHost, ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Images, Limits,
+    OutputLog, PinFiles, RealPaths, Reference,
 };
 use crate::names::{Action, JobId};
 use crate::policy::{ModelMode, PolicyCell};
@@ -41,14 +41,14 @@ fn hold_reference(id: JobId) -> String {
 }
 
 /// Removes the tag that kept job `id`'s previous image.
-pub(super) async fn release_hold(engine: &dyn Engine, id: JobId) {
+pub(super) async fn release_hold(engine: &dyn Images, id: JobId) {
     if let Err(e) = engine.untag_image(&hold_reference(id)).await {
         tracing::warn!(job = %id, error = %e, "could not remove the tag that kept the previous image");
     }
 }
 
 /// What the service of `target` runs now, in a sentence, as the engine says.
-pub(super) async fn what_runs(engine: &dyn Engine, target: &ComposeTarget) -> String {
+pub(super) async fn what_runs(engine: &dyn ComposeHost, target: &ComposeTarget) -> String {
     match engine.service_containers(target).await {
         Ok(containers) => running_now(&containers),
         Err(e) => format!("what runs now could not be asked: {e}"),

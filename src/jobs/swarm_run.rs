@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::record::{JobRecord, JobState};
 use super::run::{Completion, INTERRUPTED, timeout_message};
 use crate::docker::swarm::{digest_of, pinned_reference, unpinned_reference};
-use crate::docker::{Engine, ImagePin, Limits, OutputLog, Reference, SwarmService};
+use crate::docker::{ImagePin, Limits, OutputLog, Reference, Swarm, SwarmService};
 use crate::names::SwarmServiceName;
 
 /// How often the service's update status is read.
@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_millis(500);
 const UP_TO_DATE: &str = "up to date";
 
 pub struct SwarmRun<'a> {
-    pub engine: &'a dyn Engine,
+    pub engine: &'a dyn Swarm,
     pub name: &'a SwarmServiceName,
     pub pin: Option<&'a ImagePin>,
     pub record: &'a watch::Sender<JobRecord>,

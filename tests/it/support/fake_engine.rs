@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use delivery_hook::docker::model::{ComposeModel, ModelError, RawReferences};
 use delivery_hook::docker::{
-    BoxFuture, CommandOutcome, ComposeFound, ComposeOp, ComposeTarget, ContainerFacts,
-    ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Limits,
-    NoComposeTool, OutputLog, SwarmService, TaskCount, UpdateState,
+    BoxFuture, CommandOutcome, ComposeFound, ComposeHost, ComposeOp, ComposeTarget, ContainerFacts,
+    ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Images, Limits,
+    NoComposeTool, OutputLog, SelfUpdate, Swarm, SwarmService, TaskCount, UpdateState,
 };
 use delivery_hook::names::{ContainerName, SwarmServiceName};
 use tokio::sync::{Notify, Semaphore};
@@ -152,7 +152,16 @@ impl FakeEngine {
     }
 }
 
-impl Engine for FakeEngine {
+impl ComposeHost for FakeEngine {
+    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
+        Box::pin(async move {
+            Ok(ComposeFound::new(
+                vec!["docker".into(), "compose".into()],
+                "2.26.1\n",
+            ))
+        })
+    }
+
     fn compose_model<'a>(
         &'a self,
         _target: &'a ComposeTarget,
@@ -170,19 +179,6 @@ impl Engine for FakeEngine {
                 raw: RawReferences::default(),
             })
         })
-    }
-
-    fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>> {
-        Box::pin(async move {
-            Ok(ComposeFound::new(
-                vec!["docker".into(), "compose".into()],
-                "2.26.1\n",
-            ))
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(async move { self.check_up() })
     }
 
     fn find_container<'a>(
@@ -225,34 +221,66 @@ impl Engine for FakeEngine {
         })
     }
 
-    fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
-        Box::pin(async move { self.own.lock().unwrap().clone() })
-    }
-
-    fn start_helper<'a>(&'a self, run: &'a HelperRun) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn run_compose<'a>(
+        &'a self,
+        target: &'a ComposeTarget,
+        op: ComposeOp,
+        limits: &'a Limits,
+        output: &'a OutputLog,
+    ) -> BoxFuture<'a, CommandOutcome> {
         Box::pin(async move {
-            self.check_up()?;
-            self.helpers.lock().unwrap().push(run.clone());
-            Ok(())
-        })
-    }
-
-    fn wait_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<HelperEnd, EngineError>> {
-        Box::pin(async move {
-            loop {
-                let ended = self.helper_ended.notified();
-                if let Some(end) = self.helper_ends.lock().unwrap().get(name) {
-                    return Ok(*end);
+            self.commands
+                .lock()
+                .unwrap()
+                .push((target.service.to_string(), op));
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_running.fetch_max(now, Ordering::SeqCst);
+            let mut argv = vec!["fake-compose".to_string()];
+            argv.extend(target.args(op));
+            output.note(&format!("$ {}", argv.join(" ")));
+            let gate = self.gate.lock().unwrap().clone();
+            let exit = match gate {
+                Some(gate) => tokio::select! {
+                    permit = gate.acquire() => { permit.unwrap().forget(); None }
+                    () = tokio::time::sleep_until(limits.deadline) => Some(Exit::TimedOut),
+                    () = limits.cancel.cancelled() => Some(Exit::Cancelled),
+                },
+                None => None,
+            };
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let code = self
+                .exits
+                .lock()
+                .unwrap()
+                .get(op_name(op))
+                .copied()
+                .unwrap_or(0);
+            if code != 0 {
+                output.note("Error response from daemon: manifest unknown");
+            }
+            if exit.is_none() && code == 0 {
+                match op {
+                    ComposeOp::Up | ComposeOp::UpBuild => {
+                        *self.image.lock().unwrap() = NEW_IMAGE.into();
+                    }
+                    ComposeOp::UpNoBuild => {
+                        if let Some(id) = self.tags.lock().unwrap().get(REFERENCE) {
+                            *self.image.lock().unwrap() = id.clone();
+                        }
+                    }
+                    ComposeOp::Pull => {}
                 }
-                ended.await;
+            }
+            CommandOutcome {
+                argv,
+                exit: exit.unwrap_or(Exit::Code(code)),
+                duration: Duration::from_millis(5),
             }
         })
     }
+}
 
-    fn remove_helper<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move { Ok(()) })
-    }
-
+impl Images for FakeEngine {
     fn tag_image<'a>(
         &'a self,
         image: &'a str,
@@ -282,7 +310,39 @@ impl Engine for FakeEngine {
             Ok(())
         })
     }
+}
 
+impl SelfUpdate for FakeEngine {
+    fn own_service(&self) -> BoxFuture<'_, Option<(String, String)>> {
+        Box::pin(async move { self.own.lock().unwrap().clone() })
+    }
+
+    fn start_helper<'a>(&'a self, run: &'a HelperRun) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            self.helpers.lock().unwrap().push(run.clone());
+            Ok(())
+        })
+    }
+
+    fn wait_helper<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<HelperEnd, EngineError>> {
+        Box::pin(async move {
+            loop {
+                let ended = self.helper_ended.notified();
+                if let Some(end) = self.helper_ends.lock().unwrap().get(name) {
+                    return Ok(*end);
+                }
+                ended.await;
+            }
+        })
+    }
+
+    fn remove_helper<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move { Ok(()) })
+    }
+}
+
+impl Swarm for FakeEngine {
     fn is_swarm_manager(&self) -> BoxFuture<'_, Result<bool, EngineError>> {
         Box::pin(async move {
             self.check_up()?;
@@ -371,62 +431,10 @@ impl Engine for FakeEngine {
             })
         })
     }
+}
 
-    fn run_compose<'a>(
-        &'a self,
-        target: &'a ComposeTarget,
-        op: ComposeOp,
-        limits: &'a Limits,
-        output: &'a OutputLog,
-    ) -> BoxFuture<'a, CommandOutcome> {
-        Box::pin(async move {
-            self.commands
-                .lock()
-                .unwrap()
-                .push((target.service.to_string(), op));
-            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_running.fetch_max(now, Ordering::SeqCst);
-            let mut argv = vec!["fake-compose".to_string()];
-            argv.extend(target.args(op));
-            output.note(&format!("$ {}", argv.join(" ")));
-            let gate = self.gate.lock().unwrap().clone();
-            let exit = match gate {
-                Some(gate) => tokio::select! {
-                    permit = gate.acquire() => { permit.unwrap().forget(); None }
-                    () = tokio::time::sleep_until(limits.deadline) => Some(Exit::TimedOut),
-                    () = limits.cancel.cancelled() => Some(Exit::Cancelled),
-                },
-                None => None,
-            };
-            self.running.fetch_sub(1, Ordering::SeqCst);
-            let code = self
-                .exits
-                .lock()
-                .unwrap()
-                .get(op_name(op))
-                .copied()
-                .unwrap_or(0);
-            if code != 0 {
-                output.note("Error response from daemon: manifest unknown");
-            }
-            if exit.is_none() && code == 0 {
-                match op {
-                    ComposeOp::Up | ComposeOp::UpBuild => {
-                        *self.image.lock().unwrap() = NEW_IMAGE.into();
-                    }
-                    ComposeOp::UpNoBuild => {
-                        if let Some(id) = self.tags.lock().unwrap().get(REFERENCE) {
-                            *self.image.lock().unwrap() = id.clone();
-                        }
-                    }
-                    ComposeOp::Pull => {}
-                }
-            }
-            CommandOutcome {
-                argv,
-                exit: exit.unwrap_or(Exit::Code(code)),
-                duration: Duration::from_millis(5),
-            }
-        })
+impl Engine for FakeEngine {
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.check_up() })
     }
 }
