@@ -33,16 +33,16 @@ fn observer(metrics: Arc<Metrics>) -> JobObserver {
         JobEvent::Started => tracing::info!(
             job = %job.id,
             project = %job.project,
-            container = %job.container_name,
+            container = job.container_name(),
             action = %job.action,
-            service = %job.service,
+            service = job.service(),
             attempt = job.attempt,
             "job running"
         ),
         JobEvent::Requeued => tracing::warn!(
             job = %job.id,
             project = %job.project,
-            container = %job.container_name,
+            container = job.container_name(),
             action = %job.action,
             attempt = job.attempt,
             "job interrupted by shutdown; queued to run again at the next start"
@@ -52,7 +52,7 @@ fn observer(metrics: Arc<Metrics>) -> JobObserver {
             tracing::info!(
                 job = %job.id,
                 project = %job.project,
-                container = %job.container_name,
+                container = job.container_name(),
                 action = %job.action,
                 state = job.state.as_str(),
                 duration_ms = duration.as_millis() as u64,

@@ -312,6 +312,15 @@ pub struct Job {
 
 impl Job {
     pub fn from_record(r: JobRecord, replayed: bool, coalesced: bool) -> Self {
+        // The wire form stays flat: a Swarm job has empty compose fields.
+        let (compose, swarm) = match r.target {
+            jobs::JobTarget::Compose(c) => (Some(c), None),
+            jobs::JobTarget::Swarm(s) => (None, Some(s)),
+        };
+        let compose = compose.unwrap_or_else(|| jobs::ComposeJob {
+            service: swarm.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+            ..empty_compose()
+        });
         Self {
             id: r.id.to_string(),
             action: match r.action {
@@ -327,7 +336,7 @@ impl Job {
                 jobs::JobState::Interrupted => JobStatus::Interrupted,
                 jobs::JobState::RolledBack => JobStatus::RolledBack,
             },
-            rollback: r.rollback.map(|b| JobRollback {
+            rollback: compose.rollback.map(|b| JobRollback {
                 from_image: b.from_image,
                 to_image: b.to_image,
                 state: match b.state {
@@ -359,22 +368,42 @@ impl Job {
             message: r
                 .message
                 .unwrap_or_else(|| r.action.progress_word().to_owned()),
-            swarm_service: r.swarm_service,
-            replicas_updated: r.replicas_updated,
-            compose_file: r.compose_files.join(","),
-            containers: r.containers,
+            replicas_updated: swarm.as_ref().and_then(|s| s.replicas_updated),
+            swarm_service: swarm.map(|s| s.name),
+            compose_file: compose.compose_files.join(","),
+            containers: compose.containers,
             project: r.project,
-            container_name: r.container_name,
-            service: r.service,
-            compose_project: r.compose_project,
-            compose_files: r.compose_files,
+            container_name: compose.container_name,
+            service: compose.service,
+            compose_project: compose.compose_project,
+            compose_files: compose.compose_files,
             output: r.output,
             error: r.error,
             attempt: r.attempt,
             replayed,
             coalesced,
-            self_update: r.self_update,
+            self_update: compose.self_update,
         }
+    }
+}
+
+/// The compose fields of a job that has none.
+fn empty_compose() -> jobs::ComposeJob {
+    jobs::ComposeJob {
+        container_name: String::new(),
+        compose_project: String::new(),
+        service: String::new(),
+        working_dir: String::new(),
+        compose_files: Vec::new(),
+        env_files: Vec::new(),
+        self_update: false,
+        helper: None,
+        previous_reference: None,
+        pin_file: None,
+        rollback_on_failure: false,
+        rollback: None,
+        containers: Vec::new(),
+        admitted_files: Vec::new(),
     }
 }
 

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::jobs::JobTarget;
+
 use super::{Code, DeployCall, DeployOutcome, ReadCall, Refusal};
 
 /// Refusals of one source and code written in full per interval.
@@ -132,8 +134,11 @@ impl RefusalLog {
                 target: "audit",
                 client = %call.client,
                 project = %o.job.project,
-                container = %o.job.container_name,
-                swarm_service = o.job.swarm_service.as_deref().unwrap_or("-"),
+                container = o.job.container_name(),
+                swarm_service = match &o.job.target {
+                    JobTarget::Swarm(s) => s.name.as_str(),
+                    JobTarget::Compose(_) => "-",
+                },
                 action = call.action.as_str(),
                 job = %o.job.id,
                 state = o.job.state.as_str(),

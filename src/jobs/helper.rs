@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{JobRecord, JobState, elapsed_since, now_ms};
+use super::record::{ComposeJob, JobRecord, JobState, elapsed_since, now_ms};
 use super::store::{Store, StoreError};
 use super::{Active, Inner, JobEvent, helper_name, run, settle, snapshot};
 use crate::docker::{
@@ -69,7 +69,9 @@ pub async fn run_helper(
         return Ok(record);
     }
     let target = record
-        .compose_target()
+        .compose()
+        .ok_or(TargetError::NotCompose)
+        .and_then(ComposeJob::target)
         .map_err(|source| HelperError::Target { id, source })?;
     let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
     let limits = Limits {
@@ -106,7 +108,7 @@ impl Inner {
     pub(super) async fn run_detached(&self, active: &Active) {
         let (id, helper) = {
             let r = active.record.borrow();
-            (r.id, r.helper.clone())
+            (r.id, r.helper().map(str::to_owned))
         };
         let name = match helper {
             Some(name) => name,
@@ -190,7 +192,9 @@ impl Inner {
         active.record.send_modify(|r| {
             r.state = JobState::Running;
             r.started_at_ms = Some(now_ms());
-            r.helper = Some(name.clone());
+            if let Some(c) = r.compose_mut() {
+                c.helper = Some(name.clone());
+            }
         });
         let record = snapshot(active, &active.record.borrow());
         self.store.put(&record).await.map_err(HelperError::Record)?;

@@ -34,11 +34,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use helper::{HelperBudget, HelperError, run_helper};
 pub use record::{
-    JobRecord, JobState, Rollback, RollbackState, Step, elapsed_since, now_ms, rfc3339,
+    ComposeJob, JobRecord, JobState, JobTarget, Rollback, RollbackState, Step, SwarmJob,
+    elapsed_since, now_ms, rfc3339,
 };
 pub use store::{Cursor, ReplayRow, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
+use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles, TargetError};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
 use crate::policy::PolicyCell;
 
@@ -272,8 +273,10 @@ impl Jobs {
                 };
                 record.image = request.pin.as_ref().map(ToString::to_string);
                 record.image_digest = request.pin.as_ref().map(ImagePin::digest);
-                record.rollback_on_failure = request.rollback;
-                record.admitted_files = request.admitted_files.clone();
+                if let Some(c) = record.compose_mut() {
+                    c.rollback_on_failure = request.rollback;
+                    c.admitted_files = request.admitted_files.clone();
+                }
                 // Sent while holding the lock, so this insert reaches the store
                 // before anything the worker writes about the job.
                 let written = self.inner.store.put_with(&record, row(record.id));
@@ -355,10 +358,10 @@ impl Jobs {
         let mut recovery = Recovery::default();
         for mut record in self.inner.store.unfinished().await? {
             let output = OutputLog::with_text(&record.output);
-            if record.state == JobState::Running && record.helper.is_some() {
+            if record.state == JobState::Running && record.helper().is_some() {
                 // A helper runs it; the worker follows the helper.
                 recovery.followed += 1;
-            } else if record.state == JobState::Running && record.rollback.is_some() {
+            } else if record.state == JobState::Running && record.rollback().is_some() {
                 // Never re-run: that would deploy the failed version again.
                 self.inner
                     .end_interrupted_rollback(&mut record, &output)
@@ -387,7 +390,7 @@ impl Jobs {
             } else {
                 recovery.requeued += 1;
             }
-            let target = match record.target() {
+            let target = match record.deploy_target() {
                 Ok(target) => target,
                 Err(e) => {
                     record.state = JobState::Failed;
@@ -469,7 +472,11 @@ impl Inner {
     /// Ends a job whose rollback the gateway's stop cut short, saying what
     /// the service runs now.
     async fn end_interrupted_rollback(&self, record: &mut JobRecord, output: &OutputLog) {
-        let running = match record.compose_target() {
+        let running = match record
+            .compose()
+            .ok_or(TargetError::NotCompose)
+            .and_then(ComposeJob::target)
+        {
             Ok(target) => run::what_runs(&*self.engine, &target).await,
             Err(e) => format!("the service cannot be named: {e}"),
         };
@@ -480,7 +487,7 @@ impl Inner {
         output.note(&format!(
             "(the gateway stopped during the rollback; it is not re-run; {running})"
         ));
-        if let Some(rollback) = &mut record.rollback {
+        if let Some(rollback) = record.compose_mut().and_then(|c| c.rollback.as_mut()) {
             rollback.state = RollbackState::Interrupted;
             rollback.error = Some("the gateway stopped during the rollback".into());
             rollback.finished_at_ms = Some(now_ms());
@@ -595,7 +602,7 @@ impl Inner {
     }
 
     async fn run_one(&self, active: &Active) {
-        if active.record.borrow().self_update {
+        if active.record.borrow().self_update() {
             return self.run_detached(active).await;
         }
         let started = Instant::now();
@@ -646,7 +653,7 @@ impl Inner {
         };
         // A job stopped during its rollback is not run again: that would
         // deploy the failed version once more.
-        let rolling_back = active.record.borrow().rollback.is_some();
+        let rolling_back = active.record.borrow().rollback().is_some();
         let requeued =
             completion.state == JobState::Interrupted && attempt < MAX_ATTEMPTS && !rolling_back;
         let mut record = active.record.borrow().clone();

@@ -130,13 +130,6 @@ pub struct JobRecord {
     pub id: JobId,
     pub project: String,
     pub action: Action,
-    pub container_name: String,
-    pub compose_project: String,
-    pub service: String,
-    pub working_dir: String,
-    pub compose_files: Vec<String>,
-    #[serde(default)]
-    pub env_files: Vec<String>,
     pub state: JobState,
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
@@ -147,6 +140,48 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// 1, or 2 when re-run after an interruption.
     pub attempt: u32,
+    /// The image id the service ran before the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+    /// The caller's pin, `repository@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The pin's digest, `sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// What the job says in place of `pulling`/`building`, e.g. `up to date`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What it deploys, with what only that kind of job has. Stored flat
+    /// beside the fields above, as records always were.
+    #[serde(flatten)]
+    pub target: JobTarget,
+}
+
+/// What a job deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Tried in this order: only a Swarm job has `swarm_service` (records
+// written before the two were told apart also carry the compose fields,
+// empty).
+#[serde(untagged)]
+// Nearly every job is a compose job: boxing that variant would allocate in
+// the common case to save bytes in the rare one.
+#[allow(clippy::large_enum_variant)]
+pub enum JobTarget {
+    Swarm(SwarmJob),
+    Compose(ComposeJob),
+}
+
+/// A job of a compose service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComposeJob {
+    pub container_name: String,
+    pub compose_project: String,
+    pub service: String,
+    pub working_dir: String,
+    pub compose_files: Vec<String>,
+    #[serde(default)]
+    pub env_files: Vec<String>,
     /// It redeploys the gateway's own compose service, so a helper container
     /// runs it.
     #[serde(default)]
@@ -154,19 +189,10 @@ pub struct JobRecord {
     /// The helper container's name, once it is started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helper: Option<String>,
-    /// The image id the service ran before the deploy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_image: Option<String>,
-    /// The reference that container was created with (`Config.Image`):
-    /// what a rollback points back at `previous_image`.
+    /// The reference the service's container was created with
+    /// (`Config.Image`): what a rollback points back at `previous_image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_reference: Option<String>,
-    /// The caller's pin, `repository@sha256:…`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// The pin's digest, `sha256:…`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_digest: Option<String>,
     /// The override file that carries the pin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_file: Option<String>,
@@ -175,16 +201,6 @@ pub struct JobRecord {
     pub rollback_on_failure: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
-    /// The Swarm service a Swarm job updates; such a job has no compose
-    /// project, files or container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swarm_service: Option<String>,
-    /// Of a Swarm job that succeeded: the tasks running the new image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas_updated: Option<u64>,
-    /// What the job says in place of `pulling`/`building`, e.g. `up to date`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
     /// The names of the service's containers when the job last looked, after
     /// `up`: compose v2 renames the containers v1 named `<project>_<service>_1`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -194,6 +210,17 @@ pub struct JobRecord {
     /// project's `compose_files` can judge them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admitted_files: Vec<String>,
+}
+
+/// A job of a Docker Swarm service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmJob {
+    /// The service's name.
+    #[serde(rename = "swarm_service")]
+    pub name: String,
+    /// Once it succeeded: the tasks running the new image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_updated: Option<u64>,
 }
 
 pub fn now_ms() -> u64 {
@@ -220,41 +247,46 @@ impl JobRecord {
         target: &ComposeTarget,
         self_update: bool,
     ) -> Self {
-        Self {
-            container_name: container_name.to_owned(),
-            compose_project: target.project.to_string(),
-            service: target.service.to_string(),
-            working_dir: target.working_dir.display().to_string(),
-            compose_files: display_paths(&target.config_files),
-            env_files: display_paths(&target.env_files),
-            self_update,
-            pin_file: target.pin.as_ref().map(|p| p.display().to_string()),
-            ..Self::queued(project, action)
-        }
+        Self::queued(
+            project,
+            action,
+            JobTarget::Compose(ComposeJob {
+                container_name: container_name.to_owned(),
+                compose_project: target.project.to_string(),
+                service: target.service.to_string(),
+                working_dir: target.working_dir.display().to_string(),
+                compose_files: display_paths(&target.config_files),
+                env_files: display_paths(&target.env_files),
+                self_update,
+                helper: None,
+                previous_reference: None,
+                pin_file: target.pin.as_ref().map(|p| p.display().to_string()),
+                rollback_on_failure: true,
+                rollback: None,
+                containers: Vec::new(),
+                admitted_files: Vec::new(),
+            }),
+        )
     }
 
     /// A job that updates the Swarm service `name`.
     pub fn for_swarm(project: &str, name: &SwarmServiceName) -> Self {
-        Self {
-            service: name.to_string(),
-            swarm_service: Some(name.to_string()),
-            rollback_on_failure: false,
-            ..Self::queued(project, Action::Pull)
-        }
+        Self::queued(
+            project,
+            Action::Pull,
+            JobTarget::Swarm(SwarmJob {
+                name: name.to_string(),
+                replicas_updated: None,
+            }),
+        )
     }
 
-    /// A new job of `project`, queued, naming nothing yet.
-    fn queued(project: &str, action: Action) -> Self {
+    /// A new job of `project`, queued.
+    fn queued(project: &str, action: Action, target: JobTarget) -> Self {
         Self {
             id: JobId::random(),
             project: project.to_owned(),
             action,
-            container_name: String::new(),
-            compose_project: String::new(),
-            service: String::new(),
-            working_dir: String::new(),
-            compose_files: Vec::new(),
-            env_files: Vec::new(),
             state: JobState::Queued,
             created_at_ms: now_ms(),
             started_at_ms: None,
@@ -263,48 +295,81 @@ impl JobRecord {
             output: String::new(),
             error: None,
             attempt: 1,
-            self_update: false,
-            helper: None,
             previous_image: None,
-            previous_reference: None,
             image: None,
             image_digest: None,
-            pin_file: None,
-            rollback_on_failure: true,
-            rollback: None,
-            swarm_service: None,
-            replicas_updated: None,
             message: None,
-            containers: Vec::new(),
-            admitted_files: Vec::new(),
+            target,
         }
+    }
+
+    /// The compose side of a compose job.
+    pub fn compose(&self) -> Option<&ComposeJob> {
+        match &self.target {
+            JobTarget::Compose(c) => Some(c),
+            JobTarget::Swarm(_) => None,
+        }
+    }
+
+    pub fn compose_mut(&mut self) -> Option<&mut ComposeJob> {
+        match &mut self.target {
+            JobTarget::Compose(c) => Some(c),
+            JobTarget::Swarm(_) => None,
+        }
+    }
+
+    /// The container the request named; empty for a Swarm job.
+    pub fn container_name(&self) -> &str {
+        self.compose().map_or("", |c| c.container_name.as_str())
+    }
+
+    /// The compose service, or the Swarm service's name.
+    pub fn service(&self) -> &str {
+        match &self.target {
+            JobTarget::Compose(c) => &c.service,
+            JobTarget::Swarm(s) => &s.name,
+        }
+    }
+
+    /// Whether a helper container runs it.
+    pub fn self_update(&self) -> bool {
+        self.compose().is_some_and(|c| c.self_update)
+    }
+
+    /// The helper container running it, once started.
+    pub fn helper(&self) -> Option<&str> {
+        self.compose().and_then(|c| c.helper.as_deref())
+    }
+
+    /// Its rollback, once one started.
+    pub fn rollback(&self) -> Option<&Rollback> {
+        self.compose().and_then(|c| c.rollback.as_ref())
     }
 
     /// What the job deploys, re-validated (used after a restart).
-    pub fn target(&self) -> Result<DeployTarget, TargetError> {
-        if let Some(name) = &self.swarm_service {
-            let name = SwarmServiceName::parse(name).map_err(|e| TargetError::InvalidLabel {
-                label: "swarm_service",
-                reason: e.to_string(),
-            })?;
-            let pin = match &self.image {
-                Some(image) => {
-                    Some(
-                        ImagePin::parse(image).map_err(|e| TargetError::InvalidLabel {
-                            label: "image",
-                            reason: e.to_string(),
-                        })?,
-                    )
-                }
-                None => None,
-            };
-            return Ok(DeployTarget::Swarm { name, pin });
+    pub fn deploy_target(&self) -> Result<DeployTarget, TargetError> {
+        match &self.target {
+            JobTarget::Swarm(swarm) => {
+                let invalid = |label, e: &dyn std::fmt::Display| TargetError::InvalidLabel {
+                    label,
+                    reason: e.to_string(),
+                };
+                let name = SwarmServiceName::parse(&swarm.name)
+                    .map_err(|e| invalid("swarm_service", &e))?;
+                let pin = match &self.image {
+                    Some(image) => Some(ImagePin::parse(image).map_err(|e| invalid("image", &e))?),
+                    None => None,
+                };
+                Ok(DeployTarget::Swarm { name, pin })
+            }
+            JobTarget::Compose(compose) => compose.target().map(DeployTarget::Compose),
         }
-        self.compose_target().map(DeployTarget::Compose)
     }
+}
 
+impl ComposeJob {
     /// The compose target again, re-validated.
-    pub fn compose_target(&self) -> Result<ComposeTarget, TargetError> {
+    pub fn target(&self) -> Result<ComposeTarget, TargetError> {
         ComposeTarget::from_stored(
             &self.compose_project,
             &self.service,
@@ -331,6 +396,55 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn records_stored_before_the_target_was_a_type_are_read() {
+        let common = r#""id":"5f0c3a9e8b7d4c21a0e9f8d7c6b5a493","project":"ops","action":"pull","state":"succeeded","created_at_ms":1,"started_at_ms":2,"finished_at_ms":3,"steps":[],"output":"","error":null,"attempt":1"#;
+        let swarm = format!(
+            r#"{{{common},"container_name":"","compose_project":"","service":"web","working_dir":"","compose_files":[],"env_files":[],"self_update":false,"rollback_on_failure":false,"swarm_service":"web","replicas_updated":3,"previous_image":"app@sha256:1"}}"#
+        );
+        let record: JobRecord = serde_json::from_str(&swarm).unwrap();
+        assert_eq!(
+            record.target,
+            JobTarget::Swarm(SwarmJob {
+                name: "web".into(),
+                replicas_updated: Some(3)
+            })
+        );
+        assert_eq!(record.previous_image.as_deref(), Some("app@sha256:1"));
+        let compose = format!(
+            r#"{{{common},"container_name":"billing-web","compose_project":"billing","service":"web","working_dir":"/srv/billing","compose_files":["/srv/billing/compose.yml"],"previous_image":"sha256:ab","previous_reference":"app:1","containers":["billing-web"]}}"#
+        );
+        let record: JobRecord = serde_json::from_str(&compose).unwrap();
+        let c = record.compose().expect("a compose job");
+        assert_eq!(c.container_name, "billing-web");
+        assert_eq!(c.compose_files, ["/srv/billing/compose.yml"]);
+        assert!(c.rollback_on_failure, "rollback defaults on, as it did");
+        assert!(c.env_files.is_empty() && !c.self_update);
+        assert_eq!(c.previous_reference.as_deref(), Some("app:1"));
+        // Written again and read back, each is the same record.
+        for text in [swarm, compose] {
+            let record: JobRecord = serde_json::from_str(&text).unwrap();
+            let again: JobRecord =
+                serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+            assert_eq!(again, record);
+        }
+    }
+
+    #[test]
+    fn a_swarm_job_is_stored_without_compose_fields() {
+        let record = JobRecord::for_swarm("ops", &SwarmServiceName::parse("web").unwrap());
+        let doc: serde_json::Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(doc["swarm_service"], "web");
+        for absent in [
+            "container_name",
+            "compose_files",
+            "helper",
+            "rollback_on_failure",
+        ] {
+            assert!(doc.get(absent).is_none(), "{absent}: {doc}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::record::{JobRecord, JobState, Rollback, RollbackState, Step, now_ms};
+use super::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step, now_ms};
 use super::store::Store;
 use crate::docker::{
     ComposeHost, ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Images, Limits,
@@ -199,15 +199,24 @@ impl JobRun<'_> {
     /// the job's id and the image to keep, when the job rolls back.
     fn remember_previous(&self, before: &[ContainerStatus]) -> (JobId, Option<String>) {
         self.record.send_modify(|r| {
-            if r.previous_image.is_none() {
-                if let Some(previous) = previous_of(before, &r.container_name) {
-                    r.previous_image = Some(previous.image.clone());
-                    r.previous_reference = Some(previous.reference.clone());
+            let JobRecord {
+                previous_image,
+                target: JobTarget::Compose(c),
+                ..
+            } = r
+            else {
+                return;
+            };
+            if previous_image.is_none() {
+                if let Some(previous) = previous_of(before, &c.container_name) {
+                    *previous_image = Some(previous.image.clone());
+                    c.previous_reference = Some(previous.reference.clone());
                 }
             }
         });
         let r = self.record.borrow();
-        let keep = r.previous_image.clone().filter(|_| r.rollback_on_failure);
+        let rolls_back = r.compose().is_some_and(|c| c.rollback_on_failure);
+        let keep = r.previous_image.clone().filter(|_| rolls_back);
         (r.id, keep)
     }
 
@@ -288,7 +297,12 @@ impl JobRun<'_> {
         let real = target
             .real_paths()
             .map_err(|e| refused(format!("compose_file_not_visible: {e}")))?;
-        let admitted = self.record.borrow().admitted_files.clone();
+        let admitted = self
+            .record
+            .borrow()
+            .compose()
+            .map(|c| c.admitted_files.clone())
+            .unwrap_or_default();
         let moved = !admitted.is_empty() && real.listing() != admitted;
         let policy = self.boundary.map(|(cell, name)| (cell.get(), name));
         let project = match &policy {
@@ -380,10 +394,11 @@ impl JobRun<'_> {
     async fn roll_back(&self, before: &[ContainerStatus], failure: Completion) -> Completion {
         let (enabled, previous, reference) = {
             let r = self.record.borrow();
+            let compose = r.compose();
             (
-                r.rollback_on_failure,
+                compose.is_some_and(|c| c.rollback_on_failure),
                 r.previous_image.clone(),
-                r.previous_reference.clone(),
+                compose.and_then(|c| c.previous_reference.clone()),
             )
         };
         let (true, Some(previous)) = (enabled, previous) else {
@@ -417,14 +432,16 @@ impl JobRun<'_> {
         ));
         self.record.send_modify(|r| {
             r.error = failure.error.clone();
-            r.rollback = Some(Rollback {
-                from_image,
-                to_image: previous.clone(),
-                state: RollbackState::Running,
-                error: None,
-                started_at_ms: now_ms(),
-                finished_at_ms: None,
-            });
+            if let Some(c) = r.compose_mut() {
+                c.rollback = Some(Rollback {
+                    from_image,
+                    to_image: previous.clone(),
+                    state: RollbackState::Running,
+                    error: None,
+                    started_at_ms: now_ms(),
+                    finished_at_ms: None,
+                });
+            }
         });
         // Durable before it starts: a gateway that dies now must not run
         // the failed deploy again at its next start.
@@ -481,7 +498,7 @@ impl JobRun<'_> {
             }
         };
         self.record.send_modify(|r| {
-            if let Some(rollback) = &mut r.rollback {
+            if let Some(rollback) = r.compose_mut().and_then(|c| c.rollback.as_mut()) {
                 rollback.state = rollback_state;
                 rollback.error = rollback_error;
                 rollback.finished_at_ms = Some(now_ms());
@@ -517,11 +534,14 @@ impl JobRun<'_> {
     /// Records the names of the service's containers, when they changed.
     fn note_containers(&self, containers: &[ContainerStatus]) {
         self.record.send_if_modified(|r| {
+            let Some(job) = r.compose_mut() else {
+                return false;
+            };
             let names = containers.iter().map(|c| c.name.as_str());
-            if r.containers.iter().map(String::as_str).eq(names.clone()) {
+            if job.containers.iter().map(String::as_str).eq(names.clone()) {
                 return false;
             }
-            r.containers = names.map(str::to_owned).collect();
+            job.containers = names.map(str::to_owned).collect();
             true
         });
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::record::{JobRecord, JobState};
+use super::record::{JobRecord, JobState, JobTarget};
 use super::run::{Completion, INTERRUPTED, timeout_message};
 use crate::docker::swarm::{digest_of, pinned_reference, unpinned_reference};
 use crate::docker::{ImagePin, Limits, OutputLog, Reference, Swarm, SwarmService};
@@ -178,8 +178,11 @@ impl SwarmRun<'_> {
     async fn finish(&self, service: &SwarmService, image: &str) -> Completion {
         match self.engine.swarm_tasks(&service.id, image).await {
             Ok(count) => {
-                self.record
-                    .send_modify(|r| r.replicas_updated = Some(count.running_image as u64));
+                self.record.send_modify(|r| {
+                    if let JobTarget::Swarm(s) = &mut r.target {
+                        s.replicas_updated = Some(count.running_image as u64);
+                    }
+                });
                 self.output.note(&format!(
                     "{} of {} task(s) run {image}",
                     count.running_image, count.desired

@@ -634,7 +634,7 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
         "running",
         "not interrupted, not re-queued"
     );
-    assert_eq!(left.helper.as_deref(), Some(helper.name.as_str()));
+    assert_eq!(left.helper(), Some(helper.name.as_str()));
 
     // The new gateway, on the same store.
     let settings = delivery_hook::jobs::JobSettings {
