@@ -1,8 +1,9 @@
 //! Reading `delivery.toml`.
 //!
-//! The file is parsed into a spanned tree and walked by hand rather than
-//! deserialised, because serde stops at the first problem while an operator
-//! wants every problem, each with its line.
+//! The file's shape is read by serde into the types of `raw.rs`, which keep
+//! every value's position and hold a value of the wrong type or an unknown
+//! key instead of stopping at it. This module judges those values and
+//! compiles them into a `Policy`, reporting every problem with its line.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -15,7 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
+
+use super::raw::{self, ClaimText, ClaimValue, ComposeValue, Field, List};
 
 use super::{
     ClaimPattern, ComposeTool, DockerSettings, KeySource, ModelMode, OidcRule, Origin, Policy,
@@ -223,34 +226,17 @@ pub(crate) fn default_docker() -> DockerSettings {
     }
 }
 
-type Value<'i> = Spanned<DeValue<'i>>;
-
+/// Where an integer of `[server]` goes once judged.
 type Setter = fn(&mut ServerSettings, u64);
 
-/// The integer keys of `[server]`: accepted range and where the value goes.
-fn server_integer(key: &str) -> Option<(Range<u64>, Setter)> {
-    let entry: (Range<u64>, Setter) = match key {
-        "max_body_bytes" => (64..(16 << 20) + 1, |s, n| s.max_body_bytes = n as usize),
-        "timestamp_tolerance_secs" => (1..86_401, |s, n| s.timestamp_tolerance_secs = n),
-        "max_wait_secs" => (0..MAX_WAIT_SECS + 1, |s, n| s.max_wait_secs = n),
-        "max_connections" => (1..1_000_001, |s, n| s.max_connections = n as usize),
-        "max_connections_per_address" => (1..1_000_001, |s, n| {
-            s.max_connections_per_address = n as usize
-        }),
-        "max_waiting_per_project" => (1..1_000_001, |s, n| s.max_waiting_per_project = n as usize),
-        "request_timeout_secs" => (1..3601, |s, n| s.request_timeout_secs = n),
-        "replay_cache_entries" => (16..100_000_001, |s, n| s.replay_cache_entries = n as usize),
-        "replay_entries_per_project" => (1..100_000_001, |s, n| {
-            s.replay_entries_per_project = n as usize
-        }),
-        "auth_failure_limit" => (1..1_000_001, |s, n| s.auth_failure_limit = n as u32),
-        "auth_failure_window_secs" => (1..86_401, |s, n| s.auth_failure_window_secs = n),
-        "job_history_days" => (1..36_501, |s, n| s.job_history_days = n),
-        "job_history_max" => (1..1_000_000_001, |s, n| s.job_history_max = n),
-        _ => return None,
-    };
-    Some(entry)
-}
+/// A value with its position.
+type At<T> = Spanned<Field<T>>;
+
+/// An integer key of `[server]`: its value, accepted range and setter.
+type ServerInteger = (&'static str, Option<At<i128>>, Range<u64>, Setter);
+
+/// A list of strings, each with its position, and the list's position.
+type Strings = (Vec<(String, Range<usize>)>, Range<usize>);
 
 struct Reader<'t> {
     origin: String,
@@ -321,37 +307,44 @@ impl<'t> Reader<'t> {
             let span = e.span().unwrap_or(0..0);
             self.error(span, format!("TOML syntax: {}", e.message()));
         }
+        let document = match raw::document(root) {
+            Ok(document) => self.table(document, "the policy"),
+            Err(e) => {
+                self.error(e.span().unwrap_or(0..0), format!("TOML: {}", e.message()));
+                None
+            }
+        };
         let mut specs = Vec::new();
         let mut saw_projects = false;
-        for (key, value) in root.get_ref().iter() {
-            match key.get_ref().as_ref() {
-                "server" => {
-                    if let Some(table) = self.table(value, "[server]") {
-                        self.server_section(table);
-                    }
-                }
-                "docker" => {
-                    if let Some(table) = self.table(value, "[docker]") {
-                        self.docker_section(table);
-                    }
-                }
-                "projects" => {
-                    saw_projects = true;
-                    if let Some(table) = self.table(value, "[projects]") {
-                        if table.is_empty() {
-                            self.error(value.span(), "[projects] defines no project");
-                        }
-                        for (name, project) in table.iter() {
-                            if let Some(spec) = self.project(name, project) {
-                                specs.push(spec);
-                            }
-                        }
-                    }
-                }
-                other => self.error(
+        if let Some(document) = document {
+            for key in &document.unknown {
+                self.error(
                     key.span(),
-                    format!("unknown section `{other}` (expected server, docker or projects)"),
-                ),
+                    format!(
+                        "unknown section `{}` (expected server, docker or projects)",
+                        key.get_ref()
+                    ),
+                );
+            }
+            if let Some(server) = document.server.and_then(|s| self.table(s, "[server]")) {
+                self.server_section(server);
+            }
+            if let Some(docker) = document.docker.and_then(|d| self.table(d, "[docker]")) {
+                self.docker_section(docker);
+            }
+            if let Some(projects) = document.projects {
+                saw_projects = true;
+                let span = projects.span();
+                if let Some(projects) = self.table(projects, "[projects]") {
+                    if projects.is_empty() {
+                        self.error(span, "[projects] defines no project");
+                    }
+                    for (name, project) in projects {
+                        if let Some(spec) = self.project(name, project) {
+                            specs.push(spec);
+                        }
+                    }
+                }
             }
         }
         if !saw_projects {
@@ -372,36 +365,51 @@ impl<'t> Reader<'t> {
         specs
     }
 
-    fn table<'v, 'i>(&mut self, value: &'v Value<'i>, what: &str) -> Option<&'v DeTable<'i>> {
-        match value.get_ref() {
-            DeValue::Table(t) => Some(t),
-            other => {
+    /// A field's value, or `None` after reporting that `key` must be `what`.
+    fn value<T>(&mut self, key: &str, field: At<T>, what: &str) -> Option<T> {
+        let span = field.span();
+        match field.into_inner() {
+            Field::Value(v) => Some(v),
+            Field::Wrong { .. } => {
+                self.error(span, format!("`{key}` must be {what}"));
+                None
+            }
+        }
+    }
+
+    /// A table's contents, or `None` after reporting what was found.
+    fn table<T>(&mut self, field: At<T>, what: &str) -> Option<T> {
+        let span = field.span();
+        match field.into_inner() {
+            Field::Value(t) => Some(t),
+            Field::Wrong { found } => {
+                let article = if found.starts_with(['a', 'i']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 self.error(
-                    value.span(),
-                    format!("{what} must be a table, not a {}", other.type_str()),
+                    span,
+                    format!("{what} must be a table, not {article} {found}"),
                 );
                 None
             }
         }
     }
 
-    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
-        let b = value.get_ref().as_bool();
-        if b.is_none() {
-            self.error(value.span(), format!("`{key}` must be true or false"));
-        }
-        b
+    fn boolean(&mut self, key: &str, field: At<bool>) -> Option<bool> {
+        self.value(key, field, "true or false")
     }
 
-    fn integer(&mut self, key: &str, value: &Value<'_>, range: Range<u64>) -> Option<u64> {
-        let n = value
-            .get_ref()
-            .as_integer()
-            .and_then(|i| u64::from_str_radix(i.as_str(), i.radix()).ok())
-            .filter(|n| range.contains(n));
+    fn integer(&mut self, key: &str, field: At<i128>, range: Range<u64>) -> Option<u64> {
+        let span = field.span();
+        let n = match field.into_inner() {
+            Field::Value(n) => u64::try_from(n).ok().filter(|n| range.contains(n)),
+            Field::Wrong { .. } => None,
+        };
         if n.is_none() {
             self.error(
-                value.span(),
+                span,
                 format!(
                     "`{key}` must be an integer from {} to {}",
                     range.start,
@@ -412,186 +420,271 @@ impl<'t> Reader<'t> {
         n
     }
 
-    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
-        let s = value.get_ref().as_str();
-        if s.is_none() {
-            self.error(value.span(), format!("`{key}` must be a string"));
-        }
-        s
+    fn string(&mut self, key: &str, field: At<String>) -> Option<(String, Range<usize>)> {
+        let span = field.span();
+        self.value(key, field, "a string").map(|s| (s, span))
     }
 
-    /// An array of strings, each with its span; `None` after reporting an error.
-    fn strings(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<(String, Range<usize>)>> {
-        let Some(array) = value.get_ref().as_array() else {
-            self.error(value.span(), format!("`{key}` must be an array of strings"));
-            return None;
-        };
+    /// An array of strings, each with its position; `None` after reporting
+    /// an error.
+    fn strings(&mut self, key: &str, field: At<List<String>>) -> Option<Strings> {
+        let span = field.span();
+        let items = self.value(key, field, "an array of strings")?;
         let mut out = Vec::new();
         let mut ok = true;
-        for item in array.iter() {
-            match item.get_ref().as_str() {
-                Some(s) => out.push((s.to_owned(), item.span())),
-                None => {
-                    self.error(item.span(), format!("`{key}` must contain only strings"));
+        for item in items {
+            let item_span = item.span();
+            match item.into_inner() {
+                Field::Value(s) => out.push((s, item_span)),
+                Field::Wrong { .. } => {
+                    self.error(item_span, format!("`{key}` must contain only strings"));
                     ok = false;
                 }
             }
         }
-        ok.then_some(out)
+        ok.then_some((out, span))
     }
 
-    fn socket_addr(&mut self, key: &str, value: &Value<'_>) -> Option<SocketAddr> {
-        let text = self.string(key, value)?;
+    fn socket_addr(&mut self, key: &str, field: At<String>) -> Option<SocketAddr> {
+        let (text, span) = self.string(key, field)?;
         let addr = text.parse().ok();
         if addr.is_none() {
             self.error(
-                value.span(),
+                span,
                 format!("`{key}` must be an IP:port address such as 127.0.0.1:8000"),
             );
         }
         addr
     }
 
-    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, section: &str) {
-        self.error(
-            key.span(),
-            format!("unknown key `{}` in {section}", key.get_ref()),
-        );
+    fn unknown_keys(&mut self, keys: &[Spanned<String>], section: &str) {
+        for key in keys {
+            self.error(
+                key.span(),
+                format!("unknown key `{}` in {section}", key.get_ref()),
+            );
+        }
     }
 
-    fn server_section(&mut self, table: &DeTable<'_>) {
-        for (key, value) in table.iter() {
-            let name = key.get_ref().as_ref();
-            match name {
-                "listen" => {
-                    if let Some(a) = self.socket_addr(name, value) {
-                        self.server.listen = a;
-                    }
+    fn server_section(&mut self, server: raw::Server) {
+        let raw::Server {
+            listen,
+            docs,
+            metrics,
+            metrics_listen,
+            state_dir,
+            client_ip_header,
+            trusted_proxies,
+            max_body_bytes,
+            timestamp_tolerance_secs,
+            max_wait_secs,
+            max_connections,
+            max_connections_per_address,
+            max_waiting_per_project,
+            request_timeout_secs,
+            replay_cache_entries,
+            replay_entries_per_project,
+            auth_failure_limit,
+            auth_failure_window_secs,
+            job_history_days,
+            job_history_max,
+            unknown,
+        } = server;
+        self.unknown_keys(&unknown, "[server]");
+        if let Some(a) = listen.and_then(|v| self.socket_addr("listen", v)) {
+            self.server.listen = a;
+        }
+        if let Some(b) = docs.and_then(|v| self.boolean("docs", v)) {
+            self.server.docs = b;
+        }
+        if let Some(b) = metrics.and_then(|v| self.boolean("metrics", v)) {
+            self.server.metrics = b;
+        }
+        if let Some(v) = metrics_listen {
+            self.server.metrics_listen = self.socket_addr("metrics_listen", v);
+        }
+        if let Some((dir, span)) = state_dir.and_then(|v| self.string("state_dir", v)) {
+            if dir.is_empty() {
+                self.error(span, "`state_dir` must not be empty");
+            } else {
+                self.server.state_dir = self.base.join(dir);
+            }
+        }
+        if let Some((h, span)) = client_ip_header.and_then(|v| self.string("client_ip_header", v)) {
+            let valid = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if valid {
+                self.server.client_ip_header = h.to_ascii_lowercase();
+            } else {
+                self.error(span, "`client_ip_header` must be a header name");
+            }
+        }
+        if let Some((items, _)) = trusted_proxies.and_then(|v| self.strings("trusted_proxies", v)) {
+            let mut proxies = Vec::new();
+            for (text, span) in items {
+                match text.parse::<Cidr>() {
+                    Ok(c) => proxies.push(c),
+                    Err(e) => self.error(span, e.to_string()),
                 }
-                "docs" => {
-                    if let Some(b) = self.boolean(name, value) {
-                        self.server.docs = b;
-                    }
-                }
-                "metrics" => {
-                    if let Some(b) = self.boolean(name, value) {
-                        self.server.metrics = b;
-                    }
-                }
-                "metrics_listen" => {
-                    self.server.metrics_listen = self.socket_addr(name, value);
-                }
-                "state_dir" => {
-                    if let Some(dir) = self.string(name, value) {
-                        if dir.is_empty() {
-                            self.error(value.span(), "`state_dir` must not be empty");
-                        } else {
-                            self.server.state_dir = self.base.join(dir);
-                        }
-                    }
-                }
-                "client_ip_header" => {
-                    if let Some(h) = self.string(name, value) {
-                        let valid = !h.is_empty()
-                            && h.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                        if valid {
-                            self.server.client_ip_header = h.to_ascii_lowercase();
-                        } else {
-                            self.error(value.span(), "`client_ip_header` must be a header name");
-                        }
-                    }
-                }
-                "trusted_proxies" => {
-                    if let Some(items) = self.strings(name, value) {
-                        let mut proxies = Vec::new();
-                        for (text, span) in items {
-                            match text.parse::<Cidr>() {
-                                Ok(c) => proxies.push(c),
-                                Err(e) => self.error(span, e.to_string()),
-                            }
-                        }
-                        self.server.trusted_proxies = proxies;
-                    }
-                }
-                _ => match server_integer(name) {
-                    Some((range, set)) => {
-                        if let Some(n) = self.integer(name, value, range) {
-                            set(&mut self.server, n);
-                        }
-                    }
-                    None => self.unknown_key(key, "[server]"),
-                },
+            }
+            self.server.trusted_proxies = proxies;
+        }
+        let integers: [ServerInteger; 13] = [
+            (
+                "max_body_bytes",
+                max_body_bytes,
+                64..(16 << 20) + 1,
+                |s, n| s.max_body_bytes = n as usize,
+            ),
+            (
+                "timestamp_tolerance_secs",
+                timestamp_tolerance_secs,
+                1..86_401,
+                |s, n| s.timestamp_tolerance_secs = n,
+            ),
+            (
+                "max_wait_secs",
+                max_wait_secs,
+                0..MAX_WAIT_SECS + 1,
+                |s, n| s.max_wait_secs = n,
+            ),
+            ("max_connections", max_connections, 1..1_000_001, |s, n| {
+                s.max_connections = n as usize
+            }),
+            (
+                "max_connections_per_address",
+                max_connections_per_address,
+                1..1_000_001,
+                |s, n| s.max_connections_per_address = n as usize,
+            ),
+            (
+                "max_waiting_per_project",
+                max_waiting_per_project,
+                1..1_000_001,
+                |s, n| s.max_waiting_per_project = n as usize,
+            ),
+            (
+                "request_timeout_secs",
+                request_timeout_secs,
+                1..3601,
+                |s, n| s.request_timeout_secs = n,
+            ),
+            (
+                "replay_cache_entries",
+                replay_cache_entries,
+                16..100_000_001,
+                |s, n| s.replay_cache_entries = n as usize,
+            ),
+            (
+                "replay_entries_per_project",
+                replay_entries_per_project,
+                1..100_000_001,
+                |s, n| s.replay_entries_per_project = n as usize,
+            ),
+            (
+                "auth_failure_limit",
+                auth_failure_limit,
+                1..1_000_001,
+                |s, n| s.auth_failure_limit = n as u32,
+            ),
+            (
+                "auth_failure_window_secs",
+                auth_failure_window_secs,
+                1..86_401,
+                |s, n| s.auth_failure_window_secs = n,
+            ),
+            ("job_history_days", job_history_days, 1..36_501, |s, n| {
+                s.job_history_days = n
+            }),
+            (
+                "job_history_max",
+                job_history_max,
+                1..1_000_000_001,
+                |s, n| s.job_history_max = n,
+            ),
+        ];
+        for (key, field, range, set) in integers {
+            if let Some(n) = field.and_then(|v| self.integer(key, v, range)) {
+                set(&mut self.server, n);
             }
         }
     }
 
-    fn docker_section(&mut self, table: &DeTable<'_>) {
-        for (key, value) in table.iter() {
-            let name = key.get_ref().as_ref();
-            match name {
-                "compose" => {
-                    let named = match value.get_ref().as_str() {
-                        Some("auto") => Some(ComposeTool::Auto),
-                        Some("v1") => Some(ComposeTool::V1),
-                        Some("v2") => Some(ComposeTool::V2),
-                        _ => None,
-                    };
-                    if let Some(tool) = named {
-                        self.docker.compose = tool;
-                    } else if value.get_ref().is_array() {
-                        if let Some(items) = self.strings(name, value) {
-                            let argv: Vec<String> = items.into_iter().map(|(s, _)| s).collect();
-                            let valid = !argv.is_empty()
-                                && argv
-                                    .iter()
-                                    .all(|a| !a.is_empty() && !a.chars().any(|c| c.is_control()));
-                            if valid {
-                                self.docker.compose = ComposeTool::Command(argv);
-                            } else {
-                                self.error(
-                                    value.span(),
-                                    "`compose` must be a non-empty argv without empty or control characters",
-                                );
-                            }
-                        }
-                    } else {
-                        self.error(
-                            value.span(),
-                            r#"`compose` must be "auto", "v1", "v2" or an argv such as ["docker", "compose"]"#,
-                        );
-                    }
-                }
-                "job_timeout_secs" => {
-                    if let Some(n) = self.integer(name, value, 1..86_401) {
-                        self.docker.job_timeout_secs = n;
-                    }
-                }
-                "max_parallel_jobs" => {
-                    if let Some(n) = self.integer(name, value, 1..257) {
-                        self.docker.max_parallel_jobs = n as usize;
-                    }
-                }
-                "shutdown_grace_secs" => {
-                    if let Some(n) = self.integer(name, value, 0..86_401) {
-                        self.docker.shutdown_grace_secs = n;
-                    }
-                }
-                "stable_secs" => {
-                    if let Some(n) = self.integer(name, value, 0..3_601) {
-                        self.docker.stable_secs = n;
-                    }
-                }
-                _ => self.unknown_key(key, "[docker]"),
-            }
+    fn docker_section(&mut self, docker: raw::Docker) {
+        let raw::Docker {
+            compose,
+            job_timeout_secs,
+            max_parallel_jobs,
+            shutdown_grace_secs,
+            stable_secs,
+            unknown,
+        } = docker;
+        self.unknown_keys(&unknown, "[docker]");
+        if let Some(field) = compose {
+            self.compose_tool(field);
+        }
+        if let Some(n) =
+            job_timeout_secs.and_then(|v| self.integer("job_timeout_secs", v, 1..86_401))
+        {
+            self.docker.job_timeout_secs = n;
+        }
+        if let Some(n) =
+            max_parallel_jobs.and_then(|v| self.integer("max_parallel_jobs", v, 1..257))
+        {
+            self.docker.max_parallel_jobs = n as usize;
+        }
+        if let Some(n) =
+            shutdown_grace_secs.and_then(|v| self.integer("shutdown_grace_secs", v, 0..86_401))
+        {
+            self.docker.shutdown_grace_secs = n;
+        }
+        if let Some(n) = stable_secs.and_then(|v| self.integer("stable_secs", v, 0..3_601)) {
+            self.docker.stable_secs = n;
         }
     }
 
-    fn project(
-        &mut self,
-        name: &Spanned<std::borrow::Cow<'_, str>>,
-        value: &Value<'_>,
-    ) -> Option<ProjectSpec> {
+    /// `compose`: `"auto"`, `"v1"`, `"v2"` or an argv.
+    fn compose_tool(&mut self, field: At<ComposeValue>) {
+        let span = field.span();
+        let named = |name: &str| match name {
+            "auto" => Some(ComposeTool::Auto),
+            "v1" => Some(ComposeTool::V1),
+            "v2" => Some(ComposeTool::V2),
+            _ => None,
+        };
+        match field.into_inner() {
+            Field::Value(ComposeValue::Name(name)) if named(&name).is_some() => {
+                self.docker.compose = named(&name).unwrap_or(ComposeTool::Auto);
+            }
+            Field::Value(ComposeValue::Argv(items)) => {
+                let Some((argv, _)) =
+                    self.strings("compose", Spanned::new(span.clone(), Field::Value(items)))
+                else {
+                    return;
+                };
+                let argv: Vec<String> = argv.into_iter().map(|(s, _)| s).collect();
+                let valid = !argv.is_empty()
+                    && argv
+                        .iter()
+                        .all(|a| !a.is_empty() && !a.chars().any(|c| c.is_control()));
+                if valid {
+                    self.docker.compose = ComposeTool::Command(argv);
+                } else {
+                    self.error(
+                        span,
+                        "`compose` must be a non-empty argv without empty or control characters",
+                    );
+                }
+            }
+            _ => self.error(
+                span,
+                r#"`compose` must be "auto", "v1", "v2" or an argv such as ["docker", "compose"]"#,
+            ),
+        }
+    }
+
+    fn project(&mut self, name: Spanned<String>, field: At<raw::Project>) -> Option<ProjectSpec> {
         let section = format!("[projects.{}]", name.get_ref());
         let project_name = match ProjectName::parse(name.get_ref()) {
             Ok(n) => Some(n),
@@ -603,44 +696,38 @@ impl<'t> Reader<'t> {
                 None
             }
         };
-        let table = self.table(value, &section)?;
-        let mut secrets = None;
-        let mut containers = None;
-        let mut actions = None;
-        let mut compose_files = None;
-        let mut compose_projects = None;
-        let mut images = None;
-        let mut rollback = None;
-        let mut services = None;
-        let mut oidc = None;
-        let mut compose_model = None;
-        let mut host_paths = None;
-        let mut allow = None;
-        let mut containers_span = value.span();
-        for (key, value) in table.iter() {
-            let key_name = key.get_ref().as_ref();
-            match key_name {
-                "secrets" => secrets = Some(self.secrets(value, name.get_ref())),
-                "containers" => {
-                    containers_span = value.span();
-                    containers = self.container_patterns(value);
-                }
-                "actions" => actions = self.actions(value),
-                "compose_files" => compose_files = self.compose_file_patterns(value).map(Some),
-                "compose_projects" => {
-                    compose_projects = self.compose_project_patterns(value).map(Some)
-                }
-                "images" => images = self.image_patterns(value).map(Some),
-                "rollback" => rollback = self.boolean(key_name, value),
-                "services" => services = self.service_patterns(value).map(Some),
-                "oidc" => oidc = Some(self.oidc_rules(value, &section)),
-                "compose_model" => compose_model = Some(self.model_mode(value)),
-                "host_paths" => host_paths = Some(self.host_path_patterns(value)),
-                "allow" => allow = Some(self.allowances(value)),
-                _ => self.unknown_key(key, &section),
-            }
-        }
-        let span = value.span();
+        let span = field.span();
+        let raw::Project {
+            secrets,
+            containers,
+            actions,
+            compose_files,
+            compose_projects,
+            images,
+            rollback,
+            services,
+            oidc,
+            compose_model,
+            host_paths,
+            allow,
+            unknown,
+        } = self.table(field, &section)?;
+        self.unknown_keys(&unknown, &section);
+        let containers_span = containers.as_ref().map_or(span.clone(), Spanned::span);
+        let has_containers = containers.is_some();
+        let has_actions = actions.is_some();
+        let secrets = secrets.map(|v| self.secrets(v, name.get_ref()));
+        let containers = containers.map(|v| self.container_patterns(v));
+        let actions = actions.and_then(|v| self.actions(v));
+        let compose_files = compose_files.map(|v| self.compose_file_patterns(v));
+        let compose_projects = compose_projects.map(|v| self.compose_project_patterns(v));
+        let images = images.map(|v| self.image_patterns(v));
+        let rollback = rollback.and_then(|v| self.boolean("rollback", v));
+        let services = services.map(|v| self.service_patterns(v));
+        let oidc = oidc.map(|v| self.oidc_rules(v, &section));
+        let compose_model = compose_model.map(|v| self.model_mode(v));
+        let host_paths = host_paths.map(|v| self.host_path_patterns(v));
+        let allow = allow.map(|v| self.allowances(v));
         let mut missing = |what: &str| {
             self.error(span.clone(), format!("{section} has no `{what}`"));
         };
@@ -649,27 +736,23 @@ impl<'t> Reader<'t> {
             missing("secrets` or `oidc");
         }
         // A project that updates only Swarm services names no containers.
-        if containers.is_none() && !table.contains_key("containers") && services.is_none() {
+        if !has_containers && services.is_none() {
             missing("containers");
         }
-        if actions.is_none() && !table.contains_key("actions") {
+        if !has_actions {
             missing("actions");
         }
         Some(ProjectSpec {
             name: project_name?,
             secrets: secrets.unwrap_or(Some(Vec::new()))?,
             oidc: oidc.unwrap_or(Some(Vec::new()))?,
-            containers: match containers {
-                Some(patterns) => patterns,
-                None if table.contains_key("containers") => return None,
-                None => Vec::new(),
-            },
+            containers: containers.unwrap_or(Some(Vec::new()))?,
             actions: actions?,
-            compose_files: compose_files.unwrap_or(None),
-            compose_projects: compose_projects.unwrap_or(None),
-            images: images.unwrap_or(None),
+            compose_files: compose_files.map_or(Some(None), |p| p.map(Some))?,
+            compose_projects: compose_projects.map_or(Some(None), |p| p.map(Some))?,
+            images: images.map_or(Some(None), |p| p.map(Some))?,
             rollback: rollback.unwrap_or(true),
-            services: services.unwrap_or(None),
+            services: services.map_or(Some(None), |p| p.map(Some))?,
             compose_model: compose_model.unwrap_or(Some(None))?,
             host_paths: host_paths.unwrap_or(Some(None))?,
             allow: allow.unwrap_or(Some(BTreeSet::new()))?,
@@ -678,12 +761,15 @@ impl<'t> Reader<'t> {
     }
 
     /// `compose_model`: `"enforce"`, `"warn"` or `"off"`.
-    fn model_mode(&mut self, value: &Value<'_>) -> Option<Option<ModelMode>> {
-        match value.get_ref().as_str().and_then(ModelMode::parse) {
-            Some(mode) => Some(Some(mode)),
-            None => {
+    fn model_mode(&mut self, field: At<String>) -> Option<Option<ModelMode>> {
+        let span = field.span();
+        match field.into_inner() {
+            Field::Value(text) if ModelMode::parse(&text).is_some() => {
+                Some(ModelMode::parse(&text))
+            }
+            _ => {
                 self.error(
-                    value.span(),
+                    span,
                     r#"`compose_model` must be "enforce", "warn" or "off""#,
                 );
                 None
@@ -692,11 +778,11 @@ impl<'t> Reader<'t> {
     }
 
     /// `host_paths`: absolute globs over real host paths.
-    fn host_path_patterns(&mut self, value: &Value<'_>) -> Option<Option<Vec<String>>> {
+    fn host_path_patterns(&mut self, field: At<List<String>>) -> Option<Option<Vec<String>>> {
         self.glob_list(
             "host_paths",
             "host path",
-            value,
+            field,
             super::Subject::Path,
             |pattern| {
                 (!pattern.starts_with('/'))
@@ -707,8 +793,8 @@ impl<'t> Reader<'t> {
     }
 
     /// `allow`: names of what compose may do beyond the project's paths.
-    fn allowances(&mut self, value: &Value<'_>) -> Option<BTreeSet<Allowance>> {
-        let items = self.strings("allow", value)?;
+    fn allowances(&mut self, field: At<List<String>>) -> Option<BTreeSet<Allowance>> {
+        let (items, _) = self.strings("allow", field)?;
         let mut allowed = BTreeSet::new();
         let mut ok = true;
         for (name, span) in items {
@@ -733,85 +819,88 @@ impl<'t> Reader<'t> {
     }
 
     /// `[[projects.<name>.oidc]]`: one or more tables.
-    fn oidc_rules(&mut self, value: &Value<'_>, section: &str) -> Option<Vec<OidcRule>> {
-        let Some(array) = value.get_ref().as_array().filter(|a| !a.is_empty()) else {
-            self.error(
-                value.span(),
-                format!(
-                    "`oidc` must be one or more tables: [[{}.oidc]]",
-                    &section[1..section.len() - 1]
-                ),
-            );
-            return None;
+    fn oidc_rules(&mut self, field: At<List<raw::Oidc>>, section: &str) -> Option<Vec<OidcRule>> {
+        let span = field.span();
+        let rules = match field.into_inner() {
+            Field::Value(rules) if !rules.is_empty() => rules,
+            _ => {
+                self.error(
+                    span,
+                    format!(
+                        "`oidc` must be one or more tables: [[{}.oidc]]",
+                        &section[1..section.len() - 1]
+                    ),
+                );
+                return None;
+            }
         };
-        let mut rules = Vec::new();
+        let mut out = Vec::new();
         let mut ok = true;
-        for item in array.iter() {
-            match self.oidc_rule(item, section) {
-                Some(rule) => rules.push(rule),
+        for rule in rules {
+            match self.oidc_rule(rule, section) {
+                Some(rule) => out.push(rule),
                 None => ok = false,
             }
         }
-        ok.then_some(rules)
+        ok.then_some(out)
     }
 
     /// A bounded, non-empty string.
-    fn oidc_text(&mut self, key: &str, value: &Value<'_>) -> Option<String> {
-        let text = self.string(key, value)?;
+    fn oidc_text(&mut self, key: &str, field: At<String>) -> Option<(String, Range<usize>)> {
+        let (text, span) = self.string(key, field)?;
         if text.is_empty() || text.len() > MAX_OIDC_TEXT_LEN {
             self.error(
-                value.span(),
+                span,
                 format!("`{key}` must be 1 to {MAX_OIDC_TEXT_LEN} characters"),
             );
             return None;
         }
-        Some(text.to_owned())
+        Some((text, span))
     }
 
-    fn oidc_rule(&mut self, value: &Value<'_>, section: &str) -> Option<OidcRule> {
+    fn oidc_rule(&mut self, field: At<raw::Oidc>, section: &str) -> Option<OidcRule> {
         let what = format!("[[{}.oidc]]", &section[1..section.len() - 1]);
-        let table = self.table(value, &what)?;
-        let mut issuer = None;
-        let mut audience = None;
-        let mut claims = Some(Vec::new());
-        let mut jwks_file = None;
-        let mut max_age = Some(crate::auth::oidc::DEFAULT_MAX_TOKEN_AGE_SECS);
-        let mut issuer_span = value.span();
-        for (key, value) in table.iter() {
-            let name = key.get_ref().as_ref();
-            match name {
-                "issuer" => {
-                    issuer_span = value.span();
-                    issuer =
-                        self.oidc_text(name, value).filter(
-                            |text| match crate::auth::oidc::check_url(text) {
-                                Ok(_) => true,
-                                Err(e) => {
-                                    self.error(value.span(), format!("`issuer`: {e}"));
-                                    false
-                                }
-                            },
-                        );
-                }
-                "audience" => audience = self.oidc_text(name, value),
-                "claims" => claims = self.claims(value),
-                "jwks_file" => {
-                    jwks_file = self
-                        .oidc_text(name, value)
-                        .map(|path| (self.base.join(path), value.span()))
-                }
-                "max_token_age_secs" => max_age = self.integer(name, value, 1..86_401),
-                _ => self.unknown_key(key, &what),
-            }
-        }
+        let span = field.span();
+        let raw::Oidc {
+            issuer,
+            audience,
+            claims,
+            jwks_file,
+            max_token_age_secs,
+            unknown,
+        } = self.table(field, &what)?;
+        self.unknown_keys(&unknown, &what);
         for (key, found) in [
             ("issuer", issuer.is_some()),
             ("audience", audience.is_some()),
         ] {
-            if !found && !table.contains_key(key) {
-                self.error(value.span(), format!("{what} has no `{key}`"));
+            if !found {
+                self.error(span.clone(), format!("{what} has no `{key}`"));
             }
         }
+        let issuer_span = issuer.as_ref().map_or(span, Spanned::span);
+        let issuer = issuer
+            .and_then(|v| self.oidc_text("issuer", v))
+            .filter(|(text, span)| match crate::auth::oidc::check_url(text) {
+                Ok(_) => true,
+                Err(e) => {
+                    self.error(span.clone(), format!("`issuer`: {e}"));
+                    false
+                }
+            })
+            .map(|(text, _)| text);
+        let audience = audience.and_then(|v| self.oidc_text("audience", v));
+        let claims = match claims {
+            Some(v) => self.claims(v),
+            None => Some(Vec::new()),
+        };
+        let jwks_file = jwks_file
+            .and_then(|v| self.oidc_text("jwks_file", v))
+            .map(|(path, span)| (self.base.join(path), span));
+        let max_age = match max_token_age_secs {
+            Some(v) => self.integer("max_token_age_secs", v, 1..86_401),
+            None => Some(crate::auth::oidc::DEFAULT_MAX_TOKEN_AGE_SECS),
+        };
         let issuer = issuer?;
         let source = match jwks_file {
             None => KeySource::Discovery,
@@ -844,7 +933,7 @@ impl<'t> Reader<'t> {
         }
         let rule = OidcRule {
             issuer,
-            audience: audience?,
+            audience: audience?.0,
             claims: claims?,
             max_token_age_secs: max_age?,
         };
@@ -856,32 +945,35 @@ impl<'t> Reader<'t> {
 
     /// `claims = { name = "glob" | ["glob", …] }`; integers and booleans
     /// stand for their text.
-    fn claims(&mut self, value: &Value<'_>) -> Option<Vec<ClaimPattern>> {
-        let table = self.table(value, "`claims`")?;
+    fn claims(&mut self, field: At<raw::Entries<ClaimValue>>) -> Option<Vec<ClaimPattern>> {
+        let table = self.table(field, "`claims`")?;
         let mut out = Vec::new();
         let mut ok = true;
-        for (key, value) in table.iter() {
-            let name = key.get_ref().as_ref();
+        for (key, value) in table {
+            let name = key.get_ref();
             if name.is_empty() || name.len() > MAX_OIDC_TEXT_LEN {
                 self.error(key.span(), "a claim name must be 1 to 512 characters");
                 ok = false;
                 continue;
             }
-            let items: Vec<&Value<'_>> = match value.get_ref().as_array() {
-                Some(array) => array.iter().collect(),
-                None => vec![value],
+            let span = value.span();
+            let items: Vec<(Option<String>, Range<usize>)> = match value.into_inner() {
+                Field::Value(ClaimValue::One(text)) => vec![(Some(text), span.clone())],
+                Field::Value(ClaimValue::Many(items)) => items
+                    .into_iter()
+                    .map(|item| {
+                        let span = item.span();
+                        match item.into_inner() {
+                            Field::Value(ClaimText(text)) => (Some(text), span),
+                            Field::Wrong { .. } => (None, span),
+                        }
+                    })
+                    .collect(),
+                Field::Wrong { .. } => vec![(None, span.clone())],
             };
             let mut patterns = Vec::new();
-            for item in &items {
-                let text = match item.get_ref() {
-                    DeValue::String(s) => Some(s.to_string()),
-                    DeValue::Boolean(b) => Some(b.to_string()),
-                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                        .ok()
-                        .map(|n| n.to_string()),
-                    _ => None,
-                };
-                let problem = match &text {
+            for (text, item_span) in &items {
+                let problem = match text {
                     None => Some(format!(
                         "claim `{name}` must be a string, a number, a boolean, or a list of them"
                     )),
@@ -893,22 +985,22 @@ impl<'t> Reader<'t> {
                         .map(|e| format!("claim `{name}` pattern `{p}`: {}", e.kind())),
                 };
                 match (problem, text) {
-                    (None, Some(text)) => patterns.push(text),
+                    (None, Some(text)) => patterns.push(text.clone()),
                     (problem, _) => {
-                        self.error(item.span(), problem.unwrap_or_default());
+                        self.error(item_span.clone(), problem.unwrap_or_default());
                         ok = false;
                     }
                 }
             }
             if items.is_empty() {
-                self.error(value.span(), format!("claim `{name}` lists no pattern"));
+                self.error(span, format!("claim `{name}` lists no pattern"));
                 ok = false;
                 continue;
             }
             match ClaimPattern::new(name.to_owned(), patterns) {
                 Ok(claim) => out.push(claim),
                 Err(e) => {
-                    self.error(value.span(), format!("claim `{name}`: {}", e.kind()));
+                    self.error(span, format!("claim `{name}`: {}", e.kind()));
                     ok = false;
                 }
             }
@@ -916,11 +1008,11 @@ impl<'t> Reader<'t> {
         ok.then_some(out)
     }
 
-    fn service_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+    fn service_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
         self.glob_list(
             "services",
             "Swarm service",
-            value,
+            field,
             super::Subject::ContainerName,
             |pattern| {
                 pattern.starts_with('!').then(|| {
@@ -930,19 +1022,19 @@ impl<'t> Reader<'t> {
         )
     }
 
-    fn image_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
-        self.glob_list("images", "image repository", value, super::Subject::Path, |pattern| {
+    fn image_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
+        self.glob_list("images", "image repository", field, super::Subject::Path, |pattern| {
             pattern.contains('@').then(|| {
                 format!("image pattern `{pattern}` must name repositories, without a digest: the digest is the caller's")
             })
         })
     }
 
-    fn compose_project_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
+    fn compose_project_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
         self.glob_list(
             "compose_projects",
             "compose project",
-            value,
+            field,
             super::Subject::ContainerName,
             |_| None,
         )
@@ -1029,12 +1121,12 @@ impl<'t> Reader<'t> {
 
     fn secrets(
         &mut self,
-        value: &Value<'_>,
+        field: At<List<String>>,
         project: &str,
     ) -> Option<Vec<(SecretSource, Vec<u8>)>> {
-        let items = self.strings("secrets", value)?;
+        let (items, span) = self.strings("secrets", field)?;
         if items.is_empty() {
-            self.error(value.span(), "`secrets` must list at least one secret");
+            self.error(span, "`secrets` must list at least one secret");
             return None;
         }
         let mut out = Vec::new();
@@ -1123,8 +1215,8 @@ impl<'t> Reader<'t> {
         }
     }
 
-    fn container_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
-        let items = self.strings("containers", value)?;
+    fn container_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
+        let (items, list_span) = self.strings("containers", field)?;
         let mut ok = true;
         let mut any_allow = false;
         for (pattern, span) in &items {
@@ -1152,7 +1244,7 @@ impl<'t> Reader<'t> {
         }
         if ok && !any_allow {
             self.error(
-                value.span(),
+                list_span,
                 "`containers` needs at least one pattern without '!'",
             );
             ok = false;
@@ -1160,8 +1252,8 @@ impl<'t> Reader<'t> {
         ok.then(|| items.into_iter().map(|(p, _)| p).collect())
     }
 
-    fn compose_file_patterns(&mut self, value: &Value<'_>) -> Option<Vec<String>> {
-        self.glob_list("compose_files", "compose file", value, super::Subject::Path, |pattern| {
+    fn compose_file_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
+        self.glob_list("compose_files", "compose file", field, super::Subject::Path, |pattern| {
             (!pattern.starts_with('/')).then(|| {
                 format!("compose file pattern `{pattern}` must be absolute: compose records absolute paths")
             })
@@ -1174,16 +1266,13 @@ impl<'t> Reader<'t> {
         &mut self,
         key: &str,
         what: &str,
-        value: &Value<'_>,
+        field: At<List<String>>,
         subject: super::Subject,
         check: impl Fn(&str) -> Option<String>,
     ) -> Option<Vec<String>> {
-        let items = self.strings(key, value)?;
+        let (items, span) = self.strings(key, field)?;
         if items.is_empty() {
-            self.error(
-                value.span(),
-                format!("`{key}`, when present, must list a pattern"),
-            );
+            self.error(span, format!("`{key}`, when present, must list a pattern"));
             return None;
         }
         let mut ok = true;
@@ -1207,10 +1296,10 @@ impl<'t> Reader<'t> {
         ok.then(|| items.into_iter().map(|(p, _)| p).collect())
     }
 
-    fn actions(&mut self, value: &Value<'_>) -> Option<Vec<Action>> {
-        let items = self.strings("actions", value)?;
+    fn actions(&mut self, field: At<List<String>>) -> Option<Vec<Action>> {
+        let (items, span) = self.strings("actions", field)?;
         if items.is_empty() {
-            self.error(value.span(), "`actions` must list pull, build or both");
+            self.error(span, "`actions` must list pull, build or both");
             return None;
         }
         let mut actions = Vec::new();
@@ -1788,6 +1877,51 @@ actions = ["build"]
         );
         for line in out.lines() {
             assert!(line.starts_with("error: /etc/dh/delivery.toml"), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_table_of_the_wrong_type_hides_no_other_error() {
+        let text = r#"server = 1
+docker = "v2"
+
+[projects.a]
+secrets = "env:SHOP_SECRET"
+containers = ["a-*"]
+actions = ["pull"]
+oidc = [{ issuer = 7, audience = ["x"] }, "rule"]
+rollback = 1979-05-27
+
+[projects.b]
+secrets = ["env:BILLING_SECRET"]
+containers = [1, "b-*"]
+actions = "pull"
+images = [true]
+
+[projects.c]
+secrets = ["env:DUP"]
+containers = ["c-*"]
+actions = ["pull"]
+oidc = [{ issuer = "https://token.actions.githubusercontent.com", audience = "c", claims = { repository = { x = 1 }, ref = [] }, colour = 2 }]
+"#;
+        let out = parse_err(text);
+        let expect = [
+            ":1: [server] must be a table, not an integer",
+            ":2: [docker] must be a table, not a string",
+            ":5: `secrets` must be an array of strings",
+            ":8: `issuer` must be a string",
+            ":8: `audience` must be a string",
+            ":8: [[projects.a.oidc]] must be a table, not a string",
+            ":9: `rollback` must be true or false",
+            ":13: `containers` must contain only strings",
+            ":14: `actions` must be an array of strings",
+            ":15: `images` must contain only strings",
+            ":21: claim `repository` must be a string, a number, a boolean, or a list of them",
+            ":21: claim `ref` lists no pattern",
+            ":21: unknown key `colour` in [[projects.c.oidc]]",
+        ];
+        for e in expect {
+            assert!(out.contains(e), "missing {e:?} in:\n{out}");
         }
     }
 

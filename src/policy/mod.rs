@@ -9,6 +9,7 @@
 mod load;
 mod oidc;
 mod overlap;
+mod raw;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
