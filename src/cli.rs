@@ -299,10 +299,9 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
 }
 
 /// Drops root for the user `DELIVERY_RUN_AS` names, when it is set.
-fn become_run_as_user() -> Result<(), String> {
+fn become_run_as_user() -> Result<(), crate::privilege::PrivilegeError> {
     match std::env::var("DELIVERY_RUN_AS") {
-        Ok(user) => crate::privilege::drop_root(&user, &crate::privilege::docker_socket())
-            .map_err(|e| e.to_string()),
+        Ok(user) => crate::privilege::drop_root(&user, &crate::privilege::docker_socket()),
         Err(_) => Ok(()),
     }
 }

@@ -142,23 +142,46 @@ pub enum TokenSource {
 const GITHUB_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
 const GITHUB_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
 
+/// Why no CI token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is read from the environment variable {0}, which is not set")]
+    Unset(String),
+    #[error(
+        "--oidc asks the GitHub Actions runtime for a token, but {GITHUB_REQUEST_URL} is not set: give the job `permissions: id-token: write`, or use --token-env in other CI"
+    )]
+    NoRuntime,
+    #[error("{GITHUB_REQUEST_URL} is not a URL: {0}")]
+    NotUrl(#[source] url::ParseError),
+    #[error("the GitHub Actions token request failed: {0}")]
+    Request(String),
+    #[error("the GitHub Actions token request answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("the GitHub Actions token answer was cut off: {0}")]
+    CutOff(#[source] reqwest::Error),
+    #[error("the GitHub Actions token answer is not {{\"value\": …}}: {0}")]
+    NotAnswer(#[source] serde_json::Error),
+    #[error("the CI token is empty")]
+    Empty,
+}
+
 /// Gets the token `source` names.
-pub async fn fetch_token(http: &reqwest::Client, source: &TokenSource) -> Result<String, String> {
+pub async fn fetch_token(
+    http: &reqwest::Client,
+    source: &TokenSource,
+) -> Result<String, TokenError> {
     let token = match source {
-        TokenSource::Env(name) => std::env::var(name).map_err(|_| {
-            format!("the token is read from the environment variable {name}, which is not set")
-        })?,
+        TokenSource::Env(name) => {
+            std::env::var(name).map_err(|_| TokenError::Unset(name.clone()))?
+        }
         TokenSource::GitHubActions { audience } => {
             let (Ok(url), Ok(bearer)) = (
                 std::env::var(GITHUB_REQUEST_URL),
                 std::env::var(GITHUB_REQUEST_TOKEN),
             ) else {
-                return Err(format!(
-                    "--oidc asks the GitHub Actions runtime for a token, but {GITHUB_REQUEST_URL} is not set: give the job `permissions: id-token: write`, or use --token-env in other CI"
-                ));
+                return Err(TokenError::NoRuntime);
             };
-            let mut url = reqwest::Url::parse(&url)
-                .map_err(|e| format!("{GITHUB_REQUEST_URL} is not a URL: {e}"))?;
+            let mut url = reqwest::Url::parse(&url).map_err(TokenError::NotUrl)?;
             url.query_pairs_mut().append_pair("audience", audience);
             #[derive(serde::Deserialize)]
             struct Answer {
@@ -171,32 +194,20 @@ pub async fn fetch_token(http: &reqwest::Client, source: &TokenSource) -> Result
                 .timeout(Duration::from_secs(30))
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "the GitHub Actions token request failed: {}",
-                        error_chain(&e)
-                    )
-                })?;
+                .map_err(|e| TokenError::Request(error_chain(&e)))?;
             let status = response.status();
             if !status.is_success() {
-                return Err(format!(
-                    "the GitHub Actions token request answered {status}"
-                ));
+                return Err(TokenError::Status(status));
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| format!("the GitHub Actions token answer was cut off: {e}"))?;
+            let bytes = response.bytes().await.map_err(TokenError::CutOff)?;
             serde_json::from_slice::<Answer>(&bytes)
-                .map_err(|e| {
-                    format!("the GitHub Actions token answer is not {{\"value\": …}}: {e}")
-                })?
+                .map_err(TokenError::NotAnswer)?
                 .value
         }
     };
     let token = token.trim().to_owned();
     if token.is_empty() {
-        return Err("the CI token is empty".into());
+        return Err(TokenError::Empty);
     }
     Ok(token)
 }
@@ -360,7 +371,8 @@ pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
             .map_err(|e| e.to_string()),
         Some(source) => fetch_token(&http, source)
             .await
-            .map(|token| Credential::Token(token, source.clone())),
+            .map(|token| Credential::Token(token, source.clone()))
+            .map_err(|e| e.to_string()),
     };
     let credential = match credential {
         Ok(credential) => credential,
@@ -469,7 +481,9 @@ async fn run_trigger(
                         if !renewed =>
                     {
                         let source = source.clone();
-                        let token = fetch_token(&s.http, &source).await.map_err(Refused)?;
+                        let token = fetch_token(&s.http, &source)
+                            .await
+                            .map_err(|e| Refused(e.to_string()))?;
                         s.credential = Credential::Token(token, source);
                         renewed = true;
                         continue;

@@ -55,6 +55,22 @@ pub(super) async fn what_runs(engine: &dyn ComposeHost, target: &ComposeTarget) 
     }
 }
 
+/// Why a service's image reference could not be pointed back at the
+/// image it ran before.
+#[derive(Debug, thiserror::Error)]
+enum PointBackError {
+    #[error("the previous container's image reference `{0}` cannot be pointed back at its image")]
+    Reference(String),
+    #[error("the previous pin's override file could not be written: {0}")]
+    PinFile(#[source] std::io::Error),
+    #[error("`{reference}` could not be pointed back at {previous}: {source}")]
+    Tag {
+        reference: String,
+        previous: String,
+        source: crate::docker::EngineError,
+    },
+}
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
@@ -459,7 +475,7 @@ impl JobRun<'_> {
             .point_back(&previous, reference.as_deref().unwrap_or_default())
             .await
         {
-            Err(why) => Err(Completion::ended(JobState::Failed, why)),
+            Err(why) => Err(Completion::ended(JobState::Failed, why.to_string())),
             Ok(target) => match self.run_step(&target, ComposeOp::UpNoBuild, &limits).await {
                 Some(failed) => Err(failed),
                 None => self.gate(&now, &limits).await.map(|()| target),
@@ -511,23 +527,31 @@ impl JobRun<'_> {
     /// returns the target to run `up` with: a tag moved back through the
     /// engine, or, when the previous container was pinned, that pin's
     /// override.
-    async fn point_back(&self, previous: &str, reference: &str) -> Result<ComposeTarget, String> {
+    async fn point_back(
+        &self,
+        previous: &str,
+        reference: &str,
+    ) -> Result<ComposeTarget, PointBackError> {
         let base = self.target.clone().pinned(None);
-        let parsed = Reference::parse(reference).ok_or_else(|| {
-            format!("the previous container's image reference `{reference}` cannot be pointed back at its image")
-        })?;
+        let parsed = Reference::parse(reference)
+            .ok_or_else(|| PointBackError::Reference(reference.to_owned()))?;
         if let Some(pin) = parsed.pin() {
             let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
-            let path = self.pins.write(project, service, &pin).map_err(|e| {
-                format!("the previous pin's override file could not be written: {e}")
-            })?;
+            let path = self
+                .pins
+                .write(project, service, &pin)
+                .map_err(PointBackError::PinFile)?;
             return Ok(base.pinned(Some(path)));
         }
         let tag = parsed.tag.unwrap_or("latest");
         self.engine
             .tag_image(previous, parsed.repository, tag)
             .await
-            .map_err(|e| format!("`{reference}` could not be pointed back at {previous}: {e}"))?;
+            .map_err(|source| PointBackError::Tag {
+                reference: reference.to_owned(),
+                previous: previous.to_owned(),
+                source,
+            })?;
         Ok(base)
     }
 

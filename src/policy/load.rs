@@ -906,7 +906,9 @@ impl<'t> Reader<'t> {
             None => KeySource::Discovery,
             Some((path, span)) => {
                 let set = match self.env.read_file(&path) {
-                    Ok(bytes) => crate::auth::oidc::KeySet::parse(&bytes),
+                    Ok(bytes) => {
+                        crate::auth::oidc::KeySet::parse(&bytes).map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(format!("cannot read it: {e}")),
                 };
                 match set {

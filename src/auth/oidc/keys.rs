@@ -76,12 +76,47 @@ fn usable(jwk: &Jwk) -> Option<Algorithm> {
     }
 }
 
+/// Why a document is no key set.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetError {
+    #[error("the key set is not a JWKS document: {0}")]
+    NotJwks(#[source] serde_json::Error),
+    #[error("the key set holds no RS256 or ES256 signing key with a kid")]
+    NoKey,
+}
+
+/// Why an issuer's key set could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no HTTP client: {0}")]
+    NoClient(String),
+    #[error("{url}: {reason}")]
+    Request { url: String, reason: String },
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{url} is larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge { url: String },
+    #[error("{url} is not a discovery document: {source}")]
+    NotDiscovery {
+        url: String,
+        source: serde_json::Error,
+    },
+    #[error("{url} names the issuer `{named}`, not this one")]
+    OtherIssuer { url: String, named: String },
+    #[error("the discovery document's jwks_uri: {0}")]
+    JwksUri(#[source] super::UrlError),
+    #[error("{url}: {source}")]
+    KeySet { url: String, source: KeySetError },
+}
+
 impl KeySet {
     /// The usable keys of a JWKS document. Keys of other types or
     /// algorithms are skipped; a set with none left is an error.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let raw: RawSet = serde_json::from_slice(bytes)
-            .map_err(|e| format!("the key set is not a JWKS document: {e}"))?;
+    pub fn parse(bytes: &[u8]) -> Result<Self, KeySetError> {
+        let raw: RawSet = serde_json::from_slice(bytes).map_err(KeySetError::NotJwks)?;
         let mut keys = HashMap::new();
         for value in raw.keys {
             let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
@@ -106,7 +141,7 @@ impl KeySet {
             );
         }
         if keys.is_empty() {
-            return Err("the key set holds no RS256 or ES256 signing key with a kid".into());
+            return Err(KeySetError::NoKey);
         }
         Ok(Self { keys })
     }
@@ -240,7 +275,7 @@ impl KeyCache {
                 let kept = state.current().is_some();
                 tracing::warn!(
                     issuer,
-                    error,
+                    error = %error,
                     kept_last_good = kept,
                     "could not fetch the issuer's key set"
                 );
@@ -249,29 +284,33 @@ impl KeyCache {
     }
 
     /// Discovery, then the key set it names.
-    async fn fetch(&self, issuer: &str) -> Result<KeySet, String> {
+    async fn fetch(&self, issuer: &str) -> Result<KeySet, FetchError> {
         let discovery = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
         let document = self.get(&discovery).await?;
-        let document: Discovery = serde_json::from_slice(&document)
-            .map_err(|e| format!("{discovery} is not a discovery document: {e}"))?;
+        let document: Discovery =
+            serde_json::from_slice(&document).map_err(|source| FetchError::NotDiscovery {
+                url: discovery.clone(),
+                source,
+            })?;
         if document.issuer != issuer {
-            return Err(format!(
-                "{discovery} names the issuer `{}`, not this one",
-                document.issuer
-            ));
+            return Err(FetchError::OtherIssuer {
+                url: discovery,
+                named: document.issuer,
+            });
         }
-        let jwks = super::check_url(&document.jwks_uri)
-            .map_err(|e| format!("the discovery document's jwks_uri: {e}"))?;
-        KeySet::parse(&self.get(jwks.as_str()).await?)
-            .map_err(|e| format!("{}: {e}", document.jwks_uri))
+        let jwks = super::check_url(&document.jwks_uri).map_err(FetchError::JwksUri)?;
+        KeySet::parse(&self.get(jwks.as_str()).await?).map_err(|source| FetchError::KeySet {
+            url: document.jwks_uri,
+            source,
+        })
     }
 
     /// The body of a 200 answer to GET `url`, at most
     /// [`MAX_DOCUMENT_BYTES`].
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let http = self
             .http
             .get_or_init(|| {
@@ -281,27 +320,32 @@ impl KeyCache {
                     .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
                     .build()
-                    .map_err(|e| format!("no HTTP client: {}", crate::error_chain(&e)))
+                    .map_err(|e| crate::error_chain(&e))
             })
             .as_ref()
-            .map_err(Clone::clone)?;
+            .map_err(|e| FetchError::NoClient(e.clone()))?;
+        let failed = |e: reqwest::Error| FetchError::Request {
+            url: url.to_owned(),
+            reason: crate::error_chain(&e),
+        };
         let mut response = http
             .get(url)
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
+            .map_err(failed)?;
         if response.status() != reqwest::StatusCode::OK {
-            return Err(format!("{url} answered {}", response.status()));
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: response.status(),
+            });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes"));
+                return Err(FetchError::TooLarge {
+                    url: url.to_owned(),
+                });
             }
             body.extend_from_slice(&chunk);
         }

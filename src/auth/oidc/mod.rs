@@ -251,10 +251,29 @@ pub fn verify(presented: &Presented<'_>, key: &Key, now: u64) -> Result<Verified
     })
 }
 
+/// Why a text cannot be an issuer or a key set's address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{text}` is not a URL: {reason}")]
+    NotUrl {
+        text: String,
+        reason: url::ParseError,
+    },
+    #[error("`{0}` must be an https URL (http only on a loopback address)")]
+    NotHttps(String),
+    #[error("`{0}` must name a host, without a user")]
+    NoHost(String),
+    #[error("`{0}` must have no query or fragment")]
+    QueryOrFragment(String),
+}
+
 /// Whether `text` may be an issuer or a key set's address: https, or
 /// plain http to a loopback address (a local issuer, or a test's).
-pub fn check_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+pub fn check_url(text: &str) -> Result<reqwest::Url, UrlError> {
+    let url = reqwest::Url::parse(text).map_err(|reason| UrlError::NotUrl {
+        text: text.to_owned(),
+        reason,
+    })?;
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -264,17 +283,13 @@ pub fn check_url(text: &str) -> Result<reqwest::Url, String> {
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
-        _ => {
-            return Err(format!(
-                "`{text}` must be an https URL (http only on a loopback address)"
-            ));
-        }
+        _ => return Err(UrlError::NotHttps(text.to_owned())),
     }
     if url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("`{text}` must name a host, without a user"));
+        return Err(UrlError::NoHost(text.to_owned()));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`{text}` must have no query or fragment"));
+        return Err(UrlError::QueryOrFragment(text.to_owned()));
     }
     Ok(url)
 }
