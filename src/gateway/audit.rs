@@ -73,25 +73,25 @@ impl RefusalLog {
             (ended, in_full)
         };
         if let Some(ended) = ended {
-            ended.summarise();
+            ended.summarise(now);
         }
         in_full
     }
 
     /// Writes the counts of the interval so far and starts a new one: on a
     /// timer, and when the gateway stops.
-    pub(super) fn flush(&self) {
+    pub(super) fn flush(&self, now: Instant) {
         let ended = std::mem::take(&mut *self.window.lock().unwrap_or_else(|e| e.into_inner()));
-        ended.summarise();
+        ended.summarise(now);
     }
 }
 
 impl Window {
     /// One line per source and code whose refusals were not all written.
-    fn summarise(self) {
+    fn summarise(self, now: Instant) {
         let secs = self
             .started
-            .map_or(0, |s| Instant::now().saturating_duration_since(s).as_secs());
+            .map_or(0, |s| now.saturating_duration_since(s).as_secs());
         for ((client, code), count) in self.counts {
             if count > REFUSALS_IN_FULL {
                 tracing::info!(

@@ -321,7 +321,7 @@ impl Gateway {
     /// Writes the counts of refusals not written in full since the last
     /// time; on a timer, and when the gateway stops.
     pub fn flush_refusal_counts(&self) {
-        self.audit.flush();
+        self.audit.flush(self.clock.now());
     }
 
     /// Fetches the key set of every issuer the policy names that has none

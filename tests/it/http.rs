@@ -1134,6 +1134,60 @@ async fn every_refusal_is_documented_for_each_operation_that_answers_with_it() {
     }
 }
 
+/// The README's table of the deploy operations' statuses lists, per status,
+/// exactly the codes the catalogue gives `/pull` and `/build`.
+#[test]
+fn the_readmes_status_table_lists_the_catalogues_codes() {
+    use delivery_hook::api::status_of;
+    use delivery_hook::gateway::{Code, Operation};
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("Statuses of the deploy operations")
+        .nth(1)
+        .expect("the README has the table");
+    let mut statuses = std::collections::BTreeSet::new();
+    for row in table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+    {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let Ok(status) = cells[0].trim_start_matches("| ").parse::<u16>() else {
+            continue;
+        };
+        statuses.insert(status);
+        let listed: std::collections::BTreeSet<&str> = cells
+            .last()
+            .unwrap()
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        let catalogue: std::collections::BTreeSet<&str> = Code::ALL
+            .iter()
+            .filter(|c| status_of(c.kind()) == status)
+            .filter(|c| {
+                c.operations().contains(Operation::Pull)
+                    || c.operations().contains(Operation::Build)
+            })
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(listed, catalogue, "the README's row for {status}");
+    }
+    for code in Code::ALL {
+        let deploy = code.operations().contains(Operation::Pull)
+            || code.operations().contains(Operation::Build);
+        if deploy {
+            assert!(
+                statuses.contains(&status_of(code.kind())),
+                "{}",
+                code.as_str()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn requests_waiting_per_project_are_bounded() {
     let h = std::sync::Arc::new(Harness::with_server("max_waiting_per_project = 1").await);
