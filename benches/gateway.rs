@@ -728,14 +728,14 @@ async fn rejected(table: &mut Table) -> u32 {
                     ours.rate(),
                     hooks.rate()
                 ),
-                ">= 1.5x webhook",
-                Some(times >= 1.5),
+                ">= 2x webhook",
+                Some(times >= 2.0),
             );
         }
         None => table.add(
             "rejected requests, vs adnanh/webhook",
             "not measured: no `webhook` binary (Debian package webhook)".to_string(),
-            ">= 1.5x webhook",
+            ">= 2x webhook",
             None,
         ),
     }

@@ -131,6 +131,39 @@ struct DeployBody {
     image: Option<String>,
 }
 
+/// A key of the deploy body, read without copying it.
+enum Key {
+    ContainerName,
+    ServiceName,
+    Image,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "container_name" => Key::ContainerName,
+                    "service_name" => Key::ServiceName,
+                    "image" => Key::Image,
+                    _ => Key::Other,
+                })
+            }
+        }
+
+        deserializer.deserialize_identifier(Name)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for DeployBody {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
@@ -148,18 +181,18 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
                 let mut container_name = None;
                 let mut service_name = None;
                 let mut image = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    let slot = match key.as_str() {
-                        "container_name" => &mut container_name,
-                        "service_name" => &mut service_name,
-                        "image" => &mut image,
-                        _ => {
+                while let Some(key) = map.next_key::<Key>()? {
+                    let (slot, name) = match key {
+                        Key::ContainerName => (&mut container_name, "container_name"),
+                        Key::ServiceName => (&mut service_name, "service_name"),
+                        Key::Image => (&mut image, "image"),
+                        Key::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
                         }
                     };
                     if slot.is_some() {
-                        return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
+                        return Err(A::Error::custom(format_args!("duplicate field `{name}`")));
                     }
                     *slot = Some(map.next_value::<String>()?);
                 }
