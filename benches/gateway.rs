@@ -1513,6 +1513,145 @@ fn median_p99(latencies: &mut [Duration]) -> (f64, f64) {
     (at(50), at(99))
 }
 
+/// The policy's environment for the notification measures.
+struct BenchEnv(HashMap<&'static str, String>);
+
+impl delivery_hook::policy::Environment for BenchEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// Notifications, in this process: how long from a job's end being
+/// written to its webhook arriving at a receiver on loopback, and what a
+/// notification waiting in the outbox costs while its target is down.
+async fn notify_cost(table: &mut Table) {
+    use delivery_hook::docker::ComposeTarget;
+    use delivery_hook::jobs::{JobRecord, JobState, Outbox, Store};
+    use delivery_hook::notify::Notifier;
+    use delivery_hook::policy::PolicyCell;
+
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    #[poem::handler]
+    fn hook(arrived: poem::web::Data<&tokio::sync::mpsc::UnboundedSender<Instant>>) {
+        let _ = arrived.send(Instant::now());
+    }
+    let port = free_port();
+    use poem::EndpointExt as _;
+    let receiver = poem::Route::new()
+        .at("/hook", poem::post(hook))
+        .data(arrived);
+    let server = tokio::spawn(
+        poem::Server::new(poem::listener::TcpListener::bind(format!(
+            "127.0.0.1:{port}"
+        )))
+        .run(receiver),
+    );
+    // A port nothing listens on: a target that is down.
+    let down = free_port();
+    let dir = temp_dir("notify");
+    let text = "[server]\nstate_dir = \"state\"\n[projects.up]\nsecrets = [\"bench-up-secret-0123456789\"]\ncontainers = [\"up-*\"]\nactions = [\"pull\"]\n[[projects.up.notify]]\nkind = \"webhook\"\nurl_env = \"UP_URL\"\nsecret_env = \"KEY\"\n[projects.down]\nsecrets = [\"bench-down-secret-012345678\"]\ncontainers = [\"down-*\"]\nactions = [\"pull\"]\n[[projects.down.notify]]\nkind = \"webhook\"\nurl_env = \"DOWN_URL\"\nsecret_env = \"KEY\"\n".to_string();
+    let env = BenchEnv(HashMap::from([
+        ("UP_URL", format!("http://127.0.0.1:{port}/hook")),
+        ("DOWN_URL", format!("http://127.0.0.1:{down}/hook")),
+        ("KEY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
+    ]));
+    let policy = delivery_hook::policy::parse(&text, &dir.join("delivery.toml"), &env)
+        .unwrap()
+        .policy;
+    let store = Store::open(&dir.join("state")).unwrap();
+    let notifier = Notifier::new(
+        store.clone(),
+        Arc::new(PolicyCell::new(policy)),
+        Arc::new(delivery_hook::metrics::Metrics::default()),
+        |r| {
+            serde_json::to_value(delivery_hook::api::Job::from_record(
+                r.clone(),
+                false,
+                false,
+            ))
+            .unwrap()
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(notifier.clone().run(stop.clone()));
+    let target = ComposeTarget::from_parts("bench", "web", "/srv", "/srv/compose.yml", "").unwrap();
+    let ended = |project: &str| {
+        let mut record = JobRecord::new(
+            project,
+            delivery_hook::names::Action::Pull,
+            "web",
+            &target,
+            false,
+        );
+        record.state = JobState::Failed;
+        record.started_at_ms = Some(delivery_hook::jobs::now_ms());
+        record.finished_at_ms = record.started_at_ms;
+        record.output = "x".repeat(2048);
+        record
+    };
+    // The receiver answers before the first measure.
+    let mut latencies = Vec::new();
+    for i in 0..201 {
+        let record = ended("up");
+        let rows = notifier.rows(&record);
+        let written = Instant::now();
+        store.put_final(&record, rows).await.unwrap();
+        notifier.written();
+        let at = arrivals.recv().await.unwrap();
+        if i > 0 {
+            latencies.push(at.duration_since(written));
+        }
+    }
+    let (median, p99) = median_p99(&mut latencies);
+    table.add(
+        "notification: a job's end written to its webhook received (loopback), median / p99",
+        format!("{median:.2} / {p99:.2} ms (200 jobs; store write, wake, sign, POST)"),
+        "",
+        None,
+    );
+    // Ten thousand notifications to a target that is down.
+    let queued = 10_000;
+    let before = rss_kib(std::process::id());
+    for _ in 0..queued {
+        let record = ended("down");
+        let rows = notifier.rows(&record);
+        store.put_final(&record, rows).await.unwrap();
+    }
+    notifier.written();
+    let (waiting, _) = loop {
+        let (waiting, soonest) = store.waiting().await.unwrap();
+        // Wait until the notifier has tried (and failed) the first batch.
+        if soonest.is_some_and(|s| s > delivery_hook::jobs::now_ms()) {
+            break (waiting, soonest);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let after = rss_kib(std::process::id());
+    let database: u64 = std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    table.add(
+        "notifications waiting for a target that is down: memory and disk per notification",
+        format!(
+            "{waiting} waiting: RSS {:+.0} bytes each (SQLite's page cache is bounded), {:.0} bytes each on disk with their jobs (a 2 KiB output each)",
+            (after as f64 - before as f64) * 1024.0 / queued as f64,
+            database as f64 / (queued + 200) as f64
+        ),
+        "",
+        None,
+    );
+    stop.cancel();
+    let _ = running.await;
+    server.abort();
+}
+
 /// Bytes one settled replay-cache entry costs, measured on this process.
 fn replay_entry_bytes(table: &mut Table) {
     use delivery_hook::auth::replay::{Admission, ReplayCache};
@@ -1680,6 +1819,9 @@ fn main() -> ExitCode {
         }
         if wanted("model") {
             compose_model_cost(&mut table).await;
+        }
+        if wanted("notify") {
+            notify_cost(&mut table).await;
         }
     });
     if table.print() {

@@ -73,6 +73,16 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Send a test notification to each of a project's notify targets and
+    /// report each outcome; exit 1 unless every one was delivered.
+    NotifyTest {
+        /// The policy file [default: $DELIVERY_CONFIG, then ./delivery.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The policy project whose targets to try.
+        #[arg(long)]
+        project: String,
+    },
     /// Print the OpenAPI document (JSON).
     Openapi,
     /// Print the X-Timestamp and X-Signature headers for a request.
@@ -228,6 +238,9 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
         }
         Command::Check { config, compose } => check(config, compose),
         Command::Healthcheck { config } => runtime().block_on(healthcheck(config)),
+        Command::NotifyTest { config, project } => {
+            runtime().block_on(notify_test(config, &project))
+        }
         Command::Openapi => {
             println!("{}", crate::api::document());
             ExitCode::SUCCESS
@@ -465,6 +478,56 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Asks `/healthz` at the address `serve` listens on with this
 /// configuration (the seed-compatible mode's included), on loopback when it
 /// listens on every address.
+/// `notify-test`: one test message to each target, sent directly (not
+/// through the outbox, so a failure is reported at once and not retried).
+async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
+    let policy = match load_policy(config) {
+        Ok((policy, _, _)) => policy,
+        Err(errors) => return fail(errors),
+    };
+    let Some(found) = policy.project(project) else {
+        return fail(format!("the policy has no project `{project}`"));
+    };
+    if found.notify.is_empty() {
+        return fail(format!("project `{project}` has no notify targets"));
+    }
+    let mut record = crate::jobs::JobRecord::for_swarm(
+        project,
+        &crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
+    );
+    record.state = crate::jobs::JobState::Succeeded;
+    let id = format!("msg_test_{}", crate::names::JobId::random());
+    let payload = serde_json::json!({
+        "type": "deploy.test",
+        "timestamp": crate::jobs::rfc3339(crate::jobs::now_ms()),
+        "data": crate::api::Job::from_record(record, false, false),
+    })
+    .to_string();
+    let http = crate::notify::http_client();
+    let mut delivered = true;
+    for target in &found.notify {
+        let sent = tokio::time::timeout(
+            crate::notify::ATTEMPT_TIMEOUT,
+            crate::notify::deliver(&http, target, policy.smtp.as_ref(), &id, &payload),
+        )
+        .await
+        .unwrap_or(Err(crate::notify::DeliveryError::Timeout));
+        let kind = target.kind.as_str();
+        match sent {
+            Ok(()) => println!("target {} ({kind}): delivered", target.number),
+            Err(e) => {
+                delivered = false;
+                println!("target {} ({kind}): not delivered: {e}", target.number);
+            }
+        }
+    }
+    if delivered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
     let listen = match load_policy(config) {
         Ok((policy, _, _)) => policy.server.listen,

@@ -41,6 +41,7 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod policy;
 pub mod privilege;
 pub mod recent;

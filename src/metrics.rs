@@ -39,6 +39,8 @@ pub struct Metrics {
     replay_entries: Gauge,
     replay_capacity: Gauge,
     throttled_clients: Gauge,
+    notifications: Family<[Label; 2], Counter>,
+    notifications_waiting: Gauge,
 }
 
 /// Point-in-time values the caller reads when rendering.
@@ -93,6 +95,16 @@ impl Default for Metrics {
             "throttled_clients",
             "Client addresses with recent authentication failures",
         );
+        let notifications_waiting = gauge(
+            "notifications_waiting",
+            "Deploy notifications in the outbox, waiting for delivery or a retry",
+        );
+        let notifications = Family::default();
+        registry.register(
+            "notifications",
+            "Deploy notification attempts, by target kind and outcome (delivered, retry, gave_up, dropped)",
+            notifications.clone(),
+        );
         Self {
             registry,
             requests,
@@ -104,6 +116,8 @@ impl Default for Metrics {
             replay_entries,
             replay_capacity,
             throttled_clients,
+            notifications,
+            notifications_waiting,
         }
     }
 }
@@ -129,6 +143,19 @@ impl Metrics {
         self.durations
             .get_or_create(&[("action", action.as_str())])
             .observe(duration.as_secs_f64());
+    }
+
+    /// One notification attempt's outcome.
+    pub fn notification(&self, kind: &'static str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&[("kind", kind), ("outcome", outcome)])
+            .inc();
+    }
+
+    /// How many notifications the outbox holds.
+    pub fn notifications_waiting(&self, count: u64) {
+        self.notifications_waiting
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {

@@ -12,8 +12,11 @@ use crate::api::server::{self, ServerLimits};
 use crate::clock::Clock;
 use crate::docker::Engine;
 use crate::gateway::{Gateway, REFUSAL_INTERVAL};
-use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Store, StoreError, now_ms};
+use crate::jobs::{
+    JobEvent, JobObserver, JobRecord, JobSettings, Jobs, Outbox, Store, StoreError, now_ms,
+};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::policy::{Policy, PolicyCell};
 
 /// How often job history is pruned.
@@ -25,6 +28,11 @@ pub struct Controls {
     pub shutdown: CancellationToken,
     /// Each message is a freshly loaded, valid policy to swap in.
     pub reload: mpsc::Receiver<Policy>,
+}
+
+/// A job as the API shows it: the `data` of its notifications.
+fn render_job(record: &JobRecord) -> serde_json::Value {
+    serde_json::to_value(api::Job::from_record(record.clone(), false, false)).unwrap_or_default()
 }
 
 /// Logs job transitions and counts finished jobs.
@@ -97,6 +105,7 @@ pub async fn build_gateway(
     let policy = Arc::new(PolicyCell::new(policy));
     let shared = policy.clone();
     let policy = policy.get();
+    let notifier = Notifier::new(store.clone(), shared.clone(), metrics.clone(), render_job);
     let settings = JobSettings {
         timeout: Duration::from_secs(policy.docker.job_timeout_secs),
         max_parallel: policy.docker.max_parallel_jobs,
@@ -104,6 +113,7 @@ pub async fn build_gateway(
         stable: Duration::from_secs(policy.docker.stable_secs),
         pins: crate::docker::PinFiles::new(&policy.server.state_dir),
         policy: shared.clone(),
+        outbox: Some(notifier.clone() as Arc<dyn Outbox>),
     };
     let jobs = Jobs::new(
         engine.clone(),
@@ -122,7 +132,7 @@ pub async fn build_gateway(
         );
     }
     prune(&jobs, &policy).await;
-    let gateway = Gateway::new(shared, engine, jobs, metrics, clock);
+    let gateway = Gateway::new(shared, engine, jobs, metrics, clock, notifier);
     let restored = gateway
         .restore_replays()
         .await
@@ -161,6 +171,7 @@ pub async fn run_until_shutdown(
         tokio::spawn(async move { gateway.warm_issuers().await });
     };
     warm(&gateway);
+    let notifications = tokio::spawn(gateway.notifier().clone().run(background.clone()));
     let maintenance = {
         let gateway = gateway.clone();
         let background = background.clone();
@@ -218,6 +229,7 @@ pub async fn run_until_shutdown(
     }
     background.cancel();
     let _ = maintenance.await;
+    let _ = notifications.await;
     gateway.flush_refusal_counts();
     tracing::info!("stopped");
     served

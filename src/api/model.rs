@@ -228,6 +228,24 @@ pub struct JobStep {
     pub duration_ms: u64,
 }
 
+/// Who asked for a job (the first request, when others joined it): a
+/// request signed with one of the project's secrets, or a CI token.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct JobRequester {
+    /// The secret's place in the project's `secrets`, from 0.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_index: Option<u32>,
+    /// The CI token's `iss`.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_issuer: Option<String>,
+    /// The CI token's `sub`.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_subject: Option<String>,
+}
+
 /// A deploy job.
 #[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
@@ -303,6 +321,20 @@ pub struct Job {
     pub message: String,
     /// The compose files, comma-joined, as the seed tool answered.
     pub compose_file: String,
+    /// The image the service ran when the job ended: its containers' image
+    /// id (after a rollback, the image rolled back to), or the digest
+    /// reference a Swarm job deployed.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_image: Option<String>,
+    // Documented on its type, as `rollback`.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<JobRequester>,
+    /// From its start to its end, in milliseconds; absent until it ends.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     /// The names of the service's containers after `up` (empty before it,
     /// and for a Swarm job). Compose v2 names a default-named container
     /// `<project>-<service>-1` where v1 named it `<project>_<service>_1`,
@@ -369,6 +401,23 @@ impl Job {
                 .message
                 .unwrap_or_else(|| r.action.progress_word().to_owned()),
             replicas_updated: swarm.as_ref().and_then(|s| s.replicas_updated),
+            running_image: r.running_image,
+            requested_by: r.requested_by.map(|who| match who {
+                jobs::Requester::Key { index } => JobRequester {
+                    key_index: Some(index),
+                    oidc_issuer: None,
+                    oidc_subject: None,
+                },
+                jobs::Requester::Token { issuer, subject } => JobRequester {
+                    key_index: None,
+                    oidc_issuer: Some(issuer),
+                    oidc_subject: Some(subject),
+                },
+            }),
+            duration_ms: r
+                .started_at_ms
+                .zip(r.finished_at_ms)
+                .map(|(start, end)| end.saturating_sub(start)),
             swarm_service: swarm.map(|s| s.name),
             compose_file: compose.compose_files.join(","),
             containers: compose.containers,
@@ -472,6 +521,15 @@ impl Example for Job {
             replicas_updated: None,
             message: "pulling".into(),
             compose_file: "/srv/billing/compose.yml".into(),
+            running_image: Some(
+                "sha256:9c2e4f6a8b0d1c3e5f7a9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a".into(),
+            ),
+            requested_by: Some(JobRequester {
+                key_index: Some(0),
+                oidc_issuer: None,
+                oidc_subject: None,
+            }),
+            duration_ms: Some(3311),
             containers: vec!["billing-web".into()],
         }
     }

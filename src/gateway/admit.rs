@@ -11,7 +11,7 @@ use super::{
 };
 use crate::auth::oidc::{self, KeyError, TokenRule, Verified};
 use crate::auth::signature::{self, AuthError};
-use crate::jobs::ReplayMark;
+use crate::jobs::{ReplayMark, Requester};
 use crate::policy::{KeySource, Mismatch, Policy, Project};
 
 /// An authenticated deploy request.
@@ -20,6 +20,7 @@ pub(super) struct Admitted<'p> {
     pub(super) wanted: Wanted,
     pub(super) mark: ReplayMark,
     pub(super) valid: Validity,
+    pub(super) requester: Requester,
 }
 
 /// Until when the credential admits the request.
@@ -118,10 +119,10 @@ impl Gateway {
         };
         let body = self.read_checked(policy, read_body).await?;
         let (candidates, early) = Self::candidates(policy, named, &body)?;
-        let verified = candidates
-            .iter()
-            .find(|p| signature::verify_any(p.keys(), &body, timestamp.text, &signature).is_some());
-        let Some(project) = verified.copied() else {
+        let verified = candidates.iter().find_map(|p| {
+            signature::verify_any(p.keys(), &body, timestamp.text, &signature).map(|key| (*p, key))
+        });
+        let Some((project, key)) = verified else {
             if candidates.is_empty() {
                 // The same work as a wrong key, so timing tells nothing.
                 signature::verify_any([], &body, timestamp.text, &signature);
@@ -151,6 +152,9 @@ impl Gateway {
             valid: Validity::Window {
                 timestamp: timestamp.secs,
                 tolerance,
+            },
+            requester: Requester::Key {
+                index: u32::try_from(key).unwrap_or(u32::MAX),
             },
         })
     }
@@ -196,6 +200,13 @@ impl Gateway {
                 expires_at: expires_at.saturating_add(1),
             },
             valid: Validity::Token { expires_at },
+            requester: Requester::Token {
+                issuer: verified.issuer.clone(),
+                subject: verified
+                    .claim_text("sub")
+                    .map(|s| s.into_owned())
+                    .unwrap_or_default(),
+            },
         })
     }
 

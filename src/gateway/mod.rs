@@ -46,10 +46,12 @@ use crate::docker::{
     Resolved,
 };
 use crate::jobs::{
-    DeployTarget, JobRecord, JobRequest, Jobs, ReplayMark, StoreError, SubmitError, Submitted,
+    DeployTarget, JobRecord, JobRequest, Jobs, ReplayMark, Requester, StoreError, SubmitError,
+    Submitted,
 };
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
+use crate::notify::Notifier;
 use crate::policy::{KeySource, ModelMode, Policy, PolicyCell, Project};
 use crate::recent::Recent;
 
@@ -238,6 +240,8 @@ pub struct Gateway {
     /// Refusals written in full or counted.
     audit: RefusalLog,
     clock: Clock,
+    /// Delivers the notifications of jobs' ends.
+    notifier: Arc<Notifier>,
 }
 
 fn replay_key(signature: &Signature) -> replay::ReplayKey {
@@ -332,6 +336,7 @@ impl Gateway {
         jobs: Jobs,
         metrics: Arc<Metrics>,
         clock: Clock,
+        notifier: Arc<Notifier>,
     ) -> Self {
         let current = policy.get();
         let replay = ReplayCache::new(current.server.replay_cache_entries);
@@ -348,7 +353,12 @@ impl Gateway {
             keys: KeyCache::new(clock.clone()),
             audit: RefusalLog::default(),
             clock,
+            notifier,
         }
+    }
+
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
     }
 
     /// Writes the counts of refusals not written in full since the last
@@ -520,6 +530,7 @@ impl Gateway {
             wanted,
             mark,
             valid,
+            requester,
         } = match call.headers.token() {
             Some(token) => {
                 self.admit_token(policy, call, token, &mut seen.token_subject, read_body)
@@ -562,8 +573,14 @@ impl Gateway {
                 per_project,
             ) {
                 Admission::First(mut ticket) => {
-                    let accepted =
-                        self.accept(project, call.action, wanted.clone(), mark, &mut ticket);
+                    let accepted = self.accept(
+                        project,
+                        call.action,
+                        wanted.clone(),
+                        mark,
+                        requester.clone(),
+                        &mut ticket,
+                    );
                     let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
@@ -597,9 +614,10 @@ impl Gateway {
         action: Action,
         wanted: Wanted,
         mark: ReplayMark,
+        requester: Requester,
         ticket: &mut Ticket<'_, JobId, Refusal>,
     ) -> Result<Submitted, Refusal> {
-        let request = match wanted.subject {
+        let mut request = match wanted.subject {
             Subject::Container(container) => {
                 self.compose_request(project, action, container, wanted.pin)
                     .await?
@@ -609,6 +627,7 @@ impl Gateway {
                     .await?
             }
         };
+        request.requested_by = Some(requester);
         match self
             .jobs
             .submit(request, Some(mark), |id| ticket.recorded(id))
@@ -681,6 +700,7 @@ impl Gateway {
             pin,
             rollback: false,
             admitted_files: Vec::new(),
+            requested_by: None,
         })
     }
 
@@ -744,6 +764,7 @@ impl Gateway {
             pin,
             rollback: project.rollback,
             admitted_files: real.listing(),
+            requested_by: None,
         })
     }
 

@@ -34,10 +34,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use helper::{HelperBudget, HelperError, run_helper};
 pub use record::{
-    ComposeJob, JobRecord, JobState, JobTarget, Rollback, RollbackState, Step, SwarmJob,
+    ComposeJob, JobRecord, JobState, JobTarget, Requester, Rollback, RollbackState, Step, SwarmJob,
     elapsed_since, now_ms, rfc3339,
 };
-pub use store::{Cursor, ReplayRow, Store, StoreError};
+pub use store::{Cursor, OutboxOutcome, OutboxRow, ReplayRow, Store, StoreError};
 
 use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles, TargetError};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
@@ -60,6 +60,23 @@ pub struct JobSettings {
     /// The policy in force, by which a compose job judges its files before
     /// each command.
     pub policy: Arc<PolicyCell>,
+    /// Where the notifications of a job's end go, written with it.
+    pub outbox: Option<Arc<dyn Outbox>>,
+}
+
+/// Takes the notifications of jobs' ends: they are written to the store in
+/// the transaction that records the end, so none is lost to a crash.
+pub trait Outbox: Send + Sync {
+    /// The notifications of `record`'s end (its state is final).
+    fn rows(&self, record: &JobRecord) -> Vec<OutboxRow>;
+    /// Some were written and can be delivered.
+    fn written(&self);
+}
+
+impl std::fmt::Debug for dyn Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
 }
 
 /// What a job deploys.
@@ -92,6 +109,8 @@ pub struct JobRequest {
     /// The real files of a compose target as they were judged when the
     /// request was admitted ([`crate::docker::RealPaths::listing`]).
     pub admitted_files: Vec<String>,
+    /// Who asked.
+    pub requested_by: Option<Requester>,
 }
 
 /// A signed request's replay key and expiry, stored with its job.
@@ -272,6 +291,7 @@ impl Jobs {
                     }
                 };
                 record.image = request.pin.as_ref().map(ToString::to_string);
+                record.requested_by = request.requested_by.clone();
                 record.image_digest = request.pin.as_ref().map(ImagePin::digest);
                 if let Some(c) = record.compose_mut() {
                     c.rollback_on_failure = request.rollback;
@@ -366,7 +386,7 @@ impl Jobs {
                 self.inner
                     .end_interrupted_rollback(&mut record, &output)
                     .await;
-                self.inner.store.put(&record).await?;
+                self.inner.write(&record).await?;
                 recovery.abandoned += 1;
                 continue;
             } else if record.state == JobState::Running {
@@ -377,7 +397,7 @@ impl Jobs {
                     record.error = Some("interrupted by gateway restarts, twice".into());
                     record.output = output.text();
                     run::release_hold(&*self.inner.engine, record.id).await;
-                    self.inner.store.put(&record).await?;
+                    self.inner.write(&record).await?;
                     recovery.abandoned += 1;
                     continue;
                 }
@@ -396,7 +416,7 @@ impl Jobs {
                     record.state = JobState::Failed;
                     record.finished_at_ms = Some(now_ms());
                     record.error = Some(format!("cannot be resumed: {e}"));
-                    self.inner.store.put(&record).await?;
+                    self.inner.write(&record).await?;
                     continue;
                 }
             };
@@ -499,6 +519,22 @@ impl Inner {
         ));
         record.output = output.text();
         run::release_hold(&*self.engine, record.id).await;
+    }
+
+    /// Writes a job's state; a final one with the notifications of its end.
+    async fn write(&self, record: &JobRecord) -> Result<(), StoreError> {
+        let outbox = self
+            .settings
+            .outbox
+            .as_ref()
+            .filter(|_| record.state.is_final());
+        let rows = outbox.map(|o| o.rows(record)).unwrap_or_default();
+        let notifies = !rows.is_empty();
+        self.store.put_final(record, rows).await?;
+        if let Some(outbox) = outbox.filter(|_| notifies) {
+            outbox.written();
+        }
+        Ok(())
     }
 
     fn notify(&self, record: &JobRecord, event: JobEvent) {
@@ -676,7 +712,7 @@ impl Inner {
     /// Makes a job's new state durable, counts and logs it, then tells
     /// anyone waiting.
     async fn publish(&self, active: &Active, record: JobRecord, event: JobEvent) {
-        if let Err(e) = self.store.put(&record).await {
+        if let Err(e) = self.write(&record).await {
             tracing::error!(job = %record.id, error = %e, "could not record a job's state");
         }
         self.notify(&record, event);

@@ -152,10 +152,28 @@ pub struct JobRecord {
     /// What the job says in place of `pulling`/`building`, e.g. `up to date`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Who asked for it (the first request, when others joined it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Requester>,
+    /// The image the service ran when the job ended: its containers' image
+    /// id, or the digest reference a Swarm job deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_image: Option<String>,
     /// What it deploys, with what only that kind of job has. Stored flat
     /// beside the fields above, as records always were.
     #[serde(flatten)]
     pub target: JobTarget,
+}
+
+/// Who asked for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Requester {
+    /// A request signed with the project's secret at this place in its
+    /// `secrets` (0 is the first).
+    Key { index: u32 },
+    /// A request with a CI token.
+    Token { issuer: String, subject: String },
 }
 
 /// What a job deploys.
@@ -299,6 +317,8 @@ impl JobRecord {
             image: None,
             image_digest: None,
             message: None,
+            requested_by: None,
+            running_image: None,
             target,
         }
     }

@@ -555,18 +555,28 @@ impl JobRun<'_> {
         Ok(base)
     }
 
-    /// Records the names of the service's containers, when they changed.
+    /// Records the names of the service's containers, and the image they
+    /// run when they all run one, when these changed.
     fn note_containers(&self, containers: &[ContainerStatus]) {
         self.record.send_if_modified(|r| {
+            let image = containers
+                .first()
+                .map(|c| &c.image)
+                .filter(|first| containers.iter().all(|c| &c.image == *first))
+                .cloned();
+            let mut changed = image.is_some() && r.running_image != image;
+            if changed {
+                r.running_image = image;
+            }
             let Some(job) = r.compose_mut() else {
-                return false;
+                return changed;
             };
             let names = containers.iter().map(|c| c.name.as_str());
-            if job.containers.iter().map(String::as_str).eq(names.clone()) {
-                return false;
+            if !job.containers.iter().map(String::as_str).eq(names.clone()) {
+                job.containers = names.map(str::to_owned).collect();
+                changed = true;
             }
-            job.containers = names.map(str::to_owned).collect();
-            true
+            changed
         });
     }
 

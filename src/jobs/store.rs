@@ -68,11 +68,49 @@ pub struct ReplayRow {
     pub expires_at: u64,
 }
 
+/// A notification waiting to be delivered: one message (a job's end) to
+/// one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// The message's id, the same on every attempt (`webhook-id`).
+    pub message: String,
+    /// The target's id within its project.
+    pub target: String,
+    pub project: String,
+    pub job: JobId,
+    /// The job's end state, as the event names it.
+    pub event: String,
+    /// When the job ended, Unix milliseconds; retries stop a day after.
+    pub created_at_ms: u64,
+    /// When the next attempt is due, Unix milliseconds.
+    pub next_at_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The message's body, as JSON, fixed when the job ended.
+    pub payload: String,
+}
+
+/// What became of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxOutcome {
+    /// Delivered, or given up: the row goes.
+    Done,
+    /// Failed; try again at `next_at_ms`.
+    Retry { attempts: u32, next_at_ms: u64 },
+}
+
 enum Request {
     /// A job record, with the replay entry of the request that created it
-    /// (one transaction, so one sync to disk).
-    Put(Box<JobRecord>, Option<ReplayRow>, Reply<()>),
+    /// and the notifications of its end (one transaction, so one sync to
+    /// disk, and a job never ends without its notifications).
+    Put(Box<JobRecord>, Option<ReplayRow>, Vec<OutboxRow>, Reply<()>),
     PutReplay(ReplayRow, Reply<()>),
+    /// Records an attempt's outcome for (message, target).
+    Settle(String, String, OutboxOutcome, Reply<()>),
+    /// Outbox rows due at a time, soonest first, at most a number.
+    Due(u64, usize, Reply<Vec<OutboxRow>>),
+    /// How many rows wait, and when the soonest is due.
+    Waiting(Reply<(u64, Option<u64>)>),
     /// Deletes expired entries and returns the live ones.
     LiveReplays(u64, Reply<Vec<ReplayRow>>),
     Get(JobId, Reply<Option<JobRecord>>),
@@ -137,6 +175,19 @@ CREATE TABLE IF NOT EXISTS replay (
     expires_at  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS replay_by_expiry ON replay (expires_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    message     TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    project     TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    next_at     INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    PRIMARY KEY (message, target)
+);
+CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (next_at);
 ";
 
 /// The store holds who deployed what and when: readable by its owner only.
@@ -212,7 +263,30 @@ impl Store {
     /// As [`Self::put`], with the replay entry of the request that created
     /// the job, in the same transaction.
     pub fn put_with(&self, record: &JobRecord, replay: Option<ReplayRow>) -> Pending<()> {
-        self.send(|reply| Request::Put(Box::new(record.clone()), replay, reply))
+        self.send(|reply| Request::Put(Box::new(record.clone()), replay, Vec::new(), reply))
+    }
+
+    /// As [`Self::put`], with the notifications of the job's end in the
+    /// same transaction. A notification already in the outbox (the same
+    /// message to the same target) is left as it is.
+    pub fn put_final(&self, record: &JobRecord, outbox: Vec<OutboxRow>) -> Pending<()> {
+        self.send(|reply| Request::Put(Box::new(record.clone()), None, outbox, reply))
+    }
+
+    /// Records a delivery attempt's outcome.
+    pub fn settle(&self, message: &str, target: &str, outcome: OutboxOutcome) -> Pending<()> {
+        let (message, target) = (message.to_owned(), target.to_owned());
+        self.send(|reply| Request::Settle(message, target, outcome, reply))
+    }
+
+    /// The notifications due at `now_ms`, soonest first, at most `limit`.
+    pub async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.send(|reply| Request::Due(now_ms, limit, reply)).await
+    }
+
+    /// How many notifications wait, and when the soonest is due.
+    pub async fn waiting(&self) -> Result<(u64, Option<u64>), StoreError> {
+        self.send(Request::Waiting).await
     }
 
     /// Queues a write of a replay entry (a request that joined a job); as
@@ -310,7 +384,10 @@ fn store_thread(connection: Connection, inbox: mpsc::Receiver<Request>) {
 
 impl Request {
     fn is_write(&self) -> bool {
-        matches!(self, Request::Put(..) | Request::PutReplay(..))
+        matches!(
+            self,
+            Request::Put(..) | Request::PutReplay(..) | Request::Settle(..)
+        )
     }
 }
 
@@ -337,8 +414,13 @@ fn write_batch(connection: &Connection, batch: Vec<Request>) {
                 .map_err(StoreError::from)
                 .and_then(|savepoint| {
                     match &request {
-                        Request::Put(record, replay, _) => put(&savepoint, record, replay.as_ref()),
+                        Request::Put(record, replay, outbox, _) => {
+                            put(&savepoint, record, replay.as_ref(), outbox)
+                        }
                         Request::PutReplay(row, _) => put_replay(&savepoint, row),
+                        Request::Settle(message, target, outcome, _) => {
+                            settle(&savepoint, message, target, outcome)
+                        }
                         _ => unreachable!("only writes are batched"),
                     }?;
                     savepoint.commit().map_err(StoreError::from)
@@ -358,7 +440,9 @@ fn write_batch(connection: &Connection, batch: Vec<Request>) {
 
 fn reply_write(request: Request, outcome: Result<(), StoreError>) {
     match request {
-        Request::Put(_, _, reply) | Request::PutReplay(_, reply) => {
+        Request::Put(_, _, _, reply)
+        | Request::PutReplay(_, reply)
+        | Request::Settle(_, _, _, reply) => {
             let _ = reply.send(outcome);
         }
         _ => unreachable!("only writes are batched"),
@@ -391,7 +475,15 @@ fn answer(connection: &Connection, request: Request) {
         } => {
             let _ = reply.send(prune(connection, older_than_ms, keep));
         }
-        write @ (Request::Put(..) | Request::PutReplay(..)) => write_batch(connection, vec![write]),
+        Request::Due(now, limit, reply) => {
+            let _ = reply.send(due(connection, now, limit));
+        }
+        Request::Waiting(reply) => {
+            let _ = reply.send(waiting(connection));
+        }
+        write @ (Request::Put(..) | Request::PutReplay(..) | Request::Settle(..)) => {
+            write_batch(connection, vec![write])
+        }
     }
 }
 
@@ -399,15 +491,114 @@ fn decode(doc: String) -> Result<JobRecord, StoreError> {
     Ok(serde_json::from_str(&doc)?)
 }
 
-/// Inside the batch's transaction, so the job and its replay entry are
-/// durable together.
-fn put(c: &Connection, record: &JobRecord, replay: Option<&ReplayRow>) -> Result<(), StoreError> {
+/// Inside the batch's transaction, so the job, its replay entry and its
+/// notifications are durable together.
+fn put(
+    c: &Connection,
+    record: &JobRecord,
+    replay: Option<&ReplayRow>,
+    outbox: &[OutboxRow],
+) -> Result<(), StoreError> {
     let doc = serde_json::to_string(record)?;
     put_job(c, record, &doc)?;
     if let Some(row) = replay {
         put_replay(c, row)?;
     }
+    for row in outbox {
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO outbox
+             (message, target, project, job_id, event, created_at, next_at, attempts, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            row.message,
+            row.target,
+            row.project,
+            row.job.to_string(),
+            row.event,
+            row.created_at_ms as i64,
+            row.next_at_ms as i64,
+            row.attempts,
+            row.payload
+        ])?;
+    }
     Ok(())
+}
+
+fn settle(
+    c: &Connection,
+    message: &str,
+    target: &str,
+    outcome: &OutboxOutcome,
+) -> Result<(), StoreError> {
+    match outcome {
+        OutboxOutcome::Done => {
+            c.prepare_cached("DELETE FROM outbox WHERE message = ?1 AND target = ?2")?
+                .execute(params![message, target])?;
+        }
+        OutboxOutcome::Retry {
+            attempts,
+            next_at_ms,
+        } => {
+            c.prepare_cached(
+                "UPDATE outbox SET attempts = ?3, next_at = ?4 WHERE message = ?1 AND target = ?2",
+            )?
+            .execute(params![message, target, attempts, *next_at_ms as i64])?;
+        }
+    }
+    Ok(())
+}
+
+fn due(c: &Connection, now: u64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut statement = c.prepare_cached(
+        "SELECT message, target, project, job_id, event, created_at, next_at, attempts, payload
+         FROM outbox WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(params![now as i64, limit as i64], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, i64>(6)?,
+                row.get::<_, u32>(7)?,
+                row.get::<_, String>(8)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(message, target, project, job, event, created, next, attempts, payload)| {
+                Some(OutboxRow {
+                    message,
+                    target,
+                    project,
+                    job: JobId::parse(&job)?,
+                    event,
+                    created_at_ms: u64::try_from(created).ok()?,
+                    next_at_ms: u64::try_from(next).ok()?,
+                    attempts,
+                    payload,
+                })
+            },
+        )
+        .collect())
+}
+
+fn waiting(c: &Connection) -> Result<(u64, Option<u64>), StoreError> {
+    let (count, soonest) = c
+        .prepare_cached("SELECT COUNT(*), MIN(next_at) FROM outbox")?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+        })?;
+    Ok((
+        u64::try_from(count).unwrap_or(0),
+        soonest.and_then(|s| u64::try_from(s).ok()),
+    ))
 }
 
 fn put_replay(c: &Connection, row: &ReplayRow) -> Result<(), StoreError> {

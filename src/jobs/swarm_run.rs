@@ -179,6 +179,7 @@ impl SwarmRun<'_> {
         match self.engine.swarm_tasks(&service.id, image).await {
             Ok(count) => {
                 self.record.send_modify(|r| {
+                    r.running_image = Some(image.to_owned());
                     if let JobTarget::Swarm(s) = &mut r.target {
                         s.replicas_updated = Some(count.running_image as u64);
                     }

@@ -20,9 +20,12 @@ use toml::de::DeTable;
 
 use super::raw::{self, ClaimText, ClaimValue, ComposeValue, Field, List};
 
+use base64::Engine as _;
+
 use super::{
-    ClaimPattern, ComposeTool, DockerSettings, KeySource, ModelMode, OidcRule, Origin, Policy,
-    ProjectSpec, SecretSource, ServerSettings,
+    ClaimPattern, ComposeTool, DockerSettings, Hidden, KeySource, ModelMode, NotifyKind,
+    NotifyTarget, OidcRule, Origin, Policy, ProjectSpec, SecretSource, ServerSettings,
+    SmtpSettings, SmtpTls,
 };
 use crate::admission::client_addr::Cidr;
 use crate::auth::signature::MIN_SECRET_LEN;
@@ -163,6 +166,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
         server,
         docker,
         key_sources,
+        smtp,
         ..
     } = reader;
     errors.sort_by_key(|d| d.line);
@@ -170,7 +174,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
     if !errors.is_empty() {
         return Err(PolicyErrors { origin, errors });
     }
-    let policy = Policy::compile(
+    let mut policy = Policy::compile(
         Origin::File(path.to_owned()),
         server,
         docker,
@@ -184,6 +188,7 @@ pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Loaded, P
             message: format!("internal error compiling patterns: {e}"),
         }],
     })?;
+    policy.smtp = smtp;
     Ok(Loaded {
         policy,
         origin,
@@ -250,6 +255,8 @@ struct Reader<'t> {
     docker: DockerSettings,
     /// Secret bytes to the project that first used them.
     seen_secrets: HashMap<Vec<u8>, String>,
+    /// `[notify.smtp]`, once read.
+    smtp: Option<SmtpSettings>,
     /// Each issuer an `oidc` rule names, and where its keys come from.
     key_sources: HashMap<String, KeySource>,
 }
@@ -276,6 +283,7 @@ impl<'t> Reader<'t> {
             server,
             docker: default_docker(),
             seen_secrets: HashMap::new(),
+            smtp: None,
             key_sources: HashMap::new(),
         }
     }
@@ -331,6 +339,12 @@ impl<'t> Reader<'t> {
             }
             if let Some(docker) = document.docker.and_then(|d| self.table(d, "[docker]")) {
                 self.docker_section(docker);
+            }
+            if let Some(notify) = document.notify.and_then(|n| self.table(n, "[notify]")) {
+                self.unknown_keys(&notify.unknown, "[notify]");
+                if let Some(smtp) = notify.smtp.and_then(|s| self.table(s, "[notify.smtp]")) {
+                    self.smtp_section(smtp);
+                }
             }
             if let Some(projects) = document.projects {
                 saw_projects = true;
@@ -710,6 +724,7 @@ impl<'t> Reader<'t> {
             compose_model,
             host_paths,
             allow,
+            notify,
             unknown,
         } = self.table(field, &section)?;
         self.unknown_keys(&unknown, &section);
@@ -728,6 +743,7 @@ impl<'t> Reader<'t> {
         let compose_model = compose_model.map(|v| self.model_mode(v));
         let host_paths = host_paths.map(|v| self.host_path_patterns(v));
         let allow = allow.map(|v| self.allowances(v));
+        let notify = notify.map(|v| self.notify_targets(v, &section));
         let mut missing = |what: &str| {
             self.error(span.clone(), format!("{section} has no `{what}`"));
         };
@@ -756,6 +772,7 @@ impl<'t> Reader<'t> {
             compose_model: compose_model.unwrap_or(Some(None))?,
             host_paths: host_paths.unwrap_or(Some(None))?,
             allow: allow.unwrap_or(Some(BTreeSet::new()))?,
+            notify: notify.unwrap_or(Some(Vec::new()))?,
             containers_span,
         })
     }
@@ -1040,6 +1057,328 @@ impl<'t> Reader<'t> {
             super::Subject::ContainerName,
             |_| None,
         )
+    }
+
+    /// `[notify.smtp]`.
+    fn smtp_section(&mut self, smtp: raw::Smtp) {
+        let raw::Smtp {
+            host,
+            port,
+            tls,
+            from,
+            username_env,
+            password_env,
+            unknown,
+        } = smtp;
+        self.unknown_keys(&unknown, "[notify.smtp]");
+        let host = match host.and_then(|v| self.string("host", v)) {
+            Some((host, span)) if host.is_empty() || host.contains(char::is_whitespace) => {
+                self.error(span, "`host` must be a host name or address");
+                None
+            }
+            Some((host, _)) => Some(host),
+            None => {
+                self.errors.push(Diagnostic {
+                    line: None,
+                    message: "[notify.smtp] has no `host`".into(),
+                });
+                None
+            }
+        };
+        let tls = match tls.map(|v| self.string("tls", v)) {
+            None => Some(SmtpTls::StartTls),
+            Some(None) => None,
+            Some(Some((text, span))) => {
+                let tls = SmtpTls::parse(&text);
+                if tls.is_none() {
+                    self.error(span, r#"`tls` must be "starttls", "tls" or "none""#);
+                }
+                tls
+            }
+        };
+        let port = match port {
+            None => tls.map(SmtpTls::default_port),
+            Some(v) => self.integer("port", v, 1..65_536).map(|p| p as u16),
+        };
+        let from = match from.and_then(|v| self.string("from", v)) {
+            Some((from, span)) => match from.parse::<lettre::message::Mailbox>() {
+                Ok(_) => Some(from),
+                Err(_) => {
+                    self.error(span, format!("`from` `{from}` is not a mail address"));
+                    None
+                }
+            },
+            None => {
+                self.errors.push(Diagnostic {
+                    line: None,
+                    message: "[notify.smtp] has no `from`".into(),
+                });
+                None
+            }
+        };
+        let user = username_env.and_then(|v| self.env_value("username_env", v));
+        let password = password_env.and_then(|v| self.env_value("password_env", v));
+        let mut variables = Vec::new();
+        let login = match (user, password) {
+            (None, None) => Some(None),
+            (Some((user_var, user, _)), Some((password_var, password, _))) => {
+                variables = vec![user_var, password_var];
+                Some(Some((user, Hidden(password))))
+            }
+            (Some((_, _, span)), None) | (None, Some((_, _, span))) => {
+                self.error(span, "`username_env` and `password_env` go together");
+                None
+            }
+        };
+        if let (Some(host), Some(port), Some(tls), Some(from), Some(login)) =
+            (host, port, tls, from, login)
+        {
+            self.smtp = Some(SmtpSettings {
+                host,
+                port,
+                tls,
+                from,
+                login,
+                variables,
+            });
+        }
+    }
+
+    /// The variable `field` names, and its value.
+    fn env_value(
+        &mut self,
+        key: &str,
+        field: At<String>,
+    ) -> Option<(String, String, Range<usize>)> {
+        let (name, span) = self.string(key, field)?;
+        match self
+            .env
+            .var(&name)
+            .filter(|v| !name.is_empty() && !v.is_empty())
+        {
+            Some(value) => Some((name, value, span)),
+            None => {
+                self.error(span, format!("environment variable `{name}` is not set"));
+                None
+            }
+        }
+    }
+
+    /// `[[projects.<name>.notify]]`: where the project's deploy results go.
+    fn notify_targets(
+        &mut self,
+        field: At<List<raw::Target>>,
+        section: &str,
+    ) -> Option<Vec<NotifyTarget>> {
+        let what = format!("[[{}.notify]]", &section[1..section.len() - 1]);
+        let span = field.span();
+        let targets = self.value("notify", field, &format!("one or more tables: {what}"))?;
+        if targets.is_empty() {
+            self.error(span, format!("`notify` must be one or more tables: {what}"));
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, target) in targets.into_iter().enumerate() {
+            match self.notify_target(target, &what, i + 1) {
+                Some(target) => out.push(target),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn notify_target(
+        &mut self,
+        field: At<raw::Target>,
+        what: &str,
+        number: usize,
+    ) -> Option<NotifyTarget> {
+        let span = field.span();
+        let raw::Target {
+            kind,
+            url_env,
+            secret_env,
+            events,
+            to,
+            unknown,
+        } = self.table(field, what)?;
+        self.unknown_keys(&unknown, what);
+        let Some((kind, kind_span)) = kind.and_then(|v| self.string("kind", v)) else {
+            self.error(span, format!("{what} has no `kind`"));
+            return None;
+        };
+        let only = |key: &str, kinds: &str| format!("`{key}` is for {kinds} targets");
+        let mut ok = true;
+        match kind.as_str() {
+            "webhook" | "slack" => {
+                if let Some(to) = &to {
+                    self.error(to.span(), only("to", "email"));
+                    ok = false;
+                }
+            }
+            "email" => {
+                for (key, field) in [("url_env", &url_env), ("secret_env", &secret_env)] {
+                    if let Some(field) = field {
+                        self.error(field.span(), only(key, "webhook and slack"));
+                        ok = false;
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    kind_span,
+                    format!("notify kind `{other}` is none of webhook, slack, email"),
+                );
+                return None;
+            }
+        }
+        if kind == "slack" {
+            if let Some(secret) = &secret_env {
+                self.error(secret.span(), only("secret_env", "webhook"));
+                ok = false;
+            }
+        }
+        let events = match events {
+            None => Some(crate::policy::EVENTS.to_vec()),
+            Some(v) => self.notify_events(v),
+        };
+        let mut settings = Vec::new();
+        let mut variables = Vec::new();
+        let built = match kind.as_str() {
+            "email" => {
+                let Some((addresses, list_span)) = to.and_then(|v| self.strings("to", v)) else {
+                    self.error(span, format!("{what} has no `to`"));
+                    return None;
+                };
+                if addresses.is_empty() {
+                    self.error(list_span.clone(), "`to` must list at least one address");
+                    ok = false;
+                }
+                for (address, span) in &addresses {
+                    if address.parse::<lettre::message::Mailbox>().is_err() {
+                        self.error(span.clone(), format!("`{address}` is not a mail address"));
+                        ok = false;
+                    }
+                }
+                if self.smtp.is_none() {
+                    self.error(list_span, "an email target needs [notify.smtp]");
+                    ok = false;
+                }
+                settings.extend(addresses.iter().map(|(a, _)| a.clone()));
+                Some(NotifyKind::Email {
+                    to: addresses.into_iter().map(|(a, _)| a).collect(),
+                })
+            }
+            webhook_or_slack => {
+                let Some(url_env) = url_env else {
+                    self.error(span, format!("{what} has no `url_env`"));
+                    return None;
+                };
+                let (name, text, url_span) = self.env_value("url_env", url_env)?;
+                let url = self.notify_url(&name, &text, url_span);
+                settings.push(name.clone());
+                variables.push(name);
+                if webhook_or_slack == "slack" {
+                    url.map(|url| NotifyKind::Slack { url: Hidden(url) })
+                } else {
+                    let key = match secret_env {
+                        None => {
+                            self.error(span, format!("{what} has no `secret_env`"));
+                            None
+                        }
+                        Some(v) => self.env_value("secret_env", v).and_then(|(var, text, span)| {
+                            variables.push(var);
+                            let key = text
+                                .strip_prefix("whsec_")
+                                .and_then(|b64| {
+                                    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+                                })
+                                .filter(|key| key.len() >= 16);
+                            if key.is_none() {
+                                self.error(span, "`secret_env` must hold a Standard Webhooks key: whsec_ and the base64 of 16 or more bytes");
+                            }
+                            key
+                        }),
+                    };
+                    match (url, key) {
+                        (Some(url), Some(key)) => Some(NotifyKind::Webhook {
+                            url: Hidden(url),
+                            key: Hidden(key),
+                        }),
+                        _ => None,
+                    }
+                }
+            }
+        };
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        match (built, events, ok) {
+            (Some(kind), Some(events), true) => Some(NotifyTarget::new(
+                number, kind, &settings, variables, events,
+            )),
+            _ => None,
+        }
+    }
+
+    /// A target's URL: http or https, with a host. Never printed: it may
+    /// hold a token.
+    fn notify_url(&mut self, name: &str, text: &str, span: Range<usize>) -> Option<reqwest::Url> {
+        let url = reqwest::Url::parse(text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        match url {
+            None => {
+                self.error(span, format!("`{name}` holds no http or https URL"));
+                None
+            }
+            Some(url) => {
+                let loopback = match url.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    None => false,
+                };
+                if url.scheme() == "http" && !loopback {
+                    self.warn(
+                        span,
+                        format!(
+                            "`{name}` holds a plain http URL: deploy results travel unencrypted"
+                        ),
+                    );
+                }
+                Some(url)
+            }
+        }
+    }
+
+    /// `events`: end states.
+    fn notify_events(&mut self, field: At<List<String>>) -> Option<Vec<crate::jobs::JobState>> {
+        let (items, span) = self.strings("events", field)?;
+        if items.is_empty() {
+            self.error(span, "`events`, when present, must list an end state");
+            return None;
+        }
+        let mut events = Vec::new();
+        let mut ok = true;
+        for (name, span) in items {
+            match crate::jobs::JobState::parse(&name).filter(|s| s.is_final()) {
+                Some(state) if !events.contains(&state) => events.push(state),
+                Some(_) => {}
+                None => {
+                    let names: Vec<&str> =
+                        crate::policy::EVENTS.iter().map(|s| s.as_str()).collect();
+                    self.error(
+                        span,
+                        format!(
+                            "`events` names `{name}`, which is none of {}",
+                            names.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(events)
     }
 
     /// On a host shared by several projects: a project with neither
@@ -1358,6 +1697,12 @@ mod tests {
                 ("SHORT", "short"),
                 ("OTHER_SECRET", "other-secret-0123456789ab"),
                 ("DUP", "billing-secret-0123456789"),
+                ("HOOK_URL", "https://hooks.example/t0ken"),
+                ("PLAIN_URL", "http://receiver.example/hook"),
+                ("FTP_URL", "ftp://hooks.example/"),
+                ("HOOK_KEY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                ("SMTP_USER", "deliverer"),
+                ("SMTP_PASSWORD", "pa55word"),
             ]),
             files: HashMap::from([
                 ("/etc/dh/next", &b"billing-next-0123456789\n"[..]),
@@ -1925,6 +2270,115 @@ oidc = [{ issuer = "https://token.actions.githubusercontent.com", audience = "c"
         for e in expect {
             assert!(out.contains(e), "missing {e:?} in:\n{out}");
         }
+    }
+
+    #[test]
+    fn notify_targets_load_and_every_mistake_is_reported_with_its_line() {
+        let good = r#"[notify.smtp]
+host = "smtp.example.com"
+from = "delivery-hook <dh@example.com>"
+username_env = "SMTP_USER"
+password_env = "SMTP_PASSWORD"
+
+[projects.shop]
+secrets = ["env:SHOP_SECRET"]
+containers = ["shop-*"]
+actions = ["pull"]
+
+[[projects.shop.notify]]
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "HOOK_KEY"
+events = ["failed", "rolled_back"]
+
+[[projects.shop.notify]]
+kind = "email"
+to = ["ops@example.com"]
+"#;
+        let loaded = parse_ok(good);
+        let shop = loaded.policy.project("shop").unwrap();
+        assert_eq!(shop.notify.len(), 2);
+        assert_eq!(
+            shop.notify[0].events,
+            [
+                crate::jobs::JobState::Failed,
+                crate::jobs::JobState::RolledBack
+            ]
+        );
+        assert_eq!(shop.notify[1].events, crate::policy::EVENTS);
+        let smtp = loaded.policy.smtp.as_ref().unwrap();
+        assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::StartTls));
+        let withheld = loaded.policy.secret_env_names();
+        for name in ["HOOK_URL", "HOOK_KEY", "SMTP_USER", "SMTP_PASSWORD"] {
+            assert!(withheld.iter().any(|n| n == name), "{name} in {withheld:?}");
+        }
+        let summary = loaded.policy.summary().to_string();
+        assert!(
+            summary.contains("notify 1: webhook (URL from $HOOK_URL); on failed, rolled_back"),
+            "{summary}"
+        );
+        for secret in ["t0ken", "pa55word", "MfKQ9r8"] {
+            assert!(!summary.contains(secret), "{summary}");
+            assert!(!format!("{:?}", loaded.policy.project("shop")).contains(secret));
+        }
+
+        let bad = r#"[projects.shop]
+secrets = ["env:SHOP_SECRET"]
+containers = ["shop-*"]
+actions = ["pull"]
+
+[[projects.shop.notify]]
+kind = "pager"
+
+[[projects.shop.notify]]
+kind = "webhook"
+url_env = "MISSING_URL"
+secret_env = "HOOK_KEY"
+
+[[projects.shop.notify]]
+kind = "slack"
+url_env = "FTP_URL"
+to = ["ops@example.com"]
+
+[[projects.shop.notify]]
+kind = "webhook"
+url_env = "HOOK_URL"
+secret_env = "SHOP_SECRET"
+events = ["done"]
+
+[[projects.shop.notify]]
+kind = "email"
+to = ["not an address"]
+colour = "red"
+"#;
+        let out = parse_err(bad);
+        for expected in [
+            ":7: notify kind `pager` is none of webhook, slack, email",
+            ":11: environment variable `MISSING_URL` is not set",
+            ":16: `FTP_URL` holds no http or https URL",
+            ":17: `to` is for email targets",
+            ":22: `secret_env` must hold a Standard Webhooks key",
+            ":23: `events` names `done`, which is none of succeeded, failed, timed_out, interrupted, rolled_back",
+            ":27: `not an address` is not a mail address",
+            ":27: an email target needs [notify.smtp]",
+            ":28: unknown key `colour` in [[projects.shop.notify]]",
+        ] {
+            assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+        }
+        assert!(!out.contains("hooks.example"), "no URL in an error:\n{out}");
+
+        let plain = good.replace("HOOK_URL", "PLAIN_URL");
+        let warnings: Vec<String> = parse_ok(&plain)
+            .warnings
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("`PLAIN_URL` holds a plain http URL")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! decision is a plain function of the compiled [`Policy`].
 
 mod load;
+mod notify;
 mod oidc;
 mod overlap;
 mod raw;
@@ -26,6 +27,7 @@ use crate::auth::signature::SigningKey;
 use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
+pub use notify::{EVENTS, Hidden, NotifyKind, NotifyTarget, SmtpSettings, SmtpTls};
 pub use oidc::{ClaimPattern, KeySource, Mismatch, OidcRule};
 
 /// `[server]`: how the gateway listens and what it accepts.
@@ -168,6 +170,8 @@ pub struct Project {
     host_paths: Option<(GlobSet, Vec<String>)>,
     /// What compose may do beyond the project's own paths.
     pub allow: BTreeSet<Allowance>,
+    /// Where its deploy results go.
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// How a project's compose model is judged before and during a job.
@@ -327,6 +331,8 @@ pub struct Policy {
     services: PatternIndex,
     /// Where the keys of each issuer an `oidc` rule names come from.
     key_sources: HashMap<String, KeySource>,
+    /// How mail is sent, when a project has email targets.
+    pub smtp: Option<SmtpSettings>,
 }
 
 /// Container patterns of many projects, with the project each belongs to.
@@ -490,6 +496,7 @@ pub(crate) struct ProjectSpec {
     pub compose_model: Option<ModelMode>,
     pub host_paths: Option<Vec<String>>,
     pub allow: BTreeSet<Allowance>,
+    pub notify: Vec<NotifyTarget>,
     /// Where its `containers` stand in the policy file, for warnings.
     pub containers_span: std::ops::Range<usize>,
 }
@@ -560,6 +567,7 @@ impl Policy {
                 compose_model,
                 host_paths,
                 allow: spec.allow,
+                notify: spec.notify,
             });
         }
         Ok(Self {
@@ -572,6 +580,7 @@ impl Policy {
             deny: deny.build()?,
             services: services.build()?,
             key_sources,
+            smtp: None,
         })
     }
 
@@ -606,6 +615,7 @@ impl Policy {
             compose_model: None,
             host_paths: None,
             allow: BTreeSet::new(),
+            notify: Vec::new(),
             containers_span: 0..0,
         };
         Self::compile(
@@ -637,6 +647,14 @@ impl Policy {
                 _ => None,
             })
             .collect();
+        // Notification URLs and keys, and the mail password.
+        names.extend(
+            self.projects
+                .iter()
+                .flat_map(|p| &p.notify)
+                .flat_map(|t| t.variables.iter().cloned()),
+        );
+        names.extend(self.smtp.iter().flat_map(|s| s.variables.iter().cloned()));
         names.sort();
         names.dedup();
         names
@@ -759,6 +777,38 @@ impl fmt::Display for Summary<'_> {
             for rule in &p.oidc {
                 writeln!(f, "    oidc: {rule}")?;
             }
+            for target in &p.notify {
+                let events: Vec<&str> = target.events.iter().map(|s| s.as_str()).collect();
+                let whom = match &target.kind {
+                    NotifyKind::Email { to } => format!(" to {}", to.join(", ")),
+                    _ => format!(
+                        " (URL from ${})",
+                        target.variables.first().map_or("", String::as_str)
+                    ),
+                };
+                writeln!(
+                    f,
+                    "    notify {}: {}{whom}; on {}",
+                    target.number,
+                    target.kind.as_str(),
+                    events.join(", ")
+                )?;
+            }
+        }
+        if let Some(smtp) = &policy.smtp {
+            writeln!(
+                f,
+                "notify: mail from {} through {}:{} ({:?}{})",
+                smtp.from,
+                smtp.host,
+                smtp.port,
+                smtp.tls,
+                if smtp.login.is_some() {
+                    ", with a login"
+                } else {
+                    ""
+                }
+            )?;
         }
         Ok(())
     }
@@ -784,6 +834,7 @@ mod tests {
             compose_model: None,
             host_paths: None,
             allow: BTreeSet::new(),
+            notify: Vec::new(),
             containers_span: 0..0,
         };
         Policy::compile(

@@ -264,6 +264,7 @@ table!(
     Document {
         server: Server,
         docker: Docker,
+        notify: Notify,
         projects: Entries<Project>,
     }
 );
@@ -320,6 +321,35 @@ table!(
         compose_model: String,
         host_paths: List<String>,
         allow: List<String>,
+        notify: List<Target>,
+    }
+);
+
+table!(
+    /// `[notify]`.
+    Notify { smtp: Smtp }
+);
+
+table!(
+    /// `[notify.smtp]`.
+    Smtp {
+        host: String,
+        port: i128,
+        tls: String,
+        from: String,
+        username_env: String,
+        password_env: String,
+    }
+);
+
+table!(
+    /// `[[projects.<name>.notify]]`.
+    Target {
+        kind: String,
+        url_env: String,
+        secret_env: String,
+        events: List<String>,
+        to: List<String>,
     }
 );
 

@@ -644,6 +644,7 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
         stable: Duration::from_secs(5),
         pins: delivery_hook::docker::PinFiles::new(&helper.state_dir),
         policy: h.gateway.policy_cell(),
+        outbox: None,
     };
     let jobs = delivery_hook::jobs::Jobs::new(h.engine.clone(), store.clone(), settings, None);
     let recovery = jobs.recover().await.unwrap();

@@ -7,6 +7,7 @@ mod compose_model;
 mod e2e;
 mod http;
 mod limits;
+mod notify;
 mod oidc;
 mod operations;
 mod safe_deploys;

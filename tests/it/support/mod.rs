@@ -3,6 +3,7 @@
 pub mod fake_engine;
 pub mod issuer;
 pub mod jwt;
+pub mod receivers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,214 @@
+//! A job's end as people read it: the facts of a message's `data`, as a
+//! Slack message and as a mail.
+
+use serde_json::{Value, json};
+
+use super::DeliveryError;
+
+/// Slack shows at most 3000 characters in a text block.
+const SLACK_TEXT: usize = 2900;
+
+/// What a notification tells: read from the message's JSON, the job as the
+/// API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// `deploy.<state>`, or `deploy.test`.
+    pub event: String,
+    pub job: String,
+    pub project: String,
+    pub state: String,
+    /// The container, or `service <name>` for a Swarm job.
+    pub target: String,
+    pub action: String,
+    pub image_before: Option<String>,
+    pub image_after: Option<String>,
+    pub requested_by: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Facts {
+    pub fn from_payload(payload: &str) -> Result<Self, DeliveryError> {
+        let message: Value =
+            serde_json::from_str(payload).map_err(|e| DeliveryError::Message(e.to_string()))?;
+        let data = &message["data"];
+        let text = |key: &str| {
+            data[key]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let target = match text("swarm_service") {
+            Some(service) => format!("service {service}"),
+            None => text("container_name").unwrap_or_default(),
+        };
+        let requested_by = match &data["requested_by"] {
+            Value::Object(who) => match (who.get("key_index"), who.get("oidc_subject")) {
+                (Some(index), _) => Some(format!("the project's key {index}")),
+                (_, Some(subject)) => Some(format!(
+                    "CI token {} ({})",
+                    subject.as_str().unwrap_or_default(),
+                    who.get("oidc_issuer")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(Self {
+            event: message["type"].as_str().unwrap_or_default().to_owned(),
+            job: text("id").unwrap_or_default(),
+            project: text("project").unwrap_or_default(),
+            state: text("state").unwrap_or_default(),
+            target,
+            action: text("action").unwrap_or_default(),
+            image_before: text("previous_image"),
+            image_after: text("running_image"),
+            requested_by,
+            duration_ms: data["duration_ms"].as_u64(),
+            error: text("error"),
+        })
+    }
+
+    /// `failed` as people say it.
+    fn outcome(&self) -> String {
+        match self.state.as_str() {
+            "rolled_back" => "rolled back".into(),
+            "timed_out" => "timed out".into(),
+            other => other.to_owned(),
+        }
+    }
+
+    fn headline(&self) -> String {
+        if self.event == "deploy.test" {
+            return format!(
+                "Test notification from delivery-hook for project {}",
+                self.project
+            );
+        }
+        format!(
+            "Deploy {}: {} of project {}",
+            self.outcome(),
+            self.target,
+            self.project
+        )
+    }
+
+    /// The facts as (name, value) lines.
+    fn lines(&self) -> Vec<(&'static str, String)> {
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        vec![
+            ("Job", self.job.clone()),
+            ("Project", self.project.clone()),
+            ("Target", self.target.clone()),
+            ("Action", self.action.clone()),
+            ("State", self.state.clone()),
+            ("Image before", or_none(&self.image_before)),
+            ("Image after", or_none(&self.image_after)),
+            ("Requested by", or_none(&self.requested_by)),
+            (
+                "Duration",
+                self.duration_ms
+                    .map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            ),
+        ]
+    }
+
+    /// A Slack incoming-webhook message: `text` for notifications and
+    /// clients without blocks, and blocks with the facts.
+    pub fn slack(&self) -> Value {
+        let fields: Vec<Value> = self
+            .lines()
+            .into_iter()
+            .map(|(name, value)| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(&value))}))
+            .collect();
+        let mut blocks = vec![
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", escape(&self.headline()))}}),
+            // A section holds at most ten fields.
+            json!({"type": "section", "fields": fields}),
+        ];
+        if let Some(error) = &self.error {
+            let error: String = escape(error).chars().take(SLACK_TEXT).collect();
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Error*\n{error}")}}));
+        }
+        json!({"text": self.headline(), "blocks": blocks})
+    }
+
+    pub fn subject(&self) -> String {
+        format!("[delivery-hook] {}", self.headline())
+    }
+
+    /// The mail's plain text.
+    pub fn text(&self) -> String {
+        let mut text = format!("{}\n\n", self.headline());
+        for (name, value) in self.lines() {
+            text.push_str(&format!("{name}: {value}\n"));
+        }
+        if let Some(error) = &self.error {
+            text.push_str(&format!("\nError: {error}\n"));
+        }
+        text
+    }
+}
+
+/// Slack's mrkdwn treats `&`, `<` and `>` as markup.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload() -> String {
+        json!({
+            "type": "deploy.rolled_back",
+            "timestamp": "2026-12-07T01:00:00.000Z",
+            "data": {
+                "id": "5f0c3a9e8b7d4c21a0e9f8d7c6b5a493",
+                "project": "billing",
+                "action": "pull",
+                "state": "rolled_back",
+                "container_name": "billing-web",
+                "previous_image": "sha256:aaa",
+                "running_image": "sha256:aaa",
+                "requested_by": {"key_index": 0},
+                "duration_ms": 9411,
+                "error": "the service did not come up <crash>"
+            }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn facts_read_from_the_job_make_a_slack_message_and_a_mail() {
+        let facts = Facts::from_payload(&payload()).unwrap();
+        assert_eq!(facts.target, "billing-web");
+        assert_eq!(facts.requested_by.as_deref(), Some("the project's key 0"));
+        let slack = facts.slack();
+        assert_eq!(
+            slack["text"],
+            "Deploy rolled back: billing-web of project billing"
+        );
+        let fields = slack["blocks"][1]["fields"].as_array().unwrap();
+        assert!(fields.len() <= 10);
+        assert!(fields.iter().any(|f| f["text"] == "*Duration*\n9.4 s"));
+        assert!(
+            slack["blocks"][2]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("&lt;crash&gt;")
+        );
+        let text = facts.text();
+        assert!(text.contains("Image before: sha256:aaa\n"), "{text}");
+        assert!(text.contains("Error: the service did not come up <crash>"));
+        assert!(
+            facts
+                .subject()
+                .starts_with("[delivery-hook] Deploy rolled back")
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Real receivers of notifications, started on 127.0.0.1 for a test:
+//! `tests/notify/receiver.py` with the Standard Webhooks reference library
+//! (PyPI `standardwebhooks`) and an SMTP server (PyPI `aiosmtpd`), run by
+//! the Python that `DELIVERY_TEST_PYTHON` names (`scripts/test` makes a
+//! venv with both).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// The Python with the receivers' packages; `None` (the test skips) when
+/// there is none outside CI. Under CI=true a missing one is a failure.
+pub fn python() -> Option<String> {
+    let python = std::env::var("DELIVERY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ready = Command::new(&python)
+        .args(["-c", "import standardwebhooks, aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {python} lacks standardwebhooks and aiosmtpd (scripts/test sets DELIVERY_TEST_PYTHON)"
+        );
+        eprintln!("skipping: {python} lacks the PyPI packages standardwebhooks and aiosmtpd");
+        return None;
+    }
+    Some(python)
+}
+
+/// A Standard Webhooks key: `whsec_` and the base64 of 24 random bytes.
+pub fn new_key() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).unwrap();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// A receiver process and the JSON lines it logged.
+pub struct Receiver {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(python: &str, dir: &Path, name: &str, kind: &str, args: &[&str]) -> Self {
+        let port = crate::e2e::free_port();
+        let log = dir.join(format!("{name}.jsonl"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/receiver.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(kind)
+            .arg(port.to_string())
+            .arg(&log)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the receiver starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the {kind} receiver did not start");
+        Self { child, port, log }
+    }
+
+    /// Verifies with `key`; `args` as `receiver.py webhook` takes them.
+    pub fn webhook(python: &str, dir: &Path, name: &str, key: &str, args: &[&str]) -> Self {
+        let mut all = vec![key];
+        all.extend_from_slice(args);
+        Self::start(python, dir, name, "webhook", &all)
+    }
+
+    pub fn slack(python: &str, dir: &Path, name: &str) -> Self {
+        Self::start(python, dir, name, "slack", &[])
+    }
+
+    /// An SMTP server; with `starttls` (certificate and key) it requires
+    /// it, and with `login` (user and password) a login with them.
+    pub fn smtp(
+        python: &str,
+        dir: &Path,
+        name: &str,
+        starttls: Option<(&Path, &Path)>,
+        login: Option<(&str, &str)>,
+    ) -> Self {
+        let mut args = Vec::new();
+        if let Some((cert, key)) = starttls {
+            args.extend(["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+        }
+        if let Some((user, password)) = login {
+            args.extend(["--login", user, password]);
+        }
+        Self::start(python, dir, name, "smtp", &args)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("the receiver logs JSON lines"))
+            .collect()
+    }
+
+    /// The lines, once `done` holds for them; panics after `limit`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let lines = self.lines();
+            if done(&lines) {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "{what}: {lines:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A certificate for 127.0.0.1 and its key, and the authority that signed
+/// it (to trust through `SSL_CERT_FILE`), made with openssl.
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub authority: PathBuf,
+}
+
+pub fn certificate(dir: &Path) -> Certificate {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=delivery-hook test authority",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "smtp-key.pem",
+        "-out",
+        "smtp.csr",
+    ]);
+    std::fs::write(
+        path("smtp.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "smtp.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "smtp.ext",
+        "-out",
+        "smtp-cert.pem",
+    ]);
+    Certificate {
+        cert: path("smtp-cert.pem"),
+        key: path("smtp-key.pem"),
+        authority: path("ca.pem"),
+    }
+}
