@@ -503,7 +503,10 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
         "data": crate::api::Job::from_record(record, false, false),
     })
     .to_string();
-    let http = crate::notify::http_client();
+    let http = match crate::notify::http_client() {
+        Ok(http) => http,
+        Err(e) => return fail(e),
+    };
     let mut delivered = true;
     for target in &found.notify {
         let sent = tokio::time::timeout(

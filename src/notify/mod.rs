@@ -67,7 +67,10 @@ pub struct Notifier {
     policy: Arc<PolicyCell>,
     metrics: Arc<Metrics>,
     render: Render,
-    http: reqwest::Client,
+    /// Made at the first delivery: loading the system's TLS roots costs
+    /// memory a gateway without targets need not spend, and a host without
+    /// them must still start.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     wake: tokio::sync::Notify,
 }
 
@@ -131,7 +134,7 @@ impl Notifier {
             policy,
             metrics,
             render,
-            http: http_client(),
+            http: std::sync::OnceLock::new(),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -214,9 +217,10 @@ impl Notifier {
         .await
         .unwrap_or(Err(DeliveryError::Timeout));
         let now = now_ms();
-        let outcome = match result {
-            Ok(()) => {
-                tracing::info!(
+        // One audit line per outcome, naming the attempt but never where it went.
+        macro_rules! audit {
+            ($level:ident, $($fields:tt)*) => {
+                tracing::$level!(
                     target: "audit",
                     job = %row.job,
                     project = %row.project,
@@ -224,38 +228,27 @@ impl Notifier {
                     kind,
                     notify_target = target.number,
                     attempts,
-                    "notification delivered"
-                );
+                    $($fields)*
+                )
+            };
+        }
+        let outcome = match result {
+            Ok(()) => {
+                audit!(info, "notification delivered");
                 self.metrics.notification(kind, "delivered");
                 OutboxOutcome::Done
             }
             Err(error)
                 if now.saturating_sub(row.created_at_ms) >= GIVE_UP_AFTER.as_millis() as u64 =>
             {
-                tracing::warn!(
-                    target: "audit",
-                    job = %row.job,
-                    project = %row.project,
-                    event = %row.event,
-                    kind,
-                    notify_target = target.number,
-                    attempts,
-                    error = %error,
-                    "notification given up after a day of attempts"
-                );
+                audit!(warn, error = %error, "notification given up after a day of attempts");
                 self.metrics.notification(kind, "gave_up");
                 OutboxOutcome::Done
             }
             Err(error) => {
                 let delay = backoff(attempts);
-                tracing::warn!(
-                    target: "audit",
-                    job = %row.job,
-                    project = %row.project,
-                    event = %row.event,
-                    kind,
-                    notify_target = target.number,
-                    attempts,
+                audit!(
+                    warn,
                     retry_in_ms = delay.as_millis() as u64,
                     error = %error,
                     "notification attempt failed"
@@ -284,20 +277,25 @@ impl Notifier {
         id: &str,
         payload: &str,
     ) -> Result<(), DeliveryError> {
-        deliver(&self.http, target, smtp, id, payload).await
+        let http = self
+            .http
+            .get_or_init(|| http_client().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| DeliveryError::Http(e.clone()))?;
+        deliver(http, target, smtp, id, payload).await
     }
 }
 
 /// The client for webhooks: bounded in time, never redirected (a receiver
 /// cannot send the message on to an address the policy does not name).
-pub fn http_client() -> reqwest::Client {
+pub fn http_client() -> Result<reqwest::Client, DeliveryError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_default()
+        .map_err(|e| DeliveryError::Http(format!("no HTTP client: {}", crate::error_chain(&e))))
 }
 
 /// Sends one message to one target.

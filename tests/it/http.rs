@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use delivery_hook::docker::{HelperEnd, HelperRun};
 use delivery_hook::jobs::Store;
@@ -140,9 +140,14 @@ async fn an_unhealthy_service_fails_the_job() {
 #[tokio::test]
 async fn key_rotation_accepts_the_old_and_new_key() {
     let h = Harness::new().await;
-    for secret in [BILLING, BILLING_NEXT] {
-        let (status, job) = status_json(h.deploy("/pull", "billing-web", secret).await).await;
+    for (index, (secret, container)) in [(BILLING, "billing-web"), (BILLING_NEXT, "billing-worker")]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, job) = status_json(h.deploy("/pull", container, secret).await).await;
         assert!(status == 202, "{secret}: {status} {job}");
+        // The job says which key asked: its place in `secrets`.
+        assert_eq!(job["requested_by"], json!({"key_index": index}), "{job}");
     }
 }
 

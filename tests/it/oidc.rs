@@ -61,6 +61,12 @@ async fn a_valid_token_deploys_once_and_reads_its_job() {
     );
     assert_eq!(job["project"], "billing");
     assert_eq!(job["replayed"], false);
+    let claims = issuer.claims(AUD);
+    assert_eq!(
+        job["requested_by"],
+        json!({"oidc_issuer": claims["iss"], "oidc_subject": claims["sub"]}),
+        "the job names the token that asked"
+    );
     let ran = h.engine.command_count();
     assert!(ran > 0);
 
