@@ -1623,14 +1623,15 @@ async fn notify_cost(table: &mut Table) {
         store.put_final(&record, rows).await.unwrap();
     }
     notifier.written();
-    let (waiting, _) = loop {
-        let (waiting, soonest) = store.waiting().await.unwrap();
-        // Wait until the notifier has tried (and failed) the first batch.
-        if soonest.is_some_and(|s| s > delivery_hook::jobs::now_ms()) {
-            break (waiting, soonest);
+    // Until the notifier has tried (and failed) each one once.
+    loop {
+        let now = delivery_hook::jobs::now_ms();
+        if store.due(now, 1).await.unwrap().is_empty() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+    let (waiting, _) = store.waiting(delivery_hook::jobs::now_ms()).await.unwrap();
     let after = rss_kib(std::process::id());
     let database: u64 = std::fs::read_dir(dir.join("state"))
         .unwrap()

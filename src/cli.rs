@@ -475,9 +475,6 @@ async fn check_compose_projects(
 /// longer, so that a hung gateway is reported by this command's line.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Asks `/healthz` at the address `serve` listens on with this
-/// configuration (the seed-compatible mode's included), on loopback when it
-/// listens on every address.
 /// `notify-test`: one test message to each target, sent directly (not
 /// through the outbox, so a failure is reported at once and not retried).
 async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
@@ -497,24 +494,20 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
     );
     record.state = crate::jobs::JobState::Succeeded;
     let id = format!("msg_test_{}", crate::names::JobId::random());
-    let payload = serde_json::json!({
-        "type": "deploy.test",
-        "timestamp": crate::jobs::rfc3339(crate::jobs::now_ms()),
-        "data": crate::api::Job::from_record(record, false, false),
-    })
-    .to_string();
-    let http = match crate::notify::http_client() {
+    let payload = crate::notify::message(
+        "test",
+        crate::jobs::now_ms(),
+        serde_json::to_value(crate::api::Job::from_record(record, false, false))
+            .unwrap_or_default(),
+    );
+    let client = crate::outbound::LazyClient::new(crate::notify::ATTEMPT_TIMEOUT);
+    let http = match client.get() {
         Ok(http) => http,
-        Err(e) => return fail(e),
+        Err(why) => return fail(format!("no HTTP client: {why}")),
     };
     let mut delivered = true;
     for target in &found.notify {
-        let sent = tokio::time::timeout(
-            crate::notify::ATTEMPT_TIMEOUT,
-            crate::notify::deliver(&http, target, policy.smtp.as_ref(), &id, &payload),
-        )
-        .await
-        .unwrap_or(Err(crate::notify::DeliveryError::Timeout));
+        let sent = crate::notify::deliver(http, target, policy.smtp.as_ref(), &id, &payload).await;
         let kind = target.kind.as_str();
         match sent {
             Ok(()) => println!("target {} ({kind}): delivered", target.number),
@@ -531,6 +524,9 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
     }
 }
 
+/// Asks `/healthz` at the address `serve` listens on with this
+/// configuration (the seed-compatible mode's included), on loopback when it
+/// listens on every address.
 async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
     let listen = match load_policy(config) {
         Ok((policy, _, _)) => policy.server.listen,

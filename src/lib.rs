@@ -42,6 +42,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod notify;
+pub mod outbound;
 pub mod policy;
 pub mod privilege;
 pub mod recent;

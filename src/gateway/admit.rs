@@ -44,6 +44,16 @@ fn token_replay_key(token: &Verified) -> crate::auth::replay::ReplayKey {
     key
 }
 
+/// What an authenticated body asks for: read again unless it was read to
+/// find the candidates.
+fn wanted(early: Option<Body>, body: &[u8]) -> Result<Wanted, Refusal> {
+    match early {
+        Some(early) => early,
+        None => parse_body(body)?,
+    }
+    .wanted()
+}
+
 fn invalid_token(rule: TokenRule) -> Refusal {
     Refusal::new(Code::InvalidToken, rule.message()).rule(rule.as_str())
 }
@@ -129,11 +139,7 @@ impl Gateway {
             }
             return Err(fail(AuthError::SignatureMismatch));
         };
-        let wanted = match early {
-            Some(early) => early,
-            None => parse_body(&body)?,
-        }
-        .wanted()?;
+        let wanted = wanted(early, &body)?;
         // An entry outlives every moment at which its request can still be
         // admitted: the window's end, plus the time a body may take to
         // arrive after the headers, plus a second for the clock's rounding.
@@ -185,11 +191,7 @@ impl Gateway {
         let body = self.read_checked(policy, read_body).await?;
         let (candidates, early) = Self::candidates(policy, named, &body)?;
         let project = self.token_project(policy, call.client, &candidates, &verified)?;
-        let wanted = match early {
-            Some(early) => early,
-            None => parse_body(&body)?,
-        }
-        .wanted()?;
+        let wanted = wanted(early, &body)?;
         let expires_at = verified.expires_at.saturating_add(oidc::LEEWAY_SECS);
         Ok(Admitted {
             project,
@@ -202,10 +204,7 @@ impl Gateway {
             valid: Validity::Token { expires_at },
             requester: Requester::Token {
                 issuer: verified.issuer.clone(),
-                subject: verified
-                    .claim_text("sub")
-                    .map(|s| s.into_owned())
-                    .unwrap_or_default(),
+                subject: subject.clone().unwrap_or_default(),
             },
         })
     }

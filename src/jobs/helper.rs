@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{ComposeJob, JobRecord, JobState, elapsed_since, now_ms};
+use super::record::{JobRecord, JobState, elapsed_since, now_ms};
 use super::store::{Store, StoreError};
 use super::{Active, Inner, JobEvent, helper_name, run, settle, snapshot};
 use crate::docker::{
@@ -69,9 +69,7 @@ pub async fn run_helper(
         return Ok(record);
     }
     let target = record
-        .compose()
-        .ok_or(TargetError::NotCompose)
-        .and_then(ComposeJob::target)
+        .compose_target()
         .map_err(|source| HelperError::Target { id, source })?;
     let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
     let limits = Limits {

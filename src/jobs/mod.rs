@@ -39,7 +39,7 @@ pub use record::{
 };
 pub use store::{Cursor, OutboxOutcome, OutboxRow, ReplayRow, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles, TargetError};
+use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
 use crate::policy::PolicyCell;
 
@@ -492,11 +492,7 @@ impl Inner {
     /// Ends a job whose rollback the gateway's stop cut short, saying what
     /// the service runs now.
     async fn end_interrupted_rollback(&self, record: &mut JobRecord, output: &OutputLog) {
-        let running = match record
-            .compose()
-            .ok_or(TargetError::NotCompose)
-            .and_then(ComposeJob::target)
-        {
+        let running = match record.compose_target() {
             Ok(target) => run::what_runs(&*self.engine, &target).await,
             Err(e) => format!("the service cannot be named: {e}"),
         };

@@ -361,6 +361,13 @@ impl JobRecord {
         self.compose().and_then(|c| c.helper.as_deref())
     }
 
+    /// A compose job's target again, re-validated.
+    pub fn compose_target(&self) -> Result<ComposeTarget, TargetError> {
+        self.compose()
+            .ok_or(TargetError::NotCompose)
+            .and_then(ComposeJob::target)
+    }
+
     /// Its rollback, once one started.
     pub fn rollback(&self) -> Option<&Rollback> {
         self.compose().and_then(|c| c.rollback.as_ref())

@@ -109,8 +109,8 @@ enum Request {
     Settle(String, String, OutboxOutcome, Reply<()>),
     /// Outbox rows due at a time, soonest first, at most a number.
     Due(u64, usize, Reply<Vec<OutboxRow>>),
-    /// How many rows wait, and when the soonest is due.
-    Waiting(Reply<(u64, Option<u64>)>),
+    /// How many rows wait, and when the soonest due after a time is.
+    Waiting(u64, Reply<(u64, Option<u64>)>),
     /// Deletes expired entries and returns the live ones.
     LiveReplays(u64, Reply<Vec<ReplayRow>>),
     Get(JobId, Reply<Option<JobRecord>>),
@@ -284,9 +284,10 @@ impl Store {
         self.send(|reply| Request::Due(now_ms, limit, reply)).await
     }
 
-    /// How many notifications wait, and when the soonest is due.
-    pub async fn waiting(&self) -> Result<(u64, Option<u64>), StoreError> {
-        self.send(Request::Waiting).await
+    /// How many notifications wait, and when the soonest due after
+    /// `now_ms` is.
+    pub async fn waiting(&self, now_ms: u64) -> Result<(u64, Option<u64>), StoreError> {
+        self.send(|reply| Request::Waiting(now_ms, reply)).await
     }
 
     /// Queues a write of a replay entry (a request that joined a job); as
@@ -478,8 +479,8 @@ fn answer(connection: &Connection, request: Request) {
         Request::Due(now, limit, reply) => {
             let _ = reply.send(due(connection, now, limit));
         }
-        Request::Waiting(reply) => {
-            let _ = reply.send(waiting(connection));
+        Request::Waiting(now, reply) => {
+            let _ = reply.send(waiting(connection, now));
         }
         write @ (Request::Put(..) | Request::PutReplay(..) | Request::Settle(..)) => {
             write_batch(connection, vec![write])
@@ -589,10 +590,12 @@ fn due(c: &Connection, now: u64, limit: usize) -> Result<Vec<OutboxRow>, StoreEr
         .collect())
 }
 
-fn waiting(c: &Connection) -> Result<(u64, Option<u64>), StoreError> {
+fn waiting(c: &Connection, now: u64) -> Result<(u64, Option<u64>), StoreError> {
     let (count, soonest) = c
-        .prepare_cached("SELECT COUNT(*), MIN(next_at) FROM outbox")?
-        .query_row([], |row| {
+        .prepare_cached(
+            "SELECT COUNT(*), MIN(CASE WHEN next_at > ?1 THEN next_at END) FROM outbox",
+        )?
+        .query_row([now as i64], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
         })?;
     Ok((

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{JobRecord, Outbox, OutboxOutcome, OutboxRow, Store, now_ms, rfc3339};
 use crate::metrics::Metrics;
+use crate::outbound::LazyClient;
 use crate::policy::{NotifyKind, NotifyTarget, PolicyCell, SmtpSettings, SmtpTls};
 
 pub use message::Facts;
@@ -38,8 +39,6 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 const PARALLEL: usize = 8;
 /// How long the task sleeps when nothing is due, at most.
 const IDLE: Duration = Duration::from_secs(60);
-/// How long it sleeps at least between looks at the outbox, unless woken.
-const MIN_LOOK: Duration = Duration::from_millis(200);
 
 /// Renders a job as the API shows it, for a message's `data`.
 pub type Render = fn(&JobRecord) -> serde_json::Value;
@@ -67,10 +66,8 @@ pub struct Notifier {
     policy: Arc<PolicyCell>,
     metrics: Arc<Metrics>,
     render: Render,
-    /// Made at the first delivery: loading the system's TLS roots costs
-    /// memory a gateway without targets need not spend, and a host without
-    /// them must still start.
-    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// For webhooks and Slack; made at the first delivery.
+    http: LazyClient,
     wake: tokio::sync::Notify,
 }
 
@@ -90,16 +87,16 @@ impl Outbox for Notifier {
         }
         let now = now_ms();
         let event = record.state.as_str();
-        let payload = serde_json::json!({
-            "type": format!("deploy.{event}"),
-            "timestamp": rfc3339(record.finished_at_ms.unwrap_or(now)),
-            "data": (self.render)(record),
-        })
-        .to_string();
+        let payload = message(
+            event,
+            record.finished_at_ms.unwrap_or(now),
+            (self.render)(record),
+        );
+        let id = format!("msg_{}_{event}", record.id);
         wanted
             .into_iter()
             .map(|target| OutboxRow {
-                message: message_id(record, event),
+                message: id.clone(),
                 target: target.id.clone(),
                 project: record.project.clone(),
                 job: record.id,
@@ -117,9 +114,16 @@ impl Outbox for Notifier {
     }
 }
 
-/// The id of a job's end event: the same for every target and attempt.
-fn message_id(record: &JobRecord, event: &str) -> String {
-    format!("msg_{}_{event}", record.id)
+/// A message's JSON: `{"type": "deploy.<event>", "timestamp", "data"}`.
+/// The message of a job's end has the id `msg_<job id>_<state>`, the same
+/// for every target and attempt.
+pub fn message(event: &str, at_ms: u64, data: serde_json::Value) -> String {
+    serde_json::json!({
+        "type": format!("deploy.{event}"),
+        "timestamp": rfc3339(at_ms),
+        "data": data,
+    })
+    .to_string()
 }
 
 impl Notifier {
@@ -134,7 +138,7 @@ impl Notifier {
             policy,
             metrics,
             render,
-            http: std::sync::OnceLock::new(),
+            http: LazyClient::new(ATTEMPT_TIMEOUT),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -165,14 +169,14 @@ impl Notifier {
                     Err(e) => tracing::error!(error = %e, "the outbox could not be read"),
                 }
             }
-            // A row due now is in flight (or waits for room), so the next
-            // look is at least a moment away.
-            let next = match self.store.waiting().await {
-                Ok((count, soonest)) => {
+            // A row due now that did not start is in flight, or waits for
+            // room: a finished attempt wakes the loop for those. Otherwise
+            // the next look is when the soonest later one is due.
+            let now = now_ms();
+            let next = match self.store.waiting(now).await {
+                Ok((count, later)) => {
                     self.metrics.notifications_waiting(count);
-                    soonest.map_or(IDLE, |at| {
-                        Duration::from_millis(at.saturating_sub(now_ms())).clamp(MIN_LOOK, IDLE)
-                    })
+                    later.map_or(IDLE, |at| Duration::from_millis(at - now).min(IDLE))
                 }
                 Err(_) => IDLE,
             };
@@ -210,12 +214,19 @@ impl Notifier {
         };
         let kind = target.kind.as_str();
         let attempts = row.attempts + 1;
-        let result = tokio::time::timeout(
-            ATTEMPT_TIMEOUT,
-            self.deliver(target, policy.smtp.as_ref(), &row.message, &row.payload),
-        )
-        .await
-        .unwrap_or(Err(DeliveryError::Timeout));
+        let result = match self.http.get() {
+            Ok(http) => {
+                deliver(
+                    http,
+                    target,
+                    policy.smtp.as_ref(),
+                    &row.message,
+                    &row.payload,
+                )
+                .await
+            }
+            Err(why) => Err(DeliveryError::Http(format!("no HTTP client: {why}"))),
+        };
         let now = now_ms();
         // One audit line per outcome, naming the attempt but never where it went.
         macro_rules! audit {
@@ -268,38 +279,23 @@ impl Notifier {
             tracing::error!(job = %row.job, error = %e, "a notification's outcome could not be recorded");
         }
     }
-
-    /// Sends `payload` (a message's JSON) to `target`, once.
-    pub async fn deliver(
-        &self,
-        target: &NotifyTarget,
-        smtp: Option<&SmtpSettings>,
-        id: &str,
-        payload: &str,
-    ) -> Result<(), DeliveryError> {
-        let http = self
-            .http
-            .get_or_init(|| http_client().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| DeliveryError::Http(e.clone()))?;
-        deliver(http, target, smtp, id, payload).await
-    }
 }
 
-/// The client for webhooks: bounded in time, never redirected (a receiver
-/// cannot send the message on to an address the policy does not name).
-pub fn http_client() -> Result<reqwest::Client, DeliveryError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| DeliveryError::Http(format!("no HTTP client: {}", crate::error_chain(&e))))
-}
-
-/// Sends one message to one target.
+/// Sends one message (`payload`, its JSON) to one target, within
+/// [`ATTEMPT_TIMEOUT`].
 pub async fn deliver(
+    http: &reqwest::Client,
+    target: &NotifyTarget,
+    smtp: Option<&SmtpSettings>,
+    id: &str,
+    payload: &str,
+) -> Result<(), DeliveryError> {
+    tokio::time::timeout(ATTEMPT_TIMEOUT, send(http, target, smtp, id, payload))
+        .await
+        .unwrap_or(Err(DeliveryError::Timeout))
+}
+
+async fn send(
     http: &reqwest::Client,
     target: &NotifyTarget,
     smtp: Option<&SmtpSettings>,

@@ -1216,6 +1216,10 @@ impl<'t> Reader<'t> {
                     self.error(to.span(), only("to", "email"));
                     ok = false;
                 }
+                if let Some(secret) = secret_env.as_ref().filter(|_| kind == "slack") {
+                    self.error(secret.span(), only("secret_env", "webhook"));
+                    ok = false;
+                }
             }
             "email" => {
                 for (key, field) in [("url_env", &url_env), ("secret_env", &secret_env)] {
@@ -1233,17 +1237,10 @@ impl<'t> Reader<'t> {
                 return None;
             }
         }
-        if kind == "slack" {
-            if let Some(secret) = &secret_env {
-                self.error(secret.span(), only("secret_env", "webhook"));
-                ok = false;
-            }
-        }
         let events = match events {
             None => Some(crate::policy::EVENTS.to_vec()),
             Some(v) => self.notify_events(v),
         };
-        let mut settings = Vec::new();
         let mut variables = Vec::new();
         let built = match kind.as_str() {
             "email" => {
@@ -1265,7 +1262,6 @@ impl<'t> Reader<'t> {
                     self.error(list_span, "an email target needs [notify.smtp]");
                     ok = false;
                 }
-                settings.extend(addresses.iter().map(|(a, _)| a.clone()));
                 Some(NotifyKind::Email {
                     to: addresses.into_iter().map(|(a, _)| a).collect(),
                 })
@@ -1277,7 +1273,6 @@ impl<'t> Reader<'t> {
                 };
                 let (name, text, url_span) = self.env_value("url_env", url_env)?;
                 let url = self.notify_url(&name, &text, url_span);
-                settings.push(name.clone());
                 variables.push(name);
                 if webhook_or_slack == "slack" {
                     url.map(|url| NotifyKind::Slack { url: Hidden(url) })
@@ -1311,11 +1306,10 @@ impl<'t> Reader<'t> {
                 }
             }
         };
-        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
         match (built, events, ok) {
-            (Some(kind), Some(events), true) => Some(NotifyTarget::new(
-                number, kind, &settings, variables, events,
-            )),
+            (Some(kind), Some(events), true) => {
+                Some(NotifyTarget::new(number, kind, variables, events))
+            }
             _ => None,
         }
     }
@@ -1332,13 +1326,7 @@ impl<'t> Reader<'t> {
                 None
             }
             Some(url) => {
-                let loopback = match url.host() {
-                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                    None => false,
-                };
-                if url.scheme() == "http" && !loopback {
+                if url.scheme() == "http" && !crate::outbound::is_loopback(&url) {
                     self.warn(
                         span,
                         format!(

@@ -69,19 +69,22 @@ impl NotifyKind {
 }
 
 impl NotifyTarget {
-    /// A target, its id derived from its kind and settings (the names of
-    /// its variables and its addresses, not the variables' values, so
-    /// rotating a key keeps it).
+    /// A target, its id derived from its kind, the names of its variables
+    /// and its addresses: not from the variables' values, so a rotated key
+    /// or URL keeps it.
     pub fn new(
         number: usize,
         kind: NotifyKind,
-        settings: &[&str],
         variables: Vec<String>,
         events: Vec<JobState>,
     ) -> Self {
         let mut digest = Sha256::new();
         digest.update(kind.as_str());
-        for setting in settings {
+        let addresses = match &kind {
+            NotifyKind::Email { to } => to.as_slice(),
+            _ => &[],
+        };
+        for setting in variables.iter().chain(addresses) {
             digest.update([0]);
             digest.update(setting);
         }
@@ -158,7 +161,6 @@ mod tests {
             NotifyKind::Slack {
                 url: url("https://hooks.example/secret-token"),
             },
-            &["SLACK_URL"],
             vec!["SLACK_URL".into()],
             EVENTS.to_vec(),
         );
@@ -167,7 +169,6 @@ mod tests {
             NotifyKind::Slack {
                 url: url("https://hooks.example/other-token"),
             },
-            &["SLACK_URL"],
             vec!["SLACK_URL".into()],
             vec![JobState::Failed],
         );
@@ -176,7 +177,6 @@ mod tests {
             NotifyKind::Slack {
                 url: url("https://hooks.example/secret-token"),
             },
-            &["OTHER_URL"],
             vec!["OTHER_URL".into()],
             EVENTS.to_vec(),
         );

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
+use crate::outbound::LazyClient;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -189,10 +190,9 @@ struct Discovery {
 
 /// The key sets of the issuers the policy names, fetched on demand.
 pub struct KeyCache {
-    /// The client, set up on the first fetch (loading the system's TLS
-    /// roots costs memory a gateway without issuers need not spend), or why
-    /// none could be (no TLS roots, say); then every fetch fails with that.
-    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Made at the first fetch; when it cannot be, every fetch fails with
+    /// the reason.
+    http: LazyClient,
     issuers: Mutex<HashMap<String, Arc<Issuer>>>,
     clock: Clock,
 }
@@ -200,7 +200,7 @@ pub struct KeyCache {
 impl KeyCache {
     pub fn new(clock: Clock) -> Self {
         Self {
-            http: std::sync::OnceLock::new(),
+            http: LazyClient::new(FETCH_TIMEOUT),
             issuers: Mutex::new(HashMap::new()),
             clock,
         }
@@ -313,17 +313,8 @@ impl KeyCache {
     async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let http = self
             .http
-            .get_or_init(|| {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::builder()
-                    .timeout(FETCH_TIMEOUT)
-                    .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| crate::error_chain(&e))
-            })
-            .as_ref()
-            .map_err(|e| FetchError::NoClient(e.clone()))?;
+            .get()
+            .map_err(|e| FetchError::NoClient(e.to_owned()))?;
         let failed = |e: reqwest::Error| FetchError::Request {
             url: url.to_owned(),
             reason: crate::error_chain(&e),

@@ -274,15 +274,9 @@ pub fn check_url(text: &str) -> Result<reqwest::Url, UrlError> {
         text: text.to_owned(),
         reason,
     })?;
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
     match url.scheme() {
         "https" => {}
-        "http" if loopback => {}
+        "http" if crate::outbound::is_loopback(&url) => {}
         _ => return Err(UrlError::NotHttps(text.to_owned())),
     }
     if url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
