@@ -12,6 +12,7 @@
 
 mod boundary;
 mod image;
+mod judged;
 mod notify;
 mod oidc;
 mod operations;

@@ -10,7 +10,7 @@ use super::*;
 use crate::support::now;
 
 /// Builds `tag` serving `content`, with `extra` Dockerfile lines; its id.
-fn build(f: &Fixture, tag: &str, content: &str, extra: &str) -> String {
+pub(super) fn build(f: &Fixture, tag: &str, content: &str, extra: &str) -> String {
     let context = f.write_context(
         &format!("ctx-{}", tag.replace([':', '/'], "-")),
         content,
@@ -22,7 +22,7 @@ fn build(f: &Fixture, tag: &str, content: &str, extra: &str) -> String {
 
 /// Pushes `local` as `remote` (a repository of the fixture's registry with
 /// a tag) and returns the digest the registry gave it, `sha256:…`.
-fn publish_digest(f: &Fixture, local: &str, remote: &str) -> String {
+pub(super) fn publish_digest(f: &Fixture, local: &str, remote: &str) -> String {
     let remote = f.remote(remote);
     run("docker", &["tag", local, &remote]);
     run("docker", &["push", "-q", &remote]);
@@ -61,7 +61,7 @@ fn labels_files(f: &Fixture, container: &str) -> String {
 }
 
 /// Crashes a second after it starts, as a bad release does.
-const CRASH: &str = "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
+pub(super) const CRASH: &str = "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
 
 /// A compose service on v1 from the registry (with `extra` keys), whose
 /// tag now names a v2 that crashes a second after it starts; v1's local

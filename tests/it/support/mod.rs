@@ -25,6 +25,21 @@ pub const BILLING: &str = "billing-secret-0123456789";
 pub const BILLING_NEXT: &str = "billing-next-0123456789";
 pub const SHOP: &str = "shop-secret-0123456789ab";
 
+/// Whether the tests run in CI: `CI` set to anything but empty, `false`
+/// or `0`. There, a test that cannot run fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A test that cannot run here says why and skips; in CI, it fails.
+pub fn skip(why: &str) {
+    assert!(
+        !in_ci(),
+        "CI is set, but this test cannot run: {why}"
+    );
+    eprintln!("skipping: {why}");
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
