@@ -1683,14 +1683,15 @@ fn replay_entry_bytes(table: &mut Table) {
 }
 
 /// What the compose model check adds to a deploy, per compose tool found:
-/// `compose config` of a project with an env file, a bind, a named volume
-/// and a build (cold: the compose file changes before each, so nothing is
-/// cached), then the same with an unchanged project (the cache keyed by the
-/// files' identity and contents), each with the judgement of the model.
+/// reading what the files name, `compose config` of a project with an env
+/// file, a bind, a named volume and a build (cold: the compose file changes
+/// before each, so nothing is cached), then the same with an unchanged
+/// project (the cache keyed by the identity and contents of every file
+/// compose reads), each with the judgement of the model by the table.
 async fn compose_model_cost(table: &mut Table) {
-    use delivery_hook::docker::model::{self, Allowance};
-    use delivery_hook::docker::{ComposeHost as _, ComposeTarget, DockerEngine};
-    use delivery_hook::policy::ComposeTool;
+    use delivery_hook::docker::model;
+    use delivery_hook::docker::{ComposeTarget, DockerEngine};
+    use delivery_hook::policy::{Allowance, ComposeTool};
     let dir = temp_dir("model");
     std::fs::write(dir.join("web.env"), "GREETING=hello\n").unwrap();
     std::fs::create_dir_all(dir.join("web")).unwrap();
@@ -1713,10 +1714,16 @@ async fn compose_model_cost(table: &mut Table) {
     )
     .unwrap();
     let allowed = |p: &Path| p.starts_with(&dir);
+    let any = |_: &str| true;
     let allow = std::collections::BTreeSet::<Allowance>::new();
-    let rules = model::ModelRules {
-        host_path_allowed: &allowed,
+    let rules = model::Rules {
+        compose_project: "bench",
         allow: &allow,
+        host_path: &allowed,
+        network: &any,
+        image: &any,
+        container_name: &any,
+        security_opts: &[],
         socket: None,
     };
     for (tool, name) in [(ComposeTool::V1, "v1"), (ComposeTool::V2, "v2")] {
@@ -1738,8 +1745,10 @@ async fn compose_model_cost(table: &mut Table) {
                         write(n);
                     }
                     let started = Instant::now();
-                    let got = engine.compose_model(target).await.unwrap();
-                    let findings = model::judge(&got.model, &got.raw, "bench", rules);
+                    let judged = model::judge_invocation(engine, target, None, rules, true)
+                        .await
+                        .unwrap();
+                    let findings = judged.findings;
                     times.push(started.elapsed());
                     assert!(findings.is_empty(), "{findings:?}");
                 }
@@ -1758,6 +1767,27 @@ async fn compose_model_cost(table: &mut Table) {
         table.add(
             &format!("compose model check, compose {name} {version}, cached (median, p99)"),
             format!("{:.0} µs, {:.0} µs", cached * 1000.0, cached_p99 * 1000.0),
+            "",
+            None,
+        );
+        // What a job adds: the judged copy it runs, written whole and synced.
+        let judged = model::judge_invocation(&engine, &target, None, &rules, true)
+            .await
+            .unwrap();
+        let copies = delivery_hook::docker::JudgedCopies::new(&dir.join("state"));
+        let mut times = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let started = Instant::now();
+            let copy = copies
+                .write(&target, judged.model.as_ref().unwrap())
+                .unwrap();
+            times.push(started.elapsed());
+            drop(copy);
+        }
+        let (write, write_p99) = median_p99(&mut times);
+        table.add(
+            &format!("judged copy written per job, compose {name} (median, p99)"),
+            format!("{:.0} µs, {:.0} µs", write * 1000.0, write_p99 * 1000.0),
             "",
             None,
         );

@@ -326,6 +326,7 @@ async fn helper_command(
     compose: Vec<String>,
 ) -> ExitCode {
     let pins = crate::docker::PinFiles::new(&state_dir);
+    let copies = crate::docker::JudgedCopies::new(&state_dir);
     let store = match Store::open(&state_dir) {
         Ok(store) => store,
         Err(e) => return fail(e),
@@ -350,7 +351,7 @@ async fn helper_command(
         });
     }
     tracing::info!(job = %id, "running a self-update job handed off by the gateway");
-    match crate::jobs::run_helper(&engine, &store, id, budget, &pins, cancel).await {
+    match crate::jobs::run_helper(&engine, &store, id, budget, &pins, &copies, cancel).await {
         Ok(record) => {
             tracing::info!(
                 job = %id,
@@ -415,6 +416,7 @@ async fn check_compose_projects(
     engine: &DockerEngine,
 ) -> Result<(), crate::docker::EngineError> {
     let pins = crate::docker::PinFiles::new(&policy.server.state_dir);
+    let copies = crate::docker::JudgedCopies::new(&policy.server.state_dir);
     let containers = engine.compose_containers().await?;
     let mut seen = std::collections::HashSet::new();
     let mut current = None;
@@ -441,7 +443,8 @@ async fn check_compose_projects(
             continue;
         };
         for project in candidates {
-            let verdict = crate::gateway::verdict(engine, &pins, project, &facts).await;
+            let verdict =
+                crate::gateway::verdict(engine, &pins, &copies, policy, project, &facts).await;
             let said = match verdict {
                 Ok(findings) if findings.is_empty() => "allowed".to_string(),
                 Ok(findings) => {
@@ -454,7 +457,10 @@ async fn check_compose_projects(
                             "refused under enforce (compose_model = \"off\": runs unjudged)"
                         }
                     };
-                    let each: Vec<String> = findings.iter().map(|f| format!("    - {f}")).collect();
+                    let each: Vec<String> = findings
+                        .iter()
+                        .map(|f| format!("    - [{}] {f}", f.why.reason()))
+                        .collect();
                     format!("{mode}: compose_model_not_allowed\n{}", each.join("\n"))
                 }
                 Err(refusal) => format!("refused: {}: {}", refusal.code.as_str(), refusal.message),

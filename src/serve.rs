@@ -112,6 +112,7 @@ pub async fn build_gateway(
         withheld_env: policy.secret_env_names(),
         stable: Duration::from_secs(policy.docker.stable_secs),
         pins: crate::docker::PinFiles::new(&policy.server.state_dir),
+        copies: crate::docker::JudgedCopies::new(&policy.server.state_dir),
         policy: shared.clone(),
         outbox: Some(notifier.clone() as Arc<dyn Outbox>),
     };

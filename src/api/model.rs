@@ -453,6 +453,7 @@ fn empty_compose() -> jobs::ComposeJob {
         rollback: None,
         containers: Vec::new(),
         admitted_files: Vec::new(),
+        judged_copy: None,
     }
 }
 
@@ -567,6 +568,53 @@ pub struct Problem {
     /// `not_yet_valid`, `too_old`, `jti`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// With `compose_model_not_allowed`: each key of the compose model
+    /// that the project's rules refuse.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Vec<ModelFinding>>,
+}
+
+/// One key of a compose model that the project's rules refuse.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct ModelFinding {
+    /// The compose service, or absent for a top-level key.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Where in the service (or the model), e.g. `volumes[0]`,
+    /// `security_opt`, `volumes.data.driver_opts`.
+    pub key: String,
+    /// `unknown` (a key or value the gateway does not know),
+    /// `needs_allow`, `outside_host_paths`, `variable`, `refused` or
+    /// `unreadable`.
+    pub reason: String,
+    /// The `allow` class that would admit it, when one would.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<String>,
+    /// The finding in words.
+    pub message: String,
+}
+
+impl From<&crate::docker::model::Finding> for ModelFinding {
+    fn from(f: &crate::docker::model::Finding) -> Self {
+        use crate::docker::model::Why;
+        let allow = match &f.why {
+            Why::Needs(class, _)
+            | Why::Unknown {
+                class: Some(class), ..
+            } => Some(class.as_str().to_owned()),
+            _ => None,
+        };
+        Self {
+            service: f.service.clone(),
+            key: f.key.clone(),
+            reason: f.why.reason().to_owned(),
+            allow,
+            message: f.why.to_string(),
+        }
+    }
 }
 
 impl Example for Problem {
@@ -592,6 +640,7 @@ impl Problem {
             code: code.as_str().into(),
             message: message.into(),
             rule: None,
+            findings: None,
         }
     }
 }
@@ -650,6 +699,8 @@ impl From<&Refusal> for Problem {
     fn from(r: &Refusal) -> Self {
         Problem {
             rule: r.rule.map(str::to_owned),
+            findings: (!r.findings.is_empty())
+                .then(|| r.findings.iter().map(ModelFinding::from).collect()),
             ..Problem::new(r.code, r.message.as_ref())
         }
     }

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use super::copies::JudgedCopies;
 use super::pins::PinFiles;
 
 use crate::names::{ComposeProjectName, ServiceName};
@@ -374,6 +375,55 @@ impl ComposeLabels {
         Ok(self)
     }
 
+    /// The labels as they were before the gateway ran compose on a judged
+    /// copy: when `config_files` names one of this project's copies, the
+    /// files the copy was made from, so the next deploy judges the
+    /// project's current files.
+    pub fn from_copies(mut self, copies: &JudgedCopies) -> Result<Self, TargetError> {
+        let project = self.project.as_str();
+        let Some(origin) = copies.origin_of(project, &self.config_files) else {
+            return Ok(self);
+        };
+        let origin = origin.map_err(|e| invalid(LABEL_CONFIG_FILES, e.to_string()))?;
+        if origin.working_dir != self.working_dir {
+            return Err(invalid(
+                LABEL_WORKING_DIR,
+                "the working directory is not the one the gateway's copy was made for",
+            ));
+        }
+        if self.env_files.iter().any(|f| *f != copies.empty_env()) {
+            return Err(invalid(
+                LABEL_ENV_FILE,
+                "it names an env file beside the gateway's copy",
+            ));
+        }
+        let checked = |label: &'static str, paths: Vec<PathBuf>| {
+            paths
+                .into_iter()
+                .map(|p| {
+                    let text = p
+                        .to_str()
+                        .ok_or_else(|| invalid(label, "a path is not text"))?;
+                    let path = checked_path(label, text)?;
+                    if path.is_absolute() {
+                        Ok(path)
+                    } else {
+                        Err(invalid(label, "a path is not absolute"))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        self.config_files = checked(LABEL_CONFIG_FILES, origin.config_files)?;
+        self.env_files = checked(LABEL_ENV_FILE, origin.env_files)?;
+        if self.config_files.is_empty() {
+            return Err(invalid(
+                LABEL_CONFIG_FILES,
+                "the gateway's copy records no compose file",
+            ));
+        }
+        Ok(self)
+    }
+
     fn relative_entries(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
         let configs = self.config_files.iter().map(|p| (LABEL_CONFIG_FILES, p));
         let envs = self.env_files.iter().map(|p| (LABEL_ENV_FILE, p));
@@ -561,12 +611,17 @@ impl ComposeTarget {
 
     /// `config` for the same project, files and directory as every other
     /// command: the model of exactly the invocation that runs, all of its
-    /// services (`up` starts a service's dependencies too). v2 prints it as
-    /// JSON when asked; v1 prints only YAML.
-    pub fn config_args(&self, json: bool) -> Vec<String> {
+    /// services (`up` starts a service's dependencies too), with every
+    /// profile active (v2: `--profile=*`; v1 prints every service whatever
+    /// its profiles), so that a profile cannot hide one. v2 prints JSON when
+    /// asked; v1 prints only YAML.
+    pub fn config_args(&self, v2: bool) -> Vec<String> {
         let mut args = self.project_args();
+        if v2 {
+            args.push("--profile=*".into());
+        }
         args.push("config".into());
-        if json {
+        if v2 {
             args.push("--format=json".into());
         }
         args

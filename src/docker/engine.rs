@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::compose::{LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
+use super::compose::{LABEL_CONFIG_FILES, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE};
 use super::model::{self, ComposeModel, ModelError};
 use super::{
     BoxFuture, CommandOutcome, ComposeFound, ComposeHost, ComposeOp, ComposeTarget, ContainerFacts,
@@ -51,8 +51,8 @@ const MAX_MODEL_BYTES: usize = 4 << 20;
 /// never goes stale, and the bound only keeps memory small.
 const MODEL_ENTRIES: usize = 256;
 const MODEL_TTL: Duration = Duration::from_secs(3600);
-/// The most of compose's own words kept in a refusal.
-const MODEL_ERROR_CHARS: usize = 1000;
+/// The most of compose's standard error read from `compose config`.
+const MODEL_ERROR_BYTES: usize = 4096;
 
 /// The label that marks a self-update helper container, with its job id.
 pub const LABEL_HELPER: &str = "io.delivery-hook.helper.job";
@@ -366,33 +366,12 @@ pub fn own_container_id(mountinfo: &str) -> Option<String> {
     })
 }
 
-/// What compose said on standard error, without the command line this
-/// module notes first, bounded.
-fn compose_said(stderr: &str) -> String {
-    let said: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("$ ") && !l.trim().is_empty())
-        .collect();
-    let text = said.join("; ");
-    let mut text: String = text.chars().rev().take(MODEL_ERROR_CHARS).collect();
-    text = text.chars().rev().collect();
-    if text.is_empty() {
-        "compose config failed without a message".into()
-    } else {
-        text
-    }
-}
-
 /// The cache key of a model: the command, and the real path, identity and
-/// contents of every file compose reads for it (the config files and what
-/// they include or extend, and the env files the target resolves to: the
-/// named ones, or the project's implicit `.env` when it exists). Never the
-/// path text alone: a symlink moved or a file edited is a new key.
-fn model_key(
-    argv: &[String],
-    target: &ComposeTarget,
-    files_read: &[PathBuf],
-) -> Result<[u8; 32], ModelError> {
+/// contents of every file compose reads for it (`reads.files`: the config
+/// files, what they include or extend, every env and label file, named or
+/// implicit). Never the path text alone: a symlink moved or a file edited
+/// is a new key.
+fn model_key(argv: &[String], files: &[PathBuf]) -> Result<[u8; 32], ModelError> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
     let mut hash = Sha256::new();
@@ -400,16 +379,18 @@ fn model_key(
         hash.update(arg.as_bytes());
         hash.update([0]);
     }
-    let env_files = target
-        .real_paths()
-        .map_err(|e| ModelError::File(e.to_string()))?
-        .env_files;
-    for file in files_read.iter().chain(&env_files) {
+    for file in files {
+        hash.update(file.as_os_str().as_encoded_bytes());
+        hash.update([0]);
         let unreadable =
             |e: std::io::Error| ModelError::File(format!("{} cannot be read: {e}", file.display()));
         match std::fs::canonicalize(file) {
             Ok(real) => {
                 let meta = std::fs::metadata(&real).map_err(unreadable)?;
+                if meta.is_dir() {
+                    hash.update(b"directory\0");
+                    continue;
+                }
                 let contents = std::fs::read(&real).map_err(unreadable)?;
                 hash.update(real.as_os_str().as_encoded_bytes());
                 hash.update([0]);
@@ -417,8 +398,9 @@ fn model_key(
                 hash.update(meta.ino().to_le_bytes());
                 hash.update(Sha256::digest(&contents));
             }
-            // A file named but missing is part of the key: compose's own
-            // `config` then says what is wrong.
+            // A file named but missing is part of the key: compose reads an
+            // optional one only when it exists, and says what is wrong with
+            // a required one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 hash.update(b"absent\0");
             }
@@ -518,39 +500,26 @@ impl ComposeHost for DockerEngine {
     fn compose_model<'a>(
         &'a self,
         target: &'a ComposeTarget,
+        reads: &'a model::Reads,
     ) -> BoxFuture<'a, Result<ComposeModel, ModelError>> {
         Box::pin(async move {
             let found = self
                 .compose_found()
                 .await
-                .map_err(|e| ModelError::Config(e.to_string()))?;
-            let yaml = found.generation() == "v1";
-            let raw = model::raw_references(&target.config_files)?;
+                .map_err(|e| ModelError::Compose(e.to_string()))?;
+            let v1 = found.generation() == "v1";
             let mut argv = found.argv.clone();
-            argv.extend(target.config_args(!yaml));
-            // An `include`'s env file feeds the included file's
-            // interpolation, so its contents are part of what compose read.
-            let read: Vec<PathBuf> = raw
-                .files_read
-                .iter()
-                .cloned()
-                .chain(
-                    raw.paths
-                        .iter()
-                        .filter(|(_, key, _)| key == "include.env_file")
-                        .map(|(_, _, path)| path.clone()),
-                )
-                .collect();
-            let key = model_key(&argv, target, &read)?;
+            argv.extend(target.config_args(!v1));
+            let key = model_key(&argv, &reads.files)?;
             if let Some(model) = self.models.get(&key) {
-                return Ok(ComposeModel { model, raw });
+                return Ok(ComposeModel { model });
             }
             let limits = Limits {
                 deadline: Instant::now() + MODEL_TIMEOUT,
                 cancel: CancellationToken::new(),
             };
             let stdout = OutputLog::with_limit(MAX_MODEL_BYTES);
-            let stderr = OutputLog::with_limit(4 * MODEL_ERROR_CHARS);
+            let stderr = OutputLog::with_limit(MODEL_ERROR_BYTES);
             let outcome = process::run_command_apart(
                 argv,
                 Some(&target.working_dir),
@@ -560,11 +529,40 @@ impl ComposeHost for DockerEngine {
             )
             .await;
             if outcome.exit != Exit::Code(0) {
-                return Err(ModelError::Config(compose_said(&stderr.text())));
+                return Err(ModelError::Config(model::ConfigFailure::from_stderr(
+                    &stderr.text(),
+                    &reads.files,
+                    &target.working_dir,
+                )));
             }
-            let model = Arc::new(model::parse_config_output(&stdout.text(), yaml)?);
+            let model = Arc::new(model::parse_config_output(&stdout.text(), v1)?);
             self.models.insert(key, model.clone());
-            Ok(ComposeModel { model, raw })
+            Ok(ComposeModel { model })
+        })
+    }
+
+    fn compose_project_files<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<PathBuf>, EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_PROJECT}={project}")],
+            )]);
+            let options = ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build();
+            let listed = bounded(docker.list_containers(Some(options)))
+                .await
+                .map_err(classify)?;
+            Ok(listed
+                .into_iter()
+                .filter_map(|summary| summary.labels?.get(LABEL_CONFIG_FILES).cloned())
+                .flat_map(|files| files.split(',').map(PathBuf::from).collect::<Vec<_>>())
+                .collect())
         })
     }
 
@@ -839,12 +837,21 @@ mod tests {
     /// edited file, a moved symlink or a new `.env` is a new key.
     #[test]
     fn a_model_is_cached_by_what_compose_read() {
-        let dir =
-            std::env::temp_dir().join(format!("dh-model-key-{}", crate::names::JobId::random()));
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(dir.path()).unwrap();
         for release in ["r1", "r2"] {
             std::fs::create_dir_all(dir.join(release)).unwrap();
-            std::fs::write(dir.join(release).join("compose.yml"), "services: {}\n").unwrap();
+            std::fs::write(
+                dir.join(release).join("compose.yml"),
+                format!(
+                    "include: [{}/sub/extra.yml]\nservices: {{}}\n",
+                    dir.display()
+                ),
+            )
+            .unwrap();
         }
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/extra.yml"), "services: {}\n").unwrap();
         let link = dir.join("compose.yml");
         std::os::unix::fs::symlink(dir.join("r1/compose.yml"), &link).unwrap();
         let target = ComposeTarget::from_stored(
@@ -856,7 +863,7 @@ mod tests {
         )
         .unwrap();
         let argv = vec!["docker".to_string(), "compose".to_string()];
-        let key = || model_key(&argv, &target, std::slice::from_ref(&link)).unwrap();
+        let key = || model_key(&argv, &model::reader::read(&target).unwrap().files).unwrap();
         let first = key();
         assert_eq!(key(), first, "nothing changed");
         // The same text at another path is another file.
@@ -868,14 +875,29 @@ mod tests {
         let edited = key();
         assert_ne!(edited, moved, "the file was edited");
         std::fs::write(dir.join(".env"), "TAG=1\n").unwrap();
-        assert_ne!(key(), edited, "an implicit .env appeared");
+        let env = key();
+        assert_ne!(env, edited, "an implicit .env appeared");
+        std::fs::write(
+            dir.join("r2/compose.yml"),
+            format!(
+                "include: [{}/sub/extra.yml]\nservices: {{web: {{}}}}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let included = key();
+        std::fs::write(dir.join("sub/.env"), "PRIV=true\n").unwrap();
+        assert_ne!(key(), included, "the included file's own .env appeared");
+        std::fs::write(dir.join("sub/.env"), "PRIV=false\n").unwrap();
+        let changed = key();
+        std::fs::write(dir.join("sub/.env"), "PRIV=true\n").unwrap();
+        assert_ne!(key(), changed, "the included file's own .env changed");
         let other = vec!["docker-compose".to_string()];
         assert_ne!(
-            model_key(&other, &target, std::slice::from_ref(&link)).unwrap(),
+            model_key(&other, &model::reader::read(&target).unwrap().files).unwrap(),
             key(),
             "another tool"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! bollard or spawns anything.
 
 pub mod compose;
+pub mod copies;
 mod engine;
 pub mod image_ref;
 pub mod model;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use compose::{ComposeLabels, ComposeOp, ComposeTarget, RealPaths, Resolved, TargetError};
+pub use copies::{CopyInUse, JudgedCopies};
 pub use engine::LABEL_HELPER;
 pub use engine::{DockerEngine, NoComposeTool};
 pub use image_ref::{ImagePin, PinError, Reference};
@@ -195,11 +197,20 @@ pub trait ComposeHost: Send + Sync {
     fn compose_tool(&self) -> BoxFuture<'_, Result<ComposeFound, NoComposeTool>>;
 
     /// Compose's resolved model of `target`'s project, for exactly the
-    /// invocation a job runs, with what its files name that the model drops.
+    /// invocation a job runs (every profile active); `reads` lists every
+    /// file compose reads for it, which the cached model is keyed by.
     fn compose_model<'a>(
         &'a self,
         target: &'a ComposeTarget,
+        reads: &'a model::Reads,
     ) -> BoxFuture<'a, Result<model::ComposeModel, model::ModelError>>;
+
+    /// The `config_files` every container of the compose project
+    /// `project` names, whatever its state.
+    fn compose_project_files<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<PathBuf>, EngineError>>;
 
     /// The container with exactly this name, or `None`. Never matches an id
     /// or an id prefix, which the engine's own lookup would.

@@ -40,15 +40,12 @@ use crate::auth::replay::{self, Admission, ReplayCache, Ticket};
 use crate::auth::signature::{AuthError, Signature};
 use crate::auth::throttle::Throttle;
 use crate::clock::Clock;
-use crate::docker::model::Finding;
+use crate::docker::model::{Finding, ProjectRules};
 use crate::docker::{
-    ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, PinFiles, RealPaths, Reference,
-    Resolved,
+    ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, JudgedCopies, PinFiles,
+    RealPaths, Reference, Resolved,
 };
-use crate::jobs::{
-    DeployTarget, JobRecord, JobRequest, Jobs, ReplayMark, Requester, StoreError, SubmitError,
-    Submitted,
-};
+use crate::jobs::{DeployTarget, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted};
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
 use crate::notify::Notifier;
@@ -525,19 +522,21 @@ impl Gateway {
         if let Some(wait) = call.wait_secs {
             check_wait(policy, wait)?;
         }
-        let Admitted {
-            project,
-            wanted,
-            mark,
-            valid,
-            requester,
-        } = match call.headers.token() {
+        let admitted = match call.headers.token() {
             Some(token) => {
                 self.admit_token(policy, call, token, &mut seen.token_subject, read_body)
                     .await?
             }
             None => self.admit_signed(policy, call, read_body).await?,
         };
+        let Admitted {
+            project,
+            wanted,
+            mark,
+            valid,
+            ..
+        } = &admitted;
+        let (project, mark) = (*project, *mark);
         seen.project = Some(project.name.to_string());
         seen.container = Some(wanted.subject.name());
         if wanted.pin.is_some() && call.action != Action::Pull {
@@ -563,7 +562,7 @@ impl Gateway {
             // Validity is checked again with the reading that admits the
             // request: the body may have taken until after it ended.
             let now = self.clock.unix_secs();
-            self.still_valid(policy, call.client, &valid, now)?;
+            self.still_valid(policy, call.client, valid, now)?;
             let per_project = policy.server.replay_entries_per_project;
             match self.replay.admit(
                 mark.key,
@@ -573,14 +572,7 @@ impl Gateway {
                 per_project,
             ) {
                 Admission::First(mut ticket) => {
-                    let accepted = self.accept(
-                        project,
-                        call.action,
-                        wanted.clone(),
-                        mark,
-                        requester.clone(),
-                        &mut ticket,
-                    );
+                    let accepted = self.accept(policy, &admitted, call.action, &mut ticket);
                     let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
@@ -610,16 +602,22 @@ impl Gateway {
     /// Resolves the container and queues the job: steps 8 and 9.
     async fn accept(
         &self,
-        project: &Project,
+        policy: &Policy,
+        admitted: &Admitted<'_>,
         action: Action,
-        wanted: Wanted,
-        mark: ReplayMark,
-        requester: Requester,
         ticket: &mut Ticket<'_, JobId, Refusal>,
     ) -> Result<Submitted, Refusal> {
+        let Admitted {
+            project,
+            wanted,
+            mark,
+            requester,
+            ..
+        } = admitted;
+        let wanted = wanted.clone();
         let mut request = match wanted.subject {
             Subject::Container(container) => {
-                self.compose_request(project, action, container, wanted.pin)
+                self.compose_request(policy, project, action, container, wanted.pin)
                     .await?
             }
             Subject::Service(name) => {
@@ -627,10 +625,10 @@ impl Gateway {
                     .await?
             }
         };
-        request.requested_by = Some(requester);
+        request.requested_by = Some(requester.clone());
         match self
             .jobs
-            .submit(request, Some(mark), |id| ticket.recorded(id))
+            .submit(request, Some(*mark), |id| ticket.recorded(id))
             .await
         {
             Ok(submitted) => Ok(submitted),
@@ -704,9 +702,12 @@ impl Gateway {
         })
     }
 
-    /// A container of a compose service: its labels, files and pin.
+    /// A container of a compose service: its labels, files and pin, and,
+    /// unless the project's `compose_model` is `off`, compose's model of
+    /// the job judged.
     async fn compose_request(
         &self,
+        policy: &Policy,
         project: &Project,
         action: Action,
         container: ContainerName,
@@ -727,29 +728,30 @@ impl Gateway {
                     "no container with this name exists on the host",
                 )
             })?;
-        let labels = project_labels(project, &facts, &self.pins)?;
+        let labels = project_labels(project, &facts, &self.pins, self.jobs.copies())?;
         let Resolved { target, real } = self.resolve(labels).await?;
         check_paths(project, &real)?;
+        if let Some(pin) = &pin {
+            let compose_repository = Reference::parse(&facts.image_reference).map(|r| r.repository);
+            check_image(project, pin, compose_repository)?;
+        }
+        if project.compose_model != ModelMode::Off {
+            let findings =
+                model_findings(&*self.engine, policy, project, &target, pin.as_ref(), &real)
+                    .await?;
+            judged(project, &target, &findings)?;
+        }
+        // The pin's override file names the pin in the target, so that
+        // only requests for the same pin join one job.
         let target = match &pin {
-            None => target,
             Some(pin) => {
-                let compose_repository =
-                    Reference::parse(&facts.image_reference).map(|r| r.repository);
-                check_image(project, pin, compose_repository)?;
                 let path = self
                     .pins
                     .path(target.project.as_str(), target.service.as_str(), pin);
                 target.pinned(Some(path))
             }
+            None => target,
         };
-        judge_model(
-            &*self.engine,
-            project,
-            &target,
-            &real.config_files,
-            container.as_str(),
-        )
-        .await?;
         let self_update = self
             .engine
             .own_service()
@@ -810,21 +812,23 @@ impl Gateway {
 
 /// A container's compose labels, when `project` may act on its compose
 /// project: checked before any path is looked at, so another team's files
-/// are not probed on behalf of a project that may not touch them.
+/// are not probed on behalf of a project that may not touch them. The
+/// gateway's own pin overrides are left out, and a judged copy is read as
+/// the files it was made from.
 fn project_labels(
     project: &Project,
     facts: &ContainerFacts,
     pins: &PinFiles,
+    copies: &JudgedCopies,
 ) -> Result<ComposeLabels, Refusal> {
-    let labels =
-        ComposeLabels::from_container(&facts.labels, &facts.image_labels)?.without_pins(pins)?;
+    let labels = ComposeLabels::from_container(&facts.labels, &facts.image_labels)?;
     if !project.allows_compose_project(labels.project.as_str()) {
         return Err(Refusal::new(
             Code::ComposeProjectNotAllowed,
             "the container's compose project is outside this project's compose_projects",
         ));
     }
-    Ok(labels)
+    Ok(labels.without_pins(pins)?.from_copies(copies)?)
 }
 
 /// The real files compose would read must satisfy `compose_files`.
@@ -839,78 +843,64 @@ fn check_paths(project: &Project, real: &RealPaths) -> Result<(), Refusal> {
     }
 }
 
-/// What `project`'s rules refuse in compose's model of `target`; a model
-/// compose cannot print is 422.
+/// What `project`'s rules refuse in compose's model of `target` with `pin`
+/// merged in: under `enforce`, compose is not asked for the model when
+/// what it would read is refused. A model compose cannot print is 422.
 async fn model_findings(
     engine: &dyn Engine,
+    policy: &Policy,
     project: &Project,
     target: &ComposeTarget,
-    real_configs: &[std::path::PathBuf],
+    pin: Option<&ImagePin>,
+    real: &RealPaths,
 ) -> Result<Vec<Finding>, Refusal> {
-    crate::docker::model::project_findings(engine, project, target, real_configs)
-        .await
-        .map_err(|e| {
-            Refusal::new(
-                Code::ComposeConfigInvalid,
-                format!("compose cannot read the project's model: {e}"),
-            )
-        })
+    let rules = ProjectRules::new(policy, project, target.project.as_str(), &real.config_files);
+    let enforce = project.compose_model == ModelMode::Enforce;
+    let judgement =
+        crate::docker::model::judge_invocation(engine, target, pin, &rules.rules(), enforce)
+            .await
+            .map_err(|e| Refusal::new(Code::ComposeConfigInvalid, e.to_string()))?;
+    Ok(judgement.findings)
 }
 
 /// What a deploy of the container `facts` by `project` would meet, without
-/// a pin and whatever the project's `compose_model`: a refusal, or what the
-/// model check finds (empty when it passes). For `check --compose`.
+/// a pin and whatever the project's `compose_model`: a refusal, or every
+/// key the model judge refuses (empty when it passes). For `check --compose`.
 pub async fn verdict(
     engine: &dyn Engine,
     pins: &PinFiles,
+    copies: &JudgedCopies,
+    policy: &Policy,
     project: &Project,
     facts: &ContainerFacts,
 ) -> Result<Vec<Finding>, Refusal> {
-    let labels = project_labels(project, facts, pins)?;
+    let labels = project_labels(project, facts, pins, copies)?;
     let Resolved { target, real } = labels.resolve()?;
     check_paths(project, &real)?;
-    model_findings(engine, project, &target, &real.config_files).await
+    let rules = ProjectRules::new(policy, project, target.project.as_str(), &real.config_files);
+    crate::docker::model::judge_invocation(engine, &target, None, &rules.rules(), false)
+        .await
+        .map(|judgement| judgement.findings)
+        .map_err(|e| Refusal::new(Code::ComposeConfigInvalid, e.to_string()))
 }
 
-/// Judges compose's model of the job against the project's rules, unless
-/// its `compose_model` is `off`: a refusal under `enforce`, a warning (and
-/// an audit line) under `warn`. `real_configs` are the real paths of the
-/// user's config files, whose directories are the default host paths.
-async fn judge_model(
-    engine: &dyn Engine,
-    project: &Project,
-    target: &ComposeTarget,
-    real_configs: &[std::path::PathBuf],
-    container: &str,
-) -> Result<(), Refusal> {
-    if project.compose_model == ModelMode::Off {
-        return Ok(());
-    }
-    let findings = model_findings(engine, project, target, real_configs).await?;
+/// A refusal under `enforce`; under `warn`, an audit line for each finding.
+fn judged(project: &Project, target: &ComposeTarget, findings: &[Finding]) -> Result<(), Refusal> {
     let Some(first) = findings.first() else {
         return Ok(());
     };
     if project.compose_model == ModelMode::Warn {
-        for finding in &findings {
-            tracing::warn!(
-                target: "audit",
-                project = %project.name,
-                container,
-                code = "compose_model_not_allowed",
-                finding = %finding,
-                "the compose model would be refused; compose_model = \"warn\" lets the job run"
-            );
-        }
+        crate::docker::model::audit_warned(project.name.as_str(), target, findings);
         return Ok(());
     }
     let more = match findings.len() {
         1 => String::new(),
         n => format!(" (and {} more)", n - 1),
     };
-    Err(Refusal::new(
-        Code::ComposeModelNotAllowed,
-        format!("{first}{more}"),
-    ))
+    Err(
+        Refusal::new(Code::ComposeModelNotAllowed, format!("{first}{more}"))
+            .findings(findings.to_vec()),
+    )
 }
 
 fn check_wait(policy: &Policy, wait: u64) -> Result<(), Refusal> {

@@ -263,6 +263,8 @@ pub struct Refusal {
     pub retry_after: Option<u64>,
     /// For `invalid_token`: the check the token failed.
     pub rule: Option<&'static str>,
+    /// For `compose_model_not_allowed`: each thing the judge refused.
+    pub findings: Vec<crate::docker::model::Finding>,
 }
 
 impl Refusal {
@@ -272,6 +274,7 @@ impl Refusal {
             message: message.into(),
             retry_after: None,
             rule: None,
+            findings: Vec::new(),
         }
     }
 
@@ -281,6 +284,12 @@ impl Refusal {
 
     pub(super) fn rule(mut self, rule: &'static str) -> Self {
         self.rule = Some(rule);
+        self
+    }
+
+    /// The judge's findings, which the problem document lists.
+    pub fn findings(mut self, findings: Vec<crate::docker::model::Finding>) -> Self {
+        self.findings = findings;
         self
     }
 

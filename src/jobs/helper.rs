@@ -8,6 +8,7 @@
 //! stops meanwhile leaves the job `running` with the helper's name, and the
 //! next one follows the helper on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -16,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::record::{JobRecord, JobState, elapsed_since, now_ms};
 use super::store::{Store, StoreError};
-use super::{Active, Inner, JobEvent, helper_name, run, settle, snapshot};
+use super::{Active, DeployTarget, Inner, JobEvent, helper_name, run, settle, snapshot};
 use crate::docker::{
-    Engine, EngineError, HelperEnd, HelperRun, Limits, OutputLog, PinFiles, TargetError,
+    CopyInUse, Engine, EngineError, HelperEnd, HelperRun, JudgedCopies, Limits, OutputLog,
+    PinFiles, TargetError,
 };
 use crate::names::JobId;
 
@@ -43,6 +45,19 @@ pub enum HelperError {
     Start(EngineError),
 }
 
+/// Why a self-update job was not handed to a helper.
+enum Handoff {
+    /// Its files or model are refused, or no model could be had.
+    Refused(run::Completion),
+    Failed(HelperError),
+}
+
+impl From<HelperError> for Handoff {
+    fn from(e: HelperError) -> Self {
+        Handoff::Failed(e)
+    }
+}
+
 /// A self-update job's time limits, as the gateway hands them over.
 #[derive(Debug, Clone, Copy)]
 pub struct HelperBudget {
@@ -61,6 +76,7 @@ pub async fn run_helper(
     id: JobId,
     budget: HelperBudget,
     pins: &PinFiles,
+    copies: &Arc<JudgedCopies>,
     cancel: CancellationToken,
 ) -> Result<JobRecord, HelperError> {
     let HelperBudget { timeout, stable } = budget;
@@ -82,6 +98,7 @@ pub async fn run_helper(
         engine,
         store,
         pins,
+        copies,
         target: &target,
         record: &sender,
         output: &output,
@@ -104,15 +121,26 @@ impl Inner {
     /// stops following and leaves the job `running` with the helper's name,
     /// for the next start to follow on.
     pub(super) async fn run_detached(&self, active: &Active) {
-        let (id, helper) = {
+        let (id, helper, copy) = {
             let r = active.record.borrow();
-            (r.id, r.helper().map(str::to_owned))
+            let copy = r.compose().and_then(|c| c.judged_copy.clone());
+            (r.id, r.helper().map(str::to_owned), copy)
         };
+        // The copy the helper runs is not collected while it may need it.
+        let mut _held = copy.map(|c| self.settings.copies.hold(c.into()));
         let name = match helper {
             Some(name) => name,
             None => match self.start_helper(active, id).await {
-                Ok(name) => name,
-                Err(why) => {
+                Ok((name, held)) => {
+                    _held = held;
+                    name
+                }
+                Err(Handoff::Refused(refused)) => {
+                    let why = refused.error.unwrap_or_default();
+                    active.output.note(&format!("({why})"));
+                    return self.end_detached(active, refused.state, why).await;
+                }
+                Err(Handoff::Failed(why)) => {
                     return self
                         .end_detached(active, JobState::Failed, why.to_string())
                         .await;
@@ -178,12 +206,19 @@ impl Inner {
         }
     }
 
-    /// Marks the job running under its helper's name, durably, then starts
-    /// the helper; the name is recorded first so that a restart in between
-    /// still finds the helper.
-    async fn start_helper(&self, active: &Active, id: JobId) -> Result<String, HelperError> {
+    /// Judges the job's model and writes the copy the helper runs (unless
+    /// the project runs its own files), marks the job running under its
+    /// helper's name, durably, then starts the helper; the name and the
+    /// copy are recorded first so that a restart in between still finds
+    /// the helper, and the helper its copy.
+    async fn start_helper(
+        &self,
+        active: &Active,
+        id: JobId,
+    ) -> Result<(String, Option<CopyInUse>), Handoff> {
         let name = helper_name(id);
         let state_dir = self.store.dir().ok_or(HelperError::InMemory)?.to_owned();
+        let held = self.judge_for_helper(active).await?;
         active.output.note(&format!(
             "(this deploy recreates the gateway's own container, so the helper container {name} runs it)"
         ));
@@ -210,7 +245,36 @@ impl Inner {
             .await
             .map_err(HelperError::Start)?;
         tracing::info!(job = %id, helper = %name, "self-update handed to a helper container");
-        Ok(name)
+        Ok((name, held))
+    }
+
+    /// The judged copy a self-update helper runs, made by the gateway,
+    /// which has the policy.
+    async fn judge_for_helper(&self, active: &Active) -> Result<Option<CopyInUse>, Handoff> {
+        let DeployTarget::Compose(target) = &active.target else {
+            return Ok(None);
+        };
+        let project = active.record.borrow().project.clone();
+        let limits = Limits {
+            deadline: Instant::now() + self.settings.timeout,
+            cancel: self.kill.child_token(),
+        };
+        run::JobRun {
+            engine: &*self.engine,
+            store: &self.store,
+            pins: &self.settings.pins,
+            copies: &self.settings.copies,
+            target,
+            record: &active.record,
+            output: &active.output,
+            limits: &limits,
+            timeout: self.settings.timeout,
+            stable: self.settings.stable,
+            boundary: Some((&self.settings.policy, &project)),
+        }
+        .prepare_for_helper()
+        .await
+        .map_err(Handoff::Refused)
     }
 
     async fn end_detached(&self, active: &Active, state: JobState, why: String) {

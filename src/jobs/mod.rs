@@ -39,7 +39,7 @@ pub use record::{
 };
 pub use store::{Cursor, OutboxOutcome, OutboxRow, ReplayRow, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, PinFiles};
+use crate::docker::{ComposeTarget, Engine, ImagePin, JudgedCopies, Limits, OutputLog, PinFiles};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
 use crate::policy::PolicyCell;
 
@@ -57,6 +57,8 @@ pub struct JobSettings {
     pub stable: Duration,
     /// Where pin overrides are written.
     pub pins: PinFiles,
+    /// Where the judged copies of compose models are written.
+    pub copies: Arc<JudgedCopies>,
     /// The policy in force, by which a compose job judges its files before
     /// each command.
     pub policy: Arc<PolicyCell>,
@@ -226,6 +228,11 @@ impl Jobs {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Where jobs write the judged copies of compose models.
+    pub fn copies(&self) -> &Arc<JudgedCopies> {
+        &self.inner.settings.copies
     }
 
     /// Queues a job, or joins the queued one of the same policy project for
@@ -658,6 +665,7 @@ impl Inner {
                     engine: &*self.engine,
                     store: &self.store,
                     pins: &self.settings.pins,
+                    copies: &self.settings.copies,
                     target,
                     record: &active.record,
                     output: &active.output,

@@ -228,6 +228,10 @@ pub struct ComposeJob {
     /// project's `compose_files` can judge them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admitted_files: Vec<String>,
+    /// The judged copy of the compose model the job runs compose on
+    /// (where the project's model is judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_copy: Option<String>,
 }
 
 /// A job of a Docker Swarm service.
@@ -283,6 +287,7 @@ impl JobRecord {
                 rollback: None,
                 containers: Vec::new(),
                 admitted_files: Vec::new(),
+                judged_copy: None,
             }),
         )
     }

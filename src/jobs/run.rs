@@ -12,7 +12,9 @@
 //! override), `up -d --no-build` recreates them, and the gate is checked
 //! again: the job ends `rolled_back`, or `failed` with both reasons.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -20,12 +22,13 @@ use tokio::time::Instant;
 
 use super::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step, now_ms};
 use super::store::Store;
+use crate::docker::model::{self, ProjectRules};
 use crate::docker::{
-    ComposeHost, ComposeOp, ComposeTarget, ContainerStatus, Engine, Exit, ImagePin, Images, Limits,
-    OutputLog, PinFiles, RealPaths, Reference,
+    ComposeHost, ComposeOp, ComposeTarget, ContainerStatus, CopyInUse, Engine, Exit, ImagePin,
+    Images, JudgedCopies, Limits, OutputLog, PinFiles, RealPaths, Reference,
 };
 use crate::names::{Action, JobId};
-use crate::policy::{ModelMode, PolicyCell};
+use crate::policy::{ModelMode, Policy, PolicyCell, Project};
 
 /// How often the service is looked at while it starts; the gate waits for
 /// a condition (running, healthy where checked, stable).
@@ -63,6 +66,8 @@ enum PointBackError {
     Reference(String),
     #[error("the previous pin's override file could not be written: {0}")]
     PinFile(#[source] std::io::Error),
+    #[error("the judged copy with the previous image could not be written: {0}")]
+    Copy(#[source] std::io::Error),
     #[error("`{reference}` could not be pointed back at {previous}: {source}")]
     Tag {
         reference: String,
@@ -114,6 +119,109 @@ fn describe(op: ComposeOp) -> &'static str {
     }
 }
 
+/// A job stopped before `op` because its files or model are refused.
+fn refused(op: ComposeOp, why: String) -> Completion {
+    Completion::ended(
+        JobState::Failed,
+        format!("{why}; {} did not run", describe(op)),
+    )
+}
+
+/// How a job runs compose.
+enum Runs {
+    /// On the project's own files (`compose_model = "off"`), this target's.
+    Files(ComposeTarget),
+    /// On a judged copy of its model.
+    Copy(Judged),
+}
+
+impl Runs {
+    /// The pin override file a run on the project's files uses.
+    fn pin_file(&self) -> Option<&Path> {
+        match self {
+            Runs::Files(target) => target.pin.as_deref(),
+            Runs::Copy(_) => None,
+        }
+    }
+}
+
+/// A judged copy a job runs, and what it was made from.
+pub(super) struct Judged {
+    pub copy: CopyInUse,
+    pub model: Arc<serde_json::Value>,
+    /// The target as the labels named it, without a pin.
+    pub origin: ComposeTarget,
+    /// The real paths of its config files when judged: their directories
+    /// are the host paths of a project that names none.
+    pub real_configs: Vec<PathBuf>,
+}
+
+/// Judges the invocation of `origin` (with `pin` merged in) by `project`'s
+/// rules and writes the model as a copy to run: the refusal, with its code
+/// first, when the project enforces and the model is refused, or when no
+/// model can be had. Under `warn`, what would be refused is audited.
+pub(super) async fn judge_and_copy(
+    engine: &dyn Engine,
+    copies: &Arc<JudgedCopies>,
+    policy: &Policy,
+    project: &Project,
+    origin: &ComposeTarget,
+    pin: Option<&ImagePin>,
+    real_configs: &[PathBuf],
+) -> Result<Judged, String> {
+    let rules = ProjectRules::new(policy, project, origin.project.as_str(), real_configs);
+    let enforce = project.compose_model == ModelMode::Enforce;
+    let judgement = model::judge_invocation(engine, origin, pin, &rules.rules(), enforce)
+        .await
+        .map_err(|e| format!("compose_config_invalid: {e}"))?;
+    if let Some(first) = judgement.findings.first() {
+        if enforce {
+            return Err(format!("compose_model_not_allowed: {first}"));
+        }
+        model::audit_warned(project.name.as_str(), origin, &judgement.findings);
+    }
+    let model = judgement
+        .model
+        .ok_or_else(|| "compose_config_invalid: compose printed no model".to_string())?;
+    let copy = copies
+        .write(origin, &model)
+        .map_err(|e| format!("the judged copy of the compose model could not be written: {e}"))?;
+    Ok(Judged {
+        copy,
+        model,
+        origin: origin.clone(),
+        real_configs: real_configs.to_vec(),
+    })
+}
+
+/// Where an end-to-end test changes files after the judge's last read.
+#[cfg(feature = "test-seams")]
+mod seam {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::names::JobId;
+
+    /// With `DELIVERY_TEST_SEAM_DIR` set, a job that has judged its model
+    /// and written its copy creates `<dir>/<job>.judged` and waits (up to a
+    /// minute) until `<dir>/<job>.go` exists.
+    pub async fn after_judging(job: JobId) {
+        let Some(dir) = std::env::var_os("DELIVERY_TEST_SEAM_DIR").map(PathBuf::from) else {
+            return;
+        };
+        if std::fs::write(dir.join(format!("{job}.judged")), b"").is_err() {
+            return;
+        }
+        let go = dir.join(format!("{job}.go"));
+        for _ in 0..3000 {
+            if go.exists() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 pub(super) fn timeout_message(timeout: Duration, during: &str) -> String {
     format!(
         "the job ran past job_timeout_secs ({} s) {during} and was stopped",
@@ -128,6 +236,8 @@ pub struct JobRun<'a> {
     pub engine: &'a dyn Engine,
     pub store: &'a Store,
     pub pins: &'a PinFiles,
+    /// Where the judged copies of compose models are written.
+    pub copies: &'a Arc<JudgedCopies>,
     pub target: &'a ComposeTarget,
     pub record: &'a watch::Sender<JobRecord>,
     pub output: &'a OutputLog,
@@ -207,7 +317,24 @@ impl JobRun<'_> {
         if held {
             release_hold(self.engine, id).await;
         }
+        self.collect_copies().await;
         completion
+    }
+
+    /// Removes the compose project's judged copies that no container names
+    /// and no job runs now.
+    async fn collect_copies(&self) {
+        let project = self.target.project.as_str();
+        let named = match self.engine.compose_project_files(project).await {
+            Ok(files) => files.into_iter().collect::<HashSet<_>>(),
+            Err(e) => {
+                tracing::warn!(project, error = %e, "could not list what the project's containers name; its unused judged copies stay");
+                return;
+            }
+        };
+        if let Err(e) = self.copies.collect(project, &named) {
+            tracing::warn!(project, error = %e, "could not remove unused judged copies");
+        }
     }
 
     /// Records the image the service runs now, unless an earlier attempt
@@ -259,16 +386,185 @@ impl JobRun<'_> {
         ImagePin::parse(&image).ok()
     }
 
-    /// Runs one compose command, judging the target's files (and, under
-    /// `compose_model = "enforce"`, its model) right before it and checking
-    /// right after it that they are still the same real files.
-    async fn run_step(
+    /// The target a run on the project's files runs: with its pin's
+    /// override file when pinned.
+    fn files_target(&self) -> ComposeTarget {
+        let file = self.pin().map(|pin| {
+            self.pins.path(
+                self.target.project.as_str(),
+                self.target.service.as_str(),
+                &pin,
+            )
+        });
+        self.target.clone().pinned(file)
+    }
+
+    /// The policy in force and the job's project in it; `None` in a
+    /// self-update helper, which has no policy.
+    fn policy(&self, op: ComposeOp) -> Result<Option<(Arc<Policy>, &str)>, Completion> {
+        let Some((cell, name)) = self.boundary else {
+            return Ok(None);
+        };
+        let policy = cell.get();
+        if policy.project(name).is_none() {
+            return Err(refused(
+                op,
+                format!("project_not_found: the project `{name}` is no longer in the policy"),
+            ));
+        }
+        Ok(Some((policy, name)))
+    }
+
+    /// Decides how the job runs compose: on the project's own files
+    /// (`compose_model = "off"`), or on a judged copy of its model, made
+    /// and judged now by the policy in force. A self-update helper runs the
+    /// copy the gateway made for it, or the files.
+    async fn prepare(&self, op: ComposeOp) -> Result<Runs, Completion> {
+        let origin = self.target.clone().pinned(None);
+        let made = self
+            .record
+            .borrow()
+            .compose()
+            .and_then(|c| c.judged_copy.clone());
+        let Some((policy, name)) = self.policy(op)? else {
+            return match made {
+                Some(copy) => self.copy_made(origin, PathBuf::from(copy), op),
+                None => Ok(Runs::Files(self.files_target())),
+            };
+        };
+        let project = policy.project(name).expect("checked by policy()");
+        if project.compose_model == ModelMode::Off {
+            return Ok(Runs::Files(self.files_target()));
+        }
+        let real = self.judge_files(&origin, project, op)?;
+        let copy = judge_and_copy(
+            self.engine,
+            self.copies,
+            &policy,
+            project,
+            &origin,
+            self.pin().as_ref(),
+            &real.config_files,
+        )
+        .await
+        .map_err(|why| refused(op, why))?;
+        self.record.send_modify(|r| {
+            if let Some(c) = r.compose_mut() {
+                c.judged_copy = Some(copy.copy.path.display().to_string());
+            }
+        });
+        #[cfg(feature = "test-seams")]
+        {
+            let id = self.record.borrow().id;
+            seam::after_judging(id).await;
+        }
+        Ok(Runs::Copy(copy))
+    }
+
+    /// For a self-update job, before its helper starts: judges the model
+    /// and writes the copy the helper will run (recorded in the job),
+    /// unless the project runs its own files.
+    pub(super) async fn prepare_for_helper(&self) -> Result<Option<CopyInUse>, Completion> {
+        let first = steps(self.record.borrow().action)[0];
+        match self.prepare(first).await? {
+            Runs::Copy(judged) => Ok(Some(judged.copy)),
+            Runs::Files(_) => Ok(None),
+        }
+    }
+
+    /// The copy a gateway made for this self-update job, read back.
+    fn copy_made(
+        &self,
+        origin: ComposeTarget,
+        path: PathBuf,
+        op: ComposeOp,
+    ) -> Result<Runs, Completion> {
+        let model = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                refused(
+                    op,
+                    format!("the judged copy {} cannot be read: {e}", path.display()),
+                )
+            })?;
+        Ok(Runs::Copy(Judged {
+            copy: self.copies.hold(path),
+            model: Arc::new(model),
+            origin,
+            real_configs: Vec::new(),
+        }))
+    }
+
+    /// The target's real files, once the project's `compose_files` still
+    /// allow them; files that resolve elsewhere than when the request was
+    /// admitted are allowed only where `compose_files` judges them.
+    fn judge_files(
+        &self,
+        target: &ComposeTarget,
+        project: &crate::policy::Project,
+        op: ComposeOp,
+    ) -> Result<RealPaths, Completion> {
+        let real = target
+            .real_paths()
+            .map_err(|e| refused(op, format!("compose_file_not_visible: {e}")))?;
+        let admitted = self
+            .record
+            .borrow()
+            .compose()
+            .map(|c| c.admitted_files.clone())
+            .unwrap_or_default();
+        let moved = !admitted.is_empty() && real.listing() != admitted;
+        if moved && !project.bounds_compose_files() {
+            return Err(refused(
+                op,
+                format!(
+                    "compose_files_changed: the compose files resolve to other real files than when the request was admitted (now: {})",
+                    real.listing().join(", ")
+                ),
+            ));
+        }
+        if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
+            return Err(refused(
+                op,
+                "compose_file_not_allowed: the files compose would read are now outside the project's compose_files".into(),
+            ));
+        }
+        Ok(real)
+    }
+
+    /// Runs one compose command. On the project's files, they are judged
+    /// right before it and must be the same real files right after it; on
+    /// a judged copy, the copy's model is judged again by the policy in
+    /// force (a tightened policy stops the job) and compose reads nothing
+    /// else.
+    async fn run_step(&self, runs: &Runs, op: ComposeOp, limits: &Limits) -> Option<Completion> {
+        match runs {
+            Runs::Files(target) => self.run_on_files(target, op, limits).await,
+            Runs::Copy(judged) => {
+                if let Err(refused) = self.judge_again(judged, op) {
+                    self.output.note(&format!("({})", refused.why()));
+                    return Some(refused);
+                }
+                let target = self.copies.target_of(&judged.copy.path, &judged.origin);
+                let outcome = self
+                    .engine
+                    .run_compose(&target, op, limits, self.output)
+                    .await;
+                self.record
+                    .send_modify(|r| r.steps.push(Step::from(&outcome)));
+                failure_of(&outcome.exit, op, self.timeout)
+            }
+        }
+    }
+
+    async fn run_on_files(
         &self,
         target: &ComposeTarget,
         op: ComposeOp,
         limits: &Limits,
     ) -> Option<Completion> {
-        let before = match self.judge_before(target, op).await {
+        let before = match self.files_before(target, op) {
             Ok(real) => real,
             Err(refused) => {
                 self.output.note(&format!("({})", refused.why()));
@@ -297,73 +593,73 @@ impl JobRun<'_> {
         failure_of(&outcome.exit, op, self.timeout)
     }
 
-    /// The target's real files, once the policy in force still allows them
-    /// (and its model, under `enforce`).
-    async fn judge_before(
-        &self,
-        target: &ComposeTarget,
-        op: ComposeOp,
-    ) -> Result<RealPaths, Completion> {
-        let refused = |why: String| {
-            Completion::ended(
-                JobState::Failed,
-                format!("{why}; {} did not run", describe(op)),
-            )
-        };
-        let real = target
-            .real_paths()
-            .map_err(|e| refused(format!("compose_file_not_visible: {e}")))?;
-        let admitted = self
-            .record
-            .borrow()
-            .compose()
-            .map(|c| c.admitted_files.clone())
-            .unwrap_or_default();
-        let moved = !admitted.is_empty() && real.listing() != admitted;
-        let policy = self.boundary.map(|(cell, name)| (cell.get(), name));
-        let project = match &policy {
-            Some((policy, name)) => Some(policy.project(name).ok_or_else(|| {
-                refused(format!(
-                    "project_not_found: the project `{name}` is no longer in the policy"
-                ))
-            })?),
-            None => None,
-        };
-        // Files that resolve elsewhere than when the request was admitted
-        // run only where the project's compose_files judge them again.
-        if moved && !project.is_some_and(|p| p.bounds_compose_files()) {
-            return Err(refused(format!(
-                "compose_files_changed: the compose files resolve to other real files than when the request was admitted (now: {})",
-                real.listing().join(", ")
-            )));
-        }
-        let Some(project) = project else {
-            return Ok(real);
-        };
-        if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
-            return Err(refused(
-                "compose_file_not_allowed: the files compose would read are now outside the project's compose_files".into(),
-            ));
-        }
-        if project.compose_model == ModelMode::Enforce {
-            let findings = crate::docker::model::project_findings(
-                self.engine,
-                project,
-                target,
-                &real.config_files,
-            )
-            .await
-            .map_err(|e| refused(format!("compose_config_invalid: {e}")))?;
-            if let Some(first) = findings.first() {
-                return Err(refused(format!("compose_model_not_allowed: {first}")));
+    /// The target's real files right before a command on them, judged by
+    /// the policy in force (a helper, without one, only checks that they
+    /// are the files it was handed).
+    fn files_before(&self, target: &ComposeTarget, op: ComposeOp) -> Result<RealPaths, Completion> {
+        match self.policy(op)? {
+            Some((policy, name)) => {
+                let project = policy.project(name).expect("checked by policy()");
+                self.judge_files(target, project, op)
+            }
+            None => {
+                let real = target
+                    .real_paths()
+                    .map_err(|e| refused(op, format!("compose_file_not_visible: {e}")))?;
+                let admitted = self
+                    .record
+                    .borrow()
+                    .compose()
+                    .map(|c| c.admitted_files.clone())
+                    .unwrap_or_default();
+                if !admitted.is_empty() && real.listing() != admitted {
+                    return Err(refused(
+                        op,
+                        format!(
+                            "compose_files_changed: the compose files resolve to other real files than when the request was admitted (now: {})",
+                            real.listing().join(", ")
+                        ),
+                    ));
+                }
+                Ok(real)
             }
         }
-        Ok(real)
+    }
+
+    /// The copy's model, judged again by the policy in force.
+    fn judge_again(&self, judged: &Judged, op: ComposeOp) -> Result<(), Completion> {
+        let Some((policy, name)) = self.policy(op)? else {
+            return Ok(());
+        };
+        let project = policy.project(name).expect("checked by policy()");
+        if project.compose_model != ModelMode::Enforce {
+            return Ok(());
+        }
+        let rules = ProjectRules::new(
+            &policy,
+            project,
+            judged.origin.project.as_str(),
+            &judged.real_configs,
+        );
+        let findings = model::judge_model(&judged.model, &rules.rules());
+        match findings.first() {
+            Some(first) => Err(refused(op, format!("compose_model_not_allowed: {first}"))),
+            None => Ok(()),
+        }
     }
 
     async fn deploy(&self, before: &[ContainerStatus]) -> Completion {
+        let action = self.record.borrow().action;
+        let first = steps(action)[0];
+        let runs = match self.prepare(first).await {
+            Ok(runs) => runs,
+            Err(refused) => {
+                self.output.note(&format!("({})", refused.why()));
+                return refused;
+            }
+        };
         let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
-        if let Some(pin) = self.pin() {
+        if let (Runs::Files(_), Some(pin)) = (&runs, self.pin()) {
             if let Err(e) = self.pins.write(project, service, &pin) {
                 return Completion::ended(
                     JobState::Failed,
@@ -371,10 +667,9 @@ impl JobRun<'_> {
                 );
             }
         }
-        let action = self.record.borrow().action;
         let mut failure = None;
         for &op in steps(action) {
-            if let Some(failed) = self.run_step(self.target, op, self.limits).await {
+            if let Some(failed) = self.run_step(&runs, op, self.limits).await {
                 // Until `up` runs, nothing was replaced.
                 if op == ComposeOp::Pull || failed.state == JobState::Interrupted {
                     return failed;
@@ -387,14 +682,14 @@ impl JobRun<'_> {
             Some(failed) => failed,
             None => match self.gate(before, self.limits).await {
                 Ok(()) => {
-                    self.retain_pins(self.target.pin.as_deref());
+                    self.retain_pins(runs.pin_file());
                     return Completion::succeeded();
                 }
                 Err(failed) if failed.state == JobState::Interrupted => return failed,
                 Err(failed) => failed,
             },
         };
-        self.roll_back(before, failure).await
+        self.roll_back(before, failure, &runs).await
     }
 
     /// Removes the service's pin overrides that no container names now.
@@ -407,7 +702,12 @@ impl JobRun<'_> {
 
     /// After a failed `up` or gate: returns the service to the image it
     /// ran before, when the project wants that and something was replaced.
-    async fn roll_back(&self, before: &[ContainerStatus], failure: Completion) -> Completion {
+    async fn roll_back(
+        &self,
+        before: &[ContainerStatus],
+        failure: Completion,
+        runs: &Runs,
+    ) -> Completion {
         let (enabled, previous, reference) = {
             let r = self.record.borrow();
             let compose = r.compose();
@@ -471,19 +771,17 @@ impl JobRun<'_> {
             deadline: Instant::now() + self.timeout,
             cancel: self.limits.cancel.clone(),
         };
-        let outcome = match self
-            .point_back(&previous, reference.as_deref().unwrap_or_default())
-            .await
-        {
+        let reference = reference.as_deref().unwrap_or_default();
+        let outcome = match self.point_back(&previous, reference, runs).await {
             Err(why) => Err(Completion::ended(JobState::Failed, why.to_string())),
-            Ok(target) => match self.run_step(&target, ComposeOp::UpNoBuild, &limits).await {
+            Ok(back) => match self.run_step(&back, ComposeOp::UpNoBuild, &limits).await {
                 Some(failed) => Err(failed),
-                None => self.gate(&now, &limits).await.map(|()| target),
+                None => self.gate(&now, &limits).await.map(|()| back),
             },
         };
         let (state, rollback_state, rollback_error, error) = match outcome {
-            Ok(target) => {
-                self.retain_pins(target.pin.as_deref());
+            Ok(back) => {
+                self.retain_pins(back.pin_file());
                 (
                     JobState::RolledBack,
                     RollbackState::Succeeded,
@@ -524,35 +822,58 @@ impl JobRun<'_> {
     }
 
     /// Makes the service's image reference name `previous` again, and
-    /// returns the target to run `up` with: a tag moved back through the
-    /// engine, or, when the previous container was pinned, that pin's
-    /// override.
+    /// returns how to run `up` with it: a tag moved back through the
+    /// engine, or, when the previous container was pinned, that pin (an
+    /// override file on the project's files; on a judged copy, the copy's
+    /// model with that image, judged before it runs).
     async fn point_back(
         &self,
         previous: &str,
         reference: &str,
-    ) -> Result<ComposeTarget, PointBackError> {
-        let base = self.target.clone().pinned(None);
+        runs: &Runs,
+    ) -> Result<Runs, PointBackError> {
         let parsed = Reference::parse(reference)
             .ok_or_else(|| PointBackError::Reference(reference.to_owned()))?;
-        if let Some(pin) = parsed.pin() {
-            let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
-            let path = self
-                .pins
-                .write(project, service, &pin)
-                .map_err(PointBackError::PinFile)?;
-            return Ok(base.pinned(Some(path)));
+        let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
+        let pin = parsed.pin();
+        if pin.is_none() {
+            let tag = parsed.tag.unwrap_or("latest");
+            self.engine
+                .tag_image(previous, parsed.repository, tag)
+                .await
+                .map_err(|source| PointBackError::Tag {
+                    reference: reference.to_owned(),
+                    previous: previous.to_owned(),
+                    source,
+                })?;
         }
-        let tag = parsed.tag.unwrap_or("latest");
-        self.engine
-            .tag_image(previous, parsed.repository, tag)
-            .await
-            .map_err(|source| PointBackError::Tag {
-                reference: reference.to_owned(),
-                previous: previous.to_owned(),
-                source,
-            })?;
-        Ok(base)
+        let base = self.target.clone().pinned(None);
+        match runs {
+            Runs::Files(_) => {
+                let file = match &pin {
+                    Some(pin) => Some(
+                        self.pins
+                            .write(project, service, pin)
+                            .map_err(PointBackError::PinFile)?,
+                    ),
+                    None => None,
+                };
+                Ok(Runs::Files(base.pinned(file)))
+            }
+            Runs::Copy(judged) => {
+                let model = model::with_image(&judged.model, service, reference);
+                let copy = self
+                    .copies
+                    .write(&judged.origin, &model)
+                    .map_err(PointBackError::Copy)?;
+                Ok(Runs::Copy(Judged {
+                    copy,
+                    model: Arc::new(model),
+                    origin: judged.origin.clone(),
+                    real_configs: judged.real_configs.clone(),
+                }))
+            }
+        }
     }
 
     /// Records the names of the service's containers, and the image they

@@ -23,13 +23,12 @@ use super::raw::{self, ClaimText, ClaimValue, ComposeValue, Field, List};
 use base64::Engine as _;
 
 use super::{
-    ClaimPattern, ComposeTool, DockerSettings, Hidden, KeySource, ModelMode, NotifyKind,
+    Allowance, ClaimPattern, ComposeTool, DockerSettings, Hidden, KeySource, ModelMode, NotifyKind,
     NotifyTarget, OidcRule, Origin, Policy, ProjectSpec, SecretSource, ServerSettings,
     SmtpSettings, SmtpTls,
 };
 use crate::admission::client_addr::Cidr;
 use crate::auth::signature::MIN_SECRET_LEN;
-use crate::docker::model::Allowance;
 use crate::names::{Action, ProjectName};
 
 /// The largest policy file read; 10,000 projects take about 2 MB.
@@ -724,6 +723,9 @@ impl<'t> Reader<'t> {
             compose_model,
             host_paths,
             allow,
+            networks,
+            security_opts,
+            model_images,
             notify,
             unknown,
         } = self.table(field, &section)?;
@@ -743,6 +745,9 @@ impl<'t> Reader<'t> {
         let compose_model = compose_model.map(|v| self.model_mode(v));
         let host_paths = host_paths.map(|v| self.host_path_patterns(v));
         let allow = allow.map(|v| self.allowances(v));
+        let networks = networks.map(|v| self.network_patterns(v));
+        let security_opts = security_opts.map(|v| self.security_opts(v));
+        let model_images = model_images.map(|v| self.model_image_patterns(v));
         let notify = notify.map(|v| self.notify_targets(v, &section));
         let mut missing = |what: &str| {
             self.error(span.clone(), format!("{section} has no `{what}`"));
@@ -772,6 +777,9 @@ impl<'t> Reader<'t> {
             compose_model: compose_model.unwrap_or(Some(None))?,
             host_paths: host_paths.unwrap_or(Some(None))?,
             allow: allow.unwrap_or(Some(BTreeSet::new()))?,
+            networks: networks.map_or(Some(None), |p| p.map(Some))?,
+            security_opts: security_opts.unwrap_or(Some(Vec::new()))?,
+            model_images: model_images.map_or(Some(None), |p| p.map(Some))?,
             notify: notify.unwrap_or(Some(Vec::new()))?,
             containers_span,
         })
@@ -833,6 +841,66 @@ impl<'t> Reader<'t> {
             }
         }
         ok.then_some(allowed)
+    }
+
+    /// `networks`: globs over the names of networks outside the project's
+    /// compose project that its services may join.
+    fn network_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
+        self.glob_list(
+            "networks",
+            "network",
+            field,
+            super::Subject::ContainerName,
+            |_| None,
+        )
+    }
+
+    /// `model_images`: globs over the image repositories a compose model
+    /// may name.
+    fn model_image_patterns(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
+        self.glob_list(
+            "model_images",
+            "image repository",
+            field,
+            super::Subject::Path,
+            |pattern| {
+                (pattern.contains('@')
+                    || pattern
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|last| last.contains(':')))
+                .then(|| {
+                    format!(
+                        "image pattern `{pattern}` must name repositories, without a tag or digest"
+                    )
+                })
+            },
+        )
+    }
+
+    /// `security_opts`: the `security_opt` profiles a project's services
+    /// may name, each `apparmor=<profile>`, `seccomp=<absolute file>` or
+    /// `label=<user|role|type|level>:<value>`; what weakens confinement
+    /// is the `unconfined` class, not a profile.
+    fn security_opts(&mut self, field: At<List<String>>) -> Option<Vec<String>> {
+        let (items, _) = self.strings("security_opts", field)?;
+        let mut ok = true;
+        let mut opts = Vec::with_capacity(items.len());
+        for (text, span) in items {
+            match super::SecurityOpt::parse(&text) {
+                Some(opt) if opt.is_profile() => opts.push(opt.to_string()),
+                _ => {
+                    self.error(
+                        span,
+                        format!(
+                            "`security_opts` names `{text}`, which is not a profile: write apparmor=<profile>, seccomp=<absolute file> or label=<user|role|type|level>:<value>"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(opts)
     }
 
     /// `[[projects.<name>.oidc]]`: one or more tables.

@@ -6,11 +6,13 @@
 //! and pre-keyed HMAC states. After that nothing here does IO, and every
 //! decision is a plain function of the compiled [`Policy`].
 
+mod allowance;
 mod load;
 mod notify;
 mod oidc;
 mod overlap;
 mod raw;
+mod security_opt;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -20,15 +22,15 @@ use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::docker::model::Allowance;
-
 use crate::admission::client_addr::Cidr;
 use crate::auth::signature::SigningKey;
 use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
+pub use allowance::Allowance;
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
 pub use notify::{EVENTS, Hidden, NotifyKind, NotifyTarget, SmtpSettings, SmtpTls};
 pub use oidc::{ClaimPattern, KeySource, Mismatch, OidcRule};
+pub use security_opt::{ProfileKind, SecurityOpt};
 
 /// `[server]`: how the gateway listens and what it accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +172,14 @@ pub struct Project {
     host_paths: Option<(GlobSet, Vec<String>)>,
     /// What compose may do beyond the project's own paths.
     pub allow: BTreeSet<Allowance>,
+    /// Networks outside its compose project that its services may join
+    /// (a shared proxy network), by name.
+    networks: Option<(GlobSet, Vec<String>)>,
+    /// The `security_opt` profiles its services may name, as written
+    /// (`apparmor=…`, `seccomp=<file>`, `label=type:…`).
+    pub security_opts: Vec<String>,
+    /// Bounds every image its compose model names, when set.
+    model_images: Option<(GlobSet, Vec<String>)>,
     /// Where its deploy results go.
     pub notify: Vec<NotifyTarget>,
 }
@@ -226,6 +236,22 @@ impl Project {
             Some((set, _)) => real.ancestors().any(|p| set.is_match(p)),
             None => own_dirs.iter().any(|dir| real.starts_with(dir)),
         }
+    }
+
+    /// Whether its services may join the network named `name`, which lies
+    /// outside its compose project.
+    pub fn allows_network(&self, name: &str) -> bool {
+        self.networks
+            .as_ref()
+            .is_some_and(|(set, _)| set.is_match(name))
+    }
+
+    /// Whether its compose model may name the image `repository` (a
+    /// reference without tag or digest): any, unless `model_images` is set.
+    pub fn allows_model_image(&self, repository: &str) -> bool {
+        self.model_images
+            .as_ref()
+            .is_none_or(|(set, _)| set.is_match(repository))
     }
 
     /// The compose project must match one of the `compose_projects` globs,
@@ -496,6 +522,9 @@ pub(crate) struct ProjectSpec {
     pub compose_model: Option<ModelMode>,
     pub host_paths: Option<Vec<String>>,
     pub allow: BTreeSet<Allowance>,
+    pub networks: Option<Vec<String>>,
+    pub security_opts: Vec<String>,
+    pub model_images: Option<Vec<String>>,
     pub notify: Vec<NotifyTarget>,
     /// Where its `containers` stand in the policy file, for warnings.
     pub containers_span: std::ops::Range<usize>,
@@ -538,6 +567,9 @@ impl Policy {
             // Repositories have `/`-separated parts, as paths do.
             let images = compiled(spec.images, Subject::Path)?;
             let host_paths = compiled(spec.host_paths, Subject::Path)?;
+            // Network names hold no `/`; image repositories do.
+            let networks = compiled(spec.networks, Subject::ContainerName)?;
+            let model_images = compiled(spec.model_images, Subject::Path)?;
             // Several teams on one host: what their compose files do is
             // judged unless a project says otherwise.
             let compose_model = spec.compose_model.unwrap_or(if shared {
@@ -567,6 +599,9 @@ impl Policy {
                 compose_model,
                 host_paths,
                 allow: spec.allow,
+                networks,
+                security_opts: spec.security_opts,
+                model_images,
                 notify: spec.notify,
             });
         }
@@ -615,6 +650,9 @@ impl Policy {
             compose_model: None,
             host_paths: None,
             allow: BTreeSet::new(),
+            networks: None,
+            security_opts: Vec::new(),
+            model_images: None,
             notify: Vec::new(),
             containers_span: 0..0,
         };
@@ -770,6 +808,15 @@ impl fmt::Display for Summary<'_> {
                 let allow: Vec<&str> = p.allow.iter().map(|a| a.as_str()).collect();
                 write!(f, "; allow {}", allow.join(", "))?;
             }
+            if let Some((_, networks)) = &p.networks {
+                write!(f, "; networks {}", networks.join(", "))?;
+            }
+            if !p.security_opts.is_empty() {
+                write!(f, "; security opts {}", p.security_opts.join(", "))?;
+            }
+            if let Some((_, images)) = &p.model_images {
+                write!(f, "; model images {}", images.join(", "))?;
+            }
             if let Some(services) = &p.services {
                 write!(f, "; swarm services {}", services.join(", "))?;
             }
@@ -834,6 +881,9 @@ mod tests {
             compose_model: None,
             host_paths: None,
             allow: BTreeSet::new(),
+            networks: None,
+            security_opts: Vec::new(),
+            model_images: None,
             notify: Vec::new(),
             containers_span: 0..0,
         };

@@ -321,6 +321,9 @@ table!(
         compose_model: String,
         host_paths: List<String>,
         allow: List<String>,
+        networks: List<String>,
+        security_opts: List<String>,
+        model_images: List<String>,
         notify: List<Target>,
     }
 );

@@ -553,6 +553,7 @@ async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::jo
             stable: Duration::from_secs(5),
         },
         &delivery_hook::docker::PinFiles::new(&helper.state_dir),
+        &delivery_hook::docker::JudgedCopies::new(&helper.state_dir),
         Default::default(),
     )
     .await
@@ -648,6 +649,7 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
         withheld_env: Vec::new(),
         stable: Duration::from_secs(5),
         pins: delivery_hook::docker::PinFiles::new(&helper.state_dir),
+        copies: delivery_hook::docker::JudgedCopies::new(&helper.state_dir),
         policy: h.gateway.policy_cell(),
         outbox: None,
     };

@@ -6,6 +6,7 @@ mod cli;
 mod compose_model;
 mod e2e;
 mod http;
+mod judge_table;
 mod limits;
 mod notify;
 mod oidc;

@@ -122,14 +122,45 @@ async fn a_pin_of_the_compose_files_repository_deploys_that_digest() {
     );
     assert_eq!(job["image"], image);
     assert_eq!(job["image_digest"], format!("sha256:{HEX}"));
-    // Compose got the user's file, then the gateway's override.
+    // Compose ran the judged copy of the model, the pin merged in.
+    let argv: Vec<String> = serde_json::from_value(job["steps"][0]["argv"].clone()).unwrap();
+    let files: Vec<&String> = argv.iter().filter(|a| a.starts_with("--file=")).collect();
+    assert_eq!(files.len(), 1, "{argv:?}");
+    let copy = files[0].strip_prefix("--file=").unwrap();
+    assert!(copy.contains("/state/judged/billing/"), "{copy}");
+    let text = std::fs::read_to_string(copy).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["services"]["web"]["image"], image);
+    assert!(
+        argv.iter().any(|a| a.ends_with("/state/judged/empty.env")),
+        "no .env of the project's is read: {argv:?}"
+    );
+}
+
+/// Where the project's model is not judged, compose gets the user's file,
+/// then the gateway's override.
+#[tokio::test]
+async fn a_pin_without_a_judged_model_is_an_override_file() {
+    let h = Harness::with_policy("", "compose_model = \"off\"\n").await;
+    let image = format!("127.0.0.1:5000/shop/web@sha256:{HEX}");
+    let body = pinned_body("shop-web", &image);
+    let (status, job) = status_json(
+        h.post_signed("/pull?wait=10", &body, SHOP, now(), None)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
     let argv: Vec<String> = serde_json::from_value(job["steps"][0]["argv"].clone()).unwrap();
     let files: Vec<&String> = argv.iter().filter(|a| a.starts_with("--file=")).collect();
     assert_eq!(files.len(), 2, "{argv:?}");
-    assert!(files[0].ends_with("/billing/compose.yml"), "{argv:?}");
+    assert!(files[0].ends_with("/shop/compose.yml"), "{argv:?}");
     let pin = files[1].strip_prefix("--file=").unwrap();
     assert!(
-        pin.ends_with(&format!("/state/pins/billing/web/{HEX}.json")),
+        pin.ends_with(&format!("/state/pins/shop/web/{HEX}.json")),
         "{pin}"
     );
     let text = std::fs::read_to_string(pin).unwrap();

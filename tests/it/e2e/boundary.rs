@@ -73,19 +73,19 @@ async fn e2e_a_teams_compose_file_cannot_reach_beyond_its_project(tool: Compose)
             "the Docker socket",
             "    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n".into(),
             String::new(),
-            "service `web`, `volumes`: /var/run/docker.sock is the Docker socket, which needs allow = [\"docker_socket\"]".into(),
+            "service `web`, `volumes[0]`: /var/run/docker.sock is the Docker socket, which needs allow = [\"docker_socket\"]".into(),
         ),
         (
             "/run, which holds the socket",
             "    volumes: [\"/run:/hostrun:ro\"]\n".into(),
             String::new(),
-            "service `web`, `volumes`: /run holds the Docker socket".into(),
+            "service `web`, `volumes[0]`: /run holds the Docker socket".into(),
         ),
         (
             "privileged",
             "    privileged: true\n".into(),
             String::new(),
-            "service `web`, `privileged`: privileged: true, which needs allow = [\"privileged\"]".into(),
+            "service `web`, `privileged`: `privileged: true`, which needs allow = [\"privileged\"]".into(),
         ),
         (
             "another team's build context",
@@ -213,7 +213,7 @@ async fn e2e_a_teams_compose_file_cannot_reach_beyond_its_project(tool: Compose)
     assert!(
         said.contains(&format!("compose project `{}a`:", f.id))
             && said.contains(&format!(
-                "  service `web` ({container}) by project `e2e`: refused: compose_model_not_allowed\n    - service `web`, `env_file`: {b_text}/.env is outside"
+                "  service `web` ({container}) by project `e2e`: refused: compose_model_not_allowed\n    - [outside_host_paths] service `web`, `env_file`: {b_text}/.env is outside"
             )),
         "{said}"
     );

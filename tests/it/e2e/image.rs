@@ -21,11 +21,9 @@ fn image_under_test() -> Option<String> {
     match std::env::var("DELIVERY_HOOK_IMAGE") {
         Ok(image) if !image.is_empty() => Some(image),
         _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but DELIVERY_HOOK_IMAGE is not set: scripts/test builds the image with scripts/build-image"
+            crate::support::skip(
+                "DELIVERY_HOOK_IMAGE is not set (scripts/test builds the image with scripts/build-image)",
             );
-            eprintln!("skipping: DELIVERY_HOOK_IMAGE is not set (scripts/build-image builds it)");
             None
         }
     }

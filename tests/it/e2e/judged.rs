@@ -64,7 +64,13 @@ impl Host {
     fn a_file(&self, extra: &str, top: &str) -> String {
         format!(
             "{}{top}",
-            compose(&[service("web", &self.image, &self.container, &self.f.id, extra)])
+            compose(&[service(
+                "web",
+                &self.image,
+                &self.container,
+                &self.f.id,
+                extra
+            )])
         )
     }
 
@@ -206,7 +212,11 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
             "needs allow = [\"remote_logging\"]".into(),
         ),
     ];
-    std::fs::write(host.a.join("everything.json"), "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}").unwrap();
+    std::fs::write(
+        host.a.join("everything.json"),
+        "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}",
+    )
+    .unwrap();
     if v2 {
         cases.extend([
             (
@@ -250,7 +260,9 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
     let mut table = vec![format!("| way out | compose {} |", tool.policy_value())];
     for (what, extra, top, expected) in &cases {
         host.write_a(extra, top);
-        let (status, problem) = client.deploy_at("/pull?wait=60", &host.container, now()).await;
+        let (status, problem) = client
+            .deploy_at("/pull?wait=60", &host.container, now())
+            .await;
         let message = problem["message"].as_str().unwrap_or_default();
         assert_eq!(
             (status, problem["code"].as_str()),
@@ -258,7 +270,10 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
             "{what}: {problem}"
         );
         assert!(message.contains(expected.as_str()), "{what}: {message}");
-        assert!(!message.contains(B_VALUE), "{what}: no value of B's: {message}");
+        assert!(
+            !message.contains(B_VALUE),
+            "{what}: no value of B's: {message}"
+        );
         assert_eq!(host.id_of_container(), before, "{what}: nothing ran");
         table.push(format!("| {what} | 403 |"));
         // A new second for the next request: the same body signed in the
@@ -284,7 +299,13 @@ async fn e2e_the_shapes_teams_use_still_deploy(tool: Compose) {
     let proxy = format!("{}-proxy", host.f.id);
     run(
         "docker",
-        &["network", "create", "--label", &format!("dh.test={}", host.f.id), &proxy],
+        &[
+            "network",
+            "create",
+            "--label",
+            &format!("dh.test={}", host.f.id),
+            &proxy,
+        ],
     );
     let _network = NetworkGuard(proxy.clone(), host.f.id.clone());
     std::fs::write(host.a.join("web.env"), "GREETING=hello\n").unwrap();
@@ -292,7 +313,10 @@ async fn e2e_the_shapes_teams_use_still_deploy(tool: Compose) {
     std::fs::write(host.a.join("web/index.html"), "built").unwrap();
     std::fs::write(
         host.a.join("web/Dockerfile"),
-        format!("FROM {}/base:1\nCOPY index.html /www/index.html\nLABEL dh.test={}\n", host.f.id, host.f.id),
+        format!(
+            "FROM {}/base:1\nCOPY index.html /www/index.html\nLABEL dh.test={}\n",
+            host.f.id, host.f.id
+        ),
     )
     .unwrap();
     let extra = "    <<: *defaults\n    env_file: [./web.env]\n    volumes: [\"./data:/data\", \"cache:/cache\", \"scratch:/scratch\"]\n    networks: [default, proxy]\n    security_opt: [\"no-new-privileges:true\"]\n    extra_hosts: [\"db.internal:10.0.0.5\"]\n    sysctls: {net.core.somaxconn: \"1024\"}\n    logging: {driver: json-file, options: {max-size: 10m, max-file: \"3\"}}\n    cap_add: [NET_BIND_SERVICE]\n";
@@ -327,21 +351,41 @@ async fn e2e_the_shapes_teams_use_still_deploy(tool: Compose) {
     assert_eq!(host.f.content(&host.container), "v2");
     let running = host.f.container(&host.container);
     assert!(
-        running["Config"]["Env"].as_array().unwrap().contains(&json!("GREETING=hello")),
+        running["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("GREETING=hello")),
         "{}",
         running["Config"]["Env"]
     );
     assert!(running["NetworkSettings"]["Networks"].get(&proxy).is_some());
-    assert_eq!(running["HostConfig"]["Sysctls"]["net.core.somaxconn"], "1024");
-    assert_eq!(running["HostConfig"]["LogConfig"]["Config"]["max-size"], "10m");
-    assert_eq!(running["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(
+        running["HostConfig"]["Sysctls"]["net.core.somaxconn"],
+        "1024"
+    );
+    assert_eq!(
+        running["HostConfig"]["LogConfig"]["Config"]["max-size"],
+        "10m"
+    );
+    assert_eq!(
+        running["HostConfig"]["RestartPolicy"]["Name"],
+        "unless-stopped"
+    );
     // The copy it ran, and that the next deploy reads back as A's files.
     let labels = &running["Config"]["Labels"];
-    let copy = labels["com.docker.compose.project.config_files"].as_str().unwrap();
+    let copy = labels["com.docker.compose.project.config_files"]
+        .as_str()
+        .unwrap();
     assert!(copy.contains("/judged/"), "{labels}");
     host.f.push_version(&repo, "v3");
-    let (status, job) = client.deploy_at("/pull?wait=120", &host.container, now() + 1).await;
-    assert_eq!((status, job["state"].as_str()), (200, Some("succeeded")), "{job:#}");
+    let (status, job) = client
+        .deploy_at("/pull?wait=120", &host.container, now() + 1)
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
     assert_eq!(host.f.content(&host.container), "v3");
     assert_eq!(
         job["compose_files"],
@@ -349,8 +393,14 @@ async fn e2e_the_shapes_teams_use_still_deploy(tool: Compose) {
     );
     // A build under the project's own directory.
     host.write_a("    build: ./web\n", "");
-    let (status, job) = client.deploy_at("/build?wait=180", &host.container, now() + 2).await;
-    assert_eq!((status, job["state"].as_str()), (200, Some("succeeded")), "{job:#}");
+    let (status, job) = client
+        .deploy_at("/build?wait=180", &host.container, now() + 2)
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
     assert_eq!(host.f.content(&host.container), "built");
 }
 
@@ -450,8 +500,11 @@ fn kinds() -> Vec<Kind> {
                 host.write_a("    env_file: [web.env]\n", "");
             },
             change: |host| {
-                std::fs::write(host.a.join("web.env"), format!("MARK=changed\nLEAK={B_VALUE}\n"))
-                    .unwrap();
+                std::fs::write(
+                    host.a.join("web.env"),
+                    format!("MARK=changed\nLEAK={B_VALUE}\n"),
+                )
+                .unwrap();
             },
         },
         Kind {
@@ -526,7 +579,9 @@ per_compose_tool!(e2e_what_runs_is_what_was_judged);
 /// what was judged (`MARK=judged`), and nothing of the new content.
 async fn e2e_what_runs_is_what_was_judged(tool: Compose) {
     if !cfg!(feature = "test-seams") {
-        crate::support::skip("the gateway is built without the test-seams feature (scripts/test builds it)");
+        crate::support::skip(
+            "the gateway is built without the test-seams feature (scripts/test builds it)",
+        );
         return;
     }
     let host = Host::new(tool);
@@ -534,14 +589,23 @@ async fn e2e_what_runs_is_what_was_judged(tool: Compose) {
     host.f.compose_up(
         &host.project,
         &host.a,
-        &[("compose.yml", host.a_file("    environment: {MARK: original}\n", ""))],
+        &[(
+            "compose.yml",
+            host.a_file("    environment: {MARK: original}\n", ""),
+        )],
         &[],
     );
     let seam = host.f.dir.path().join("seam");
     std::fs::create_dir_all(&seam).unwrap();
-    let gateway = host.gateway("", &[("DELIVERY_TEST_SEAM_DIR", &seam.display().to_string())]);
+    let gateway = host.gateway(
+        "",
+        &[("DELIVERY_TEST_SEAM_DIR", &seam.display().to_string())],
+    );
     let client = Client::new(&gateway);
-    let mut table = vec![format!("| file changed after the judge | compose {} | runs |", tool.policy_value())];
+    let mut table = vec![format!(
+        "| file changed after the judge | compose {} | runs |",
+        tool.policy_value()
+    )];
     let mut ts = now();
     for kind in kinds() {
         if kind.v2_only && tool != Compose::V2 {
@@ -553,11 +617,19 @@ async fn e2e_what_runs_is_what_was_judged(tool: Compose) {
         assert_eq!(status, 202, "{}: {accepted}", kind.what);
         let id = accepted["id"].as_str().unwrap().to_string();
         let judged = seam.join(format!("{id}.judged"));
-        wait_until("the judge's last read", Duration::from_secs(60), || judged.exists());
+        wait_until("the judge's last read", Duration::from_secs(60), || {
+            judged.exists()
+        });
         (kind.change)(&host);
         std::fs::write(seam.join(format!("{id}.go")), "").unwrap();
         let (_, job) = client.job(&id, 120).await;
-        assert_eq!(job["state"], "succeeded", "{}: {job:#}\n{}", kind.what, gateway.log_text());
+        assert_eq!(
+            job["state"],
+            "succeeded",
+            "{}: {job:#}\n{}",
+            kind.what,
+            gateway.log_text()
+        );
         let mark = mark_of(&host.f, &host.container);
         assert_eq!(mark, "judged", "{}: the container runs {mark}", kind.what);
         let running = host.f.container(&host.container);
@@ -565,7 +637,11 @@ async fn e2e_what_runs_is_what_was_judged(tool: Compose) {
         let env = running["Config"]["Env"].to_string();
         assert!(!env.contains(B_VALUE), "{}: {env}", kind.what);
         let binds = running["HostConfig"]["Binds"].to_string();
-        assert!(!binds.contains("/etc") && !binds.contains("\"/:"), "{}: {binds}", kind.what);
+        assert!(
+            !binds.contains("/etc") && !binds.contains("\"/:"),
+            "{}: {binds}",
+            kind.what
+        );
         table.push(format!("| {} | | MARK={mark} |", kind.what));
         // Put A's own files back for the next kind.
         let link = host.a.join("compose.yml");
@@ -585,10 +661,23 @@ async fn e2e_after_a_rollback_a_pin_deploys_and_the_files_are_judged_again(tool:
     let host = Host::new(tool);
     host.up("", "");
     let repo = format!("{}/web", host.f.id);
-    super::safe::build(&host.f, &format!("{}/web:crash", host.f.id), "crash", super::safe::CRASH);
-    let crash = super::safe::publish_digest(&host.f, &format!("{}/web:crash", host.f.id), &format!("{repo}:crash"));
+    super::safe::build(
+        &host.f,
+        &format!("{}/web:crash", host.f.id),
+        "crash",
+        super::safe::CRASH,
+    );
+    let crash = super::safe::publish_digest(
+        &host.f,
+        &format!("{}/web:crash", host.f.id),
+        &format!("{repo}:crash"),
+    );
     host.f.image(&format!("{}/web:v2", host.f.id), "v2");
-    let good = super::safe::publish_digest(&host.f, &format!("{}/web:v2", host.f.id), &format!("{repo}:v2"));
+    let good = super::safe::publish_digest(
+        &host.f,
+        &format!("{}/web:v2", host.f.id),
+        &format!("{repo}:v2"),
+    );
     let images = format!("images = [\"{}\"]\n", host.f.remote(&repo));
     let gateway = host.gateway(&images, &[]);
     let client = Client::new(&gateway);
@@ -597,10 +686,18 @@ async fn e2e_after_a_rollback_a_pin_deploys_and_the_files_are_judged_again(tool:
             .to_string()
     };
     let ts = now();
-    let (status, failed) = client.post_signed("/pull?wait=180", &pin(&crash), ts, SECRET).await;
-    assert_eq!((status, failed["state"].as_str()), (502, Some("rolled_back")), "{failed:#}");
+    let (status, failed) = client
+        .post_signed("/pull?wait=180", &pin(&crash), ts, SECRET)
+        .await;
+    assert_eq!(
+        (status, failed["state"].as_str()),
+        (502, Some("rolled_back")),
+        "{failed:#}"
+    );
     assert_eq!(host.f.content(&host.container), "v1");
-    let (status, pinned) = client.post_signed("/pull?wait=180", &pin(&good), ts + 1, SECRET).await;
+    let (status, pinned) = client
+        .post_signed("/pull?wait=180", &pin(&good), ts + 1, SECRET)
+        .await;
     assert_eq!(
         (status, pinned["state"].as_str()),
         (200, Some("succeeded")),
@@ -610,16 +707,35 @@ async fn e2e_after_a_rollback_a_pin_deploys_and_the_files_are_judged_again(tool:
     assert_eq!(host.f.content(&host.container), "v2");
     let labels = &host.f.container(&host.container)["Config"]["Labels"];
     assert!(
-        labels["com.docker.compose.project.config_files"].as_str().unwrap().contains("/judged/"),
+        labels["com.docker.compose.project.config_files"]
+            .as_str()
+            .unwrap()
+            .contains("/judged/"),
         "{labels}"
     );
     // The team's file now binds the host's /etc: the next request reads
     // the file, not the copy, and refuses it.
     host.write_a("    volumes: [\"/etc:/hostetc:ro\"]\n", "");
-    let (status, refused) = client.deploy_at("/pull?wait=60", &host.container, ts + 2).await;
-    assert_eq!((status, refused["code"].as_str()), (403, Some("compose_model_not_allowed")), "{refused}");
+    let (status, refused) = client
+        .deploy_at("/pull?wait=60", &host.container, ts + 2)
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("compose_model_not_allowed")),
+        "{refused}"
+    );
     host.write_a("", "");
-    let (status, back) = client.deploy_at("/pull?wait=120", &host.container, ts + 3).await;
-    assert_eq!((status, back["state"].as_str()), (200, Some("succeeded")), "{back:#}");
-    assert_eq!(host.f.content(&host.container), "v1", "the unpinned pull runs the file's tag");
+    let (status, back) = client
+        .deploy_at("/pull?wait=120", &host.container, ts + 3)
+        .await;
+    assert_eq!(
+        (status, back["state"].as_str()),
+        (200, Some("succeeded")),
+        "{back:#}"
+    );
+    assert_eq!(
+        host.f.content(&host.container),
+        "v1",
+        "the unpinned pull runs the file's tag"
+    );
 }

@@ -43,11 +43,7 @@ pub fn engine_ready() -> bool {
             .is_ok_and(|s| s.success())
     });
     if !ready {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but no Docker engine answers: the end-to-end tests cannot be skipped in CI"
-        );
-        eprintln!("skipping: no Docker engine answers (set CI=true to make this a failure)");
+        crate::support::skip("no Docker engine answers");
     }
     ready
 }
@@ -101,17 +97,11 @@ impl Compose {
             })
         })[self as usize];
         if !found {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but compose {} (`{}`) does not answer: CI installs both tools",
+            crate::support::skip(&format!(
+                "compose {} (`{}`) is not installed here (CI installs both tools)",
                 self.policy_value(),
                 self.argv().join(" ")
-            );
-            eprintln!(
-                "skipping: compose {} (`{}`) is not installed here",
-                self.policy_value(),
-                self.argv().join(" ")
-            );
+            ));
         }
         found
     }
@@ -589,7 +579,13 @@ impl GatewayProcess {
         env: &[(&str, &str)],
     ) -> Self {
         let port = free_port();
-        let policy = fixture.dir.path().join("delivery.toml");
+        // A second gateway of one fixture gets files of its own.
+        let first = !fixture.dir.path().join("delivery.toml").exists();
+        let named = |name: &str, ext: &str| match first {
+            true => fixture.dir.path().join(format!("{name}.{ext}")),
+            false => fixture.dir.path().join(format!("{name}-{port}.{ext}")),
+        };
+        let policy = named("delivery", "toml");
         let docker_extra = &docker_section(fixture.compose, docker_extra);
         std::fs::write(
             &policy,
@@ -599,7 +595,7 @@ impl GatewayProcess {
             ),
         )
         .unwrap();
-        let log = fixture.dir.path().join("gateway.log");
+        let log = named("gateway", "log");
         let child = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
             .args(["serve", "--config"])
             .arg(&policy)

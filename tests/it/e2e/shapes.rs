@@ -2,9 +2,12 @@
 //! service on v1 of its image the way the row says (working directory,
 //! `-f`, `--env-file`, `--project-directory`, symlinks, file names,
 //! profiles), v2 is pushed, a signed `POST /pull?wait=` deploys it, and the
-//! container must run v2. The matrix runs once per compose tool.
+//! container must run v2. Then v3 is deployed by a gateway that judges the
+//! compose model (compose runs the judged copy), and v4 by it again,
+//! through the labels compose wrote for the copy, read back as the row's
+//! own files. The matrix runs once per compose tool.
 //!
-//! The gateway's policy pins `compose_files` to the fixture's directory, so
+//! The gateways' policy pins `compose_files` to the fixture's directory, so
 //! every row also passes the real-path checks a multi-team host uses.
 
 use std::path::{Path, PathBuf};
@@ -206,46 +209,69 @@ fn compose_in(tool: Compose, cwd: &Path, args: &[String]) {
     );
 }
 
-/// One row, start to check; returns the deploy's time or what went wrong.
+/// One row, start to check; returns the deploys' times (on the files, on a
+/// judged copy, again through the copy's labels) or what went wrong.
 async fn run_row(
     f: &Fixture,
-    gateway: &GatewayProcess,
+    gateways: (&GatewayProcess, &GatewayProcess),
     root: &Path,
     tool: Compose,
     row: u8,
-    images: (&str, &str),
-) -> Result<Duration, String> {
+    images: &[String; 4],
+) -> Result<[Duration; 3], String> {
     let name = format!("{}-r{row}{}", f.id, suffix(tool));
     let repo = format!("{}/r{row}{}", f.id, suffix(tool));
     let _guard = ProjectGuard(name.clone());
-    f.publish(images.0, &format!("{repo}:live"));
+    f.publish(&images[0], &format!("{repo}:live"));
     let start = prepare(f, root, row, &name, &f.remote(&repo));
     compose_in(tool, &start.cwd, &start.args);
     if f.content(&start.container) != "v1" {
         return Err("did not start on v1".into());
     }
-    f.publish(images.1, &format!("{repo}:live"));
-
-    let began = Instant::now();
-    let (status, job) = Client::new(gateway)
-        .deploy("/pull?wait=120", &start.container)
-        .await;
-    let took = began.elapsed();
-    if status != 200 || job["state"] != "succeeded" {
-        return Err(format!("{status} {}: {}", job["code"], job["message"]));
+    let mut times = [Duration::ZERO; 3];
+    let steps = [
+        (gateways.0, "on the files"),
+        (gateways.1, "on a judged copy"),
+        (gateways.1, "through the copy's labels"),
+    ];
+    for (step, (gateway, how)) in steps.into_iter().enumerate() {
+        let version = step + 2;
+        f.publish(&images[step + 1], &format!("{repo}:live"));
+        let began = Instant::now();
+        let (status, job) = Client::new(gateway)
+            .deploy_at(
+                "/pull?wait=120",
+                &start.container,
+                crate::support::now() - step as u64,
+            )
+            .await;
+        times[step] = began.elapsed();
+        if status != 200 || job["state"] != "succeeded" {
+            return Err(format!(
+                "v{version} {how}: {status} {}: {}",
+                job["code"], job["message"]
+            ));
+        }
+        let running = f.container(&start.container);
+        let id = run(
+            "docker",
+            &["image", "inspect", "--format", "{{.Id}}", &images[step + 1]],
+        );
+        if running["Image"].as_str() != Some(id.as_str())
+            || f.content(&start.container) != format!("v{version}")
+        {
+            return Err(format!(
+                "v{version} {how}: runs {} after the deploy",
+                running["Image"]
+            ));
+        }
+        if running["Config"]["Labels"]["com.docker.compose.project"] != start.project {
+            return Err(format!(
+                "v{version} {how}: recreated under another compose project"
+            ));
+        }
     }
-    let running = f.container(&start.container);
-    let v2 = run(
-        "docker",
-        &["image", "inspect", "--format", "{{.Id}}", images.1],
-    );
-    if running["Image"].as_str() != Some(v2.as_str()) || f.content(&start.container) != "v2" {
-        return Err(format!("runs {} after the deploy", running["Image"]));
-    }
-    if running["Config"]["Labels"]["com.docker.compose.project"] != start.project {
-        return Err("recreated under another compose project".into());
-    }
-    Ok(took)
+    Ok(times)
 }
 
 per_compose_tool!(e2e_compose_shapes_matrix);
@@ -253,32 +279,48 @@ async fn e2e_compose_shapes_matrix(tool: Compose) {
     let f = Fixture::with_registry(tool);
     let root = std::fs::canonicalize(f.dir.path()).unwrap().join("shapes");
     std::fs::create_dir_all(&root).unwrap();
-    let v1 = format!("{}/page:v1", f.id);
-    let v2 = format!("{}/page:v2", f.id);
-    f.image(&v1, "v1");
-    f.image(&v2, "v2");
-    let boundary = format!("compose_files = [\"{}/**\"]", root.display());
-    let gateway = GatewayProcess::start_with(&f, "", "", &boundary);
+    let images: [String; 4] = std::array::from_fn(|i| format!("{}/page:v{}", f.id, i + 1));
+    for (i, image) in images.iter().enumerate() {
+        f.image(image, &format!("v{}", i + 1));
+    }
+    let boundary = format!("compose_files = [\"{}/**\"]\n", root.display());
+    let on_files = GatewayProcess::start_with(&f, "", "", &boundary);
+    let judging = GatewayProcess::start_with(
+        &f,
+        "state_dir = \"judging-state\"\n",
+        "",
+        &format!("{boundary}compose_model = \"enforce\"\n"),
+    );
 
-    let mut table = vec!["| row | shape | compose | result | deploy time |".to_string()];
-    table.push("|---|---|---|---|---|".into());
+    let mut table = vec![
+        "| row | shape | compose | result | on the files | judged copy | through its labels |"
+            .to_string(),
+    ];
+    table.push("|---|---|---|---|---|---|---|".into());
     let mut failures = Vec::new();
     let label = tool.policy_value();
     for (row, shape) in ROWS {
-        let (result, time) = match run_row(&f, &gateway, &root, tool, *row, (&v1, &v2)).await {
-            Ok(took) => ("v2 runs".to_string(), format!("{} ms", took.as_millis())),
+        let outcome = run_row(&f, (&on_files, &judging), &root, tool, *row, &images).await;
+        let (result, times) = match outcome {
+            Ok(times) => (
+                "v2, v3, v4 run".to_string(),
+                times.map(|t| format!("{} ms", t.as_millis())).join(" | "),
+            ),
             Err(e) => {
                 failures.push(format!("row {row} ({shape}) with {label}: {e}"));
-                ("FAILED".into(), String::new())
+                ("FAILED".into(), " | | ".into())
             }
         };
-        table.push(format!("| {row} | {shape} | {label} | {result} | {time} |"));
+        table.push(format!(
+            "| {row} | {shape} | {label} | {result} | {times} |"
+        ));
     }
     println!("{}", table.join("\n"));
     assert!(
         failures.is_empty(),
-        "{}\n\n{}",
+        "{}\n\n{}\n{}",
         failures.join("\n"),
-        gateway.log_text()
+        on_files.log_text(),
+        judging.log_text()
     );
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use delivery_hook::docker::model::{ComposeModel, ModelError, RawReferences};
+use delivery_hook::docker::model::{ComposeModel, ModelError, Reads};
 use delivery_hook::docker::{
     BoxFuture, CommandOutcome, ComposeFound, ComposeHost, ComposeOp, ComposeTarget, ContainerFacts,
     ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Images, Limits,
@@ -135,6 +135,46 @@ impl FakeEngine {
         self.helper_ended.notify_waiters();
     }
 
+    /// What compose writes on the containers `up` creates: the files and
+    /// env files it was given.
+    fn label_as_compose_does(&self, target: &ComposeTarget) {
+        let joined = |paths: &[std::path::PathBuf]| {
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let files: Vec<std::path::PathBuf> = target
+            .config_files
+            .iter()
+            .chain(&target.pin)
+            .cloned()
+            .collect();
+        for facts in self.containers.lock().unwrap().values_mut() {
+            let label = |key: &str| facts.labels.get(key).map(String::as_str);
+            if label("com.docker.compose.project") != Some(target.project.as_str())
+                || label("com.docker.compose.service") != Some(target.service.as_str())
+            {
+                continue;
+            }
+            facts.labels.insert(
+                "com.docker.compose.project.config_files".into(),
+                joined(&files),
+            );
+            if target.env_files.is_empty() {
+                facts
+                    .labels
+                    .remove("com.docker.compose.project.environment_file");
+            } else {
+                facts.labels.insert(
+                    "com.docker.compose.project.environment_file".into(),
+                    joined(&target.env_files),
+                );
+            }
+        }
+    }
+
     pub fn command_count(&self) -> usize {
         self.commands.lock().unwrap().len()
     }
@@ -164,20 +204,38 @@ impl ComposeHost for FakeEngine {
 
     fn compose_model<'a>(
         &'a self,
-        _target: &'a ComposeTarget,
+        target: &'a ComposeTarget,
+        _reads: &'a Reads,
     ) -> BoxFuture<'a, Result<ComposeModel, ModelError>> {
         Box::pin(async move {
             self.model_calls.fetch_add(1, Ordering::SeqCst);
-            let model = self
-                .model
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or_else(|| Ok(serde_json::json!({"services": {}})))?;
+            let model = self.model.lock().unwrap().clone().unwrap_or_else(|| {
+                Ok(serde_json::json!({"services": {target.service.as_str(): {"image": REFERENCE}}}))
+            })?;
             Ok(ComposeModel {
                 model: std::sync::Arc::new(model),
-                raw: RawReferences::default(),
             })
+        })
+    }
+
+    fn compose_project_files<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<std::path::PathBuf>, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let containers = self.containers.lock().unwrap();
+            Ok(containers
+                .values()
+                .filter(|c| {
+                    c.labels
+                        .get("com.docker.compose.project")
+                        .map(String::as_str)
+                        == Some(project)
+                })
+                .filter_map(|c| c.labels.get("com.docker.compose.project.config_files"))
+                .flat_map(|files| files.split(',').map(std::path::PathBuf::from))
+                .collect())
         })
     }
 
@@ -257,6 +315,9 @@ impl ComposeHost for FakeEngine {
                 .unwrap_or(0);
             if code != 0 {
                 output.note("Error response from daemon: manifest unknown");
+            }
+            if exit.is_none() && code == 0 && op != ComposeOp::Pull {
+                self.label_as_compose_does(target);
             }
             if exit.is_none() && code == 0 {
                 match op {

@@ -33,10 +33,7 @@ pub fn in_ci() -> bool {
 
 /// A test that cannot run here says why and skips; in CI, it fails.
 pub fn skip(why: &str) {
-    assert!(
-        !in_ci(),
-        "CI is set, but this test cannot run: {why}"
-    );
+    assert!(!in_ci(), "CI is set, but this test cannot run: {why}");
     eprintln!("skipping: {why}");
 }
 
@@ -226,18 +223,25 @@ pub async fn gateway_in(
         "billing-hidden",
         &compose_labels("billing", "hidden", &hidden),
     );
+    let policy = test_policy(root, extra_server, docker, tail);
+    let store = Store::open(&policy.server.state_dir).unwrap();
+    let gateway = delivery_hook::serve::build_gateway(policy, engine.clone(), store, clock)
+        .await
+        .unwrap();
+    (gateway, engine)
+}
+
+/// The test policy over `root`, with `[server]` lines, `[docker]` lines in
+/// place of its job timeout, and `tail` appended.
+fn test_policy(root: &Path, extra_server: &str, docker: &str, tail: &str) -> policy::Policy {
     let mut text = policy_text(root, extra_server);
     if !docker.is_empty() {
         text = text.replace("job_timeout_secs = 30", docker);
     }
     text.push_str(tail);
-    let loaded = policy::parse(&text, &root.join("delivery.toml"), &NoEnv)
-        .unwrap_or_else(|e| panic!("test policy: {e}"));
-    let store = Store::open(&loaded.policy.server.state_dir).unwrap();
-    let gateway = delivery_hook::serve::build_gateway(loaded.policy, engine.clone(), store, clock)
-        .await
-        .unwrap();
-    (gateway, engine)
+    policy::parse(&text, &root.join("delivery.toml"), &NoEnv)
+        .unwrap_or_else(|e| panic!("test policy: {e}"))
+        .policy
 }
 
 /// The real application over a fake engine, driven without a socket.
@@ -310,6 +314,19 @@ impl Harness {
             .await;
         drop(gateway);
         Self::in_dir(root, &extra_server, &docker, &tail).await
+    }
+
+    /// The directory of the test's compose files and store.
+    pub fn root(&self) -> &Path {
+        self._root.path()
+    }
+
+    /// Swaps in the test policy with `tail` appended in place of the one
+    /// the harness was built with, as a reload does.
+    pub fn reload_with_tail(&self, tail: &str) {
+        let (extra_server, docker, _) = &self.policy;
+        let policy = test_policy(self._root.path(), extra_server, docker, tail);
+        self.gateway.replace_policy(policy);
     }
 
     /// POSTs `body` to `path`, signed with `secret` at `timestamp`.
