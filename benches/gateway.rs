@@ -400,11 +400,14 @@ fn ceiling_server(port: u16, fair: bool) -> ExitCode {
         } else {
             route.at("/pull", post(refuse)).boxed()
         };
-        let limits = delivery_hook::api::server::ServerLimits {
+        use delivery_hook::api::server::{ConnectionLimits, PerConnection, ServerLimits};
+        let limits = ServerLimits {
             max_connections: 1024,
-            max_connections_per_address: 1024,
-            proxies: Vec::new(),
-            header_timeout: Duration::from_secs(10),
+            per_connection: PerConnection::Fixed(ConnectionLimits {
+                max_connections_per_address: 1024,
+                proxies: Vec::new(),
+                header_timeout: Duration::from_secs(10),
+            }),
             drain: Duration::from_secs(1),
         };
         delivery_hook::api::server::accept_loop(listener, app, limits, std::future::pending())

@@ -30,10 +30,10 @@
 //! - [`privilege`]: dropping root when started as root in the container image.
 //! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side).
 
-pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client_addr;
 pub mod clock;
 pub mod docker;
 pub mod gateway;
@@ -47,6 +47,7 @@ pub mod policy;
 pub mod privilege;
 pub mod recent;
 pub mod serve;
+pub mod slots;
 pub mod trigger_client;
 
 /// An error and its causes, one line, outermost first.

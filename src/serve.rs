@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::api::server::{self, ServerLimits};
+use crate::api::server::{self, PerConnection, ServerLimits};
 use crate::clock::Clock;
 use crate::docker::Engine;
 use crate::gateway::{Gateway, REFUSAL_INTERVAL};
@@ -107,10 +107,6 @@ pub async fn build_gateway(
     let policy = policy.get();
     let notifier = Notifier::new(store.clone(), shared.clone(), metrics.clone(), render_job);
     let settings = JobSettings {
-        timeout: Duration::from_secs(policy.docker.job_timeout_secs),
-        max_parallel: policy.docker.max_parallel_jobs,
-        withheld_env: policy.secret_env_names(),
-        stable: Duration::from_secs(policy.docker.stable_secs),
         pins: crate::docker::PinFiles::new(&policy.server.state_dir),
         copies: crate::docker::JudgedCopies::new(&policy.server.state_dir),
         policy: shared.clone(),
@@ -159,9 +155,7 @@ pub async fn run_until_shutdown(
     let grace = Duration::from_secs(policy.docker.shutdown_grace_secs);
     let limits = ServerLimits {
         max_connections: policy.server.max_connections,
-        max_connections_per_address: policy.server.max_connections_per_address,
-        proxies: policy.server.trusted_proxies.clone(),
-        header_timeout: policy.server.request_timeout(),
+        per_connection: PerConnection::InForce(gateway.policy_cell()),
         drain: grace + Duration::from_secs(5),
     };
     let stop = controls.shutdown.clone();
@@ -236,31 +230,49 @@ pub async fn run_until_shutdown(
     served
 }
 
-fn reload(gateway: &Gateway, next: Policy) {
-    let current = gateway.policy();
+/// The settings that a reload does not change, and whether `next` changes
+/// each: they size or bind what the gateway made when it started.
+pub fn needs_restart(current: &Policy, next: &Policy) -> Vec<&'static str> {
     let (s, n) = (&current.server, &next.server);
-    let fixed = [
-        ("listen", s.listen != n.listen),
-        ("state_dir", s.state_dir != n.state_dir),
-        ("docs", s.docs != n.docs),
+    let (d, e) = (&current.docker, &next.docker);
+    [
+        ("server.listen", s.listen != n.listen),
+        ("server.state_dir", s.state_dir != n.state_dir),
+        ("server.docs", s.docs != n.docs),
+        ("server.metrics", s.metrics != n.metrics),
         (
-            "metrics",
-            s.metrics != n.metrics || s.metrics_listen != n.metrics_listen,
+            "server.metrics_listen",
+            s.metrics_listen != n.metrics_listen,
         ),
-        ("max_connections", s.max_connections != n.max_connections),
         (
-            "replay_cache_entries",
+            "server.max_connections",
+            s.max_connections != n.max_connections,
+        ),
+        (
+            "server.replay_cache_entries",
             s.replay_cache_entries != n.replay_cache_entries,
         ),
-        ("[docker]", current.docker != next.docker),
-    ];
-    for (setting, changed) in fixed {
-        if changed {
-            tracing::warn!(
-                setting,
-                "this setting changed in the policy but takes effect only after a restart"
-            );
-        }
+        ("docker.compose", d.compose != e.compose),
+        (
+            "docker.max_parallel_jobs",
+            d.max_parallel_jobs != e.max_parallel_jobs,
+        ),
+        (
+            "docker.shutdown_grace_secs",
+            d.shutdown_grace_secs != e.shutdown_grace_secs,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(setting, changed)| changed.then_some(setting))
+    .collect()
+}
+
+fn reload(gateway: &Gateway, next: Policy) {
+    for setting in needs_restart(&gateway.policy(), &next) {
+        tracing::warn!(
+            setting,
+            "this setting changed in the policy but takes effect only after a restart"
+        );
     }
     let projects = next.projects().len();
     gateway.replace_policy(next);

@@ -95,7 +95,7 @@ pub(crate) fn client_of(policy: &Policy, request: &Request) -> IpAddr {
         })
         .flatten()
         .and_then(|v| v.to_str().ok());
-    crate::admission::client_addr::resolve(&policy.server.trusted_proxies, peer, forwarded)
+    crate::client_addr::resolve(&policy.server.trusted_proxies, peer, forwarded)
 }
 
 /// Paths served beside the operations, each answering `GET` only, with the

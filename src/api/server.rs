@@ -31,21 +31,66 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::client_addr::{Cidr, canonical};
-use crate::admission::slots::Slots;
+use crate::client_addr::{Cidr, canonical};
+use crate::policy::PolicyCell;
+use crate::slots::Slots;
 
 /// Bound on the request line plus headers; hyper answers 431 beyond it.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// The bounds of one listener. `max_connections` sizes the listener once;
+/// the bounds of each connection are read as it is accepted, from the
+/// policy in force when there is one, so that a reload reaches the next
+/// connection.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    pub per_connection: PerConnection,
+    /// How long requests in flight may take to finish after shutdown begins.
+    pub drain: Duration,
+}
+
+/// Where each connection's bounds come from.
+#[derive(Debug, Clone)]
+pub enum PerConnection {
+    Fixed(ConnectionLimits),
+    /// `server.max_connections_per_address`, `trusted_proxies` and
+    /// `request_timeout_secs` of the policy in force.
+    InForce(Arc<PolicyCell>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
     pub max_connections_per_address: usize,
     /// Peers exempt from the per-address bound (trusted proxies).
     pub proxies: Vec<Cidr>,
     pub header_timeout: Duration,
-    /// How long requests in flight may take to finish after shutdown begins.
-    pub drain: Duration,
+}
+
+impl PerConnection {
+    /// Whether `address` is exempt from the per-address bound, that bound,
+    /// and the header timeout.
+    fn for_address(&self, address: std::net::IpAddr) -> (bool, usize, Duration) {
+        let of = |limits: &ConnectionLimits| {
+            (
+                limits.proxies.iter().any(|p| p.contains(address)),
+                limits.max_connections_per_address,
+                limits.header_timeout,
+            )
+        };
+        match self {
+            PerConnection::Fixed(limits) => of(limits),
+            PerConnection::InForce(cell) => {
+                let policy = cell.get();
+                let server = &policy.server;
+                (
+                    server.trusted_proxies.iter().any(|p| p.contains(address)),
+                    server.max_connections_per_address,
+                    server.request_timeout(),
+                )
+            }
+        }
+    }
 }
 
 /// Serves `endpoint` on `listener` until `shutdown` completes, then drains.
@@ -83,10 +128,11 @@ pub async fn accept_loop(
             () = &mut shutdown => break,
         };
         let address = canonical(peer.ip());
-        let counted = if limits.proxies.iter().any(|p| p.contains(address)) {
+        let (exempt, per_address_bound, timeout) = limits.per_connection.for_address(address);
+        let counted = if exempt {
             None
         } else {
-            match per_address.enter(address, limits.max_connections_per_address) {
+            match per_address.enter(address, per_address_bound) {
                 Some(slot) => Some(slot),
                 None => {
                     tracing::debug!(peer = %peer, "closing a connection past the per-address bound");
@@ -97,7 +143,6 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let endpoint = endpoint.clone();
         let closing = closing.clone();
-        let timeout = limits.header_timeout;
         connections.spawn(async move {
             serve_connection(stream, local, peer, endpoint, timeout, closing).await;
             drop(counted);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::admission::client_addr::canonical;
+use crate::client_addr::canonical;
 
 /// Addresses tracked at once. Past this, addresses whose window has ended are
 /// dropped; if all are live, new addresses go untracked (authentication still

@@ -34,7 +34,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::slots::{Slot, Slots};
 use crate::auth::oidc::KeyCache;
 use crate::auth::replay::{self, Admission, ReplayCache, Ticket};
 use crate::auth::signature::{AuthError, Signature};
@@ -51,6 +50,7 @@ use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
 use crate::notify::Notifier;
 use crate::policy::{KeySource, ModelMode, Policy, PolicyCell, Project};
 use crate::recent::Recent;
+use crate::slots::{Slot, Slots};
 
 mod admit;
 mod audit;

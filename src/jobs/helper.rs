@@ -148,7 +148,8 @@ impl Inner {
             },
         };
         let started_ms = active.record.borrow().started_at_ms.unwrap_or_else(now_ms);
-        let budget = self.settings.timeout + HELPER_MARGIN;
+        let timeout = self.settings.timeout();
+        let budget = timeout + HELPER_MARGIN;
         let left = budget.saturating_sub(elapsed_since(started_ms));
         let end = tokio::select! {
             end = self.engine.wait_helper(&name) => Some(end),
@@ -182,7 +183,7 @@ impl Inner {
                             JobState::TimedOut,
                             format!(
                                 "the self-update helper {name} ran past job_timeout_secs ({} s) and was stopped",
-                                self.settings.timeout.as_secs()
+                                timeout.as_secs()
                             ),
                         )
                     }
@@ -236,9 +237,9 @@ impl Inner {
             name: name.clone(),
             job: id,
             state_dir,
-            timeout: self.settings.timeout,
-            stable: self.settings.stable,
-            withheld_env: self.settings.withheld_env.clone(),
+            timeout: self.settings.timeout(),
+            stable: self.settings.stable(),
+            withheld_env: self.settings.withheld_env(),
         };
         self.engine
             .start_helper(&run)
@@ -255,8 +256,9 @@ impl Inner {
             return Ok(None);
         };
         let project = active.record.borrow().project.clone();
+        let timeout = self.settings.timeout();
         let limits = Limits {
-            deadline: Instant::now() + self.settings.timeout,
+            deadline: Instant::now() + timeout,
             cancel: self.kill.child_token(),
         };
         run::JobRun {
@@ -268,8 +270,8 @@ impl Inner {
             record: &active.record,
             output: &active.output,
             limits: &limits,
-            timeout: self.settings.timeout,
-            stable: self.settings.stable,
+            timeout,
+            stable: self.settings.stable(),
             boundary: Some((&self.settings.policy, &project)),
         }
         .prepare_for_helper()

@@ -46,24 +46,41 @@ use crate::policy::PolicyCell;
 /// A job interrupted this many times is not started again.
 const MAX_ATTEMPTS: u32 = 2;
 
+/// What jobs run with. Every setting of the policy is read from the policy
+/// in force when a job needs it (its timeout, the gate's stable time, the
+/// variables a self-update helper is not given), so a reload reaches the
+/// next job; only `max_parallel_jobs` is read once, when the jobs start.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
-    pub timeout: Duration,
-    pub max_parallel: usize,
-    /// Environment variables the policy reads secrets from: a self-update
-    /// helper container is given the gateway's environment without them.
-    pub withheld_env: Vec<String>,
-    /// How long a service must run unchanged after `up`.
-    pub stable: Duration,
     /// Where pin overrides are written.
     pub pins: PinFiles,
     /// Where the judged copies of compose models are written.
     pub copies: Arc<JudgedCopies>,
-    /// The policy in force, by which a compose job judges its files before
-    /// each command.
+    /// The policy in force: each job's settings, and what a compose job
+    /// judges its files by before each command.
     pub policy: Arc<PolicyCell>,
     /// Where the notifications of a job's end go, written with it.
     pub outbox: Option<Arc<dyn Outbox>>,
+}
+
+impl JobSettings {
+    /// A job's budget, by the policy in force.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.policy.get().docker.job_timeout_secs)
+    }
+
+    /// How long a service must run unchanged after `up`, by the policy in
+    /// force.
+    pub fn stable(&self) -> Duration {
+        Duration::from_secs(self.policy.get().docker.stable_secs)
+    }
+
+    /// The environment variables the policy in force reads secrets from:
+    /// a self-update helper container is given the gateway's environment
+    /// without them.
+    pub fn withheld_env(&self) -> Vec<String> {
+        self.policy.get().secret_env_names()
+    }
 }
 
 /// Takes the notifications of jobs' ends: they are written to the store in
@@ -210,7 +227,9 @@ impl Jobs {
         settings: JobSettings,
         observer: Option<JobObserver>,
     ) -> Self {
-        let permits = Arc::new(Semaphore::new(settings.max_parallel));
+        let permits = Arc::new(Semaphore::new(
+            settings.policy.get().docker.max_parallel_jobs,
+        ));
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -651,8 +670,9 @@ impl Inner {
         });
         self.persist(active).await;
         self.notify(&active.record.borrow(), JobEvent::Started);
+        let timeout = self.settings.timeout();
         let limits = Limits {
-            deadline: started + self.settings.timeout,
+            deadline: started + timeout,
             cancel: self.kill.child_token(),
         };
         let (attempt, project) = {
@@ -670,8 +690,8 @@ impl Inner {
                     record: &active.record,
                     output: &active.output,
                     limits: &limits,
-                    timeout: self.settings.timeout,
-                    stable: self.settings.stable,
+                    timeout,
+                    stable: self.settings.stable(),
                     boundary: Some((&self.settings.policy, &project)),
                 }
                 .execute()
@@ -685,7 +705,7 @@ impl Inner {
                     record: &active.record,
                     output: &active.output,
                     limits: &limits,
-                    timeout: self.settings.timeout,
+                    timeout,
                 }
                 .execute()
                 .await

@@ -58,6 +58,19 @@ impl JobState {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
+
+    /// How a job in this state ended, when it did.
+    pub fn outcome(self) -> Option<crate::policy::Outcome> {
+        use crate::policy::Outcome;
+        Some(match self {
+            JobState::Queued | JobState::Running => return None,
+            JobState::Succeeded => Outcome::Succeeded,
+            JobState::Failed => Outcome::Failed,
+            JobState::TimedOut => Outcome::TimedOut,
+            JobState::Interrupted => Outcome::Interrupted,
+            JobState::RolledBack => Outcome::RolledBack,
+        })
+    }
 }
 
 /// One command a job ran.

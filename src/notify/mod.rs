@@ -80,7 +80,7 @@ impl Outbox for Notifier {
         let wanted: Vec<&NotifyTarget> = project
             .notify
             .iter()
-            .filter(|t| t.wants(record.state))
+            .filter(|t| record.state.outcome().is_some_and(|o| t.wants(o)))
             .collect();
         if wanted.is_empty() {
             return Vec::new();

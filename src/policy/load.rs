@@ -27,8 +27,8 @@ use super::{
     NotifyTarget, OidcRule, Origin, Policy, ProjectSpec, SecretSource, ServerSettings,
     SmtpSettings, SmtpTls,
 };
-use crate::admission::client_addr::Cidr;
 use crate::auth::signature::MIN_SECRET_LEN;
+use crate::client_addr::Cidr;
 use crate::names::{Action, ProjectName};
 
 /// The largest policy file read; 10,000 projects take about 2 MB.
@@ -1408,7 +1408,7 @@ impl<'t> Reader<'t> {
     }
 
     /// `events`: end states.
-    fn notify_events(&mut self, field: At<List<String>>) -> Option<Vec<crate::jobs::JobState>> {
+    fn notify_events(&mut self, field: At<List<String>>) -> Option<Vec<super::Outcome>> {
         let (items, span) = self.strings("events", field)?;
         if items.is_empty() {
             self.error(span, "`events`, when present, must list an end state");
@@ -1417,7 +1417,7 @@ impl<'t> Reader<'t> {
         let mut events = Vec::new();
         let mut ok = true;
         for (name, span) in items {
-            match crate::jobs::JobState::parse(&name).filter(|s| s.is_final()) {
+            match super::Outcome::parse(&name) {
                 Some(state) if !events.contains(&state) => events.push(state),
                 Some(_) => {}
                 None => {
@@ -2357,8 +2357,8 @@ to = ["ops@example.com"]
         assert_eq!(
             shop.notify[0].events,
             [
-                crate::jobs::JobState::Failed,
-                crate::jobs::JobState::RolledBack
+                crate::policy::Outcome::Failed,
+                crate::policy::Outcome::RolledBack
             ]
         );
         assert_eq!(shop.notify[1].events, crate::policy::EVENTS);

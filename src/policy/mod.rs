@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::admission::client_addr::Cidr;
 use crate::auth::signature::SigningKey;
+use crate::client_addr::Cidr;
 use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
 pub use allowance::Allowance;
 pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
-pub use notify::{EVENTS, Hidden, NotifyKind, NotifyTarget, SmtpSettings, SmtpTls};
+pub use notify::{EVENTS, Hidden, NotifyKind, NotifyTarget, Outcome, SmtpSettings, SmtpTls};
 pub use oidc::{ClaimPattern, KeySource, Mismatch, OidcRule};
 pub use security_opt::{ProfileKind, SecurityOpt};
 

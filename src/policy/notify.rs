@@ -7,8 +7,6 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::jobs::JobState;
-
 /// A value that is never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Hidden<T>(pub T);
@@ -19,13 +17,40 @@ impl<T> fmt::Debug for Hidden<T> {
     }
 }
 
+/// How a job ended, as a notification target names it: the job's final
+/// states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Interrupted,
+    RolledBack,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Interrupted => "interrupted",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        EVENTS.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
 /// The end states a target is told about unless it names its own.
-pub const EVENTS: [JobState; 5] = [
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::TimedOut,
-    JobState::Interrupted,
-    JobState::RolledBack,
+pub const EVENTS: [Outcome; 5] = [
+    Outcome::Succeeded,
+    Outcome::Failed,
+    Outcome::TimedOut,
+    Outcome::Interrupted,
+    Outcome::RolledBack,
 ];
 
 /// One place a project's deploy results go.
@@ -38,7 +63,7 @@ pub struct NotifyTarget {
     pub number: usize,
     pub kind: NotifyKind,
     /// The end states it is told about.
-    pub events: Vec<JobState>,
+    pub events: Vec<Outcome>,
     /// The environment variables it was read from, which a self-update
     /// helper container is not given.
     pub variables: Vec<String>,
@@ -76,7 +101,7 @@ impl NotifyTarget {
         number: usize,
         kind: NotifyKind,
         variables: Vec<String>,
-        events: Vec<JobState>,
+        events: Vec<Outcome>,
     ) -> Self {
         let mut digest = Sha256::new();
         digest.update(kind.as_str());
@@ -102,8 +127,8 @@ impl NotifyTarget {
         }
     }
 
-    pub fn wants(&self, state: JobState) -> bool {
-        self.events.contains(&state)
+    pub fn wants(&self, outcome: Outcome) -> bool {
+        self.events.contains(&outcome)
     }
 }
 
@@ -170,7 +195,7 @@ mod tests {
                 url: url("https://hooks.example/other-token"),
             },
             vec!["SLACK_URL".into()],
-            vec![JobState::Failed],
+            vec![Outcome::Failed],
         );
         let c = NotifyTarget::new(
             1,

@@ -539,6 +539,23 @@ async fn self_update(h: &Harness) -> (String, HelperRun) {
     (id, helper)
 }
 
+/// A reload that names a new secret variable: the next self-update helper
+/// is not given it. (The settings a job runs with are read from the policy
+/// in force, not copied at start.)
+#[tokio::test]
+async fn a_secret_variable_a_reload_names_is_withheld_from_the_next_helper() {
+    let h = Harness::new().await;
+    h.reload_with_tail(
+        "\n[projects.later]\nsecrets = [\"env:LATER_SECRET\"]\ncontainers = [\"later-*\"]\nactions = [\"pull\"]\n",
+    );
+    let (_, helper) = self_update(&h).await;
+    assert!(
+        helper.withheld_env.iter().any(|v| v == "LATER_SECRET"),
+        "{:?}",
+        helper.withheld_env
+    );
+}
+
 /// What `delivery-hook helper` does in its container: runs the job from the
 /// store, with its own store handle on the same directory.
 async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::jobs::JobRecord {
@@ -644,10 +661,6 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
 
     // The new gateway, on the same store.
     let settings = delivery_hook::jobs::JobSettings {
-        timeout: Duration::from_secs(60),
-        max_parallel: 2,
-        withheld_env: Vec::new(),
-        stable: Duration::from_secs(5),
         pins: delivery_hook::docker::PinFiles::new(&helper.state_dir),
         copies: delivery_hook::docker::JudgedCopies::new(&helper.state_dir),
         policy: h.gateway.policy_cell(),

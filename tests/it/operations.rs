@@ -168,6 +168,66 @@ fn sighup_swaps_a_valid_policy_and_keeps_the_old_one_on_errors() {
     );
 }
 
+/// A reload reaches each new connection's limits and each new job's
+/// settings, and names in the log each setting that needs a restart, and
+/// only those.
+#[test]
+fn a_reload_applies_connection_limits_at_once_and_names_what_needs_a_restart() {
+    let dir = TempDir::new("reload-limits");
+    let port = free_port();
+    let g = start(
+        &dir,
+        &policy(port, &project("alpha", KEY_OLD), ""),
+        &[],
+        port,
+    );
+    let next = policy(
+        port,
+        &project("alpha", KEY_OLD),
+        concat!(
+            "max_connections_per_address = 1\nreplay_cache_entries = 5000\n\n",
+            "[docker]\nmax_parallel_jobs = 7\njob_timeout_secs = 77\nstable_secs = 2\n"
+        ),
+    );
+    std::fs::write(dir.path().join("delivery.toml"), next).unwrap();
+    hup(&g);
+    wait_until("the reload", Duration::from_secs(10), || {
+        std::fs::read_to_string(&g.log).is_ok_and(|l| l.contains("policy reloaded"))
+    });
+    let log = std::fs::read_to_string(&g.log).unwrap();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("takes effect only after a restart"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{log}");
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains("docker.max_parallel_jobs")),
+        "{log}"
+    );
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains("server.replay_cache_entries")),
+        "{log}"
+    );
+    // One connection held open from this address takes its one place:
+    // the next is closed at once, until the first goes.
+    let held = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    wait_until(
+        "a second connection to be closed",
+        Duration::from_secs(10),
+        || status(&g, "GET", "/healthz", None).0 == 0,
+    );
+    drop(held);
+    wait_until(
+        "the place to be given back",
+        Duration::from_secs(10),
+        || status(&g, "GET", "/healthz", None).0 == 200,
+    );
+}
+
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples

@@ -90,11 +90,16 @@ impl Drop for TempDir {
     }
 }
 
+/// The test policies' environment: one variable, `LATER_SECRET`, that a
+/// policy can name as a secret source.
 struct NoEnv;
 
+/// The value of the one variable the test environment has.
+pub const LATER_SECRET: &str = "later-secret-0123456789abcd";
+
 impl Environment for NoEnv {
-    fn var(&self, _: &str) -> Option<String> {
-        None
+    fn var(&self, name: &str) -> Option<String> {
+        (name == "LATER_SECRET").then(|| LATER_SECRET.to_string())
     }
     fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         std::fs::read(path)
