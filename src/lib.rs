@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalogue;
 pub mod cli;
 pub mod client_addr;
 pub mod clock;

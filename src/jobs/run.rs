@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step, now_ms};
 use super::store::Store;
+use crate::catalogue::Code;
 use crate::docker::model::{self, ProjectRules};
 use crate::docker::{
     ComposeHost, ComposeOp, ComposeTarget, ContainerStatus, CopyInUse, Engine, Exit, ImagePin,
@@ -119,11 +120,11 @@ fn describe(op: ComposeOp) -> &'static str {
     }
 }
 
-/// A job stopped before `op` because its files or model are refused.
-fn refused(op: ComposeOp, why: String) -> Completion {
+/// A job stopped before `op`, for a reason of the catalogue.
+fn refused(op: ComposeOp, code: Code, why: impl std::fmt::Display) -> Completion {
     Completion::ended(
         JobState::Failed,
-        format!("{why}; {} did not run", describe(op)),
+        format!("{}: {why}; {} did not run", code.as_str(), describe(op)),
     )
 }
 
@@ -168,24 +169,30 @@ pub(super) async fn judge_and_copy(
     origin: &ComposeTarget,
     pin: Option<&ImagePin>,
     real_configs: &[PathBuf],
-) -> Result<Judged, String> {
+) -> Result<Judged, (Code, String)> {
     let rules = ProjectRules::new(policy, project, origin.project.as_str(), real_configs);
     let enforce = project.compose_model == ModelMode::Enforce;
     let judgement = model::judge_invocation(engine, origin, pin, &rules.rules(), enforce)
         .await
-        .map_err(|e| format!("compose_config_invalid: {e}"))?;
+        .map_err(|e| (Code::ComposeConfigInvalid, e.to_string()))?;
     if let Some(first) = judgement.findings.first() {
         if enforce {
-            return Err(format!("compose_model_not_allowed: {first}"));
+            return Err((Code::ComposeModelNotAllowed, first.to_string()));
         }
         model::audit_warned(project.name.as_str(), origin, &judgement.findings);
     }
-    let model = judgement
-        .model
-        .ok_or_else(|| "compose_config_invalid: compose printed no model".to_string())?;
-    let copy = copies
-        .write(origin, &model)
-        .map_err(|e| format!("the judged copy of the compose model could not be written: {e}"))?;
+    let model = judgement.model.ok_or_else(|| {
+        (
+            Code::ComposeConfigInvalid,
+            "compose printed no model".to_string(),
+        )
+    })?;
+    let copy = copies.write(origin, &model).map_err(|e| {
+        (
+            Code::InternalError,
+            format!("the judged copy of the compose model could not be written: {e}"),
+        )
+    })?;
     Ok(Judged {
         copy,
         model,
@@ -409,7 +416,8 @@ impl JobRun<'_> {
         if policy.project(name).is_none() {
             return Err(refused(
                 op,
-                format!("project_not_found: the project `{name}` is no longer in the policy"),
+                Code::ProjectNotFound,
+                format!("the project `{name}` is no longer in the policy"),
             ));
         }
         Ok(Some((policy, name)))
@@ -447,7 +455,7 @@ impl JobRun<'_> {
             &real.config_files,
         )
         .await
-        .map_err(|why| refused(op, why))?;
+        .map_err(|(code, why)| refused(op, code, why))?;
         self.record.send_modify(|r| {
             if let Some(c) = r.compose_mut() {
                 c.judged_copy = Some(copy.copy.path.display().to_string());
@@ -485,6 +493,7 @@ impl JobRun<'_> {
             .map_err(|e| {
                 refused(
                     op,
+                    Code::InternalError,
                     format!("the judged copy {} cannot be read: {e}", path.display()),
                 )
             })?;
@@ -507,7 +516,7 @@ impl JobRun<'_> {
     ) -> Result<RealPaths, Completion> {
         let real = target
             .real_paths()
-            .map_err(|e| refused(op, format!("compose_file_not_visible: {e}")))?;
+            .map_err(|e| refused(op, Code::ComposeFileNotVisible, e))?;
         let admitted = self
             .record
             .borrow()
@@ -518,8 +527,9 @@ impl JobRun<'_> {
         if moved && !project.bounds_compose_files() {
             return Err(refused(
                 op,
+                Code::ComposeFilesChanged,
                 format!(
-                    "compose_files_changed: the compose files resolve to other real files than when the request was admitted (now: {})",
+                    "the compose files resolve to other real files than when the request was admitted (now: {})",
                     real.listing().join(", ")
                 ),
             ));
@@ -527,7 +537,8 @@ impl JobRun<'_> {
         if !project.allows_compose_paths(&real.config_files, &real.env_files, &real.working_dir) {
             return Err(refused(
                 op,
-                "compose_file_not_allowed: the files compose would read are now outside the project's compose_files".into(),
+                Code::ComposeFileNotAllowed,
+                "the files compose would read are now outside the project's compose_files",
             ));
         }
         Ok(real)
@@ -584,7 +595,8 @@ impl JobRun<'_> {
                 Err(e) => e.to_string(),
             };
             let why = format!(
-                "compose_files_changed: the compose files resolved to other real files while {} ran (now: {now}); the job stops here",
+                "{}: the compose files resolved to other real files while {} ran (now: {now}); the job stops here",
+                Code::ComposeFilesChanged.as_str(),
                 describe(op)
             );
             self.output.note(&format!("({why})"));
@@ -605,7 +617,7 @@ impl JobRun<'_> {
             None => {
                 let real = target
                     .real_paths()
-                    .map_err(|e| refused(op, format!("compose_file_not_visible: {e}")))?;
+                    .map_err(|e| refused(op, Code::ComposeFileNotVisible, e))?;
                 let admitted = self
                     .record
                     .borrow()
@@ -615,8 +627,9 @@ impl JobRun<'_> {
                 if !admitted.is_empty() && real.listing() != admitted {
                     return Err(refused(
                         op,
+                        Code::ComposeFilesChanged,
                         format!(
-                            "compose_files_changed: the compose files resolve to other real files than when the request was admitted (now: {})",
+                            "the compose files resolve to other real files than when the request was admitted (now: {})",
                             real.listing().join(", ")
                         ),
                     ));
@@ -643,7 +656,7 @@ impl JobRun<'_> {
         );
         let findings = model::judge_model(&judged.model, &rules.rules());
         match findings.first() {
-            Some(first) => Err(refused(op, format!("compose_model_not_allowed: {first}"))),
+            Some(first) => Err(refused(op, Code::ComposeModelNotAllowed, first)),
             None => Ok(()),
         }
     }

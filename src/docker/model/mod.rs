@@ -243,7 +243,7 @@ pub fn audit_warned(project: &str, target: &ComposeTarget, findings: &[Finding])
             project,
             compose_project = %target.project,
             service = %target.service,
-            code = "compose_model_not_allowed",
+            code = crate::catalogue::Code::ComposeModelNotAllowed.as_str(),
             reason = finding.why.reason(),
             finding = %finding,
             "the compose model would be refused; compose_model = \"warn\" lets the job run"
