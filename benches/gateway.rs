@@ -1335,6 +1335,7 @@ async fn store_writes(table: &mut Table) {
             "bench-web",
             &target,
             false,
+            delivery_hook::clock::Clock::system().unix_ms(),
         );
         for state in [
             delivery_hook::jobs::JobState::Queued,
@@ -1365,6 +1366,7 @@ async fn store_writes(table: &mut Table) {
             "bench-web",
             &target,
             false,
+            delivery_hook::clock::Clock::system().unix_ms(),
         );
         let started = Instant::now();
         if i % 2 == 0 {
@@ -1579,6 +1581,7 @@ async fn notify_cost(table: &mut Table) {
             ))
             .unwrap()
         },
+        delivery_hook::clock::Clock::system(),
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(notifier.clone().run(stop.clone()));
@@ -1590,9 +1593,10 @@ async fn notify_cost(table: &mut Table) {
             "web",
             &target,
             false,
+            delivery_hook::clock::Clock::system().unix_ms(),
         );
         record.state = JobState::Failed;
-        record.started_at_ms = Some(delivery_hook::jobs::now_ms());
+        record.started_at_ms = Some(delivery_hook::clock::Clock::system().unix_ms());
         record.finished_at_ms = record.started_at_ms;
         record.output = "x".repeat(2048);
         record
@@ -1628,13 +1632,16 @@ async fn notify_cost(table: &mut Table) {
     notifier.written();
     // Until the notifier has tried (and failed) each one once.
     loop {
-        let now = delivery_hook::jobs::now_ms();
+        let now = delivery_hook::clock::Clock::system().unix_ms();
         if store.due(now, 1).await.unwrap().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (waiting, _) = store.waiting(delivery_hook::jobs::now_ms()).await.unwrap();
+    let (waiting, _) = store
+        .waiting(delivery_hook::clock::Clock::system().unix_ms())
+        .await
+        .unwrap();
     let after = rss_kib(std::process::id());
     let database: u64 = std::fs::read_dir(dir.join("state"))
         .unwrap()
@@ -1730,7 +1737,7 @@ async fn compose_model_cost(table: &mut Table) {
         socket: None,
     };
     for (tool, name) in [(ComposeTool::V1, "v1"), (ComposeTool::V2, "v2")] {
-        let engine = DockerEngine::new(tool);
+        let engine = DockerEngine::new(tool, delivery_hook::clock::Clock::system());
         let Ok(found) = engine.compose_found().await else {
             println!("  compose {name}: not installed, not measured");
             continue;

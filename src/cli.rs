@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::docker::{ComposeHost, DockerEngine, Swarm};
 use crate::jobs::Store;
 use crate::names::{Action, JobId};
@@ -325,13 +326,13 @@ async fn helper_command(
     budget: crate::jobs::HelperBudget,
     compose: Vec<String>,
 ) -> ExitCode {
-    let pins = crate::docker::PinFiles::new(&state_dir);
-    let copies = crate::docker::JudgedCopies::new(&state_dir);
+    let files = crate::docker::StateFiles::new(&state_dir);
     let store = match Store::open(&state_dir) {
         Ok(store) => store,
         Err(e) => return fail(e),
     };
-    let engine = DockerEngine::new(ComposeTool::Command(compose));
+    let clock = Clock::system();
+    let engine = DockerEngine::new(ComposeTool::Command(compose), clock.clone());
     let cancel = CancellationToken::new();
     {
         // Stopped, it stops compose's process group and records the job interrupted.
@@ -351,7 +352,7 @@ async fn helper_command(
         });
     }
     tracing::info!(job = %id, "running a self-update job handed off by the gateway");
-    match crate::jobs::run_helper(&engine, &store, id, budget, &pins, &copies, cancel).await {
+    match crate::jobs::run_helper(&engine, &store, id, budget, &files, &clock, cancel).await {
         Ok(record) => {
             tracing::info!(
                 job = %id,
@@ -384,7 +385,7 @@ fn check(config: Option<PathBuf>, compose: bool) -> ExitCode {
                 eprintln!("{w}");
             }
             print!("{}", policy.summary());
-            let engine = DockerEngine::new(policy.docker.compose.clone());
+            let engine = DockerEngine::new(policy.docker.compose.clone(), Clock::system());
             match runtime().block_on(engine.compose_found()) {
                 Ok(found) => println!("found: {found}"),
                 Err(e) => eprintln!("warning: {e}; compose deploys will fail"),
@@ -415,8 +416,7 @@ async fn check_compose_projects(
     policy: &Policy,
     engine: &DockerEngine,
 ) -> Result<(), crate::docker::EngineError> {
-    let pins = crate::docker::PinFiles::new(&policy.server.state_dir);
-    let copies = crate::docker::JudgedCopies::new(&policy.server.state_dir);
+    let files = crate::docker::StateFiles::new(&policy.server.state_dir);
     let containers = engine.compose_containers().await?;
     let mut seen = std::collections::HashSet::new();
     let mut current = None;
@@ -443,8 +443,7 @@ async fn check_compose_projects(
             continue;
         };
         for project in candidates {
-            let verdict =
-                crate::gateway::verdict(engine, &pins, &copies, policy, project, &facts).await;
+            let verdict = crate::gateway::verdict(engine, &files, policy, project, &facts).await;
             let said = match verdict {
                 Ok(findings) if findings.is_empty() => "allowed".to_string(),
                 Ok(findings) => {
@@ -494,15 +493,17 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
     if found.notify.is_empty() {
         return fail(format!("project `{project}` has no notify targets"));
     }
+    let now = Clock::system().unix_ms();
     let mut record = crate::jobs::JobRecord::for_swarm(
         project,
         &crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
+        now,
     );
     record.state = crate::jobs::JobState::Succeeded;
     let id = format!("msg_test_{}", crate::names::JobId::random());
     let payload = crate::notify::message(
         "test",
-        crate::jobs::now_ms(),
+        now,
         serde_json::to_value(crate::api::Job::from_record(record, false, false))
             .unwrap_or_default(),
     );
@@ -513,7 +514,12 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
     };
     let mut delivered = true;
     for target in &found.notify {
-        let sent = crate::notify::deliver(http, target, policy.smtp.as_ref(), &id, &payload).await;
+        let message = crate::notify::Outgoing {
+            id: &id,
+            payload: &payload,
+            at_secs: now / 1000,
+        };
+        let sent = crate::notify::deliver(http, target, policy.smtp.as_ref(), message).await;
         let kind = target.kind.as_str();
         match sent {
             Ok(()) => println!("target {} ({kind}): delivered", target.number),
@@ -647,7 +653,11 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
         Ok(store) => store,
         Err(e) => return fail(e),
     };
-    let engine = std::sync::Arc::new(DockerEngine::new(policy.docker.compose.clone()));
+    let clock = Clock::system();
+    let engine = std::sync::Arc::new(DockerEngine::new(
+        policy.docker.compose.clone(),
+        clock.clone(),
+    ));
     {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -672,11 +682,10 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
             }
         });
     }
-    let gateway =
-        match serve::build_gateway(policy, engine, store, crate::clock::Clock::system()).await {
-            Ok(gateway) => gateway,
-            Err(e) => return fail(e),
-        };
+    let gateway = match serve::build_gateway(policy, engine, store, clock).await {
+        Ok(gateway) => gateway,
+        Err(e) => return fail(e),
+    };
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(1);
     watch_signals(path_for_reload(&path), seed, shutdown.clone(), reload_tx);

@@ -1,6 +1,7 @@
-//! The gateway's clock: monotonic instants for intervals and Unix time for
-//! timestamp windows, read through one value so tests can move it forward
-//! instead of waiting.
+//! The gateway's one clock: monotonic instants for intervals, Unix time
+//! for timestamp windows, job and notification times, read through one
+//! value that every part shares, so tests can move it forward instead of
+//! waiting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,21 @@ impl Clock {
     /// Whole seconds since the Unix epoch.
     pub fn unix_secs(&self) -> u64 {
         self.unix().as_secs()
+    }
+
+    /// Milliseconds since the Unix epoch: jobs' and notifications' times.
+    pub fn unix_ms(&self) -> u64 {
+        u64::try_from(self.unix().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The time of day, as a `SystemTime` (to compare with the engine's).
+    pub fn system_time(&self) -> SystemTime {
+        UNIX_EPOCH + self.unix()
+    }
+
+    /// The time since `ms` (Unix milliseconds); zero for one in the future.
+    pub fn since_ms(&self, ms: u64) -> Duration {
+        Duration::from_millis(self.unix_ms().saturating_sub(ms))
     }
 
     fn unix(&self) -> Duration {

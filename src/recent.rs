@@ -8,18 +8,22 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 pub struct Recent<K, V> {
     entries: Mutex<HashMap<K, (Instant, V)>>,
     age: Duration,
     capacity: usize,
+    clock: Clock,
 }
 
 impl<K: Eq + Hash, V: Clone> Recent<K, V> {
-    pub fn new(age: Duration, capacity: usize) -> Self {
+    pub fn new(age: Duration, capacity: usize, clock: Clock) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             age,
             capacity,
+            clock,
         }
     }
 
@@ -35,7 +39,7 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
     {
         self.lock()
             .get(key)
-            .filter(|(at, _)| at.elapsed() < self.age)
+            .filter(|(at, _)| self.clock.now().saturating_duration_since(*at) < self.age)
             .map(|(_, value)| value.clone())
     }
 
@@ -44,7 +48,7 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
         if entries.len() >= self.capacity {
             entries.clear();
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.insert(key, (self.clock.now(), value));
     }
 }
 
@@ -54,15 +58,17 @@ mod tests {
 
     #[test]
     fn values_are_kept_for_their_age_and_the_bound_holds() {
-        let recent = Recent::new(Duration::from_secs(60), 2);
+        let clock = Clock::manual();
+        let recent = Recent::new(Duration::from_secs(60), 2, clock.clone());
         recent.insert("a", 1);
         assert_eq!(recent.get("a"), Some(1));
         recent.insert("b", 2);
         recent.insert("c", 3);
         assert_eq!(recent.get("a"), None, "full: it started again");
         assert_eq!(recent.get("c"), Some(3));
-        let expired = Recent::new(Duration::ZERO, 2);
-        expired.insert("a", 1);
-        assert_eq!(expired.get("a"), None);
+        clock.advance(Duration::from_secs(59));
+        assert_eq!(recent.get("c"), Some(3));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(recent.get("c"), None, "past its age");
     }
 }

@@ -12,9 +12,7 @@ use crate::api::server::{self, PerConnection, ServerLimits};
 use crate::clock::Clock;
 use crate::docker::Engine;
 use crate::gateway::{Gateway, REFUSAL_INTERVAL};
-use crate::jobs::{
-    JobEvent, JobObserver, JobRecord, JobSettings, Jobs, Outbox, Store, StoreError, now_ms,
-};
+use crate::jobs::{JobEvent, JobObserver, JobRecord, JobSettings, Jobs, Outbox, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::policy::{Policy, PolicyCell};
@@ -71,12 +69,16 @@ fn observer(metrics: Arc<Metrics>) -> JobObserver {
     })
 }
 
-async fn prune(jobs: &Jobs, policy: &Policy) {
+/// Prunes job history older than `job_history_days` or past
+/// `job_history_max`, and replay entries that expired, by `clock`.
+async fn prune(jobs: &Jobs, policy: &Policy, clock: &Clock) {
     let days = policy.server.job_history_days;
-    let older_than = now_ms().saturating_sub(days.saturating_mul(86_400_000));
+    let older_than = clock
+        .unix_ms()
+        .saturating_sub(days.saturating_mul(86_400_000));
     match jobs
         .store()
-        .prune(older_than, policy.server.job_history_max)
+        .prune(older_than, policy.server.job_history_max, clock.unix_secs())
         .await
     {
         Ok(0) => {}
@@ -105,12 +107,18 @@ pub async fn build_gateway(
     let policy = Arc::new(PolicyCell::new(policy));
     let shared = policy.clone();
     let policy = policy.get();
-    let notifier = Notifier::new(store.clone(), shared.clone(), metrics.clone(), render_job);
+    let notifier = Notifier::new(
+        store.clone(),
+        shared.clone(),
+        metrics.clone(),
+        render_job,
+        clock.clone(),
+    );
     let settings = JobSettings {
-        pins: crate::docker::PinFiles::new(&policy.server.state_dir),
-        copies: crate::docker::JudgedCopies::new(&policy.server.state_dir),
+        files: crate::docker::StateFiles::new(&policy.server.state_dir),
         policy: shared.clone(),
         outbox: Some(notifier.clone() as Arc<dyn Outbox>),
+        clock: clock.clone(),
     };
     let jobs = Jobs::new(
         engine.clone(),
@@ -128,7 +136,7 @@ pub async fn build_gateway(
             "recovered unfinished jobs from the last run"
         );
     }
-    prune(&jobs, &policy).await;
+    prune(&jobs, &policy, &clock).await;
     let gateway = Gateway::new(shared, engine, jobs, metrics, clock, notifier);
     let restored = gateway
         .restore_replays()
@@ -178,7 +186,7 @@ pub async fn run_until_shutdown(
             loop {
                 tokio::select! {
                     () = background.cancelled() => return,
-                    _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy()).await,
+                    _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy(), gateway.clock()).await,
                     _ = refusal_timer.tick() => gateway.flush_refusal_counts(),
                     Some(next) = controls.reload.recv() => {
                         reload(&gateway, next);

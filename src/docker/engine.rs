@@ -25,6 +25,7 @@ use super::{
     ContainerStatus, Distribution, Engine, EngineError, Exit, HelperEnd, HelperRun, Images, Limits,
     OutputLog, SelfUpdate, Swarm, SwarmService, TaskCount, process,
 };
+use crate::clock::Clock;
 use crate::names::{ContainerName, SwarmServiceName};
 use crate::policy::ComposeTool;
 use crate::recent::Recent;
@@ -111,13 +112,13 @@ pub(super) async fn bounded<T>(
 }
 
 impl DockerEngine {
-    pub fn new(tool: ComposeTool) -> Self {
+    pub fn new(tool: ComposeTool, clock: Clock) -> Self {
         Self {
             client: OnceCell::new(),
             tool,
             detected: OnceCell::new(),
-            lookups: Recent::new(LOOKUP_TTL, LOOKUP_ENTRIES),
-            models: Recent::new(MODEL_TTL, MODEL_ENTRIES),
+            lookups: Recent::new(LOOKUP_TTL, LOOKUP_ENTRIES, clock.clone()),
+            models: Recent::new(MODEL_TTL, MODEL_ENTRIES, clock),
             own: OnceCell::new(),
         }
     }

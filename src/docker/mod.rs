@@ -190,6 +190,24 @@ pub enum HelperEnd {
     Gone,
 }
 
+/// The files the gateway writes for compose under its state directory:
+/// pin overrides (where compose runs a project's own files) and judged
+/// copies of compose models.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    pub pins: PinFiles,
+    pub copies: std::sync::Arc<JudgedCopies>,
+}
+
+impl StateFiles {
+    pub fn new(state_dir: &std::path::Path) -> Self {
+        Self {
+            pins: PinFiles::new(state_dir),
+            copies: JudgedCopies::new(state_dir),
+        }
+    }
+}
+
 /// What a compose deploy needs: the compose tool and its model of a
 /// project, the containers, and the commands.
 pub trait ComposeHost: Send + Sync {

@@ -41,8 +41,8 @@ use crate::auth::throttle::Throttle;
 use crate::clock::Clock;
 use crate::docker::model::{Finding, ProjectRules};
 use crate::docker::{
-    ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, JudgedCopies, PinFiles,
-    RealPaths, Reference, Resolved,
+    ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, RealPaths, Reference, Resolved,
+    StateFiles,
 };
 use crate::jobs::{DeployTarget, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted};
 use crate::metrics::{Gauges, Metrics};
@@ -222,8 +222,6 @@ const RESOLVED_ENTRIES: usize = 1024;
 
 pub struct Gateway {
     resolved: Recent<ComposeLabels, Resolved>,
-    /// The gateway's own pin overrides, which labels may name.
-    pins: PinFiles,
     policy: Arc<PolicyCell>,
     /// Requests holding their answer with `?wait=`, per project.
     waiting: Slots<String>,
@@ -338,8 +336,7 @@ impl Gateway {
         let current = policy.get();
         let replay = ReplayCache::new(current.server.replay_cache_entries);
         Self {
-            resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES),
-            pins: PinFiles::new(&current.server.state_dir),
+            resolved: Recent::new(RESOLVED_TTL, RESOLVED_ENTRIES, clock.clone()),
             waiting: Slots::default(),
             policy,
             engine,
@@ -352,6 +349,11 @@ impl Gateway {
             clock,
             notifier,
         }
+    }
+
+    /// The gateway's clock, which its jobs and notifications share.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {
@@ -728,7 +730,8 @@ impl Gateway {
                     "no container with this name exists on the host",
                 )
             })?;
-        let labels = project_labels(project, &facts, &self.pins, self.jobs.copies())?;
+        let files = self.jobs.files();
+        let labels = project_labels(project, &facts, files)?;
         let Resolved { target, real } = self.resolve(labels).await?;
         check_paths(project, &real)?;
         if let Some(pin) = &pin {
@@ -745,7 +748,7 @@ impl Gateway {
         // only requests for the same pin join one job.
         let target = match &pin {
             Some(pin) => {
-                let path = self
+                let path = files
                     .pins
                     .path(target.project.as_str(), target.service.as_str(), pin);
                 target.pinned(Some(path))
@@ -818,8 +821,7 @@ impl Gateway {
 fn project_labels(
     project: &Project,
     facts: &ContainerFacts,
-    pins: &PinFiles,
-    copies: &JudgedCopies,
+    files: &StateFiles,
 ) -> Result<ComposeLabels, Refusal> {
     let labels = ComposeLabels::from_container(&facts.labels, &facts.image_labels)?;
     if !project.allows_compose_project(labels.project.as_str()) {
@@ -828,7 +830,9 @@ fn project_labels(
             "the container's compose project is outside this project's compose_projects",
         ));
     }
-    Ok(labels.without_pins(pins)?.from_copies(copies)?)
+    Ok(labels
+        .without_pins(&files.pins)?
+        .from_copies(&files.copies)?)
 }
 
 /// The real files compose would read must satisfy `compose_files`.
@@ -868,13 +872,12 @@ async fn model_findings(
 /// key the model judge refuses (empty when it passes). For `check --compose`.
 pub async fn verdict(
     engine: &dyn Engine,
-    pins: &PinFiles,
-    copies: &JudgedCopies,
+    files: &StateFiles,
     policy: &Policy,
     project: &Project,
     facts: &ContainerFacts,
 ) -> Result<Vec<Finding>, Refusal> {
-    let labels = project_labels(project, facts, pins, copies)?;
+    let labels = project_labels(project, facts, files)?;
     let Resolved { target, real } = labels.resolve()?;
     check_paths(project, &real)?;
     let rules = ProjectRules::new(policy, project, target.project.as_str(), &real.config_files);

@@ -8,19 +8,19 @@
 //! stops meanwhile leaves the job `running` with the helper's name, and the
 //! next one follows the helper on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{JobRecord, JobState, elapsed_since, now_ms};
+use super::record::{JobRecord, JobState};
 use super::store::{Store, StoreError};
 use super::{Active, DeployTarget, Inner, JobEvent, helper_name, run, settle, snapshot};
+use crate::clock::Clock;
 use crate::docker::{
-    CopyInUse, Engine, EngineError, HelperEnd, HelperRun, JudgedCopies, Limits, OutputLog,
-    PinFiles, TargetError,
+    CopyInUse, Engine, EngineError, HelperEnd, HelperRun, Limits, OutputLog, StateFiles,
+    TargetError,
 };
 use crate::names::JobId;
 
@@ -75,8 +75,8 @@ pub async fn run_helper(
     store: &Store,
     id: JobId,
     budget: HelperBudget,
-    pins: &PinFiles,
-    copies: &Arc<JudgedCopies>,
+    files: &StateFiles,
+    clock: &Clock,
     cancel: CancellationToken,
 ) -> Result<JobRecord, HelperError> {
     let HelperBudget { timeout, stable } = budget;
@@ -87,7 +87,7 @@ pub async fn run_helper(
     let target = record
         .compose_target()
         .map_err(|source| HelperError::Target { id, source })?;
-    let spent = elapsed_since(record.started_at_ms.unwrap_or_else(now_ms));
+    let spent = clock.since_ms(record.started_at_ms.unwrap_or_else(|| clock.unix_ms()));
     let limits = Limits {
         deadline: Instant::now() + timeout.saturating_sub(spent),
         cancel,
@@ -97,8 +97,8 @@ pub async fn run_helper(
     let completion = run::JobRun {
         engine,
         store,
-        pins,
-        copies,
+        files,
+        clock,
         target: &target,
         record: &sender,
         output: &output,
@@ -110,7 +110,7 @@ pub async fn run_helper(
     .execute()
     .await;
     let mut record = sender.borrow().clone();
-    settle(&mut record, completion, &output);
+    settle(&mut record, completion, &output, clock.unix_ms());
     store.put(&record).await?;
     Ok(record)
 }
@@ -127,7 +127,7 @@ impl Inner {
             (r.id, r.helper().map(str::to_owned), copy)
         };
         // The copy the helper runs is not collected while it may need it.
-        let mut _held = copy.map(|c| self.settings.copies.hold(c.into()));
+        let mut _held = copy.map(|c| self.settings.files.copies.hold(c.into()));
         let name = match helper {
             Some(name) => name,
             None => match self.start_helper(active, id).await {
@@ -147,10 +147,15 @@ impl Inner {
                 }
             },
         };
-        let started_ms = active.record.borrow().started_at_ms.unwrap_or_else(now_ms);
+        let clock = &self.settings.clock;
+        let started_ms = active
+            .record
+            .borrow()
+            .started_at_ms
+            .unwrap_or_else(|| clock.unix_ms());
         let timeout = self.settings.timeout();
         let budget = timeout + HELPER_MARGIN;
-        let left = budget.saturating_sub(elapsed_since(started_ms));
+        let left = budget.saturating_sub(clock.since_ms(started_ms));
         let end = tokio::select! {
             end = self.engine.wait_helper(&name) => Some(end),
             () = tokio::time::sleep(left) => None,
@@ -164,7 +169,7 @@ impl Inner {
                 let duration = Duration::from_millis(
                     record
                         .finished_at_ms
-                        .unwrap_or_else(now_ms)
+                        .unwrap_or_else(|| clock.unix_ms())
                         .saturating_sub(started_ms),
                 );
                 self.notify(&record, JobEvent::Finished { duration });
@@ -225,7 +230,7 @@ impl Inner {
         ));
         active.record.send_modify(|r| {
             r.state = JobState::Running;
-            r.started_at_ms = Some(now_ms());
+            r.started_at_ms = Some(self.settings.clock.unix_ms());
             if let Some(c) = r.compose_mut() {
                 c.helper = Some(name.clone());
             }
@@ -264,8 +269,8 @@ impl Inner {
         run::JobRun {
             engine: &*self.engine,
             store: &self.store,
-            pins: &self.settings.pins,
-            copies: &self.settings.copies,
+            files: &self.settings.files,
+            clock: &self.settings.clock,
             target,
             record: &active.record,
             output: &active.output,
@@ -281,7 +286,8 @@ impl Inner {
 
     async fn end_detached(&self, active: &Active, state: JobState, why: String) {
         let mut record = active.record.borrow().clone();
-        let duration = elapsed_since(*record.started_at_ms.get_or_insert_with(now_ms));
+        let clock = &self.settings.clock;
+        let duration = clock.since_ms(*record.started_at_ms.get_or_insert_with(|| clock.unix_ms()));
         settle(
             &mut record,
             run::Completion {
@@ -289,6 +295,7 @@ impl Inner {
                 error: Some(why),
             },
             &active.output,
+            clock.unix_ms(),
         );
         self.publish(active, record, JobEvent::Finished { duration })
             .await;

@@ -35,11 +35,12 @@ use tokio_util::sync::CancellationToken;
 pub use helper::{HelperBudget, HelperError, run_helper};
 pub use record::{
     ComposeJob, JobRecord, JobState, JobTarget, Requester, Rollback, RollbackState, Step, SwarmJob,
-    elapsed_since, now_ms, rfc3339,
+    rfc3339,
 };
 pub use store::{Cursor, OutboxOutcome, OutboxRow, ReplayRow, Store, StoreError};
 
-use crate::docker::{ComposeTarget, Engine, ImagePin, JudgedCopies, Limits, OutputLog, PinFiles};
+use crate::clock::Clock;
+use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, StateFiles};
 use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
 use crate::policy::PolicyCell;
 
@@ -52,15 +53,15 @@ const MAX_ATTEMPTS: u32 = 2;
 /// next job; only `max_parallel_jobs` is read once, when the jobs start.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
-    /// Where pin overrides are written.
-    pub pins: PinFiles,
-    /// Where the judged copies of compose models are written.
-    pub copies: Arc<JudgedCopies>,
+    /// Where pin overrides and judged copies are written.
+    pub files: StateFiles,
     /// The policy in force: each job's settings, and what a compose job
     /// judges its files by before each command.
     pub policy: Arc<PolicyCell>,
     /// Where the notifications of a job's end go, written with it.
     pub outbox: Option<Arc<dyn Outbox>>,
+    /// The gateway's clock: jobs' times and the health gate read it.
+    pub clock: Clock,
 }
 
 impl JobSettings {
@@ -249,9 +250,10 @@ impl Jobs {
         &self.inner.store
     }
 
-    /// Where jobs write the judged copies of compose models.
-    pub fn copies(&self) -> &Arc<JudgedCopies> {
-        &self.inner.settings.copies
+    /// Where jobs write pin overrides and the judged copies of compose
+    /// models.
+    pub fn files(&self) -> &StateFiles {
+        &self.inner.settings.files
     }
 
     /// Queues a job, or joins the queued one of the same policy project for
@@ -311,10 +313,13 @@ impl Jobs {
                         request.container.as_ref().map_or("", ContainerName::as_str),
                         target,
                         request.self_update,
+                        self.inner.settings.clock.unix_ms(),
                     ),
-                    DeployTarget::Swarm { name, .. } => {
-                        JobRecord::for_swarm(request.project.as_str(), name)
-                    }
+                    DeployTarget::Swarm { name, .. } => JobRecord::for_swarm(
+                        request.project.as_str(),
+                        name,
+                        self.inner.settings.clock.unix_ms(),
+                    ),
                 };
                 record.image = request.pin.as_ref().map(ToString::to_string);
                 record.requested_by = request.requested_by.clone();
@@ -419,7 +424,7 @@ impl Jobs {
                 if record.attempt >= MAX_ATTEMPTS {
                     output.note("(the gateway stopped during this job again; it is not re-run)");
                     record.state = JobState::Interrupted;
-                    record.finished_at_ms = Some(now_ms());
+                    record.finished_at_ms = Some(self.inner.settings.clock.unix_ms());
                     record.error = Some("interrupted by gateway restarts, twice".into());
                     record.output = output.text();
                     run::release_hold(&*self.inner.engine, record.id).await;
@@ -440,7 +445,7 @@ impl Jobs {
                 Ok(target) => target,
                 Err(e) => {
                     record.state = JobState::Failed;
-                    record.finished_at_ms = Some(now_ms());
+                    record.finished_at_ms = Some(self.inner.settings.clock.unix_ms());
                     record.error = Some(format!("cannot be resumed: {e}"));
                     self.inner.write(&record).await?;
                     continue;
@@ -480,11 +485,11 @@ fn snapshot(active: &Active, record: &JobRecord) -> JobRecord {
     record
 }
 
-/// Writes how a job ended into its record.
-fn settle(record: &mut JobRecord, completion: run::Completion, output: &OutputLog) {
+/// Writes how a job ended, at `at_ms`, into its record.
+fn settle(record: &mut JobRecord, completion: run::Completion, output: &OutputLog, at_ms: u64) {
     record.state = completion.state;
     record.error = completion.error;
-    record.finished_at_ms = Some(now_ms());
+    record.finished_at_ms = Some(at_ms);
     record.output = output.text();
 }
 
@@ -532,10 +537,10 @@ impl Inner {
         if let Some(rollback) = record.compose_mut().and_then(|c| c.rollback.as_mut()) {
             rollback.state = RollbackState::Interrupted;
             rollback.error = Some("the gateway stopped during the rollback".into());
-            rollback.finished_at_ms = Some(now_ms());
+            rollback.finished_at_ms = Some(self.settings.clock.unix_ms());
         }
         record.state = JobState::Interrupted;
-        record.finished_at_ms = Some(now_ms());
+        record.finished_at_ms = Some(self.settings.clock.unix_ms());
         record.error = Some(format!(
             "{failed}; the gateway stopped during the rollback; {running}"
         ));
@@ -666,7 +671,7 @@ impl Inner {
         let started = Instant::now();
         active.record.send_modify(|r| {
             r.state = JobState::Running;
-            r.started_at_ms = Some(now_ms());
+            r.started_at_ms = Some(self.settings.clock.unix_ms());
         });
         self.persist(active).await;
         self.notify(&active.record.borrow(), JobEvent::Started);
@@ -684,8 +689,8 @@ impl Inner {
                 run::JobRun {
                     engine: &*self.engine,
                     store: &self.store,
-                    pins: &self.settings.pins,
-                    copies: &self.settings.copies,
+                    files: &self.settings.files,
+                    clock: &self.settings.clock,
                     target,
                     record: &active.record,
                     output: &active.output,
@@ -725,7 +730,12 @@ impl Inner {
             );
             JobEvent::Requeued
         } else {
-            settle(&mut record, completion, &active.output);
+            settle(
+                &mut record,
+                completion,
+                &active.output,
+                self.settings.clock.unix_ms(),
+            );
             JobEvent::Finished {
                 duration: started.elapsed(),
             }

@@ -1,7 +1,5 @@
 //! A job as it is stored and reported.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 
 use super::DeployTarget;
@@ -258,33 +256,24 @@ pub struct SwarmJob {
     pub replicas_updated: Option<u64>,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The time since `ms` (Unix milliseconds); zero for a time in the future.
-pub fn elapsed_since(ms: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(now_ms().saturating_sub(ms))
-}
-
 fn display_paths(paths: &[std::path::PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
 }
 
 impl JobRecord {
+    /// A new job of a compose service, queued at `at_ms`.
     pub fn new(
         project: &str,
         action: Action,
         container_name: &str,
         target: &ComposeTarget,
         self_update: bool,
+        at_ms: u64,
     ) -> Self {
         Self::queued(
             project,
             action,
+            at_ms,
             JobTarget::Compose(ComposeJob {
                 container_name: container_name.to_owned(),
                 compose_project: target.project.to_string(),
@@ -306,10 +295,11 @@ impl JobRecord {
     }
 
     /// A job that updates the Swarm service `name`.
-    pub fn for_swarm(project: &str, name: &SwarmServiceName) -> Self {
+    pub fn for_swarm(project: &str, name: &SwarmServiceName, at_ms: u64) -> Self {
         Self::queued(
             project,
             Action::Pull,
+            at_ms,
             JobTarget::Swarm(SwarmJob {
                 name: name.to_string(),
                 replicas_updated: None,
@@ -318,13 +308,13 @@ impl JobRecord {
     }
 
     /// A new job of `project`, queued.
-    fn queued(project: &str, action: Action, target: JobTarget) -> Self {
+    fn queued(project: &str, action: Action, at_ms: u64, target: JobTarget) -> Self {
         Self {
             id: JobId::random(),
             project: project.to_owned(),
             action,
             state: JobState::Queued,
-            created_at_ms: now_ms(),
+            created_at_ms: at_ms,
             started_at_ms: None,
             finished_at_ms: None,
             steps: Vec::new(),
@@ -428,7 +418,8 @@ impl ComposeJob {
 
 /// Formats Unix milliseconds as RFC 3339 in UTC, e.g. `2026-11-28T09:15:02.123Z`.
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 #[cfg(test)]
@@ -479,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_swarm_job_is_stored_without_compose_fields() {
-        let record = JobRecord::for_swarm("ops", &SwarmServiceName::parse("web").unwrap());
+        let record = JobRecord::for_swarm("ops", &SwarmServiceName::parse("web").unwrap(), 1);
         let doc: serde_json::Value = serde_json::to_value(&record).unwrap();
         assert_eq!(doc["swarm_service"], "web");
         for absent in [

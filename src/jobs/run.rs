@@ -20,13 +20,14 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step, now_ms};
+use super::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step};
 use super::store::Store;
 use crate::catalogue::Code;
+use crate::clock::Clock;
 use crate::docker::model::{self, ProjectRules};
 use crate::docker::{
     ComposeHost, ComposeOp, ComposeTarget, ContainerStatus, CopyInUse, Engine, Exit, ImagePin,
-    Images, JudgedCopies, Limits, OutputLog, PinFiles, RealPaths, Reference,
+    Images, JudgedCopies, Limits, OutputLog, RealPaths, Reference, StateFiles,
 };
 use crate::names::{Action, JobId};
 use crate::policy::{ModelMode, Policy, PolicyCell, Project};
@@ -242,9 +243,10 @@ pub(super) const INTERRUPTED: &str = "the gateway stopped while the job ran";
 pub struct JobRun<'a> {
     pub engine: &'a dyn Engine,
     pub store: &'a Store,
-    pub pins: &'a PinFiles,
-    /// Where the judged copies of compose models are written.
-    pub copies: &'a Arc<JudgedCopies>,
+    /// Where pin overrides and judged copies are written.
+    pub files: &'a StateFiles,
+    /// The gateway's clock: the gate's stable time, the rollback's times.
+    pub clock: &'a Clock,
     pub target: &'a ComposeTarget,
     pub record: &'a watch::Sender<JobRecord>,
     pub output: &'a OutputLog,
@@ -339,7 +341,7 @@ impl JobRun<'_> {
                 return;
             }
         };
-        if let Err(e) = self.copies.collect(project, &named) {
+        if let Err(e) = self.files.copies.collect(project, &named) {
             tracing::warn!(project, error = %e, "could not remove unused judged copies");
         }
     }
@@ -397,7 +399,7 @@ impl JobRun<'_> {
     /// override file when pinned.
     fn files_target(&self) -> ComposeTarget {
         let file = self.pin().map(|pin| {
-            self.pins.path(
+            self.files.pins.path(
                 self.target.project.as_str(),
                 self.target.service.as_str(),
                 &pin,
@@ -447,7 +449,7 @@ impl JobRun<'_> {
         let real = self.judge_files(&origin, project, op)?;
         let copy = judge_and_copy(
             self.engine,
-            self.copies,
+            &self.files.copies,
             &policy,
             project,
             &origin,
@@ -498,7 +500,7 @@ impl JobRun<'_> {
                 )
             })?;
         Ok(Runs::Copy(Judged {
-            copy: self.copies.hold(path),
+            copy: self.files.copies.hold(path),
             model: Arc::new(model),
             origin,
             real_configs: Vec::new(),
@@ -557,7 +559,10 @@ impl JobRun<'_> {
                     self.output.note(&format!("({})", refused.why()));
                     return Some(refused);
                 }
-                let target = self.copies.target_of(&judged.copy.path, &judged.origin);
+                let target = self
+                    .files
+                    .copies
+                    .target_of(&judged.copy.path, &judged.origin);
                 let outcome = self
                     .engine
                     .run_compose(&target, op, limits, self.output)
@@ -673,7 +678,7 @@ impl JobRun<'_> {
         };
         let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
         if let (Runs::Files(_), Some(pin)) = (&runs, self.pin()) {
-            if let Err(e) = self.pins.write(project, service, &pin) {
+            if let Err(e) = self.files.pins.write(project, service, &pin) {
                 return Completion::ended(
                     JobState::Failed,
                     format!("the override file that pins the image could not be written: {e}"),
@@ -708,7 +713,7 @@ impl JobRun<'_> {
     /// Removes the service's pin overrides that no container names now.
     fn retain_pins(&self, in_use: Option<&std::path::Path>) {
         let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
-        if let Err(e) = self.pins.retain(project, service, in_use) {
+        if let Err(e) = self.files.pins.retain(project, service, in_use) {
             tracing::warn!(project, service, error = %e, "could not remove unused pin override files");
         }
     }
@@ -767,7 +772,7 @@ impl JobRun<'_> {
                     to_image: previous.clone(),
                     state: RollbackState::Running,
                     error: None,
-                    started_at_ms: now_ms(),
+                    started_at_ms: self.clock.unix_ms(),
                     finished_at_ms: None,
                 });
             }
@@ -828,7 +833,7 @@ impl JobRun<'_> {
             if let Some(rollback) = r.compose_mut().and_then(|c| c.rollback.as_mut()) {
                 rollback.state = rollback_state;
                 rollback.error = rollback_error;
-                rollback.finished_at_ms = Some(now_ms());
+                rollback.finished_at_ms = Some(self.clock.unix_ms());
             }
         });
         Completion::ended(state, error)
@@ -865,7 +870,8 @@ impl JobRun<'_> {
             Runs::Files(_) => {
                 let file = match &pin {
                     Some(pin) => Some(
-                        self.pins
+                        self.files
+                            .pins
                             .write(project, service, pin)
                             .map_err(PointBackError::PinFile)?,
                     ),
@@ -876,6 +882,7 @@ impl JobRun<'_> {
             Runs::Copy(judged) => {
                 let model = model::with_image(&judged.model, service, reference);
                 let copy = self
+                    .files
                     .copies
                     .write(&judged.origin, &model)
                     .map_err(PointBackError::Copy)?;
@@ -930,7 +937,7 @@ impl JobRun<'_> {
                         service,
                         &containers,
                         &baseline,
-                        SystemTime::now(),
+                        self.clock.system_time(),
                         self.stable,
                     ) {
                         Verdict::Ready => return Ok(()),

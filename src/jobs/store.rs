@@ -124,6 +124,7 @@ enum Request {
     Prune {
         older_than_ms: u64,
         keep: u64,
+        now_secs: u64,
         reply: Reply<usize>,
     },
 }
@@ -336,11 +337,18 @@ impl Store {
     }
 
     /// Deletes finished jobs created before `older_than_ms`, and beyond the
-    /// newest `keep`. Returns how many went.
-    pub async fn prune(&self, older_than_ms: u64, keep: u64) -> Result<usize, StoreError> {
+    /// newest `keep`, and replay entries that expired before `now_secs`.
+    /// Returns how many jobs went.
+    pub async fn prune(
+        &self,
+        older_than_ms: u64,
+        keep: u64,
+        now_secs: u64,
+    ) -> Result<usize, StoreError> {
         self.send(|reply| Request::Prune {
             older_than_ms,
             keep,
+            now_secs,
             reply,
         })
         .await
@@ -472,9 +480,10 @@ fn answer(connection: &Connection, request: Request) {
         Request::Prune {
             older_than_ms,
             keep,
+            now_secs,
             reply,
         } => {
-            let _ = reply.send(prune(connection, older_than_ms, keep));
+            let _ = reply.send(prune(connection, older_than_ms, keep, now_secs));
         }
         Request::Due(now, limit, reply) => {
             let _ = reply.send(due(connection, now, limit));
@@ -703,7 +712,12 @@ fn unfinished(c: &Connection) -> Result<Vec<JobRecord>, StoreError> {
     docs.into_iter().map(decode).collect()
 }
 
-fn prune(c: &Connection, older_than_ms: u64, keep: u64) -> Result<usize, StoreError> {
+fn prune(
+    c: &Connection,
+    older_than_ms: u64,
+    keep: u64,
+    now_secs: u64,
+) -> Result<usize, StoreError> {
     let unfinished = [JobState::Queued.as_str(), JobState::Running.as_str()];
     let by_age = c.execute(
         "DELETE FROM jobs WHERE created_at < ?1 AND state NOT IN (?2, ?3)",
@@ -715,9 +729,6 @@ fn prune(c: &Connection, older_than_ms: u64, keep: u64) -> Result<usize, StoreEr
              ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?1)",
         params![keep as i64, unfinished[0], unfinished[1]],
     )?;
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     c.execute(
         "DELETE FROM replay WHERE expires_at < ?1",
         [now_secs as i64],
@@ -733,7 +744,7 @@ mod tests {
 
     fn record(project: &str, created_at_ms: u64, state: JobState) -> JobRecord {
         let target = ComposeTarget::from_parts("p", "web", "/srv", "/srv/c.yml", "").unwrap();
-        let mut r = JobRecord::new(project, Action::Pull, "p-web", &target, false);
+        let mut r = JobRecord::new(project, Action::Pull, "p-web", &target, false, 1);
         r.created_at_ms = created_at_ms;
         r.state = state;
         r
@@ -869,11 +880,11 @@ mod tests {
             .collect();
         assert_eq!(open, vec![queued.id, running.id]);
         // Keep the newest 3 finished jobs; unfinished jobs are never pruned.
-        assert_eq!(store.prune(0, 3).await.unwrap(), 1);
+        assert_eq!(store.prune(0, 3, 0).await.unwrap(), 1);
         assert_eq!(store.unfinished().await.unwrap().len(), 2);
         // By age: finished jobs created before t=12 go (only t=11 is left).
-        assert_eq!(store.prune(12, 100).await.unwrap(), 1);
-        assert_eq!(store.prune(14, 100).await.unwrap(), 2);
+        assert_eq!(store.prune(12, 100, 0).await.unwrap(), 1);
+        assert_eq!(store.prune(14, 100, 0).await.unwrap(), 2);
         assert_eq!(store.list("a", 10, None).await.unwrap().len(), 2);
     }
 

@@ -21,7 +21,8 @@ use hmac::{KeyInit, Mac};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{JobRecord, Outbox, OutboxOutcome, OutboxRow, Store, now_ms, rfc3339};
+use crate::clock::Clock;
+use crate::jobs::{JobRecord, Outbox, OutboxOutcome, OutboxRow, Store, rfc3339};
 use crate::metrics::Metrics;
 use crate::outbound::LazyClient;
 use crate::policy::{NotifyKind, NotifyTarget, PolicyCell, SmtpSettings, SmtpTls};
@@ -69,6 +70,8 @@ pub struct Notifier {
     /// For webhooks and Slack; made at the first delivery.
     http: LazyClient,
     wake: tokio::sync::Notify,
+    /// Due times, backoff and giving up are read from it.
+    clock: Clock,
 }
 
 impl Outbox for Notifier {
@@ -85,7 +88,7 @@ impl Outbox for Notifier {
         if wanted.is_empty() {
             return Vec::new();
         }
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         let event = record.state.as_str();
         let payload = message(
             event,
@@ -132,6 +135,7 @@ impl Notifier {
         policy: Arc<PolicyCell>,
         metrics: Arc<Metrics>,
         render: Render,
+        clock: Clock,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -140,6 +144,7 @@ impl Notifier {
             render,
             http: LazyClient::new(ATTEMPT_TIMEOUT),
             wake: tokio::sync::Notify::new(),
+            clock,
         })
     }
 
@@ -151,7 +156,11 @@ impl Notifier {
         loop {
             let room = PARALLEL.saturating_sub(flying.len());
             if room > 0 {
-                match self.store.due(now_ms(), room + busy.len()).await {
+                match self
+                    .store
+                    .due(self.clock.unix_ms(), room + busy.len())
+                    .await
+                {
                     Ok(rows) => {
                         for row in rows {
                             let key = (row.message.clone(), row.target.clone());
@@ -172,7 +181,7 @@ impl Notifier {
             // A row due now that did not start is in flight, or waits for
             // room: a finished attempt wakes the loop for those. Otherwise
             // the next look is when the soonest later one is due.
-            let now = now_ms();
+            let now = self.clock.unix_ms();
             let next = match self.store.waiting(now).await {
                 Ok((count, later)) => {
                     self.metrics.notifications_waiting(count);
@@ -216,18 +225,16 @@ impl Notifier {
         let attempts = row.attempts + 1;
         let result = match self.http.get() {
             Ok(http) => {
-                deliver(
-                    http,
-                    target,
-                    policy.smtp.as_ref(),
-                    &row.message,
-                    &row.payload,
-                )
-                .await
+                let message = Outgoing {
+                    id: &row.message,
+                    payload: &row.payload,
+                    at_secs: self.clock.unix_secs(),
+                };
+                deliver(http, target, policy.smtp.as_ref(), message).await
             }
             Err(why) => Err(DeliveryError::Http(format!("no HTTP client: {why}"))),
         };
-        let now = now_ms();
+        let now = self.clock.unix_ms();
         // One audit line per outcome, naming the attempt but never where it went.
         macro_rules! audit {
             ($level:ident, $($fields:tt)*) => {
@@ -281,16 +288,22 @@ impl Notifier {
     }
 }
 
-/// Sends one message (`payload`, its JSON) to one target, within
-/// [`ATTEMPT_TIMEOUT`].
+/// One message to send: its id, its JSON, and when it is sent (Unix
+/// seconds, the webhook's timestamp).
+pub struct Outgoing<'a> {
+    pub id: &'a str,
+    pub payload: &'a str,
+    pub at_secs: u64,
+}
+
+/// Sends one message to one target, within [`ATTEMPT_TIMEOUT`].
 pub async fn deliver(
     http: &reqwest::Client,
     target: &NotifyTarget,
     smtp: Option<&SmtpSettings>,
-    id: &str,
-    payload: &str,
+    message: Outgoing<'_>,
 ) -> Result<(), DeliveryError> {
-    tokio::time::timeout(ATTEMPT_TIMEOUT, send(http, target, smtp, id, payload))
+    tokio::time::timeout(ATTEMPT_TIMEOUT, send(http, target, smtp, message))
         .await
         .unwrap_or(Err(DeliveryError::Timeout))
 }
@@ -299,12 +312,15 @@ async fn send(
     http: &reqwest::Client,
     target: &NotifyTarget,
     smtp: Option<&SmtpSettings>,
-    id: &str,
-    payload: &str,
+    message: Outgoing<'_>,
 ) -> Result<(), DeliveryError> {
+    let Outgoing {
+        id,
+        payload,
+        at_secs: timestamp,
+    } = message;
     match &target.kind {
         NotifyKind::Webhook { url, key } => {
-            let timestamp = now_ms() / 1000;
             let request = http
                 .post(url.0.clone())
                 .header("content-type", "application/json")

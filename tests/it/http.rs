@@ -416,6 +416,7 @@ async fn a_request_abandoned_after_its_job_is_recorded_keeps_its_replay_entry() 
         "filler-web",
         &filler,
         false,
+        h.clock.unix_ms(),
     );
     let queued: Vec<_> = (0..2000).map(|_| store.put(&record)).collect();
     let t = now();
@@ -569,8 +570,8 @@ async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::jo
             timeout: Duration::from_secs(60),
             stable: Duration::from_secs(5),
         },
-        &delivery_hook::docker::PinFiles::new(&helper.state_dir),
-        &delivery_hook::docker::JudgedCopies::new(&helper.state_dir),
+        &delivery_hook::docker::StateFiles::new(&helper.state_dir),
+        &delivery_hook::clock::Clock::system(),
         Default::default(),
     )
     .await
@@ -661,10 +662,10 @@ async fn a_gateway_started_in_place_of_the_old_one_follows_the_helper() {
 
     // The new gateway, on the same store.
     let settings = delivery_hook::jobs::JobSettings {
-        pins: delivery_hook::docker::PinFiles::new(&helper.state_dir),
-        copies: delivery_hook::docker::JudgedCopies::new(&helper.state_dir),
+        files: delivery_hook::docker::StateFiles::new(&helper.state_dir),
         policy: h.gateway.policy_cell(),
         outbox: None,
+        clock: h.clock.clone(),
     };
     let jobs = delivery_hook::jobs::Jobs::new(h.engine.clone(), store.clone(), settings, None);
     let recovery = jobs.recover().await.unwrap();

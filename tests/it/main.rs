@@ -3,6 +3,7 @@
 
 mod attacks;
 mod cli;
+mod clock;
 mod compose_model;
 mod e2e;
 mod http;

@@ -56,6 +56,9 @@ pub struct FakeEngine {
     pub swarm_updates: Mutex<Vec<String>>,
     /// The `UpdateStatus` state an update leads to (`completed` unless set).
     pub update_outcome: Mutex<Option<String>>,
+    /// When the service's containers started, as `service_containers`
+    /// reports it; long ago unless set.
+    pub started_at: Mutex<Option<std::time::SystemTime>>,
     /// What `compose config` prints (a model with no services unless set),
     /// or why it fails; every call is counted.
     pub model: Mutex<Option<Result<serde_json::Value, ModelError>>>,
@@ -273,7 +276,12 @@ impl ComposeHost for FakeEngine {
                 health,
                 health_log: Some("wget: connection refused".into()),
                 // Long ago: the gate's stable time has passed.
-                started_at: Some(std::time::UNIX_EPOCH + Duration::from_secs(1)),
+                started_at: Some(
+                    self.started_at
+                        .lock()
+                        .unwrap()
+                        .unwrap_or(std::time::UNIX_EPOCH + Duration::from_secs(1)),
+                ),
                 restart_count: 0,
             }])
         })

@@ -90,16 +90,33 @@ impl Drop for TempDir {
     }
 }
 
-/// The test policies' environment: one variable, `LATER_SECRET`, that a
-/// policy can name as a secret source.
+/// The test policies' environment: `LATER_SECRET`, and what tests set
+/// with [`set_var`] (each test under names of its own).
 struct NoEnv;
 
-/// The value of the one variable the test environment has.
+/// The value of `LATER_SECRET` in the test environment.
 pub const LATER_SECRET: &str = "later-secret-0123456789abcd";
+
+fn test_vars() -> &'static std::sync::Mutex<std::collections::HashMap<String, String>> {
+    static VARS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    VARS.get_or_init(Default::default)
+}
+
+/// Sets a variable of the test policies' environment (not the process's).
+pub fn set_var(name: &str, value: &str) {
+    test_vars()
+        .lock()
+        .unwrap()
+        .insert(name.to_string(), value.to_string());
+}
 
 impl Environment for NoEnv {
     fn var(&self, name: &str) -> Option<String> {
-        (name == "LATER_SECRET").then(|| LATER_SECRET.to_string())
+        if name == "LATER_SECRET" {
+            return Some(LATER_SECRET.to_string());
+        }
+        test_vars().lock().unwrap().get(name).cloned()
     }
     fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         std::fs::read(path)
