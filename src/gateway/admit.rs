@@ -3,6 +3,9 @@
 //! the project that authenticated, the parsed body, and the replay entry
 //! that makes the request single-use.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -119,27 +122,17 @@ impl Gateway {
         Fut: Future<Output = Result<Vec<u8>, BodyError>>,
     {
         let fail = |e: AuthError| self.auth_failed(policy, call.client, e);
-        let timestamp = signature::parse_timestamp(call.headers.timestamp).map_err(fail)?;
         let tolerance = policy.server.timestamp_tolerance_secs;
-        signature::check_window(timestamp.secs, self.clock.unix_secs(), tolerance).map_err(fail)?;
-        let signature = signature::parse_signature(call.headers.signature).map_err(fail)?;
+        let signed = self.signed_headers(policy, call.headers).map_err(fail)?;
         let named = match call.headers.project {
             Some(name) => Some(named_project(policy, name).map_err(fail)?),
             None => None,
         };
         let body = self.read_checked(policy, read_body).await?;
         let (candidates, early) = Self::candidates(policy, named, &body)?;
-        let verified = candidates.iter().find_map(|p| {
-            signature::verify_any(p.keys(), &body, timestamp.text, &signature).map(|key| (*p, key))
-        });
-        let Some((project, key)) = verified else {
-            if candidates.is_empty() {
-                // The same work as a wrong key, so timing tells nothing.
-                signature::verify_any([], &body, timestamp.text, &signature);
-            }
-            return Err(fail(AuthError::SignatureMismatch));
-        };
+        let (project, key) = signed.signer(&candidates, &body).map_err(fail)?;
         let wanted = wanted(early, &body)?;
+        let (timestamp, signature) = (signed.timestamp, signed.signature);
         // An entry outlives every moment at which its request can still be
         // admitted: the window's end, plus the time a body may take to
         // arrive after the headers, plus a second for the clock's rounding.
@@ -163,6 +156,51 @@ impl Gateway {
                 index: u32::try_from(key).unwrap_or(u32::MAX),
             },
         })
+    }
+
+    /// A client address with too many recent failures is turned away
+    /// before anything of its request is read.
+    pub(super) fn check_throttle(&self, policy: &Policy, client: IpAddr) -> Result<(), Refusal> {
+        let window = Duration::from_secs(policy.server.auth_failure_window_secs);
+        self.throttle
+            .check(client, self.clock.now(), policy.server.auth_failure_limit, window)
+            .map_err(|wait| {
+                Refusal::new(Code::TooManyFailures, "too many failed authentication attempts from this address; wait before retrying",
+                )
+                .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            })
+    }
+
+    /// A failed authentication: counted, and its refusal.
+    pub(super) fn auth_failed(&self, policy: &Policy, client: IpAddr, e: AuthError) -> Refusal {
+        self.failed_attempt(policy, client, e.into());
+        e.into()
+    }
+
+    /// A failed authentication, by signature or token (`code`): counted
+    /// against the client's address and in the metrics.
+    pub(super) fn failed_attempt(&self, policy: &Policy, client: IpAddr, code: Code) {
+        self.throttle.record_failure(
+            client,
+            self.clock.now(),
+            Duration::from_secs(policy.server.auth_failure_window_secs),
+        );
+        self.metrics.auth_failure(code.as_str());
+    }
+
+    /// The signature headers of `headers`, checked by the policy's window at
+    /// the gateway's clock: the first step of every signed request.
+    pub(super) fn signed_headers<'h>(
+        &self,
+        policy: &Policy,
+        headers: super::SignedHeaders<'h>,
+    ) -> Result<signature::Signed<'h>, AuthError> {
+        signature::Signed::check(
+            headers.timestamp,
+            headers.signature,
+            self.clock.unix_secs(),
+            policy.server.timestamp_tolerance_secs,
+        )
     }
 
     /// A request with a CI's token: the token, then the body, then the

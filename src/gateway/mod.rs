@@ -463,33 +463,6 @@ impl Gateway {
     }
 
     /// Rule: 429 for a client that failed authentication too often.
-    fn check_throttle(&self, policy: &Policy, client: IpAddr) -> Result<(), Refusal> {
-        let window = Duration::from_secs(policy.server.auth_failure_window_secs);
-        self.throttle
-            .check(client, self.clock.now(), policy.server.auth_failure_limit, window)
-            .map_err(|wait| {
-                Refusal::new(Code::TooManyFailures, "too many failed authentication attempts from this address; wait before retrying",
-                )
-                .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-            })
-    }
-
-    fn auth_failed(&self, policy: &Policy, client: IpAddr, e: AuthError) -> Refusal {
-        self.failed_attempt(policy, client, e.into());
-        e.into()
-    }
-
-    /// A failed authentication, by signature or token (`code`): counted
-    /// against the client's address and in the metrics.
-    fn failed_attempt(&self, policy: &Policy, client: IpAddr, code: Code) {
-        self.throttle.record_failure(
-            client,
-            self.clock.now(),
-            Duration::from_secs(policy.server.auth_failure_window_secs),
-        );
-        self.metrics.auth_failure(code.as_str());
-    }
-
     /// Handles a deploy request. `read_body(limit)` reads the raw body,
     /// refusing more than `limit` bytes; it is only called once the headers
     /// passed, so a refused request costs no body read.

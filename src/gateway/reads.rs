@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project};
-use crate::auth::signature::{self, AuthError};
+use crate::auth::signature::AuthError;
 use crate::jobs::{Cursor, JobRecord};
 use crate::names::JobId;
 use crate::policy::{Policy, Project};
@@ -36,20 +36,13 @@ impl Gateway {
             self.token_project(policy, call.client, &candidates, &token)?;
             return Ok(name.to_owned());
         }
-        let timestamp = signature::parse_timestamp(call.headers.timestamp).map_err(fail)?;
-        signature::check_window(
-            timestamp.secs,
-            self.clock.unix_secs(),
-            policy.server.timestamp_tolerance_secs,
-        )
-        .map_err(fail)?;
-        let signature = signature::parse_signature(call.headers.signature).map_err(fail)?;
+        let signed = self.signed_headers(policy, call.headers).map_err(fail)?;
         let (name, project) = named()?;
-        let keys = project.map(Project::keys).unwrap_or_default();
-        match signature::verify_any(keys, call.target.as_bytes(), timestamp.text, &signature) {
-            Some(_) => Ok(name.to_owned()),
-            None => Err(fail(AuthError::SignatureMismatch)),
-        }
+        let candidates: Vec<&Project> = project.into_iter().collect();
+        signed
+            .signer(&candidates, call.target.as_bytes())
+            .map_err(fail)?;
+        Ok(name.to_owned())
     }
 
     /// `GET /jobs/{id}`: a job of the authenticated project.

@@ -301,6 +301,12 @@ impl Project {
     }
 }
 
+impl crate::auth::signature::Keyed for Project {
+    fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+}
+
 /// The policy in force, shared by the gateway, which swaps it on reload,
 /// and the jobs, which judge their files by it before each compose command.
 /// A reader keeps the policy it took for as long as it needs it.
