@@ -1332,8 +1332,13 @@ async fn store_writes(table: &mut Table) {
         let mut record = JobRecord::new(
             "bench",
             delivery_hook::names::Action::Pull,
-            "bench-web",
-            &target,
+            &delivery_hook::jobs::Deployment {
+                target: delivery_hook::jobs::DeployTarget::Compose {
+                    container: delivery_hook::names::ContainerName::parse("bench-web").unwrap(),
+                    target: target.clone(),
+                },
+                pin: None,
+            },
             false,
             delivery_hook::clock::Clock::system().unix_ms(),
         );
@@ -1363,8 +1368,13 @@ async fn store_writes(table: &mut Table) {
         let record = JobRecord::new(
             "bench",
             delivery_hook::names::Action::Pull,
-            "bench-web",
-            &target,
+            &delivery_hook::jobs::Deployment {
+                target: delivery_hook::jobs::DeployTarget::Compose {
+                    container: delivery_hook::names::ContainerName::parse("bench-web").unwrap(),
+                    target: target.clone(),
+                },
+                pin: None,
+            },
             false,
             delivery_hook::clock::Clock::system().unix_ms(),
         );
@@ -1590,8 +1600,13 @@ async fn notify_cost(table: &mut Table) {
         let mut record = JobRecord::new(
             project,
             delivery_hook::names::Action::Pull,
-            "web",
-            &target,
+            &delivery_hook::jobs::Deployment {
+                target: delivery_hook::jobs::DeployTarget::Compose {
+                    container: delivery_hook::names::ContainerName::parse("web").unwrap(),
+                    target: target.clone(),
+                },
+                pin: None,
+            },
             false,
             delivery_hook::clock::Clock::system().unix_ms(),
         );
@@ -1726,6 +1741,7 @@ async fn compose_model_cost(table: &mut Table) {
     let allowed = |p: &Path| p.starts_with(&dir);
     let any = |_: &str| true;
     let allow = std::collections::BTreeSet::<Allowance>::new();
+    let taken = std::collections::BTreeSet::new();
     let rules = model::Rules {
         compose_project: "bench",
         allow: &allow,
@@ -1735,6 +1751,7 @@ async fn compose_model_cost(table: &mut Table) {
         container_name: &any,
         security_opts: &[],
         socket: None,
+        taken: &taken,
     };
     for (tool, name) in [(ComposeTool::V1, "v1"), (ComposeTool::V2, "v2")] {
         let engine = DockerEngine::new(tool, delivery_hook::clock::Clock::system());

@@ -494,11 +494,14 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
         return fail(format!("project `{project}` has no notify targets"));
     }
     let now = Clock::system().unix_ms();
-    let mut record = crate::jobs::JobRecord::for_swarm(
-        project,
-        &crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
-        now,
-    );
+    let deployment = crate::jobs::Deployment {
+        target: crate::jobs::DeployTarget::Swarm(
+            crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
+        ),
+        pin: None,
+    };
+    let mut record =
+        crate::jobs::JobRecord::new(project, crate::names::Action::Pull, &deployment, false, now);
     record.state = crate::jobs::JobState::Succeeded;
     let id = format!("msg_test_{}", crate::names::JobId::random());
     let payload = crate::notify::message(

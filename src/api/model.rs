@@ -349,10 +349,15 @@ impl Job {
             jobs::JobTarget::Compose(c) => (Some(c), None),
             jobs::JobTarget::Swarm(s) => (None, Some(s)),
         };
-        let compose = compose.unwrap_or_else(|| jobs::ComposeJob {
-            service: swarm.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-            ..empty_compose()
-        });
+        let service = compose
+            .as_ref()
+            .map(|c| c.service.clone())
+            .or_else(|| swarm.as_ref().map(|s| s.name.clone()))
+            .unwrap_or_default();
+        let compose_files = compose
+            .as_ref()
+            .map(|c| c.compose_files.clone())
+            .unwrap_or_default();
         Self {
             id: r.id.to_string(),
             action: match r.action {
@@ -368,20 +373,23 @@ impl Job {
                 jobs::JobState::Interrupted => JobStatus::Interrupted,
                 jobs::JobState::RolledBack => JobStatus::RolledBack,
             },
-            rollback: compose.rollback.map(|b| JobRollback {
-                from_image: b.from_image,
-                to_image: b.to_image,
-                state: match b.state {
-                    jobs::RollbackState::Running => RollbackStatus::Running,
-                    jobs::RollbackState::Succeeded => RollbackStatus::Succeeded,
-                    jobs::RollbackState::Failed => RollbackStatus::Failed,
-                    jobs::RollbackState::Interrupted => RollbackStatus::Interrupted,
-                },
-                error: b.error,
-                duration_ms: b
-                    .finished_at_ms
-                    .map(|end| end.saturating_sub(b.started_at_ms)),
-            }),
+            rollback: compose
+                .as_ref()
+                .and_then(|c| c.rollback.clone())
+                .map(|b| JobRollback {
+                    from_image: b.from_image,
+                    to_image: b.to_image,
+                    state: match b.state {
+                        jobs::RollbackState::Running => RollbackStatus::Running,
+                        jobs::RollbackState::Succeeded => RollbackStatus::Succeeded,
+                        jobs::RollbackState::Failed => RollbackStatus::Failed,
+                        jobs::RollbackState::Interrupted => RollbackStatus::Interrupted,
+                    },
+                    error: b.error,
+                    duration_ms: b
+                        .finished_at_ms
+                        .map(|end| end.saturating_sub(b.started_at_ms)),
+                }),
             previous_image: r.previous_image,
             image: r.image,
             image_digest: r.image_digest,
@@ -419,41 +427,26 @@ impl Job {
                 .zip(r.finished_at_ms)
                 .map(|(start, end)| end.saturating_sub(start)),
             swarm_service: swarm.map(|s| s.name),
-            compose_file: compose.compose_files.join(","),
-            containers: compose.containers,
+            compose_file: compose_files.join(","),
             project: r.project,
-            container_name: compose.container_name,
-            service: compose.service,
-            compose_project: compose.compose_project,
-            compose_files: compose.compose_files,
+            service,
+            compose_files,
+            self_update: compose.as_ref().is_some_and(|c| c.self_update),
+            containers: compose
+                .as_ref()
+                .map(|c| c.containers.clone())
+                .unwrap_or_default(),
+            container_name: compose
+                .as_ref()
+                .map(|c| c.container_name.clone())
+                .unwrap_or_default(),
+            compose_project: compose.map(|c| c.compose_project).unwrap_or_default(),
             output: r.output,
             error: r.error,
             attempt: r.attempt,
             replayed,
             coalesced,
-            self_update: compose.self_update,
         }
-    }
-}
-
-/// The compose fields of a job that has none.
-fn empty_compose() -> jobs::ComposeJob {
-    jobs::ComposeJob {
-        container_name: String::new(),
-        compose_project: String::new(),
-        service: String::new(),
-        working_dir: String::new(),
-        compose_files: Vec::new(),
-        env_files: Vec::new(),
-        self_update: false,
-        helper: None,
-        previous_reference: None,
-        pin_file: None,
-        rollback_on_failure: false,
-        rollback: None,
-        containers: Vec::new(),
-        admitted_files: Vec::new(),
-        judged_copy: None,
     }
 }
 

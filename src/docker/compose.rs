@@ -116,9 +116,6 @@ pub struct ComposeTarget {
     pub working_dir: PathBuf,
     pub config_files: Vec<PathBuf>,
     pub env_files: Vec<PathBuf>,
-    /// The gateway's own override that pins the service's image, passed
-    /// after the user's files (see [`super::pins`]).
-    pub pin: Option<PathBuf>,
 }
 
 /// Where the files compose will read really are, symlinks followed: what the
@@ -481,7 +478,6 @@ impl ComposeLabels {
             working_dir: self.working_dir.clone(),
             config_files,
             env_files,
-            pin: None,
         };
         let real = target.real_paths()?;
         Ok(Resolved { target, real })
@@ -560,13 +556,13 @@ impl ComposeTarget {
             working_dir,
             config_files: absolute(LABEL_CONFIG_FILES, config_files)?,
             env_files: absolute(LABEL_ENV_FILE, env_files)?,
-            pin: None,
         })
     }
 
-    /// The same service, with `pin` as its image override (or none).
-    pub fn pinned(mut self, pin: Option<PathBuf>) -> Self {
-        self.pin = pin;
+    /// The same invocation with one more compose file after the others
+    /// (the gateway's override that pins the service's image).
+    pub fn with_override(mut self, file: PathBuf) -> Self {
+        self.config_files.push(file);
         self
     }
 
@@ -629,7 +625,7 @@ impl ComposeTarget {
 
     fn project_args(&self) -> Vec<String> {
         let mut args = vec![format!("--project-name={}", self.project)];
-        for file in self.config_files.iter().chain(&self.pin) {
+        for file in &self.config_files {
             args.push(format!("--file={}", file.display()));
         }
         for file in &self.env_files {
@@ -771,7 +767,7 @@ mod tests {
             "",
         )
         .unwrap()
-        .pinned(Some(PathBuf::from(&ours)));
+        .with_override(PathBuf::from(&ours));
         let args = target.args(ComposeOp::UpNoBuild);
         let files: Vec<&String> = args.iter().filter(|a| a.starts_with("--file=")).collect();
         assert_eq!(

@@ -171,7 +171,6 @@ impl JudgedCopies {
         ComposeTarget {
             config_files: vec![copy.to_path_buf()],
             env_files: vec![self.empty_env()],
-            pin: None,
             ..origin.clone()
         }
     }

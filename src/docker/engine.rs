@@ -392,7 +392,7 @@ fn model_key(argv: &[String], files: &[PathBuf]) -> Result<[u8; 32], ModelError>
                     hash.update(b"directory\0");
                     continue;
                 }
-                let contents = std::fs::read(&real).map_err(unreadable)?;
+                let contents = model::reader::read_bounded(&real).map_err(unreadable)?;
                 hash.update(real.as_os_str().as_encoded_bytes());
                 hash.update([0]);
                 hash.update(meta.dev().to_le_bytes());
@@ -522,13 +522,18 @@ impl ComposeHost for DockerEngine {
             let stdout = OutputLog::with_limit(MAX_MODEL_BYTES);
             let stderr = OutputLog::with_limit(MODEL_ERROR_BYTES);
             let outcome = process::run_command_apart(
-                argv,
+                argv.clone(),
                 Some(&target.working_dir),
                 &limits,
                 &stdout,
                 &stderr,
             )
             .await;
+            // What compose read must be what the reader read: a file that
+            // changed meanwhile makes both readings void.
+            if model_key(&argv, &reads.files)? != key {
+                return Err(ModelError::Changed);
+            }
             if outcome.exit != Exit::Code(0) {
                 return Err(ModelError::Config(model::ConfigFailure::from_stderr(
                     &stderr.text(),
@@ -539,6 +544,52 @@ impl ComposeHost for DockerEngine {
             let model = Arc::new(model::parse_config_output(&stdout.text(), v1)?);
             self.models.insert(key, model.clone());
             Ok(ComposeModel { model })
+        })
+    }
+
+    fn taken_names<'a>(
+        &'a self,
+        project: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::BTreeSet<String>, EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let mut taken = std::collections::BTreeSet::new();
+            let not_found = |e: &BollardError| {
+                matches!(
+                    e,
+                    BollardError::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }
+                )
+            };
+            for name in names {
+                let owners = [
+                    match bounded(docker.inspect_volume(name)).await {
+                        Ok(volume) => Some(volume.labels.get(LABEL_PROJECT).cloned()),
+                        Err(e) if not_found(&e) => None,
+                        Err(e) => return Err(classify(e)),
+                    },
+                    match bounded(docker.inspect_network(name, None)).await {
+                        // The engine also finds a network by an id prefix.
+                        Ok(network) if network.name.as_deref() == Some(name) => {
+                            Some(network.labels.and_then(|l| l.get(LABEL_PROJECT).cloned()))
+                        }
+                        Ok(_) => None,
+                        Err(e) if not_found(&e) => None,
+                        Err(e) => return Err(classify(e)),
+                    },
+                ];
+                if owners
+                    .into_iter()
+                    .flatten()
+                    .any(|owner| owner.as_deref() != Some(project))
+                {
+                    taken.insert(name.clone());
+                }
+            }
+            Ok(taken)
         })
     }
 
@@ -864,7 +915,15 @@ mod tests {
         )
         .unwrap();
         let argv = vec!["docker".to_string(), "compose".to_string()];
-        let key = || model_key(&argv, &model::reader::read(&target).unwrap().files).unwrap();
+        let key = || {
+            model_key(
+                &argv,
+                &model::reader::read(&target, &|_: &std::path::Path| true)
+                    .unwrap()
+                    .files,
+            )
+            .unwrap()
+        };
         let first = key();
         assert_eq!(key(), first, "nothing changed");
         // The same text at another path is another file.
@@ -895,7 +954,13 @@ mod tests {
         assert_ne!(key(), changed, "the included file's own .env changed");
         let other = vec!["docker-compose".to_string()];
         assert_ne!(
-            model_key(&other, &model::reader::read(&target).unwrap().files).unwrap(),
+            model_key(
+                &other,
+                &model::reader::read(&target, &|_: &std::path::Path| true)
+                    .unwrap()
+                    .files
+            )
+            .unwrap(),
             key(),
             "another tool"
         );

@@ -223,6 +223,14 @@ pub trait ComposeHost: Send + Sync {
         reads: &'a model::Reads,
     ) -> BoxFuture<'a, Result<model::ComposeModel, model::ModelError>>;
 
+    /// Which of `names` are volumes or networks that exist and belong to
+    /// another compose project than `project` (or to none).
+    fn taken_names<'a>(
+        &'a self,
+        project: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::BTreeSet<String>, EngineError>>;
+
     /// The `config_files` every container of the compose project
     /// `project` names, whatever its state.
     fn compose_project_files<'a>(

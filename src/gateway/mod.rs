@@ -44,7 +44,9 @@ use crate::docker::{
     ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, RealPaths, Reference, Resolved,
     StateFiles,
 };
-use crate::jobs::{DeployTarget, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted};
+use crate::jobs::{
+    DeployTarget, Deployment, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted,
+};
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
 use crate::notify::Notifier;
@@ -664,13 +666,11 @@ impl Gateway {
         Ok(JobRequest {
             project: project.name.clone(),
             action,
-            container: None,
-            target: DeployTarget::Swarm {
-                name,
-                pin: pin.clone(),
+            deployment: Deployment {
+                target: DeployTarget::Swarm(name),
+                pin,
             },
             self_update: false,
-            pin,
             rollback: false,
             admitted_files: Vec::new(),
             requested_by: None,
@@ -717,17 +717,6 @@ impl Gateway {
                     .await?;
             judged(project, &target, &findings)?;
         }
-        // The pin's override file names the pin in the target, so that
-        // only requests for the same pin join one job.
-        let target = match &pin {
-            Some(pin) => {
-                let path = files
-                    .pins
-                    .path(target.project.as_str(), target.service.as_str(), pin);
-                target.pinned(Some(path))
-            }
-            None => target,
-        };
         let self_update = self
             .engine
             .own_service()
@@ -736,10 +725,14 @@ impl Gateway {
         Ok(JobRequest {
             project: project.name.clone(),
             action,
-            container: Some(container.clone()),
-            target: DeployTarget::Compose(target),
+            deployment: Deployment {
+                target: DeployTarget::Compose {
+                    container: container.clone(),
+                    target,
+                },
+                pin,
+            },
             self_update,
-            pin,
             rollback: project.rollback,
             admitted_files: real.listing(),
             requested_by: None,

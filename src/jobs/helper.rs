@@ -84,9 +84,15 @@ pub async fn run_helper(
     if record.state.is_final() {
         return Ok(record);
     }
-    let target = record
-        .compose_target()
+    let deployment = record
+        .deployment()
         .map_err(|source| HelperError::Target { id, source })?;
+    let DeployTarget::Compose { target, .. } = &deployment.target else {
+        return Err(HelperError::Target {
+            id,
+            source: TargetError::NotCompose,
+        });
+    };
     let spent = clock.since_ms(record.started_at_ms.unwrap_or_else(|| clock.unix_ms()));
     let limits = Limits {
         deadline: Instant::now() + timeout.saturating_sub(spent),
@@ -99,7 +105,8 @@ pub async fn run_helper(
         store,
         files,
         clock,
-        target: &target,
+        target,
+        pin: deployment.pin.as_ref(),
         record: &sender,
         output: &output,
         limits: &limits,
@@ -257,7 +264,7 @@ impl Inner {
     /// The judged copy a self-update helper runs, made by the gateway,
     /// which has the policy.
     async fn judge_for_helper(&self, active: &Active) -> Result<Option<CopyInUse>, Handoff> {
-        let DeployTarget::Compose(target) = &active.target else {
+        let DeployTarget::Compose { target, .. } = &active.deployment.target else {
             return Ok(None);
         };
         let project = active.record.borrow().project.clone();
@@ -272,6 +279,7 @@ impl Inner {
             files: &self.settings.files,
             clock: &self.settings.clock,
             target,
+            pin: active.deployment.pin.as_ref(),
             record: &active.record,
             output: &active.output,
             limits: &limits,

@@ -99,17 +99,27 @@ impl std::fmt::Debug for dyn Outbox {
     }
 }
 
-/// What a job deploys.
+/// What a job deploys: one typed value from the request's admission to the
+/// job's record ([`JobRecord::new`]) and back ([`JobRecord::deployment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Deployment {
+    pub target: DeployTarget,
+    /// The caller's pin, the one place it is kept: a compose job merges it
+    /// into its judged model (or passes an override file), a Swarm job
+    /// resolves it.
+    pub pin: Option<ImagePin>,
+}
+
+/// The service a job deploys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DeployTarget {
-    /// A compose service, as its container's labels describe it (its pin's
-    /// override file included).
-    Compose(ComposeTarget),
-    /// A Docker Swarm service, and the caller's pin.
-    Swarm {
-        name: SwarmServiceName,
-        pin: Option<ImagePin>,
+    /// A compose service, as the named container's labels describe it.
+    Compose {
+        container: ContainerName,
+        target: ComposeTarget,
     },
+    /// A Docker Swarm service.
+    Swarm(SwarmServiceName),
 }
 
 /// An authorised request to run an action on a service.
@@ -117,13 +127,9 @@ pub enum DeployTarget {
 pub struct JobRequest {
     pub project: ProjectName,
     pub action: Action,
-    /// The container the request named; `None` for a Swarm service.
-    pub container: Option<ContainerName>,
-    pub target: DeployTarget,
+    pub deployment: Deployment,
     /// The target is the gateway's own compose service.
     pub self_update: bool,
-    /// The caller's pin; the target carries its override file.
-    pub pin: Option<ImagePin>,
     /// Roll back when the deploy fails (the project's `rollback`).
     pub rollback: bool,
     /// The real files of a compose target as they were judged when the
@@ -179,7 +185,7 @@ pub struct Recovery {
 struct Active {
     record: watch::Sender<JobRecord>,
     output: Arc<OutputLog>,
-    target: DeployTarget,
+    deployment: Deployment,
 }
 
 type ServiceKey = (String, String);
@@ -216,8 +222,8 @@ pub struct Jobs {
 /// shares a queue with a compose service.
 fn key_of(target: &DeployTarget) -> ServiceKey {
     match target {
-        DeployTarget::Compose(t) => (t.project.to_string(), t.service.to_string()),
-        DeployTarget::Swarm { name, .. } => ("@swarm".to_owned(), name.to_string()),
+        DeployTarget::Compose { target: t, .. } => (t.project.to_string(), t.service.to_string()),
+        DeployTarget::Swarm(name) => ("@swarm".to_owned(), name.to_string()),
     }
 }
 
@@ -282,7 +288,7 @@ impl Jobs {
             if self.inner.stopping.is_cancelled() {
                 return Err(SubmitError::ShuttingDown);
             }
-            let key = key_of(&request.target);
+            let key = key_of(&request.deployment.target);
             // Never across policy projects: a joined request gets the job's
             // record and output.
             let joined = schedule.services.get(&key).and_then(|queue| {
@@ -291,7 +297,7 @@ impl Jobs {
                     let record = active.record.borrow();
                     (record.action == request.action
                         && record.project == request.project.as_str()
-                        && active.target == request.target)
+                        && active.deployment == request.deployment)
                         .then(|| snapshot(active, &record))
                 })
             });
@@ -306,24 +312,14 @@ impl Jobs {
                     written,
                 )
             } else {
-                let mut record = match &request.target {
-                    DeployTarget::Compose(target) => JobRecord::new(
-                        request.project.as_str(),
-                        request.action,
-                        request.container.as_ref().map_or("", ContainerName::as_str),
-                        target,
-                        request.self_update,
-                        self.inner.settings.clock.unix_ms(),
-                    ),
-                    DeployTarget::Swarm { name, .. } => JobRecord::for_swarm(
-                        request.project.as_str(),
-                        name,
-                        self.inner.settings.clock.unix_ms(),
-                    ),
-                };
-                record.image = request.pin.as_ref().map(ToString::to_string);
+                let mut record = JobRecord::new(
+                    request.project.as_str(),
+                    request.action,
+                    &request.deployment,
+                    request.self_update,
+                    self.inner.settings.clock.unix_ms(),
+                );
                 record.requested_by = request.requested_by.clone();
-                record.image_digest = request.pin.as_ref().map(ImagePin::digest);
                 if let Some(c) = record.compose_mut() {
                     c.rollback_on_failure = request.rollback;
                     c.admitted_files = request.admitted_files.clone();
@@ -335,7 +331,7 @@ impl Jobs {
                 self.inner.enqueue(
                     &mut schedule,
                     record.clone(),
-                    request.target,
+                    request.deployment,
                     OutputLog::default(),
                 );
                 let submitted = Submitted {
@@ -441,8 +437,8 @@ impl Jobs {
             } else {
                 recovery.requeued += 1;
             }
-            let target = match record.deploy_target() {
-                Ok(target) => target,
+            let deployment = match record.deployment() {
+                Ok(deployment) => deployment,
                 Err(e) => {
                     record.state = JobState::Failed;
                     record.finished_at_ms = Some(self.inner.settings.clock.unix_ms());
@@ -453,7 +449,7 @@ impl Jobs {
             };
             let written = self.inner.store.put(&record);
             self.inner
-                .enqueue(&mut self.inner.lock(), record, target, output);
+                .enqueue(&mut self.inner.lock(), record, deployment, output);
             written.await?;
         }
         Ok(recovery)
@@ -523,8 +519,11 @@ impl Inner {
     /// Ends a job whose rollback the gateway's stop cut short, saying what
     /// the service runs now.
     async fn end_interrupted_rollback(&self, record: &mut JobRecord, output: &OutputLog) {
-        let running = match record.compose_target() {
-            Ok(target) => run::what_runs(&*self.engine, &target).await,
+        let running = match record.deployment().map(|d| d.target) {
+            Ok(DeployTarget::Compose { target, .. }) => {
+                run::what_runs(&*self.engine, &target).await
+            }
+            Ok(DeployTarget::Swarm(_)) => "a Swarm service has no rollback here".into(),
             Err(e) => format!("the service cannot be named: {e}"),
         };
         let failed = record
@@ -574,18 +573,18 @@ impl Inner {
         self: &Arc<Self>,
         schedule: &mut Schedule,
         record: JobRecord,
-        target: DeployTarget,
+        deployment: Deployment,
         output: OutputLog,
     ) {
         let id = record.id;
-        let key = key_of(&target);
+        let key = key_of(&deployment.target);
         let (sender, _) = watch::channel(record);
         schedule.active.insert(
             id,
             Arc::new(Active {
                 record: sender,
                 output: Arc::new(output),
-                target,
+                deployment,
             }),
         );
         match schedule.services.get_mut(&key) {
@@ -684,14 +683,16 @@ impl Inner {
             let record = active.record.borrow();
             (record.attempt, record.project.clone())
         };
-        let completion = match &active.target {
-            DeployTarget::Compose(target) => {
+        let pin = active.deployment.pin.as_ref();
+        let completion = match &active.deployment.target {
+            DeployTarget::Compose { target, .. } => {
                 run::JobRun {
                     engine: &*self.engine,
                     store: &self.store,
                     files: &self.settings.files,
                     clock: &self.settings.clock,
                     target,
+                    pin,
                     record: &active.record,
                     output: &active.output,
                     limits: &limits,
@@ -702,11 +703,11 @@ impl Inner {
                 .execute()
                 .await
             }
-            DeployTarget::Swarm { name, pin } => {
+            DeployTarget::Swarm(name) => {
                 swarm_run::SwarmRun {
                     engine: &*self.engine,
                     name,
-                    pin: pin.as_ref(),
+                    pin,
                     record: &active.record,
                     output: &active.output,
                     limits: &limits,

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::DeployTarget;
+use super::{DeployTarget, Deployment};
 use crate::docker::{CommandOutcome, ComposeTarget, Exit, ImagePin, TargetError};
-use crate::names::{Action, JobId, SwarmServiceName};
+use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
 
 /// The life of a job.
 ///
@@ -222,9 +222,6 @@ pub struct ComposeJob {
     /// (`Config.Image`): what a rollback points back at `previous_image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_reference: Option<String>,
-    /// The override file that carries the pin.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pin_file: Option<String>,
     /// Whether a failed deploy is rolled back (the project's `rollback`).
     #[serde(default = "yes")]
     pub rollback_on_failure: bool,
@@ -261,21 +258,17 @@ fn display_paths(paths: &[std::path::PathBuf]) -> Vec<String> {
 }
 
 impl JobRecord {
-    /// A new job of a compose service, queued at `at_ms`.
+    /// A new job of `deployment`, queued at `at_ms`.
     pub fn new(
         project: &str,
         action: Action,
-        container_name: &str,
-        target: &ComposeTarget,
+        deployment: &Deployment,
         self_update: bool,
         at_ms: u64,
     ) -> Self {
-        Self::queued(
-            project,
-            action,
-            at_ms,
-            JobTarget::Compose(ComposeJob {
-                container_name: container_name.to_owned(),
+        let target = match &deployment.target {
+            DeployTarget::Compose { container, target } => JobTarget::Compose(ComposeJob {
+                container_name: container.to_string(),
                 compose_project: target.project.to_string(),
                 service: target.service.to_string(),
                 working_dir: target.working_dir.display().to_string(),
@@ -284,27 +277,21 @@ impl JobRecord {
                 self_update,
                 helper: None,
                 previous_reference: None,
-                pin_file: target.pin.as_ref().map(|p| p.display().to_string()),
                 rollback_on_failure: true,
                 rollback: None,
                 containers: Vec::new(),
                 admitted_files: Vec::new(),
                 judged_copy: None,
             }),
-        )
-    }
-
-    /// A job that updates the Swarm service `name`.
-    pub fn for_swarm(project: &str, name: &SwarmServiceName, at_ms: u64) -> Self {
-        Self::queued(
-            project,
-            Action::Pull,
-            at_ms,
-            JobTarget::Swarm(SwarmJob {
+            DeployTarget::Swarm(name) => JobTarget::Swarm(SwarmJob {
                 name: name.to_string(),
                 replicas_updated: None,
             }),
-        )
+        };
+        let mut record = Self::queued(project, action, at_ms, target);
+        record.image = deployment.pin.as_ref().map(ToString::to_string);
+        record.image_digest = deployment.pin.as_ref().map(ImagePin::digest);
+        record
     }
 
     /// A new job of `project`, queued.
@@ -369,36 +356,33 @@ impl JobRecord {
         self.compose().and_then(|c| c.helper.as_deref())
     }
 
-    /// A compose job's target again, re-validated.
-    pub fn compose_target(&self) -> Result<ComposeTarget, TargetError> {
-        self.compose()
-            .ok_or(TargetError::NotCompose)
-            .and_then(ComposeJob::target)
-    }
-
     /// Its rollback, once one started.
     pub fn rollback(&self) -> Option<&Rollback> {
         self.compose().and_then(|c| c.rollback.as_ref())
     }
 
-    /// What the job deploys, re-validated (used after a restart).
-    pub fn deploy_target(&self) -> Result<DeployTarget, TargetError> {
-        match &self.target {
-            JobTarget::Swarm(swarm) => {
-                let invalid = |label, e: &dyn std::fmt::Display| TargetError::InvalidLabel {
-                    label,
-                    reason: e.to_string(),
-                };
-                let name = SwarmServiceName::parse(&swarm.name)
-                    .map_err(|e| invalid("swarm_service", &e))?;
-                let pin = match &self.image {
-                    Some(image) => Some(ImagePin::parse(image).map_err(|e| invalid("image", &e))?),
-                    None => None,
-                };
-                Ok(DeployTarget::Swarm { name, pin })
-            }
-            JobTarget::Compose(compose) => compose.target().map(DeployTarget::Compose),
-        }
+    /// What the job deploys, read back from the record and validated again
+    /// (after a restart, or in a self-update helper).
+    pub fn deployment(&self) -> Result<Deployment, TargetError> {
+        let invalid = |label, e: &dyn std::fmt::Display| TargetError::InvalidLabel {
+            label,
+            reason: e.to_string(),
+        };
+        let pin = match &self.image {
+            Some(image) => Some(ImagePin::parse(image).map_err(|e| invalid("image", &e))?),
+            None => None,
+        };
+        let target = match &self.target {
+            JobTarget::Swarm(swarm) => DeployTarget::Swarm(
+                SwarmServiceName::parse(&swarm.name).map_err(|e| invalid("swarm_service", &e))?,
+            ),
+            JobTarget::Compose(compose) => DeployTarget::Compose {
+                container: ContainerName::parse(&compose.container_name)
+                    .map_err(|e| invalid("container_name", &e))?,
+                target: compose.target()?,
+            },
+        };
+        Ok(Deployment { target, pin })
     }
 }
 
@@ -412,7 +396,6 @@ impl ComposeJob {
             &self.compose_files,
             &self.env_files,
         )
-        .map(|target| target.pinned(self.pin_file.as_ref().map(Into::into)))
     }
 }
 
@@ -468,9 +451,61 @@ mod tests {
         }
     }
 
+    /// A deployment is written into its record and read back whole, its
+    /// pin included: recovery and a self-update helper run what was
+    /// admitted.
+    #[test]
+    fn a_deployment_goes_into_its_record_and_comes_back() {
+        let pin =
+            ImagePin::parse(&format!("reg.example.com/app@sha256:{}", "a".repeat(64))).unwrap();
+        let compose = Deployment {
+            target: DeployTarget::Compose {
+                container: ContainerName::parse("app-web-1").unwrap(),
+                target: ComposeTarget::from_parts(
+                    "app",
+                    "web",
+                    "/srv/app",
+                    "/srv/app/compose.yml,/srv/app/prod.yml",
+                    "/srv/app/prod.env",
+                )
+                .unwrap(),
+            },
+            pin: Some(pin.clone()),
+        };
+        let swarm = Deployment {
+            target: DeployTarget::Swarm(SwarmServiceName::parse("web_frontend").unwrap()),
+            pin: None,
+        };
+        for deployment in [compose, swarm] {
+            let record = JobRecord::new("ops", Action::Pull, &deployment, false, 1);
+            let stored: JobRecord =
+                serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+            assert_eq!(stored.deployment().unwrap(), deployment);
+        }
+        let mut tampered = JobRecord::new(
+            "ops",
+            Action::Pull,
+            &Deployment {
+                target: DeployTarget::Swarm(SwarmServiceName::parse("web").unwrap()),
+                pin: None,
+            },
+            false,
+            1,
+        );
+        tampered.image = Some("not a pin".into());
+        assert!(
+            tampered.deployment().is_err(),
+            "a record that does not read back is refused"
+        );
+    }
+
     #[test]
     fn a_swarm_job_is_stored_without_compose_fields() {
-        let record = JobRecord::for_swarm("ops", &SwarmServiceName::parse("web").unwrap(), 1);
+        let deployment = Deployment {
+            target: DeployTarget::Swarm(SwarmServiceName::parse("web").unwrap()),
+            pin: None,
+        };
+        let record = JobRecord::new("ops", Action::Pull, &deployment, false, 1);
         let doc: serde_json::Value = serde_json::to_value(&record).unwrap();
         assert_eq!(doc["swarm_service"], "web");
         for absent in [

@@ -131,8 +131,12 @@ fn refused(op: ComposeOp, code: Code, why: impl std::fmt::Display) -> Completion
 
 /// How a job runs compose.
 enum Runs {
-    /// On the project's own files (`compose_model = "off"`), this target's.
-    Files(ComposeTarget),
+    /// On the project's own files (`compose_model = "off"`): `run` is the
+    /// invocation, with `pin_file`, a pin's override, when pinned.
+    Files {
+        run: ComposeTarget,
+        pin_file: Option<PathBuf>,
+    },
     /// On a judged copy of its model.
     Copy(Judged),
 }
@@ -141,7 +145,7 @@ impl Runs {
     /// The pin override file a run on the project's files uses.
     fn pin_file(&self) -> Option<&Path> {
         match self {
-            Runs::Files(target) => target.pin.as_deref(),
+            Runs::Files { pin_file, .. } => pin_file.as_deref(),
             Runs::Copy(_) => None,
         }
     }
@@ -248,6 +252,8 @@ pub struct JobRun<'a> {
     /// The gateway's clock: the gate's stable time, the rollback's times.
     pub clock: &'a Clock,
     pub target: &'a ComposeTarget,
+    /// The caller's pin.
+    pub pin: Option<&'a ImagePin>,
     pub record: &'a watch::Sender<JobRecord>,
     pub output: &'a OutputLog,
     pub limits: &'a Limits,
@@ -390,22 +396,16 @@ impl JobRun<'_> {
         }
     }
 
-    fn pin(&self) -> Option<ImagePin> {
-        let image = self.record.borrow().image.clone()?;
-        ImagePin::parse(&image).ok()
-    }
-
-    /// The target a run on the project's files runs: with its pin's
-    /// override file when pinned.
-    fn files_target(&self) -> ComposeTarget {
-        let file = self.pin().map(|pin| {
-            self.files.pins.path(
-                self.target.project.as_str(),
-                self.target.service.as_str(),
-                &pin,
-            )
-        });
-        self.target.clone().pinned(file)
+    /// A run on the project's files, with its pin's override file when
+    /// pinned.
+    fn on_files(&self, pin: Option<&ImagePin>) -> Runs {
+        let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
+        let pin_file = pin.map(|pin| self.files.pins.path(project, service, pin));
+        let run = match &pin_file {
+            Some(file) => self.target.clone().with_override(file.clone()),
+            None => self.target.clone(),
+        };
+        Runs::Files { run, pin_file }
     }
 
     /// The policy in force and the job's project in it; `None` in a
@@ -430,7 +430,7 @@ impl JobRun<'_> {
     /// and judged now by the policy in force. A self-update helper runs the
     /// copy the gateway made for it, or the files.
     async fn prepare(&self, op: ComposeOp) -> Result<Runs, Completion> {
-        let origin = self.target.clone().pinned(None);
+        let origin = self.target.clone();
         let made = self
             .record
             .borrow()
@@ -439,12 +439,12 @@ impl JobRun<'_> {
         let Some((policy, name)) = self.policy(op)? else {
             return match made {
                 Some(copy) => self.copy_made(origin, PathBuf::from(copy), op),
-                None => Ok(Runs::Files(self.files_target())),
+                None => Ok(self.on_files(self.pin)),
             };
         };
         let project = policy.project(name).expect("checked by policy()");
         if project.compose_model == ModelMode::Off {
-            return Ok(Runs::Files(self.files_target()));
+            return Ok(self.on_files(self.pin));
         }
         let real = self.judge_files(&origin, project, op)?;
         let copy = judge_and_copy(
@@ -453,7 +453,7 @@ impl JobRun<'_> {
             &policy,
             project,
             &origin,
-            self.pin().as_ref(),
+            self.pin,
             &real.config_files,
         )
         .await
@@ -478,7 +478,7 @@ impl JobRun<'_> {
         let first = steps(self.record.borrow().action)[0];
         match self.prepare(first).await? {
             Runs::Copy(judged) => Ok(Some(judged.copy)),
-            Runs::Files(_) => Ok(None),
+            Runs::Files { .. } => Ok(None),
         }
     }
 
@@ -553,7 +553,7 @@ impl JobRun<'_> {
     /// else.
     async fn run_step(&self, runs: &Runs, op: ComposeOp, limits: &Limits) -> Option<Completion> {
         match runs {
-            Runs::Files(target) => self.run_on_files(target, op, limits).await,
+            Runs::Files { run, .. } => self.run_on_files(run, op, limits).await,
             Runs::Copy(judged) => {
                 if let Err(refused) = self.judge_again(judged, op) {
                     self.output.note(&format!("({})", refused.why()));
@@ -574,12 +574,15 @@ impl JobRun<'_> {
         }
     }
 
+    /// Runs `run`, an invocation of the project's files (and a pin's
+    /// override), judging the project's files around it.
     async fn run_on_files(
         &self,
-        target: &ComposeTarget,
+        run: &ComposeTarget,
         op: ComposeOp,
         limits: &Limits,
     ) -> Option<Completion> {
+        let target = self.target;
         let before = match self.files_before(target, op) {
             Ok(real) => real,
             Err(refused) => {
@@ -587,10 +590,7 @@ impl JobRun<'_> {
                 return Some(refused);
             }
         };
-        let outcome = self
-            .engine
-            .run_compose(target, op, limits, self.output)
-            .await;
+        let outcome = self.engine.run_compose(run, op, limits, self.output).await;
         self.record
             .send_modify(|r| r.steps.push(Step::from(&outcome)));
         let after = target.real_paths();
@@ -677,8 +677,8 @@ impl JobRun<'_> {
             }
         };
         let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
-        if let (Runs::Files(_), Some(pin)) = (&runs, self.pin()) {
-            if let Err(e) = self.files.pins.write(project, service, &pin) {
+        if let (Runs::Files { .. }, Some(pin)) = (&runs, self.pin) {
+            if let Err(e) = self.files.pins.write(project, service, pin) {
                 return Completion::ended(
                     JobState::Failed,
                     format!("the override file that pins the image could not be written: {e}"),
@@ -865,19 +865,15 @@ impl JobRun<'_> {
                     source,
                 })?;
         }
-        let base = self.target.clone().pinned(None);
         match runs {
-            Runs::Files(_) => {
-                let file = match &pin {
-                    Some(pin) => Some(
-                        self.files
-                            .pins
-                            .write(project, service, pin)
-                            .map_err(PointBackError::PinFile)?,
-                    ),
-                    None => None,
-                };
-                Ok(Runs::Files(base.pinned(file)))
+            Runs::Files { .. } => {
+                if let Some(pin) = &pin {
+                    self.files
+                        .pins
+                        .write(project, service, pin)
+                        .map_err(PointBackError::PinFile)?;
+                }
+                Ok(self.on_files(pin.as_ref()))
             }
             Runs::Copy(judged) => {
                 let model = model::with_image(&judged.model, service, reference);

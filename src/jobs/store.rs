@@ -744,7 +744,19 @@ mod tests {
 
     fn record(project: &str, created_at_ms: u64, state: JobState) -> JobRecord {
         let target = ComposeTarget::from_parts("p", "web", "/srv", "/srv/c.yml", "").unwrap();
-        let mut r = JobRecord::new(project, Action::Pull, "p-web", &target, false, 1);
+        let mut r = JobRecord::new(
+            project,
+            Action::Pull,
+            &crate::jobs::Deployment {
+                target: crate::jobs::DeployTarget::Compose {
+                    container: crate::names::ContainerName::parse("p-web").unwrap(),
+                    target: target.clone(),
+                },
+                pin: None,
+            },
+            false,
+            1,
+        );
         r.created_at_ms = created_at_ms;
         r.state = state;
         r

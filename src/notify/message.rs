@@ -27,47 +27,79 @@ pub struct Facts {
     pub error: Option<String>,
 }
 
+/// A message as the notifier writes it, read back as a type: its event and
+/// the fields of the job (as the API shows it) that a message tells.
+#[derive(serde::Deserialize)]
+struct Message {
+    #[serde(rename = "type")]
+    event: String,
+    data: JobData,
+}
+
+#[derive(serde::Deserialize)]
+struct JobData {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    action: String,
+    container_name: Option<String>,
+    swarm_service: Option<String>,
+    previous_image: Option<String>,
+    running_image: Option<String>,
+    requested_by: Option<Who>,
+    duration_ms: Option<u64>,
+    error: Option<String>,
+}
+
+/// Who asked, as the API writes it.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Who {
+    Key {
+        key_index: u32,
+    },
+    Token {
+        oidc_issuer: String,
+        oidc_subject: String,
+    },
+}
+
+/// `None` for an absent or empty text.
+fn given(text: Option<String>) -> Option<String> {
+    text.filter(|s| !s.is_empty())
+}
+
 impl Facts {
     pub fn from_payload(payload: &str) -> Result<Self, DeliveryError> {
-        let message: Value =
+        let Message { event, data } =
             serde_json::from_str(payload).map_err(|e| DeliveryError::Message(e.to_string()))?;
-        let data = &message["data"];
-        let text = |key: &str| {
-            data[key]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        let target = match text("swarm_service") {
+        let target = match given(data.swarm_service) {
             Some(service) => format!("service {service}"),
-            None => text("container_name").unwrap_or_default(),
+            None => given(data.container_name).unwrap_or_default(),
         };
-        let requested_by = match &data["requested_by"] {
-            Value::Object(who) => match (who.get("key_index"), who.get("oidc_subject")) {
-                (Some(index), _) => Some(format!("the project's key {index}")),
-                (_, Some(subject)) => Some(format!(
-                    "CI token {} ({})",
-                    subject.as_str().unwrap_or_default(),
-                    who.get("oidc_issuer")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                )),
-                _ => None,
-            },
-            _ => None,
-        };
+        let requested_by = data.requested_by.map(|who| match who {
+            Who::Key { key_index } => format!("the project's key {key_index}"),
+            Who::Token {
+                oidc_issuer,
+                oidc_subject,
+            } => format!("CI token {oidc_subject} ({oidc_issuer})"),
+        });
         Ok(Self {
-            event: message["type"].as_str().unwrap_or_default().to_owned(),
-            job: text("id").unwrap_or_default(),
-            project: text("project").unwrap_or_default(),
-            state: text("state").unwrap_or_default(),
+            event,
+            job: data.id,
+            project: data.project,
+            state: data.state,
             target,
-            action: text("action").unwrap_or_default(),
-            image_before: text("previous_image"),
-            image_after: text("running_image"),
+            action: data.action,
+            image_before: given(data.previous_image),
+            image_after: given(data.running_image),
             requested_by,
-            duration_ms: data["duration_ms"].as_u64(),
-            error: text("error"),
+            duration_ms: data.duration_ms,
+            error: given(data.error),
         })
     }
 

@@ -1466,6 +1466,25 @@ impl<'t> Reader<'t> {
                     ),
                 );
             }
+            let judged = spec.compose_model != Some(ModelMode::Off) && !spec.containers.is_empty();
+            if judged && spec.compose_files.is_none() && spec.host_paths.is_none() {
+                self.warn(
+                    spec.containers_span.clone(),
+                    format!(
+                        "project `{}` has neither `compose_files` nor `host_paths`: its host paths are its compose files' real directories, which a project that can write its own directory moves by making a compose file a symlink; set `compose_files` or `host_paths`",
+                        spec.name
+                    ),
+                );
+            }
+            if judged && spec.model_images.is_none() {
+                self.warn(
+                    spec.containers_span.clone(),
+                    format!(
+                        "project `{}` has no `model_images`: its compose files may name, build and tag any image, another project's included (whose next start without a pull runs it); set `model_images`",
+                        spec.name
+                    ),
+                );
+            }
         }
         // Only patterns whose literal prefixes nest can share a name; sorted
         // by prefix, those that extend one prefix stand together.
@@ -1811,11 +1830,13 @@ compose_projects = ["billing"]
 compose_model = "warn"
 host_paths = ["/srv/billing/**", "/var/lib/billing"]
 allow = ["docker_socket", "cap_add"]
+model_images = ["reg.example.com/billing/*"]
 
 [projects.shop]
 secrets = ["env:SHOP_SECRET"]
 containers = ["shop-web"]
 actions = ["pull"]
+model_images = ["reg.example.com/shop/*"]
 compose_projects = ["shop", "shop-*"]
 "#;
 
@@ -1863,7 +1884,13 @@ compose_projects = ["shop", "shop-*"]
             summary.contains("compose model warn; host paths /srv/billing/**, /var/lib/billing; allow docker_socket, cap_add"),
             "{summary}"
         );
-        assert!(loaded.warnings.is_empty(), "{}", loaded.warnings());
+        // Shop's host paths follow its compose files wherever they lie.
+        let shown = loaded.warnings().to_string();
+        assert_eq!(loaded.warnings.len(), 1, "{shown}");
+        assert!(
+            shown.contains("project `shop` has neither `compose_files` nor `host_paths`"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -1984,21 +2011,35 @@ secrets = ["env:BILLING_SECRET"]
 containers = ["billing-*", "!billing-db"]
 actions = ["pull"]
 compose_projects = ["billing"]
+host_paths = ["/srv/billing/**"]
 
 [projects.web]
 secrets = ["env:SHOP_SECRET"]
 containers = ["*-web"]
 actions = ["pull"]
+model_images = ["reg.example.com/web/*"]
 
 [projects.db]
 secrets = ["env:OTHER_SECRET"]
 containers = ["billing-db", "shop-db"]
 actions = ["pull"]
 compose_files = ["/srv/db/**"]
+model_images = ["reg.example.com/db/*"]
 "#;
         let loaded = parse_ok(text);
         let shown = loaded.warnings().to_string();
-        assert!(shown.contains(":10: project `web` has neither"), "{shown}");
+        assert!(
+            shown.contains(":11: project `web` has neither `compose_files` nor `compose_projects`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(":11: project `web` has neither `compose_files` nor `host_paths`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(":4: project `billing` has no `model_images`"),
+            "{shown}"
+        );
         assert!(
             shown.contains("`billing` and `web` may both deploy")
                 && shown.contains("e.g. `billing-"),
@@ -2010,11 +2051,11 @@ compose_files = ["/srv/db/**"]
         );
         assert!(
             shown.contains(
-                ":15: project `db` bounds its compose files but not its compose project names"
+                ":17: project `db` bounds its compose files but not its compose project names"
             ),
             "{shown}"
         );
-        assert_eq!(loaded.warnings.len(), 3, "{shown}");
+        assert_eq!(loaded.warnings.len(), 5, "{shown}");
         let single = parse_ok(
             "[projects.a]\nsecrets = [\"env:SHOP_SECRET\"]\ncontainers = [\"*\"]\nactions = [\"pull\"]\n",
         );

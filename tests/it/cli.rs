@@ -59,6 +59,11 @@ fn check_accepts_the_shipped_policies_and_never_prints_a_secret() {
             "{stdout}"
         );
         assert!(!stdout.contains(secret) && !text(&out.stderr).contains(secret));
+        assert!(
+            !text(&out.stderr).contains("warning:"),
+            "{policy} is shipped as the safe shape:\n{}",
+            text(&out.stderr)
+        );
     }
     // The example's gateway project may bind the socket its compose file needs.
     let out = cli(

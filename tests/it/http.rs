@@ -413,8 +413,13 @@ async fn a_request_abandoned_after_its_job_is_recorded_keeps_its_replay_entry() 
     let record = delivery_hook::jobs::JobRecord::new(
         "filler",
         delivery_hook::names::Action::Pull,
-        "filler-web",
-        &filler,
+        &delivery_hook::jobs::Deployment {
+            target: delivery_hook::jobs::DeployTarget::Compose {
+                container: delivery_hook::names::ContainerName::parse("filler-web").unwrap(),
+                target: filler.clone(),
+            },
+            pin: None,
+        },
         false,
         h.clock.unix_ms(),
     );

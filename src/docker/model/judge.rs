@@ -17,6 +17,7 @@ use crate::docker::image_ref::Reference;
 use crate::policy::{Allowance, SecurityOpt};
 
 /// How one project's model is judged.
+#[derive(Clone, Copy)]
 pub struct Rules<'a> {
     /// The job's compose project: its own volumes and networks are named
     /// `<project>_<key>`.
@@ -36,6 +37,11 @@ pub struct Rules<'a> {
     /// The Docker socket the gateway uses, by real path, when it is a
     /// socket on this host.
     pub socket: Option<&'a Path>,
+    /// Names of volumes and networks that exist and belong to another
+    /// compose project (or to none): a name of the project's own form
+    /// (`<project>_<key>`) can still be another project's
+    /// (`<project>_<other>_<key>`).
+    pub taken: &'a std::collections::BTreeSet<String>,
 }
 
 /// Why one thing in the model is refused.
@@ -120,8 +126,10 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Judges a model (what `config` printed, parsed) against `rules`.
-pub fn judge_model(model: &Value, rules: &Rules<'_>) -> Vec<Finding> {
+/// Judges a model in the copy's form (what `config` printed, parsed) against
+/// `rules`: the values compose will use when it reads the copy.
+pub fn judge_model(copy: &Value, rules: &Rules<'_>) -> Vec<Finding> {
+    let model = &super::as_run(copy);
     let mut walk = Walk {
         rules,
         model,
@@ -394,8 +402,12 @@ impl<'r, 'a> Walk<'r, 'a> {
 
     /// The keys of a mapping at table path `pattern`.
     fn object(&mut self, pattern: &str, place: &Place<'r>, map: &'r Map<String, Value>) {
+        // Where the keys are names the file chooses (services, volumes,
+        // networks…), `x-evil` is one more of them; elsewhere an `x-` key
+        // is an extension field, which compose ignores.
+        let names = table::row_of(&join(pattern, "*")).is_some();
         for (key, value) in map {
-            if key.starts_with("x-") {
+            if key.starts_with("x-") && !names {
                 continue;
             }
             let exact = join(pattern, key);
@@ -599,11 +611,22 @@ impl<'r, 'a> Walk<'r, 'a> {
 
     /// Joining a network by name: the project's own, or one its
     /// `networks` name.
+    /// Whether `name` is the name of one of the model's own networks:
+    /// `<project>_<key>` for a network the model declares, not taken.
+    fn own_network(&self, name: &str) -> bool {
+        let networks = self.model.get("networks").and_then(Value::as_object);
+        networks.into_iter().flatten().any(|(key, network)| {
+            let own = format!("{}_{key}", self.rules.compose_project);
+            let named = network.get("name").and_then(Value::as_str).unwrap_or(&own);
+            let external = network
+                .get("external")
+                .is_some_and(|e| is_set(e, When::NonEmpty));
+            !external && named == own && own == name && !self.rules.taken.contains(name)
+        })
+    }
+
     fn join_network(&mut self, place: &Place<'_>, name: &str) {
-        let own = name
-            .strip_prefix(self.rules.compose_project)
-            .is_some_and(|rest| rest.starts_with('_'));
-        if !own && !(self.rules.network)(name) {
+        if !self.own_network(name) && !(self.rules.network)(name) {
             self.needs(
                 place,
                 Allowance::ForeignResources,
@@ -819,14 +842,20 @@ impl<'r, 'a> Walk<'r, 'a> {
                 ),
             );
         }
-        if let Some(name) = named {
-            if name != format!("{}_{key}", self.rules.compose_project) {
-                self.needs(
-                    &place.child("name"),
-                    Allowance::ForeignResources,
-                    format!("the volume `{key}` is named `{name}`, outside the compose project"),
-                );
-            }
+        let own = format!("{}_{key}", self.rules.compose_project);
+        let name = named.unwrap_or(&own);
+        if name != own {
+            self.needs(
+                &place.child("name"),
+                Allowance::ForeignResources,
+                format!("the volume `{key}` is named `{name}`, outside the compose project"),
+            );
+        } else if self.rules.taken.contains(name) {
+            self.needs(
+                &place.child("name"),
+                Allowance::ForeignResources,
+                format!("the volume `{name}` exists and belongs to another compose project"),
+            );
         }
         let driver = field("driver").and_then(Value::as_str).unwrap_or("local");
         if driver != "local" {
@@ -942,16 +971,15 @@ impl<'r, 'a> Walk<'r, 'a> {
             }
             return;
         }
-        if let Some(name) = named {
-            if name != format!("{}_{key}", self.rules.compose_project)
-                && !(self.rules.network)(name)
-            {
-                self.needs(
-                    &place.child("name"),
-                    Allowance::ForeignResources,
-                    format!("the network `{key}` is named `{name}`, outside the compose project"),
-                );
-            }
+        let own = format!("{}_{key}", self.rules.compose_project);
+        let name = named.unwrap_or(&own);
+        if (name != own || self.rules.taken.contains(name)) && !(self.rules.network)(name) {
+            let what = if name == own {
+                format!("the network `{name}` exists and belongs to another compose project")
+            } else {
+                format!("the network `{key}` is named `{name}`, outside the compose project")
+            };
+            self.needs(&place.child("name"), Allowance::ForeignResources, what);
         }
         match field("driver").and_then(Value::as_str).unwrap_or("bridge") {
             "bridge" | "default" => {}
@@ -1094,6 +1122,7 @@ mod tests {
             format!("seccomp={}/strict.json", root.display()),
             "seccomp=/etc/docker/everything.json".to_string(),
         ];
+        let taken = std::collections::BTreeSet::from(["app_taken".to_string()]);
         let rules = Rules {
             compose_project: "app",
             allow: &allow,
@@ -1103,6 +1132,7 @@ mod tests {
             container_name: &container_name,
             security_opts: &profiles,
             socket,
+            taken: &taken,
         };
         judge_model(model, &rules)
     }
@@ -1467,6 +1497,100 @@ mod tests {
         assert!(
             text.contains(&format!("{} is outside", run.display())),
             "{text}"
+        );
+    }
+
+    /// Where the keys are names, an `x-` name is a service, a volume or a
+    /// network like any other, and judged.
+    #[test]
+    fn x_names_are_judged_where_keys_are_names() {
+        let (_dir, root) = root();
+        let model = json!({
+            "x-note": {"anything": true},
+            "services": {
+                "web": {"image": "busybox", "x-extra": {"privileged": true},
+                        "volumes": [{"type": "volume", "source": "x-root", "target": "/host"}]},
+                "x-evil": {"image": "busybox", "pid": "host"}
+            },
+            "volumes": {"x-root": {"name": "app_x-root", "driver_opts": {"type": "none", "o": "bind", "device": "/"}}},
+            "networks": {"x-net": {"name": "team-b_default", "external": true}}
+        });
+        let text = judged(&model, &root, &[], None).join("\n");
+        for expected in [
+            "service `x-evil`, `pid`: `pid: host`",
+            "`volumes.x-root.driver_opts`: / is outside",
+            "the external network `team-b_default`",
+        ] {
+            assert!(text.contains(expected), "{expected}:\n{text}");
+        }
+        assert!(
+            !text.contains("x-extra") && !text.contains("x-note"),
+            "{text}"
+        );
+    }
+
+    /// A name of the project's own form is the project's only when no
+    /// other project has it: `app_billing_data` may be project `app_billing`'s.
+    #[test]
+    fn own_names_are_exact_and_not_another_projects() {
+        let (_dir, root) = root();
+        let model = json!({
+            "services": {
+                "web": {"image": "busybox", "network_mode": "app_billing_default",
+                        "volumes": [{"type": "volume", "source": "taken", "target": "/t"}]},
+                "api": {"image": "busybox", "network_mode": "app_front"}
+            },
+            "volumes": {"taken": {"name": "app_taken"}},
+            "networks": {"front": {"name": "app_front"}}
+        });
+        let text = judged(&model, &root, &[], None).join("\n");
+        assert!(
+            text.contains("the network `app_billing_default` lies outside"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the volume `app_taken` exists and belongs to another compose project"),
+            "{text}"
+        );
+        assert!(!text.contains("app_front"), "{text}");
+    }
+
+    /// What is judged is what compose uses when it reads the copy: each
+    /// `$$` one `$`; v1's verbatim values are escaped for the copy.
+    #[test]
+    fn the_judge_reads_values_as_compose_reads_the_copy() {
+        let (_dir, root) = root();
+        std::os::unix::fs::symlink("/", root.join("${Y-..}")).unwrap();
+        // v2 escapes every value: `$${Y-..}` runs as `${Y-..}`, the symlink.
+        let v2 = json!({"services": {"web": {"image": "busybox",
+            "volumes": [{"type": "bind", "source": format!("{}/$${{Y-..}}", root.display()), "target": "/h"}]}}});
+        let text = judged(&v2, &root, &[], None).join("\n");
+        assert!(
+            text.contains("/ is outside the project's host paths"),
+            "{text}"
+        );
+        // v1 prints short volumes interpolated, unescaped: the copy escapes
+        // them, so compose does not interpolate `${Y-..}` into `..`.
+        let v1 = crate::docker::model::parse_config_output(
+            &format!(
+                "services:\n  web:\n    image: busybox\n    volumes:\n    - {}/data/${{Y-..}}/${{Y-..}}:/h:ro\n    security_opt:\n    - label=type:a$b\n",
+                root.display()
+            ),
+            true,
+        )
+        .unwrap();
+        let copy_volume = v1["services"]["web"]["volumes"][0].as_str().unwrap();
+        assert!(
+            copy_volume.contains("/data/$${Y-..}/$${Y-..}:/h:ro"),
+            "{copy_volume}"
+        );
+        assert_eq!(v1["services"]["web"]["security_opt"][0], "label=type:a$$b");
+        let run = crate::docker::model::as_run(&v1);
+        assert!(
+            run["services"]["web"]["volumes"][0]
+                .as_str()
+                .unwrap()
+                .contains("/data/${Y-..}/${Y-..}")
         );
     }
 

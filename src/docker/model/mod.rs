@@ -125,9 +125,19 @@ pub enum ModelError {
     /// A compose file, or a file it names, could not be read or parsed.
     #[error("{0}")]
     File(String),
+    /// A file compose reads changed while it was read.
+    #[error(
+        "a compose file, or a file it names, changed while compose read it; retry when the project's files stay the same"
+    )]
+    Changed,
 }
 
-/// Parses what `config` printed: JSON from v2, YAML from v1.
+/// Parses what `config` printed: JSON from v2, YAML from v1. The result is
+/// the copy's form: every `$` of a value escaped as `$$`, as compose reads a
+/// file it interpolates again. Both tools print their values so, except
+/// three of v1's (short volumes, `volumes_from`, `security_opt`, which it
+/// prints as interpolated); those are escaped here, so that compose,
+/// reading the copy, does not interpolate them a second time.
 pub fn parse_config_output(text: &str, yaml: bool) -> Result<Value, ModelError> {
     let model: Option<Value> = if yaml {
         serde_yaml::from_str(text).ok()
@@ -142,11 +152,48 @@ pub fn parse_config_output(text: &str, yaml: bool) -> Result<Value, ModelError> 
         ))
     })?;
     if model.get("services").is_some_and(Value::is_object) {
+        let mut model = model;
+        if yaml {
+            escape_v1_verbatim(&mut model);
+        }
         Ok(model)
     } else {
         Err(ModelError::Compose(
             "compose printed a model without services".into(),
         ))
+    }
+}
+
+/// The service keys whose values compose v1 prints interpolated but not
+/// escaped.
+const V1_VERBATIM: [&str; 3] = ["volumes", "volumes_from", "security_opt"];
+
+fn escape_v1_verbatim(model: &mut Value) {
+    let services = model.get_mut("services").and_then(Value::as_object_mut);
+    for service in services.into_iter().flat_map(|s| s.values_mut()) {
+        for key in V1_VERBATIM {
+            let items = service.get_mut(key).and_then(Value::as_array_mut);
+            for item in items.into_iter().flatten() {
+                if let Value::String(text) = item {
+                    *text = text.replace('$', "$$");
+                }
+            }
+        }
+    }
+}
+
+/// The values compose uses when it reads the copy: each `$$` of a value
+/// is one `$` (keys are not interpolated). This is what the judge judges.
+pub fn as_run(copy: &Value) -> Value {
+    match copy {
+        Value::String(text) => Value::String(text.replace("$$", "$")),
+        Value::Array(items) => Value::Array(items.iter().map(as_run).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| (key.clone(), as_run(value)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -200,24 +247,48 @@ pub async fn judge_invocation<E: ComposeHost + ?Sized>(
     rules: &Rules<'_>,
     stop_at_reads: bool,
 ) -> Result<Judgement, ModelError> {
-    let owned = target.clone();
-    let reads = tokio::task::spawn_blocking(move || reader::read(&owned))
-        .await
-        .map_err(|e| ModelError::File(format!("reading the compose files failed: {e}")))??;
-    let mut findings = judge_reads(&reads, rules);
-    if stop_at_reads && !findings.is_empty() {
-        return Ok(Judgement {
-            model: None,
-            findings,
-        });
-    }
-    let model = engine.compose_model(target, &reads).await?.model;
+    // The files are read again when one changed while compose read them.
+    let mut attempts = 0;
+    let (model, mut findings) = loop {
+        // A few small regular files, read where the project may read.
+        let reads = reader::read(target, rules.host_path)?;
+        let findings = judge_reads(&reads, rules);
+        if stop_at_reads && !findings.is_empty() {
+            return Ok(Judgement {
+                model: None,
+                findings,
+            });
+        }
+        match engine.compose_model(target, &reads).await {
+            Ok(model) => break (model.model, findings),
+            Err(ModelError::Changed) if attempts < 2 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    };
     let service = target.service.as_str();
     let model = match pin {
         Some(pin) => Arc::new(with_image(&model, service, &pin.to_string())),
         None => model,
     };
-    findings.extend(judge_model(&model, rules));
+    // Names of the project's own form that another project already has.
+    let taken = engine
+        .taken_names(
+            rules.compose_project,
+            &own_names(&model, rules.compose_project),
+        )
+        .await
+        .map_err(|e| {
+            ModelError::Compose(format!(
+                "the engine could not be asked about volumes and networks: {e}"
+            ))
+        })?;
+    findings.extend(judge_model(
+        &model,
+        &Rules {
+            taken: &taken,
+            ..*rules
+        },
+    ));
     let present = model.get("services").and_then(|s| s.get(service)).is_some();
     if !present {
         findings.push(Finding {
@@ -251,6 +322,16 @@ pub fn audit_warned(project: &str, target: &ComposeTarget, findings: &[Finding])
     }
 }
 
+/// The names the model's own volumes and networks get: `<project>_<key>`.
+fn own_names(model: &Value, project: &str) -> Vec<String> {
+    ["volumes", "networks"]
+        .into_iter()
+        .filter_map(|kind| model.get(kind).and_then(Value::as_object))
+        .flat_map(|entries| entries.keys())
+        .map(|key| format!("{project}_{key}"))
+        .collect()
+}
+
 /// What compose would read that the rules refuse: every path the model
 /// drops, judged as a host path, and what could not be followed.
 pub fn judge_reads(reads: &Reads, rules: &Rules<'_>) -> Vec<Finding> {
@@ -282,6 +363,7 @@ pub struct ProjectRules<'p> {
     image: Test<'p, str>,
     container_name: Test<'p, str>,
     socket: Option<PathBuf>,
+    none_taken: std::collections::BTreeSet<String>,
 }
 
 impl<'p> ProjectRules<'p> {
@@ -307,6 +389,7 @@ impl<'p> ProjectRules<'p> {
                     .is_ok_and(|name| policy.allows_container(project, &name))
             }),
             socket: std::fs::canonicalize(crate::privilege::docker_socket()).ok(),
+            none_taken: std::collections::BTreeSet::new(),
         }
     }
 
@@ -320,6 +403,7 @@ impl<'p> ProjectRules<'p> {
             container_name: &*self.container_name,
             security_opts: &self.project.security_opts,
             socket: self.socket.as_deref(),
+            taken: &self.none_taken,
         }
     }
 }

@@ -15,8 +15,13 @@
 //!   path; its relative paths resolve there, and its variables come from
 //!   its `env_file` entries (relative to the including directory) or else
 //!   the `.env` in its project directory.
-//! - A path that names a variable, or a remote include, is not resolved
-//!   here: it is refused, by name.
+//! - A path that names a variable, starts with `~` (compose expands it to
+//!   its own home directory), or a remote include, is not resolved here: it
+//!   is refused, by name. So is a top-level key compose files do not have
+//!   (v1's first file format, with services at the top).
+//! - A file is read only once its real path is one the project may read
+//!   (`may_read`), and only when it is a regular file, up to 1 MiB: a path
+//!   outside the project is refused unread, so its existence is not told.
 //!
 //! Every file read is listed, so that a model is cached by what compose
 //! read ([`Reads::files`]).
@@ -69,9 +74,15 @@ struct Pending {
     base: PathBuf,
 }
 
+/// The top-level keys of a compose file.
+const TOP_LEVEL: [&str; 8] = [
+    "version", "name", "include", "services", "volumes", "networks", "secrets", "configs",
+];
+
 /// Reads the files of `target`'s invocation (its config and env files,
-/// its project directory) and everything they name.
-pub fn read(target: &ComposeTarget) -> Result<Reads, ModelError> {
+/// its project directory) and everything they name that `may_read` admits
+/// (by real path).
+pub fn read(target: &ComposeTarget, may_read: &dyn Fn(&Path) -> bool) -> Result<Reads, ModelError> {
     let mut reads = Reads::default();
     let project_dir = &target.working_dir;
     // The invocation's own env files, or the project's implicit `.env`.
@@ -119,16 +130,83 @@ pub fn read(target: &ComposeTarget) -> Result<Reads, ModelError> {
             continue;
         }
         let mut document = document;
-        if let Err(e) = document.apply_merge() {
+        if let Err(e) = merge_keys(&mut document) {
             return Err(ModelError::File(format!(
                 "the merge keys of {} cannot be applied: {e}",
                 file.display()
             )));
         }
+        for key in document.as_mapping().into_iter().flat_map(|m| m.keys()) {
+            let known = key
+                .as_str()
+                .is_some_and(|k| TOP_LEVEL.contains(&k) || k.starts_with("x-"));
+            if !known {
+                let name = key.as_str().unwrap_or("?");
+                reads.problem(
+                    None,
+                    name,
+                    Why::Unknown {
+                        what: format!(
+                            "the top-level key `{name}` of {} (compose's first file format puts services there)",
+                            file.display()
+                        ),
+                        class: None,
+                    },
+                );
+            }
+        }
+        let before = pending.len();
         reads.include(&document, &base, &mut pending);
         reads.services(&document, &base, &mut pending);
+        // What this file names is read only where the project may read.
+        let named: Vec<Pending> = pending.drain(before..).collect();
+        for next in named {
+            if may_read(&super::real_for_judging(&next.file)) {
+                pending.push(next);
+            }
+        }
     }
     Ok(reads)
+}
+
+/// Applies YAML merge keys (`<<`), a merged mapping's own merges first, as
+/// compose's parsers do: keys the mapping sets win, and of several merged
+/// mappings the first.
+fn merge_keys(value: &mut Value) -> Result<(), String> {
+    match value {
+        Value::Mapping(map) => {
+            for (_, inner) in map.iter_mut() {
+                merge_keys(inner)?;
+            }
+            match map.remove("<<") {
+                None => {}
+                Some(Value::Mapping(merged)) => {
+                    for (key, inner) in merged {
+                        map.entry(key).or_insert(inner);
+                    }
+                }
+                Some(Value::Sequence(items)) => {
+                    for item in items {
+                        let Value::Mapping(merged) = item else {
+                            return Err("a merge list holds something other than mappings".into());
+                        };
+                        for (key, inner) in merged {
+                            map.entry(key).or_insert(inner);
+                        }
+                    }
+                }
+                Some(_) => return Err("a merge key names something other than a mapping".into()),
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                merge_keys(item)?;
+            }
+        }
+        Value::Tagged(tagged) => merge_keys(&mut tagged.value)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn read_yaml(file: &Path) -> Result<Value, ModelError> {
@@ -138,18 +216,37 @@ fn read_yaml(file: &Path) -> Result<Value, ModelError> {
             file.display()
         ))
     };
-    let meta = std::fs::metadata(file).map_err(|e| unreadable(&e))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(unreadable(&format!(
-            "it is larger than {MAX_FILE_BYTES} bytes"
-        )));
-    }
-    let text = std::fs::read_to_string(file).map_err(|e| unreadable(&e))?;
+    let bytes = read_bounded(file).map_err(|e| unreadable(&e))?;
+    let text = String::from_utf8(bytes).map_err(|_| unreadable(&"it is not UTF-8"))?;
     // Not the parser's words: they may quote the file.
     serde_yaml::from_str::<Value>(&text).map_err(|e| match e.location() {
         Some(at) => unreadable(&format!("it is not YAML (line {})", at.line())),
         None => unreadable(&"it is not YAML"),
     })
+}
+
+/// A regular file's contents (symlinks followed), up to [`MAX_FILE_BYTES`]:
+/// never a FIFO, a device or a directory, which could block or never end.
+pub fn read_bounded(file: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened without blocking (a FIFO would wait for a writer), then judged
+    // by what was opened, not by a second look at the path.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(file)?;
+    if !opened.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    opened.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The first YAML tag in `value`, with the key path it stands at.
@@ -260,6 +357,16 @@ impl Reads {
         };
         if let Some(name) = variable_in(text) {
             self.problem(service, key, Why::Variable(name));
+            return None;
+        }
+        if text.starts_with('~') {
+            self.problem(
+                service,
+                key,
+                Why::Unreadable(format!(
+                    "the path `{text}`, which compose reads from the gateway's home directory"
+                )),
+            );
             return None;
         }
         // Interpolation leaves `$$` as one `$`.
@@ -425,7 +532,7 @@ mod tests {
             "app/compose.yml",
             "x-b: &b\n  env_file: /srv/team-b/.env\nservices:\n  web:\n    <<: *b\n    image: busybox\n  api:\n    <<: [*b]\n",
         );
-        let reads = read(&tree.target("app", &["app/compose.yml"])).unwrap();
+        let reads = read(&tree.target("app", &["app/compose.yml"]), &|_| true).unwrap();
         let found = refs(&reads);
         for service in ["web", "api"] {
             assert!(
@@ -453,7 +560,11 @@ mod tests {
             "over/over.yml",
             "services:\n  web:\n    env_file: [{path: o.env, required: false}]\n",
         );
-        let reads = read(&tree.target("app", &["app/compose.yml", "over/over.yml"])).unwrap();
+        let reads = read(
+            &tree.target("app", &["app/compose.yml", "over/over.yml"]),
+            &|_| true,
+        )
+        .unwrap();
         let found = refs(&reads);
         let root = &tree.root;
         for expected in [
@@ -505,7 +616,7 @@ mod tests {
             "main/sub2/three.yml",
             "services:\n  three:\n    image: busybox\n",
         );
-        let reads = read(&tree.target("main", &["main/compose.yml"])).unwrap();
+        let reads = read(&tree.target("main", &["main/compose.yml"]), &|_| true).unwrap();
         let found = refs(&reads);
         let root = &tree.root;
         for expected in [
@@ -538,7 +649,7 @@ mod tests {
             "app/$literal/base.yml",
             "services:\n  b:\n    image: busybox\n",
         );
-        let reads = read(&tree.target("app", &["app/compose.yml"])).unwrap();
+        let reads = read(&tree.target("app", &["app/compose.yml"]), &|_| true).unwrap();
         assert!(
             reads
                 .files
@@ -557,7 +668,7 @@ mod tests {
             "tags/compose.yml",
             "services:\n  web:\n    env_file: !reset []\n",
         );
-        let reads = read(&tree.target("tags", &["tags/compose.yml"])).unwrap();
+        let reads = read(&tree.target("tags", &["tags/compose.yml"]), &|_| true).unwrap();
         assert_eq!(reads.problems.len(), 1, "{:?}", reads.problems);
         assert_eq!(reads.problems[0].key, "services.web.env_file");
         assert!(
@@ -565,6 +676,71 @@ mod tests {
                 .to_string()
                 .contains("the YAML tag `!reset`")
         );
+    }
+
+    /// A merge inside a merged mapping is applied too.
+    #[test]
+    fn nested_merge_keys_are_applied() {
+        let tree = Tree::new();
+        tree.write(
+            "app/compose.yml",
+            "x-b: &b {env_file: [/srv/team-b/.env]}\nx-a: &a\n  <<: *b\nservices:\n  web: {image: busybox, <<: *a}\n",
+        );
+        let reads = read(&tree.target("app", &["app/compose.yml"]), &|_| true).unwrap();
+        assert!(
+            refs(&reads).contains(&(Some("web"), "env_file", PathBuf::from("/srv/team-b/.env"))),
+            "{:?}",
+            reads.references
+        );
+    }
+
+    /// A file outside what the project may read is not opened (a FIFO would
+    /// block, a missing file would tell it is missing), and a FIFO inside
+    /// it is refused unread; `~` and the first file format are refused.
+    #[test]
+    fn what_is_read_is_judged_first_and_only_regular_files_are_read() {
+        let tree = Tree::new();
+        let fifo = tree.root.join("app/fifo.yml");
+        std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        tree.write(
+            "app/compose.yml",
+            "services:\n  web:\n    extends: {file: /srv/team-b/compose.yml, service: web}\n  api:\n    env_file: [\"~/../srv/team-b/.env\"]\n",
+        );
+        let app = tree.root.join("app");
+        let inside = |p: &Path| p.starts_with(&app);
+        // The extended file does not exist: had it been opened, this would
+        // fail saying so.
+        let reads = read(&tree.target("app", &["app/compose.yml"]), &inside).unwrap();
+        assert!(refs(&reads).contains(&(
+            Some("web"),
+            "extends.file",
+            PathBuf::from("/srv/team-b/compose.yml")
+        )));
+        let text: Vec<String> = reads.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.contains(
+                "`~/../srv/team-b/.env`, which compose reads from the gateway's home directory"
+            )),
+            "{text:?}"
+        );
+        tree.write(
+            "app/fifo-user.yml",
+            "services:\n  web:\n    extends: {file: fifo.yml, service: x}\n",
+        );
+        let refused = read(&tree.target("app", &["app/fifo-user.yml"]), &inside).unwrap_err();
+        assert!(
+            refused.to_string().contains("it is not a regular file"),
+            "{refused}"
+        );
+        tree.write(
+            "app/old.yml",
+            "web:\n  image: busybox\n  env_file: /srv/team-b/.env\n",
+        );
+        let reads = read(&tree.target("app", &["app/old.yml"]), &inside).unwrap();
+        assert_eq!(reads.problems[0].key, "web", "{:?}", reads.problems);
+        assert_eq!(reads.problems[0].why.reason(), "unknown");
     }
 
     #[test]

@@ -107,10 +107,10 @@ impl Check {
                 "another service of the project; a container needs `foreign_resources`"
             }
             Check::Volume => {
-                "the project's own volume (named `<project>_<key>`) with the `local` driver and no options, a bind (`type: none`, `o: bind`/`rbind` with `ro`, `rw`, `nosuid`, `nodev`, `noexec`, an absolute `device` under `host_paths`), or `type: tmpfs` with `size`, `mode`, `uid`, `gid`; NFS and CIFS need `network_volumes`; other drivers, types and options need `volume_options`; external or foreign-named volumes need `foreign_resources`"
+                "the project's own volume (named `<project>_<key>`) with the `local` driver and no options, a bind (`type: none`, `o: bind`/`rbind` with `ro`, `rw`, `nosuid`, `nodev`, `noexec`, an absolute `device` under `host_paths`), or `type: tmpfs` with `size`, `mode`, `uid`, `gid`; NFS and CIFS need `network_volumes`; other drivers, types and options need `volume_options`; external volumes, and volumes named outside the project or existing without its compose label, need `foreign_resources`"
             }
             Check::Network => {
-                "the project's own network (named `<project>_<key>`), or one the project's `networks` name, with the `bridge` driver and the options `enable_icc`, `enable_ip_masquerade`, `host_binding_ipv4`, `mtu`, `container_iface_prefix`; the `host` driver needs `host_namespaces`, other drivers and options `kernel`, other names `foreign_resources`"
+                "the project's own network (named `<project>_<key>`), or one the project's `networks` name, with the `bridge` driver and the options `enable_icc`, `enable_ip_masquerade`, `host_binding_ipv4`, `mtu`, `container_iface_prefix`; the `host` driver needs `host_namespaces`, other drivers and options `kernel`, other names and networks existing without the project's compose label `foreign_resources`"
             }
             Check::IpamDriver => "`default`",
             Check::Build => {

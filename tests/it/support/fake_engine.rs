@@ -148,12 +148,7 @@ impl FakeEngine {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let files: Vec<std::path::PathBuf> = target
-            .config_files
-            .iter()
-            .chain(&target.pin)
-            .cloned()
-            .collect();
+        let files = target.config_files.clone();
         for facts in self.containers.lock().unwrap().values_mut() {
             let label = |key: &str| facts.labels.get(key).map(String::as_str);
             if label("com.docker.compose.project") != Some(target.project.as_str())
@@ -219,6 +214,14 @@ impl ComposeHost for FakeEngine {
                 model: std::sync::Arc::new(model),
             })
         })
+    }
+
+    fn taken_names<'a>(
+        &'a self,
+        _project: &'a str,
+        _names: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::BTreeSet<String>, EngineError>> {
+        Box::pin(async move { Ok(std::collections::BTreeSet::new()) })
     }
 
     fn compose_project_files<'a>(
