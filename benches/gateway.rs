@@ -1322,7 +1322,8 @@ async fn hostile(table: &mut Table) {
 /// starts and when it ends, each a committed SQLite transaction on disk.
 async fn store_writes(table: &mut Table) {
     use delivery_hook::docker::ComposeTarget;
-    use delivery_hook::jobs::{JobRecord, Store};
+    use delivery_hook::record::JobRecord;
+    use delivery_hook::store::Store;
     let dir = temp_dir("store");
     let store = Store::open(&dir).unwrap();
     let target = ComposeTarget::from_parts("bench", "web", "/srv", "/srv/compose.yml", "").unwrap();
@@ -1332,8 +1333,8 @@ async fn store_writes(table: &mut Table) {
         let mut record = JobRecord::new(
             "bench",
             delivery_hook::names::Action::Pull,
-            &delivery_hook::jobs::Deployment {
-                target: delivery_hook::jobs::DeployTarget::Compose {
+            &delivery_hook::record::Deployment {
+                target: delivery_hook::record::DeployTarget::Compose {
                     container: delivery_hook::names::ContainerName::parse("bench-web").unwrap(),
                     target: target.clone(),
                 },
@@ -1343,9 +1344,9 @@ async fn store_writes(table: &mut Table) {
             delivery_hook::clock::Clock::system().unix_ms(),
         );
         for state in [
-            delivery_hook::jobs::JobState::Queued,
-            delivery_hook::jobs::JobState::Running,
-            delivery_hook::jobs::JobState::Succeeded,
+            delivery_hook::record::JobState::Queued,
+            delivery_hook::record::JobState::Running,
+            delivery_hook::record::JobState::Succeeded,
         ] {
             record.state = state;
             let started = Instant::now();
@@ -1368,8 +1369,8 @@ async fn store_writes(table: &mut Table) {
         let record = JobRecord::new(
             "bench",
             delivery_hook::names::Action::Pull,
-            &delivery_hook::jobs::Deployment {
-                target: delivery_hook::jobs::DeployTarget::Compose {
+            &delivery_hook::record::Deployment {
+                target: delivery_hook::record::DeployTarget::Compose {
                     container: delivery_hook::names::ContainerName::parse("bench-web").unwrap(),
                     target: target.clone(),
                 },
@@ -1382,7 +1383,7 @@ async fn store_writes(table: &mut Table) {
         if i % 2 == 0 {
             let mut key = [0u8; 16];
             key[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            let row = delivery_hook::jobs::ReplayRow {
+            let row = delivery_hook::store::ReplayRow {
                 key,
                 project: "bench".into(),
                 job: record.id,
@@ -1546,9 +1547,11 @@ impl delivery_hook::policy::Environment for BenchEnv {
 /// notification waiting in the outbox costs while its target is down.
 async fn notify_cost(table: &mut Table) {
     use delivery_hook::docker::ComposeTarget;
-    use delivery_hook::jobs::{JobRecord, JobState, Outbox, Store};
-    use delivery_hook::notify::Notifier;
+    use delivery_hook::jobs::Outbox;
+    use delivery_hook::notifications::Notifier;
     use delivery_hook::policy::PolicyCell;
+    use delivery_hook::record::{JobRecord, JobState};
+    use delivery_hook::store::Store;
 
     let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     #[poem::handler]
@@ -1600,8 +1603,8 @@ async fn notify_cost(table: &mut Table) {
         let mut record = JobRecord::new(
             project,
             delivery_hook::names::Action::Pull,
-            &delivery_hook::jobs::Deployment {
-                target: delivery_hook::jobs::DeployTarget::Compose {
+            &delivery_hook::record::Deployment {
+                target: delivery_hook::record::DeployTarget::Compose {
                     container: delivery_hook::names::ContainerName::parse("web").unwrap(),
                     target: target.clone(),
                 },

@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::docker::{ComposeHost, DockerEngine, Swarm};
-use crate::jobs::Store;
 use crate::names::{Action, JobId};
 use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
+use crate::store::Store;
 use crate::trigger_client::{self, OutputFormat, SignInput, TokenSource, Trigger, TriggerTarget};
 
 #[derive(Debug, Parser)]
@@ -102,7 +102,7 @@ pub enum Command {
     },
     /// Sign and send a deploy, follow the job, exit 0 only if it succeeded.
     Trigger {
-        /// The gateway's base URL, e.g. https://deploy.example.com.
+        /// The gateway's base URL, e.g. `https://deploy.example.com`.
         #[arg(long)]
         url: String,
         /// The container to redeploy.
@@ -494,35 +494,35 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
         return fail(format!("project `{project}` has no notify targets"));
     }
     let now = Clock::system().unix_ms();
-    let deployment = crate::jobs::Deployment {
-        target: crate::jobs::DeployTarget::Swarm(
+    let deployment = crate::record::Deployment {
+        target: crate::record::DeployTarget::Swarm(
             crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
         ),
         pin: None,
     };
     let mut record =
-        crate::jobs::JobRecord::new(project, crate::names::Action::Pull, &deployment, false, now);
-    record.state = crate::jobs::JobState::Succeeded;
+        crate::record::JobRecord::new(project, crate::names::Action::Pull, &deployment, false, now);
+    record.state = crate::record::JobState::Succeeded;
     let id = format!("msg_test_{}", crate::names::JobId::random());
-    let payload = crate::notify::message(
+    let payload = crate::notifications::message(
         "test",
         now,
         serde_json::to_value(crate::api::Job::from_record(record, false, false))
             .unwrap_or_default(),
     );
-    let client = crate::outbound::LazyClient::new(crate::notify::ATTEMPT_TIMEOUT);
+    let client = crate::outbound::LazyClient::new(crate::notifications::ATTEMPT_TIMEOUT);
     let http = match client.get() {
         Ok(http) => http,
-        Err(why) => return fail(format!("no HTTP client: {why}")),
+        Err(why) => return fail(why.to_string()),
     };
     let mut delivered = true;
     for target in &found.notify {
-        let message = crate::notify::Outgoing {
+        let message = crate::notifications::Outgoing {
             id: &id,
             payload: &payload,
             at_secs: now / 1000,
         };
-        let sent = crate::notify::deliver(http, target, policy.smtp.as_ref(), message).await;
+        let sent = crate::notifications::deliver(http, target, policy.smtp.as_ref(), message).await;
         let kind = target.kind.as_str();
         match sent {
             Ok(()) => println!("target {} ({kind}): delivered", target.number),

@@ -10,25 +10,41 @@
 //!
 //! # Layout
 //!
+//! The vocabulary, which the rest reads and which reads none of it:
+//! - [`names`]: validated names; text becomes one of these once, at the edge.
+//! - [`policy`]: `delivery.toml` validated into a compiled policy; pure after
+//!   loading; held in force by one `PolicyCell`.
+//! - [`catalogue`]: every refusal code, with its kind and its operations.
+//! - [`record`]: what a job deploys, carried whole from admission to its
+//!   record, and the record as stored and reported.
+//! - [`clock`]: the one clock every part reads, which tests move.
+//!
+//! Serving a request, in the order it passes:
+//! - [`api`]: everything HTTP: the accept loop and its limits (`api::server`),
+//!   the operations, the signed-request extractors, the wire types and the
+//!   OpenAPI document; the only code that knows poem or hyper.
+//! - [`client_addr`]: the client's address behind trusted proxies.
+//! - [`slots`]: bounded counts per key (connections per address, waiters
+//!   per project).
+//! - [`auth`]: signatures, CI tokens (`auth::oidc`), the replay memory and
+//!   the throttle.
+//! - [`gateway`]: the decisions behind each request, in order, and the audit log.
+//! - [`jobs`]: queueing, per-service serialisation, workers, the self-update.
+//! - [`store`]: the durable state in SQLite: jobs, replay entries, the
+//!   notification outbox.
+//! - [`docker`]: the only code that talks to the engine or starts processes,
+//!   the compose judge (`docker::model`) among it.
+//! - [`notifications`]: deploy results told to webhooks, Slack and mail.
+//!
+//! Around them:
 //! - [`cli`]: the command line; `serve`, `check`, `openapi`, `sign`, `trigger`.
 //! - [`serve`]: assembling a running gateway: store, jobs, API, shutdown.
-//! - [`api`]: everything HTTP: the accept loop and its limits (`api::server`),
-//!   the operations, the signed-request extractors and the OpenAPI document;
-//!   the only code that knows poem or hyper.
-//! - [`gateway`]: the decisions behind each request, in order, and the audit log.
-//! - [`policy`]: `delivery.toml` to a compiled, validated policy; pure after loading.
-//! - [`admission`]: authentication, replay, throttling, client addresses and
-//!   bounded counts: the pure pieces of admitting a request.
-//! - [`jobs`]: queueing, per-service serialisation, workers, the durable store.
-//! - [`docker`]: the only code that talks to the engine or starts processes.
-//! - [`oidc`]: OpenID Connect tokens from CI: their verification and the
-//!   issuers' key sets.
+//! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side).
+//! - [`outbound`]: the HTTP client for requests the gateway makes itself.
 //! - [`logging`]: text or JSON log lines on stderr, through a writer thread.
 //! - [`metrics`]: counters for `GET /metrics` (OpenMetrics text).
 //! - [`recent`]: answers reused for a short while (lookups, resolved paths).
-//! - [`names`]: validated names; text becomes one of these once, at the edge.
 //! - [`privilege`]: dropping root when started as root in the container image.
-//! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side).
 
 pub mod api;
 pub mod auth;
@@ -42,13 +58,15 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod names;
-pub mod notify;
+pub mod notifications;
 pub mod outbound;
 pub mod policy;
 pub mod privilege;
 pub mod recent;
+pub mod record;
 pub mod serve;
 pub mod slots;
+pub mod store;
 pub mod trigger_client;
 
 /// An error and its causes, one line, outermost first.

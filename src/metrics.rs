@@ -9,8 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::jobs::JobState;
 use crate::names::Action;
+use crate::record::JobState;
 
 /// Upper bounds of the job-duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 11] = [

@@ -12,8 +12,14 @@ use std::time::Duration;
 /// with the reason.
 pub struct LazyClient {
     timeout: Duration,
-    client: OnceLock<Result<reqwest::Client, String>>,
+    client: OnceLock<Result<reqwest::Client, NoClient>>,
 }
+
+/// Why no HTTP client could be made (the system's TLS roots, typically):
+/// the builder's error chain, kept for every later request to report.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no HTTP client: {0}")]
+pub struct NoClient(String);
 
 impl LazyClient {
     pub const fn new(timeout: Duration) -> Self {
@@ -24,7 +30,7 @@ impl LazyClient {
     }
 
     /// The client, or why none could be made.
-    pub fn get(&self) -> Result<&reqwest::Client, &str> {
+    pub fn get(&self) -> Result<&reqwest::Client, &NoClient> {
         self.client
             .get_or_init(|| {
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -33,10 +39,9 @@ impl LazyClient {
                     .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
                     .build()
-                    .map_err(|e| crate::error_chain(&e))
+                    .map_err(|e| NoClient(crate::error_chain(&e)))
             })
             .as_ref()
-            .map_err(String::as_str)
     }
 }
 

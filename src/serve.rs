@@ -12,10 +12,12 @@ use crate::api::server::{self, PerConnection, ServerLimits};
 use crate::clock::Clock;
 use crate::docker::Engine;
 use crate::gateway::{Gateway, REFUSAL_INTERVAL};
-use crate::jobs::{JobEvent, JobObserver, JobRecord, JobSettings, Jobs, Outbox, Store, StoreError};
+use crate::jobs::{JobEvent, JobObserver, JobSettings, Jobs, Outbox};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::notifications::Notifier;
 use crate::policy::{Policy, PolicyCell};
+use crate::record::JobRecord;
+use crate::store::{Store, StoreError};
 
 /// How often job history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

@@ -7,14 +7,14 @@ use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{
+use super::signed::SignedBody;
+use super::wire::{
     Answer, BuildRequest, Job, JsonBody, ProblemJson, PullRequest, operation, refusal_responses,
 };
-use super::signed::SignedBody;
 use super::{ApiTag, client_of};
 use crate::gateway::{DeployCall, DeployOutcome, Gateway};
-use crate::jobs::JobState;
 use crate::names::Action;
+use crate::record::JobState;
 
 /// The answer to a deploy request.
 #[derive(ApiResponse)]

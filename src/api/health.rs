@@ -6,7 +6,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTag;
-use super::model::{Answer, JsonBody, Problem, ProblemJson, operation};
+use super::wire::{Answer, JsonBody, Problem, ProblemJson, operation};
 use crate::gateway::{Code, Gateway, Refusal};
 
 /// A health answer.

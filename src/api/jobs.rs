@@ -7,8 +7,8 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::model::{Answer, Job, JobList, JsonBody, ProblemJson, operation, refusal_responses};
 use super::signed::SignedTarget;
+use super::wire::{Answer, Job, JobList, JsonBody, ProblemJson, operation, refusal_responses};
 use super::{ApiTag, client_of};
 use crate::gateway::{Gateway, ReadCall};
 

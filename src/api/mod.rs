@@ -4,9 +4,9 @@
 mod deploy;
 mod health;
 mod jobs;
-mod model;
 pub mod server;
 mod signed;
+mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use poem::http::{StatusCode, header};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 use poem_openapi::{LicenseObject, OpenApiService, OperationId, ServerObject, Tags};
 
-pub use model::{
+pub use wire::{
     BuildRequest, DeployRequest, Job, JobList, Problem, PullRequest, ServiceDeployRequest,
-    status_of,
+    http_status,
 };
 
 use crate::gateway::{Code, Gateway};
@@ -154,7 +154,7 @@ fn routing_problem(err: poem::Error) -> Response {
         ),
         _ => (Code::InvalidRequest, err.to_string()),
     };
-    model::ProblemJson(Problem::new(code, message)).into_response()
+    wire::ProblemJson(Problem::new(code, message)).into_response()
 }
 
 /// The outermost layer: routing errors become problem documents, a 405

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::copies::JudgedCopies;
 use super::pins::PinFiles;
@@ -171,24 +171,14 @@ fn invalid(label: &'static str, reason: impl Into<String>) -> TargetError {
     }
 }
 
-/// `.` and `..` folded away, textually: `/srv/app/../x` is `/srv/x`. A `..`
-/// above the root is refused rather than read as the root, since no label
-/// compose writes has one.
+/// `path` folded textually (`/srv/app/../x` is `/srv/x`); a `..` above
+/// the root is refused, since no label compose writes has one.
 fn normalise(label: &'static str, path: &Path) -> Result<PathBuf, TargetError> {
-    let mut out = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(invalid(label, "a path escapes above the root directory"));
-                }
-            }
-            Component::Prefix(_) => return Err(invalid(label, "a path has a drive prefix")),
-        }
+    let normalised = super::host_path::normalise(path);
+    if normalised.above_root {
+        return Err(invalid(label, "a path escapes above the root directory"));
     }
-    Ok(out)
+    Ok(normalised.path)
 }
 
 /// A path as a label holds it: bounded, printable, and a file path (not
@@ -673,39 +663,37 @@ mod tests {
         ])
     }
 
-    /// A directory tree for one test, removed afterwards.
-    struct Tree(PathBuf);
+    /// A directory tree for one test, removed when dropped.
+    struct Tree {
+        /// The real path, so that expectations compare with canonicalize's.
+        root: PathBuf,
+        _dir: tempfile::TempDir,
+    }
 
     impl Tree {
         fn new() -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("dh-compose-{}", crate::names::JobId::random()));
-            std::fs::create_dir_all(&dir).unwrap();
-            // The real path, so that expectations compare with canonicalize's.
-            Self(std::fs::canonicalize(&dir).unwrap())
+            let dir = tempfile::tempdir().unwrap();
+            Self {
+                root: std::fs::canonicalize(dir.path()).unwrap(),
+                _dir: dir,
+            }
         }
 
         fn file(&self, relative: &str) -> PathBuf {
-            let path = self.0.join(relative);
+            let path = self.root.join(relative);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, "services: {}\n").unwrap();
             path
         }
 
         fn dir(&self, relative: &str) -> PathBuf {
-            let path = self.0.join(relative);
+            let path = self.root.join(relative);
             std::fs::create_dir_all(&path).unwrap();
             path
         }
 
         fn path(&self, relative: &str) -> String {
-            self.0.join(relative).display().to_string()
-        }
-    }
-
-    impl Drop for Tree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.root.join(relative).display().to_string()
         }
     }
 
@@ -848,7 +836,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.target.config_files, [file.clone(), over.clone()]);
-        assert_eq!(r.target.working_dir, tree.0.join("app"));
+        assert_eq!(r.target.working_dir, tree.root.join("app"));
         assert_eq!(r.real.config_files, [file, over]);
         assert!(r.real.env_files.is_empty());
     }
@@ -900,7 +888,7 @@ mod tests {
         let r = resolve(&v1(&tree.path("pd"), "app/c.yml", Some("app/custom.env"))).unwrap();
         assert_eq!(r.target.config_files, [file]);
         assert_eq!(r.target.env_files, [env]);
-        assert_eq!(r.target.working_dir, tree.0.join("pd"));
+        assert_eq!(r.target.working_dir, tree.root.join("pd"));
     }
 
     #[test]
@@ -951,15 +939,15 @@ mod tests {
     fn symlinks_are_judged_by_their_real_paths() {
         let tree = Tree::new();
         let real = tree.file("real/app/compose.yml");
-        symlink(tree.0.join("real/app"), tree.0.join("link")).unwrap();
+        symlink(tree.root.join("real/app"), tree.root.join("link")).unwrap();
         let other = tree.file("other-team/.env");
-        symlink(&other, tree.0.join("real/app/.env")).unwrap();
+        symlink(&other, tree.root.join("real/app/.env")).unwrap();
         let r = resolve(&v1(&tree.path("link"), "compose.yml", None)).unwrap();
         // Compose is given the path the labels name (a `current` symlink
         // keeps working when it is moved), the policy the real one.
-        assert_eq!(r.target.config_files, [tree.0.join("link/compose.yml")]);
+        assert_eq!(r.target.config_files, [tree.root.join("link/compose.yml")]);
         assert_eq!(r.real.config_files, [real]);
-        assert_eq!(r.real.working_dir, tree.0.join("real/app"));
+        assert_eq!(r.real.working_dir, tree.root.join("real/app"));
         assert_eq!(r.real.env_files, [other], "the implicit .env is read too");
     }
 
@@ -967,7 +955,7 @@ mod tests {
     fn a_dangling_implicit_env_file_is_refused() {
         let tree = Tree::new();
         tree.file("app/compose.yml");
-        symlink(tree.0.join("gone.env"), tree.0.join("app/.env")).unwrap();
+        symlink(tree.root.join("gone.env"), tree.root.join("app/.env")).unwrap();
         let err = resolve(&v1(&tree.path("app"), "compose.yml", None)).unwrap_err();
         assert!(
             matches!(
@@ -1040,7 +1028,7 @@ mod tests {
             err,
             TargetError::NotVisible {
                 label: LABEL_CONFIG_FILES,
-                path: tree.0.join("app/compose.prod.yaml")
+                path: tree.root.join("app/compose.prod.yaml")
             }
         );
         assert!(

@@ -451,7 +451,7 @@ async fn detect_compose(tool: &ComposeTool) -> Result<ComposeFound, NoComposeToo
     }
 }
 
-fn status_of(found: bollard::models::ContainerInspectResponse) -> ContainerStatus {
+fn container_status(found: bollard::models::ContainerInspectResponse) -> ContainerStatus {
     let state = found.state.unwrap_or_default();
     let health = state.health.clone();
     let health_log = health
@@ -680,7 +680,7 @@ impl ComposeHost for DockerEngine {
                     continue;
                 };
                 if let Some(found) = self.inspect(&id).await? {
-                    statuses.push(status_of(found));
+                    statuses.push(container_status(found));
                 }
             }
             Ok(statuses)

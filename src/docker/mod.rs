@@ -11,6 +11,7 @@
 pub mod compose;
 pub mod copies;
 mod engine;
+pub mod host_path;
 pub mod image_ref;
 pub mod model;
 mod output;
@@ -165,7 +166,7 @@ pub struct Limits {
 }
 
 /// What a self-update helper needs to run a job on its own (see
-/// [`Engine::start_helper`]).
+/// [`SelfUpdate::start_helper`]).
 #[derive(Debug, Clone)]
 pub struct HelperRun {
     /// The container name to give the helper.

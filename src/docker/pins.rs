@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn overrides_are_written_recognised_and_removed() {
-        let state = std::env::temp_dir().join(format!("dh-pins-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
         let pins = PinFiles::new(&state);
         let one =
             ImagePin::parse(&format!("127.0.0.1:5000/app@sha256:{}", "a".repeat(64))).unwrap();
@@ -114,6 +115,5 @@ mod tests {
         pins.retain("shop", "web", None).unwrap();
         assert!(!second.exists());
         pins.retain("nothing", "here", None).unwrap();
-        std::fs::remove_dir_all(&state).unwrap();
     }
 }

@@ -312,7 +312,8 @@ mod tests {
     #[tokio::test]
     async fn the_deadline_kills_the_whole_group() {
         let log = OutputLog::default();
-        let pid_file = std::env::temp_dir().join(format!("dh-grandchild-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild");
         // The shell leaves a grandchild behind that a plain kill would miss.
         let script = format!(
             "sleep 300 & echo $! > {}; exec sleep 300",
@@ -321,7 +322,6 @@ mod tests {
         let out = run_command(argv(&["/bin/sh", "-c", &script]), None, &limits(1), &log).await;
         assert_eq!(out.exit, Exit::TimedOut);
         let grandchild = std::fs::read_to_string(&pid_file).unwrap();
-        let _ = std::fs::remove_file(&pid_file);
         let grandchild = grandchild.trim();
         assert!(!grandchild.is_empty());
         // The signal reaches a process that is not our child asynchronously.

@@ -9,13 +9,14 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Body, BodyError, Code, DeployCall, Gateway, Refusal, Subject, Wanted, named_project,
+    Body, BodyError, Code, DeployCall, Gateway, NamedTarget, Refusal, Wanted, named_project,
     parse_body, replay_key,
 };
 use crate::auth::oidc::{self, KeyError, TokenRule, Verified};
 use crate::auth::signature::{self, AuthError};
-use crate::jobs::{ReplayMark, Requester};
+use crate::jobs::ReplayMark;
 use crate::policy::{KeySource, Mismatch, Policy, Project};
+use crate::record::Requester;
 
 /// An authenticated deploy request.
 pub(super) struct Admitted<'p> {
@@ -100,9 +101,9 @@ impl Gateway {
             Some(project) => (project.into_iter().collect(), None),
             None => {
                 let early = parse_body(body)?;
-                let candidates = match &early.subject {
-                    Subject::Container(name) => policy.candidates(name),
-                    Subject::Service(name) => policy.service_candidates(name),
+                let candidates = match &early.named {
+                    NamedTarget::Container(name) => policy.candidates(name),
+                    NamedTarget::Service(name) => policy.service_candidates(name),
                 };
                 (candidates, Some(early))
             }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::jobs::JobTarget;
+use crate::record::JobTarget;
 
 use super::{Code, DeployCall, DeployOutcome, ReadCall, Refusal};
 

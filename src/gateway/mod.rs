@@ -41,18 +41,18 @@ use crate::auth::throttle::Throttle;
 use crate::clock::Clock;
 use crate::docker::model::{Finding, ProjectRules};
 use crate::docker::{
-    ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, RealPaths, Reference, Resolved,
-    StateFiles,
+    ComposeHost, ComposeLabels, ComposeTarget, ContainerFacts, Engine, ImagePin, RealPaths,
+    Reference, Resolved, StateFiles,
 };
-use crate::jobs::{
-    DeployTarget, Deployment, JobRecord, JobRequest, Jobs, StoreError, SubmitError, Submitted,
-};
+use crate::jobs::{JobRequest, Jobs, SubmitError, Submitted};
 use crate::metrics::{Gauges, Metrics};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
-use crate::notify::Notifier;
+use crate::notifications::Notifier;
 use crate::policy::{KeySource, ModelMode, Policy, PolicyCell, Project};
 use crate::recent::Recent;
+use crate::record::{DeployTarget, Deployment, JobRecord};
 use crate::slots::{Slot, Slots};
+use crate::store::StoreError;
 
 mod admit;
 mod audit;
@@ -249,16 +249,16 @@ fn replay_key(signature: &Signature) -> replay::ReplayKey {
 
 /// What a deploy names.
 #[derive(Debug, Clone)]
-enum Subject {
+enum NamedTarget {
     Container(ContainerName),
     Service(SwarmServiceName),
 }
 
-impl Subject {
+impl NamedTarget {
     fn name(&self) -> String {
         match self {
-            Subject::Container(name) => name.to_string(),
-            Subject::Service(name) => format!("service:{name}"),
+            NamedTarget::Container(name) => name.to_string(),
+            NamedTarget::Service(name) => format!("service:{name}"),
         }
     }
 }
@@ -266,14 +266,14 @@ impl Subject {
 /// What a deploy body asks for.
 #[derive(Debug, Clone)]
 struct Wanted {
-    subject: Subject,
+    named: NamedTarget,
     pin: Option<ImagePin>,
 }
 
 /// A deploy body read for its shape and name: all that may be read before
 /// the request authenticates (the name picks the candidate keys).
 struct Body {
-    subject: Subject,
+    named: NamedTarget,
     image: Option<String>,
 }
 
@@ -294,17 +294,19 @@ fn parse_body(bytes: &[u8]) -> Result<Body, Refusal> {
         };
         Refusal::new(code, message)
     })?;
-    let subject = match (body.container_name, body.service_name) {
+    let named = match (body.container_name, body.service_name) {
         (Some(name), _) => {
-            Subject::Container(ContainerName::parse(&name).map_err(Refusal::bad_name)?)
+            NamedTarget::Container(ContainerName::parse(&name).map_err(Refusal::bad_name)?)
         }
-        (None, Some(name)) => Subject::Service(SwarmServiceName::parse(&name).map_err(|e| {
-            Refusal::new(Code::InvalidServiceName, format!("the service name {e}"))
-        })?),
+        (None, Some(name)) => {
+            NamedTarget::Service(SwarmServiceName::parse(&name).map_err(|e| {
+                Refusal::new(Code::InvalidServiceName, format!("the service name {e}"))
+            })?)
+        }
         (None, None) => unreachable!("the body names one of them"),
     };
     Ok(Body {
-        subject,
+        named,
         image: body.image,
     })
 }
@@ -319,7 +321,7 @@ impl Body {
             })?),
         };
         Ok(Wanted {
-            subject: self.subject,
+            named: self.named,
             pin,
         })
     }
@@ -515,14 +517,14 @@ impl Gateway {
         } = &admitted;
         let (project, mark) = (*project, *mark);
         seen.project = Some(project.name.to_string());
-        seen.container = Some(wanted.subject.name());
+        seen.container = Some(wanted.named.name());
         if wanted.pin.is_some() && call.action != Action::Pull {
             return Err(Refusal::new(
                 Code::InvalidBody,
                 "`image` pins what /pull deploys; /build deploys what it builds",
             ));
         }
-        authorise(policy, project, call.action, &wanted.subject)?;
+        authorise(policy, project, call.action, &wanted.named)?;
 
         let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
         // Held until the answer goes out; taken before anything runs, so a
@@ -592,12 +594,12 @@ impl Gateway {
             ..
         } = admitted;
         let wanted = wanted.clone();
-        let mut request = match wanted.subject {
-            Subject::Container(container) => {
+        let mut request = match wanted.named {
+            NamedTarget::Container(container) => {
                 self.compose_request(policy, project, action, container, wanted.pin)
                     .await?
             }
-            Subject::Service(name) => {
+            NamedTarget::Service(name) => {
                 self.swarm_request(project, action, name, wanted.pin)
                     .await?
             }
@@ -817,7 +819,7 @@ fn check_paths(project: &Project, real: &RealPaths) -> Result<(), Refusal> {
 /// merged in: under `enforce`, compose is not asked for the model when
 /// what it would read is refused. A model compose cannot print is 422.
 async fn model_findings(
-    engine: &dyn Engine,
+    engine: &dyn ComposeHost,
     policy: &Policy,
     project: &Project,
     target: &ComposeTarget,
@@ -837,7 +839,7 @@ async fn model_findings(
 /// a pin and whatever the project's `compose_model`: a refusal, or every
 /// key the model judge refuses (empty when it passes). For `check --compose`.
 pub async fn verdict(
-    engine: &dyn Engine,
+    engine: &dyn ComposeHost,
     files: &StateFiles,
     policy: &Policy,
     project: &Project,
@@ -895,7 +897,7 @@ fn authorise(
     policy: &Policy,
     project: &Project,
     action: Action,
-    subject: &Subject,
+    named: &NamedTarget,
 ) -> Result<(), Refusal> {
     if !project.allows_action(action) {
         return Err(Refusal::new(
@@ -903,12 +905,14 @@ fn authorise(
             format!("this project may not {action}"),
         ));
     }
-    match subject {
-        Subject::Container(name) if !policy.allows_container(project, name) => Err(Refusal::new(
-            Code::ContainerNotAllowed,
-            "this project may not deploy this container",
-        )),
-        Subject::Service(name) if !policy.allows_service(project, name) => Err(Refusal::new(
+    match named {
+        NamedTarget::Container(name) if !policy.allows_container(project, name) => {
+            Err(Refusal::new(
+                Code::ContainerNotAllowed,
+                "this project may not deploy this container",
+            ))
+        }
+        NamedTarget::Service(name) if !policy.allows_service(project, name) => Err(Refusal::new(
             Code::ServiceNotAllowed,
             "this project may not update this Swarm service",
         )),

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::{Code, Gateway, JobPage, ReadCall, Refusal, check_wait, named_project};
 use crate::auth::signature::AuthError;
-use crate::jobs::{Cursor, JobRecord};
 use crate::names::JobId;
 use crate::policy::{Policy, Project};
+use crate::record::JobRecord;
+use crate::store::Cursor;
 
 impl Gateway {
     /// Authenticates a read (`GET /jobs…`): `X-Project` is required and the

@@ -7,8 +7,8 @@ pub use crate::catalogue::{Code, Operation, Operations, RefusalKind};
 
 use crate::auth::signature::AuthError;
 use crate::docker::{EngineError, TargetError};
-use crate::jobs::StoreError;
 use crate::names::NameError;
+use crate::store::StoreError;
 
 /// A request that runs nothing, and why, in words safe to send to anyone.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,8 @@
 //! records the end in the store; the gateway follows the helper until it
 //! ends, and a gateway started in its place follows it on from the store.
 
-mod helper;
-mod record;
 mod run;
-mod store;
+mod self_update;
 mod swarm_run;
 
 use std::collections::{HashMap, VecDeque};
@@ -32,17 +30,14 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use helper::{HelperBudget, HelperError, run_helper};
-pub use record::{
-    ComposeJob, JobRecord, JobState, JobTarget, Requester, Rollback, RollbackState, Step, SwarmJob,
-    rfc3339,
-};
-pub use store::{Cursor, OutboxOutcome, OutboxRow, ReplayRow, Store, StoreError};
+pub use self_update::{HelperBudget, HelperError, run_helper};
 
 use crate::clock::Clock;
-use crate::docker::{ComposeTarget, Engine, ImagePin, Limits, OutputLog, StateFiles};
-use crate::names::{Action, ContainerName, JobId, ProjectName, SwarmServiceName};
+use crate::docker::{Engine, Limits, OutputLog, StateFiles};
+use crate::names::{Action, JobId, ProjectName};
 use crate::policy::PolicyCell;
+use crate::record::{DeployTarget, Deployment, JobRecord, JobState, Requester, RollbackState};
+use crate::store::{Cursor, OutboxRow, ReplayRow, Store, StoreError};
 
 /// A job interrupted this many times is not started again.
 const MAX_ATTEMPTS: u32 = 2;
@@ -97,29 +92,6 @@ impl std::fmt::Debug for dyn Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Outbox")
     }
-}
-
-/// What a job deploys: one typed value from the request's admission to the
-/// job's record ([`JobRecord::new`]) and back ([`JobRecord::deployment`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Deployment {
-    pub target: DeployTarget,
-    /// The caller's pin, the one place it is kept: a compose job merges it
-    /// into its judged model (or passes an override file), a Swarm job
-    /// resolves it.
-    pub pin: Option<ImagePin>,
-}
-
-/// The service a job deploys.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum DeployTarget {
-    /// A compose service, as the named container's labels describe it.
-    Compose {
-        container: ContainerName,
-        target: ComposeTarget,
-    },
-    /// A Docker Swarm service.
-    Swarm(SwarmServiceName),
 }
 
 /// An authorised request to run an action on a service.

@@ -20,8 +20,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step};
-use super::store::Store;
 use crate::catalogue::Code;
 use crate::clock::Clock;
 use crate::docker::model::{self, ProjectRules};
@@ -31,6 +29,8 @@ use crate::docker::{
 };
 use crate::names::{Action, JobId};
 use crate::policy::{ModelMode, Policy, PolicyCell, Project};
+use crate::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step};
+use crate::store::Store;
 
 /// How often the service is looked at while it starts; the gate waits for
 /// a condition (running, healthy where checked, stable).
@@ -167,7 +167,7 @@ pub(super) struct Judged {
 /// first, when the project enforces and the model is refused, or when no
 /// model can be had. Under `warn`, what would be refused is audited.
 pub(super) async fn judge_and_copy(
-    engine: &dyn Engine,
+    engine: &dyn ComposeHost,
     copies: &Arc<JudgedCopies>,
     policy: &Policy,
     project: &Project,

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::record::{JobRecord, JobState, JobTarget};
 use super::run::{Completion, INTERRUPTED, timeout_message};
 use crate::docker::swarm::{digest_of, pinned_reference, unpinned_reference};
 use crate::docker::{ImagePin, Limits, OutputLog, Reference, Swarm, SwarmService};
 use crate::names::SwarmServiceName;
+use crate::record::{JobRecord, JobState, JobTarget};
 
 /// How often the service's update status is read.
 const POLL: Duration = Duration::from_millis(500);

@@ -7,12 +7,12 @@
 //! decision is a plain function of the compiled [`Policy`].
 
 mod allowance;
-mod load;
 mod notify;
 mod oidc;
 mod overlap;
 mod raw;
 mod security_opt;
+mod validate;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -27,10 +27,10 @@ use crate::client_addr::Cidr;
 use crate::names::{Action, ContainerName, ProjectName, SwarmServiceName};
 
 pub use allowance::Allowance;
-pub use load::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
 pub use notify::{EVENTS, Hidden, NotifyKind, NotifyTarget, Outcome, SmtpSettings, SmtpTls};
 pub use oidc::{ClaimPattern, KeySource, Mismatch, OidcRule};
 pub use security_opt::{ProfileKind, SecurityOpt};
+pub use validate::{Diagnostic, Environment, Loaded, PolicyErrors, SystemEnvironment, load, parse};
 
 /// `[server]`: how the gateway listens and what it accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -412,7 +412,7 @@ impl PatternIndexBuilder {
             index.suffixes.entry(suffix.into()).or_default().push(owner);
             index.suffix_lengths.push(suffix.len());
         } else {
-            self.others.push(glob(pattern, Subject::ContainerName)?);
+            self.others.push(glob(pattern, GlobSyntax::ContainerName)?);
             index.other_owner.push(owner);
         }
         Ok(())
@@ -470,9 +470,9 @@ impl PatternIndex {
     }
 }
 
-/// What a pattern is matched against.
+/// How a pattern reads `*`, by what it is matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Subject {
+pub(crate) enum GlobSyntax {
     /// Container names never contain `/`, so `*` is plain "anything" (with
     /// `*` unable to cross `/`, globset would compile each such pattern into
     /// a regex, which grows with the policy and fails past a few thousand).
@@ -482,20 +482,20 @@ pub(crate) enum Subject {
 }
 
 /// Builds a glob the way the policy reads it; `\` escapes.
-fn glob(pattern: &str, subject: Subject) -> Result<Glob, globset::Error> {
+fn glob(pattern: &str, syntax: GlobSyntax) -> Result<Glob, globset::Error> {
     GlobBuilder::new(pattern)
-        .literal_separator(subject == Subject::Path)
+        .literal_separator(syntax == GlobSyntax::Path)
         .backslash_escape(true)
         .build()
 }
 
 fn glob_set<'a>(
     patterns: impl IntoIterator<Item = &'a str>,
-    subject: Subject,
+    syntax: GlobSyntax,
 ) -> Result<GlobSet, globset::Error> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        builder.add(glob(pattern, subject)?);
+        builder.add(glob(pattern, syntax)?);
     }
     builder.build()
 }
@@ -562,20 +562,20 @@ impl Policy {
             for pattern in spec.services.iter().flatten() {
                 services.add(pattern, position)?;
             }
-            let compiled = |patterns: Option<Vec<String>>, subject| match patterns {
+            let compiled = |patterns: Option<Vec<String>>, syntax| match patterns {
                 None => Ok(None),
-                Some(patterns) => glob_set(patterns.iter().map(String::as_str), subject)
+                Some(patterns) => glob_set(patterns.iter().map(String::as_str), syntax)
                     .map(|set| Some((set, patterns))),
             };
-            let compose_files = compiled(spec.compose_files, Subject::Path)?;
+            let compose_files = compiled(spec.compose_files, GlobSyntax::Path)?;
             // Compose project names hold no `/`, as container names do not.
-            let compose_projects = compiled(spec.compose_projects, Subject::ContainerName)?;
+            let compose_projects = compiled(spec.compose_projects, GlobSyntax::ContainerName)?;
             // Repositories have `/`-separated parts, as paths do.
-            let images = compiled(spec.images, Subject::Path)?;
-            let host_paths = compiled(spec.host_paths, Subject::Path)?;
+            let images = compiled(spec.images, GlobSyntax::Path)?;
+            let host_paths = compiled(spec.host_paths, GlobSyntax::Path)?;
             // Network names hold no `/`; image repositories do.
-            let networks = compiled(spec.networks, Subject::ContainerName)?;
-            let model_images = compiled(spec.model_images, Subject::Path)?;
+            let networks = compiled(spec.networks, GlobSyntax::ContainerName)?;
+            let model_images = compiled(spec.model_images, GlobSyntax::Path)?;
             // Several teams on one host: what their compose files do is
             // judged unless a project says otherwise.
             let compose_model = spec.compose_model.unwrap_or(if shared {
@@ -635,7 +635,7 @@ impl Policy {
         if secret.len() < crate::auth::signature::MIN_SECRET_LEN {
             return Err(SeedError::ShortSecret);
         }
-        let mut server = load::default_server(Path::new("."));
+        let mut server = validate::default_server(Path::new("."));
         server.listen = SocketAddr::from(([0, 0, 0, 0], port));
         server.docs = docs;
         server.state_dir = state_dir;
@@ -665,7 +665,7 @@ impl Policy {
         Self::compile(
             Origin::Seed,
             server,
-            load::default_docker(),
+            validate::default_docker(),
             vec![spec],
             HashMap::new(),
         )
@@ -895,8 +895,8 @@ mod tests {
         };
         Policy::compile(
             Origin::Seed,
-            load::default_server(Path::new(".")),
-            load::default_docker(),
+            validate::default_server(Path::new(".")),
+            validate::default_docker(),
             vec![spec],
             HashMap::new(),
         )
@@ -914,7 +914,7 @@ mod tests {
         ) {
             let Ok(name) = ContainerName::parse(&name) else { return Ok(()) };
             let Some(policy) = compile(patterns.clone()) else { return Ok(()) };
-            let matches = |p: &str| glob(p, Subject::ContainerName).map(|g| g.compile_matcher().is_match(name.as_str())).unwrap_or(false);
+            let matches = |p: &str| glob(p, GlobSyntax::ContainerName).map(|g| g.compile_matcher().is_match(name.as_str())).unwrap_or(false);
             let allowed = patterns.iter().any(|p| !p.starts_with('!') && matches(p))
                 && !patterns.iter().any(|p| p.strip_prefix('!').is_some_and(matches));
             let project = policy.project("p").unwrap();

@@ -43,7 +43,7 @@ pub struct ClaimPattern {
 
 impl ClaimPattern {
     pub(crate) fn new(name: String, patterns: Vec<String>) -> Result<Self, globset::Error> {
-        let set = super::glob_set(patterns.iter().map(String::as_str), super::Subject::Path)?;
+        let set = super::glob_set(patterns.iter().map(String::as_str), super::GlobSyntax::Path)?;
         Ok(Self {
             name,
             patterns,

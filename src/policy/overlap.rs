@@ -229,7 +229,7 @@ mod tests {
     use super::*;
 
     fn glob_matches(pattern: &str, name: &str) -> bool {
-        super::super::glob(pattern, super::super::Subject::ContainerName)
+        super::super::glob(pattern, super::super::GlobSyntax::ContainerName)
             .unwrap()
             .compile_matcher()
             .is_match(name)

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::e2e::{free_port, wait_until};
-use crate::support::{TempDir, sign};
+use crate::support::{sign, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_delivery-hook");
 
@@ -85,7 +85,7 @@ fn check_accepts_the_shipped_policies_and_never_prints_a_secret() {
 
 #[test]
 fn check_reports_every_error_with_its_line_and_exits_1() {
-    let dir = TempDir::new("check");
+    let dir = temp_dir("check");
     let policy = dir.path().join("delivery.toml");
     std::fs::write(
         &policy,
@@ -121,7 +121,7 @@ fn check_reports_every_error_with_its_line_and_exits_1() {
 
 #[test]
 fn check_prints_the_oidc_rules_and_warns_about_an_open_github_rule() {
-    let dir = TempDir::new("check-oidc");
+    let dir = temp_dir("check-oidc");
     let policy = dir.path().join("delivery.toml");
     std::fs::write(
         &policy,
@@ -239,7 +239,7 @@ impl Drop for Running {
 
 #[test]
 fn without_a_policy_secret_key_runs_the_seed_compatible_mode() {
-    let dir = TempDir::new("seed");
+    let dir = temp_dir("seed");
     let port = free_port();
     let log = dir.path().join("log");
     let _gateway = Running(
@@ -299,7 +299,7 @@ fn serve_started_as_root_drops_to_the_named_user_with_the_socket_group() {
         eprintln!("skipping: dropping root can only be tested as root");
         return;
     }
-    let dir = TempDir::new("drop");
+    let dir = temp_dir("drop");
     let socket = dir.path().join("docker.sock");
     std::fs::write(&socket, "").unwrap();
     std::os::unix::fs::chown(&socket, None, Some(4242)).unwrap();

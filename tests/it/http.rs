@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use delivery_hook::docker::{HelperEnd, HelperRun};
-use delivery_hook::jobs::Store;
+use delivery_hook::store::Store;
 
 use crate::support::*;
 
@@ -410,11 +410,11 @@ async fn a_request_abandoned_after_its_job_is_recorded_keeps_its_replay_entry() 
     let filler =
         delivery_hook::docker::ComposeTarget::from_parts("filler", "web", "/srv", "/srv/c.yml", "")
             .unwrap();
-    let record = delivery_hook::jobs::JobRecord::new(
+    let record = delivery_hook::record::JobRecord::new(
         "filler",
         delivery_hook::names::Action::Pull,
-        &delivery_hook::jobs::Deployment {
-            target: delivery_hook::jobs::DeployTarget::Compose {
+        &delivery_hook::record::Deployment {
+            target: delivery_hook::record::DeployTarget::Compose {
                 container: delivery_hook::names::ContainerName::parse("filler-web").unwrap(),
                 target: filler.clone(),
             },
@@ -564,7 +564,7 @@ async fn a_secret_variable_a_reload_names_is_withheld_from_the_next_helper() {
 
 /// What `delivery-hook helper` does in its container: runs the job from the
 /// store, with its own store handle on the same directory.
-async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::jobs::JobRecord {
+async fn run_as_the_helper(h: &Harness, helper: &HelperRun) -> delivery_hook::record::JobRecord {
     let store = Store::open(&helper.state_dir).unwrap();
     let engine: &dyn delivery_hook::docker::Engine = &*h.engine;
     delivery_hook::jobs::run_helper(
@@ -1113,7 +1113,7 @@ async fn health_document_and_unknown_routes() {
 /// refused checks it.
 #[tokio::test]
 async fn every_refusal_is_documented_for_each_operation_that_answers_with_it() {
-    use delivery_hook::api::status_of;
+    use delivery_hook::api::http_status;
     use delivery_hook::gateway::{Code, Operation};
     let h = Harness::new().await;
     let (_, doc) = status_json(h.client.get("/openapi.json").send().await).await;
@@ -1130,7 +1130,7 @@ async fn every_refusal_is_documented_for_each_operation_that_answers_with_it() {
             .unwrap_or_else(|| panic!("{} is not in the document", operation.id()));
         let responses = found["responses"].as_object().unwrap();
         for code in Code::ALL {
-            let status = status_of(code.kind()).to_string();
+            let status = http_status(code.kind()).to_string();
             let listed = format!("- `{}`: ", code.as_str());
             let documented = responses
                 .get(&status)
@@ -1165,7 +1165,7 @@ async fn every_refusal_is_documented_for_each_operation_that_answers_with_it() {
 /// exactly the codes the catalogue gives `/pull` and `/build`.
 #[test]
 fn the_readmes_status_table_lists_the_catalogues_codes() {
-    use delivery_hook::api::status_of;
+    use delivery_hook::api::http_status;
     use delivery_hook::gateway::{Code, Operation};
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
@@ -1193,7 +1193,7 @@ fn the_readmes_status_table_lists_the_catalogues_codes() {
             .collect();
         let catalogue: std::collections::BTreeSet<&str> = Code::ALL
             .iter()
-            .filter(|c| status_of(c.kind()) == status)
+            .filter(|c| http_status(c.kind()) == status)
             .filter(|c| {
                 c.operations().contains(Operation::Pull)
                     || c.operations().contains(Operation::Build)
@@ -1207,7 +1207,7 @@ fn the_readmes_status_table_lists_the_catalogues_codes() {
             || code.operations().contains(Operation::Build);
         if deploy {
             assert!(
-                statuses.contains(&status_of(code.kind())),
+                statuses.contains(&http_status(code.kind())),
                 "{}",
                 code.as_str()
             );

@@ -248,7 +248,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_ten_megabyte_chunked_body_is_413_and_memory_stays_flat() {
-    let dir = TempDir::new("bigbody");
+    let dir = temp_dir("bigbody");
     let port = crate::e2e::free_port();
     let policy = dir.path().join("delivery.toml");
     std::fs::write(

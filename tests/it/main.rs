@@ -1,6 +1,7 @@
 //! The one integration-test binary: in-process HTTP tests over a fake
 //! engine, and end-to-end tests against the real Docker engine.
 
+mod architecture;
 mod attacks;
 mod cli;
 mod clock;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::TempDir;
 use crate::support::receivers::{Receiver, certificate, new_key, python};
+use crate::support::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_delivery-hook");
 
@@ -43,7 +43,7 @@ fn policy(smtp: &str, targets: &str) -> String {
 #[test]
 fn notify_test_reaches_each_kind_of_receiver_and_a_wrong_key_is_refused() {
     let Some(python) = python() else { return };
-    let dir = TempDir::new("notify");
+    let dir = temp_dir("notify");
     let key = new_key();
     let hook = Receiver::webhook(&python, dir.path(), "hook", &key, &[]);
     // Expects another key than the one the gateway signs with.
@@ -123,7 +123,7 @@ fn notify_test_reaches_each_kind_of_receiver_and_a_wrong_key_is_refused() {
 #[test]
 fn mail_uses_starttls_and_is_refused_by_a_server_that_requires_it_when_sent_plain() {
     let Some(python) = python() else { return };
-    let dir = TempDir::new("notify-tls");
+    let dir = temp_dir("notify-tls");
     let certificate = certificate(dir.path());
     let mail = Receiver::smtp(
         &python,

@@ -7,7 +7,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::support::issuer::{Signer, TestIssuer};
-use crate::support::{Harness, SHOP, TempDir, body_for, expect_problem, now, status_json};
+use crate::support::{Harness, SHOP, body_for, expect_problem, now, status_json, temp_dir};
 
 const AUD: &str = "https://deploy.test";
 
@@ -501,7 +501,7 @@ async fn a_replay_after_a_restart_is_still_caught() {
 #[tokio::test]
 async fn a_jwks_file_serves_a_host_without_network() {
     let issuer = TestIssuer::start(&[Signer::Ec]);
-    let dir = TempDir::new("jwks");
+    let dir = temp_dir("jwks");
     let file = dir.path().join("jwks.json");
     std::fs::write(&file, json!({"keys": [issuer.jwk(Signer::Ec)]}).to_string()).unwrap();
     // An issuer nothing listens on: only the file can give its keys.

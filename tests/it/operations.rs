@@ -112,7 +112,7 @@ fn hup(g: &Gateway) {
 
 #[test]
 fn sighup_swaps_a_valid_policy_and_keeps_the_old_one_on_errors() {
-    let dir = TempDir::new("reload");
+    let dir = temp_dir("reload");
     let port = free_port();
     let extra = "auth_failure_limit = 1000";
     let g = start(
@@ -173,7 +173,7 @@ fn sighup_swaps_a_valid_policy_and_keeps_the_old_one_on_errors() {
 /// only those.
 #[test]
 fn a_reload_applies_connection_limits_at_once_and_names_what_needs_a_restart() {
-    let dir = TempDir::new("reload-limits");
+    let dir = temp_dir("reload-limits");
     let port = free_port();
     let g = start(
         &dir,
@@ -344,7 +344,7 @@ async fn metrics_count_what_happened() {
 
 #[test]
 fn metrics_can_have_their_own_address() {
-    let dir = TempDir::new("metrics");
+    let dir = temp_dir("metrics");
     let (port, metrics_port) = (free_port(), free_port());
     let extra = format!("metrics = true\nmetrics_listen = \"127.0.0.1:{metrics_port}\"");
     let g = start(
@@ -375,7 +375,7 @@ fn metrics_can_have_their_own_address() {
 
 #[test]
 fn the_audit_log_has_one_json_line_per_decision() {
-    let dir = TempDir::new("audit");
+    let dir = temp_dir("audit");
     let port = free_port();
     let g = start(
         &dir,
@@ -427,7 +427,7 @@ fn the_audit_log_has_one_json_line_per_decision() {
 #[test]
 fn a_flood_of_refusals_is_written_in_full_a_few_times_then_counted() {
     use delivery_hook::gateway::REFUSALS_IN_FULL;
-    let dir = TempDir::new("flood");
+    let dir = temp_dir("flood");
     let port = free_port();
     let g = start(
         &dir,

@@ -89,8 +89,8 @@ pub enum KeySetError {
 /// Why an issuer's key set could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("no HTTP client: {0}")]
-    NoClient(String),
+    #[error(transparent)]
+    NoClient(#[from] crate::outbound::NoClient),
     #[error("{url}: {reason}")]
     Request { url: String, reason: String },
     #[error("{url} answered {status}")]
@@ -314,7 +314,7 @@ impl KeyCache {
         let http = self
             .http
             .get()
-            .map_err(|e| FetchError::NoClient(e.to_owned()))?;
+            .map_err(|e| FetchError::NoClient(e.clone()))?;
         let failed = |e: reqwest::Error| FetchError::Request {
             url: url.to_owned(),
             reason: crate::error_chain(&e),

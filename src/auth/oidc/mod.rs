@@ -9,7 +9,7 @@
 //! the token may do (audience, age, claims) is the policy's question
 //! ([`crate::policy::OidcRule`]).
 //!
-//! jsonwebtoken parses and validates; [`ring`] gives it the signature
+//! jsonwebtoken parses and validates; `ring` gives it the signature
 //! checks; [`keys`] finds and caches the issuers' key sets.
 
 pub mod keys;

@@ -6,6 +6,7 @@
 //! its row. Paths are judged by their real paths (a path that does not
 //! exist yet by its nearest existing ancestor).
 
+use crate::docker::host_path::real_for_judging;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -250,27 +251,6 @@ fn is_set(value: &Value, when: When) -> bool {
 /// A remote build context or source: git or https, not a host path.
 fn is_remote(text: &str) -> bool {
     text.contains("://") || text.starts_with("git@") || text.starts_with("github.com/")
-}
-
-/// The real path `path` has or will have: the nearest existing ancestor's
-/// real path, with the rest (which does not exist, so holds no symlink)
-/// appended.
-pub fn real_for_judging(path: &Path) -> PathBuf {
-    let path = super::normalise(path);
-    let mut existing = path.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(existing) {
-            return rest.iter().rev().fold(real, |acc, part| acc.join(part));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = parent;
-            }
-            _ => return path,
-        }
-    }
 }
 
 const BIND_OPTIONS: [&str; 7] = ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"];

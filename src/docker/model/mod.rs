@@ -17,12 +17,13 @@ pub mod reader;
 pub mod table;
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use judge::{Finding, Rules, Why, judge_model, real_for_judging};
+use crate::docker::host_path::real_for_judging;
+pub use judge::{Finding, Rules, Why, judge_model};
 pub use reader::{Reads, Reference};
 
 use super::image_ref::ImagePin;
@@ -195,22 +196,6 @@ pub fn as_run(copy: &Value) -> Value {
         ),
         other => other.clone(),
     }
-}
-
-/// `path` made absolute and free of `.` and `..`, without touching the
-/// filesystem; `..` stops at the root, as the kernel's does.
-pub fn normalise(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(part) => out.push(part),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
 }
 
 /// `model` with `service`'s image set to `image`: a pin, or a rollback's

@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
+use super::ModelError;
 use super::judge::{Finding, Why};
-use super::{ModelError, normalise};
 use crate::docker::ComposeTarget;
+use crate::docker::host_path::{normalise, real_for_judging};
 
 /// The largest compose file read here; compose files are a few KiB.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -161,7 +162,7 @@ pub fn read(target: &ComposeTarget, may_read: &dyn Fn(&Path) -> bool) -> Result<
         // What this file names is read only where the project may read.
         let named: Vec<Pending> = pending.drain(before..).collect();
         for next in named {
-            if may_read(&super::real_for_judging(&next.file)) {
+            if may_read(&real_for_judging(&next.file)) {
                 pending.push(next);
             }
         }
@@ -169,10 +170,19 @@ pub fn read(target: &ComposeTarget, may_read: &dyn Fn(&Path) -> bool) -> Result<
     Ok(reads)
 }
 
+/// A merge key YAML does not define.
+#[derive(Debug, thiserror::Error)]
+enum MergeError {
+    #[error("a merge key names something other than a mapping")]
+    NotAMapping,
+    #[error("a merge list holds something other than mappings")]
+    ListHoldsOther,
+}
+
 /// Applies YAML merge keys (`<<`), a merged mapping's own merges first, as
 /// compose's parsers do: keys the mapping sets win, and of several merged
 /// mappings the first.
-fn merge_keys(value: &mut Value) -> Result<(), String> {
+fn merge_keys(value: &mut Value) -> Result<(), MergeError> {
     match value {
         Value::Mapping(map) => {
             for (_, inner) in map.iter_mut() {
@@ -188,14 +198,14 @@ fn merge_keys(value: &mut Value) -> Result<(), String> {
                 Some(Value::Sequence(items)) => {
                     for item in items {
                         let Value::Mapping(merged) = item else {
-                            return Err("a merge list holds something other than mappings".into());
+                            return Err(MergeError::ListHoldsOther);
                         };
                         for (key, inner) in merged {
                             map.entry(key).or_insert(inner);
                         }
                     }
                 }
-                Some(_) => return Err("a merge key names something other than a mapping".into()),
+                Some(_) => return Err(MergeError::NotAMapping),
             }
         }
         Value::Sequence(items) => {
@@ -225,7 +235,7 @@ fn read_yaml(file: &Path) -> Result<Value, ModelError> {
     })
 }
 
-/// A regular file's contents (symlinks followed), up to [`MAX_FILE_BYTES`]:
+/// A regular file's contents (symlinks followed), up to `MAX_FILE_BYTES` (1 MiB):
 /// never a FIFO, a device or a directory, which could block or never end.
 pub fn read_bounded(file: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -316,7 +326,7 @@ impl Reads {
     }
 
     fn reference(&mut self, service: Option<&str>, key: &str, path: &Path) {
-        let path = normalise(path);
+        let path = normalise(path).path;
         if !self.files.contains(&path) {
             self.files.push(path.clone());
         }
@@ -370,7 +380,7 @@ impl Reads {
             return None;
         }
         // Interpolation leaves `$$` as one `$`.
-        Some(normalise(&base.join(text.replace("$$", "$"))))
+        Some(normalise(&base.join(text.replace("$$", "$"))).path)
     }
 
     /// `include: [path | {path: path | [paths], env_file, project_directory}]`.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::TempDir;
+use crate::support::{TempDir, temp_dir};
 
 /// Whether the engine answers; under CI=true its absence is a failure.
 pub fn engine_ready() -> bool {
@@ -284,7 +284,7 @@ impl Fixture {
             "dh{}",
             &delivery_hook::names::JobId::random().to_string()[..10]
         );
-        let dir = TempDir::new(&id);
+        let dir = temp_dir(&id);
         let fixture = Self {
             base: format!("{id}/base:1"),
             id,

@@ -5,15 +5,15 @@ pub mod issuer;
 pub mod jwt;
 pub mod receivers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use delivery_hook::auth::signature::SigningKey;
 use delivery_hook::clock::Clock;
 use delivery_hook::gateway::Gateway;
-use delivery_hook::jobs::Store;
 use delivery_hook::policy::{self, Environment};
+use delivery_hook::store::Store;
 use poem::EndpointExt;
 use poem::endpoint::BoxEndpoint;
 use poem::test::{TestClient, TestResponse};
@@ -65,29 +65,14 @@ pub fn body_for(name: &str) -> String {
     format!(r#"{{"container_name": "{name}"}}"#)
 }
 
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "dh-{tag}-{}-{}",
-            std::process::id(),
-            delivery_hook::names::JobId::random()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory removed when dropped, named for the test that made it.
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dh-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// The test policies' environment: `LATER_SECRET`, and what tests set
@@ -186,7 +171,7 @@ pub async fn gateway_over_fake_with(
     extra_server: &str,
     docker: &str,
 ) -> (Arc<Gateway>, Arc<FakeEngine>, TempDir) {
-    let root = TempDir::new("http");
+    let root = temp_dir("http");
     let (gateway, engine) =
         gateway_in(root.path(), extra_server, docker, "", Clock::system()).await;
     (gateway, engine, root)
@@ -293,13 +278,13 @@ impl Harness {
     }
 
     async fn build(extra_server: &str, docker: &str) -> Self {
-        Self::in_dir(TempDir::new("http"), extra_server, docker, "").await
+        Self::in_dir(temp_dir("http"), extra_server, docker, "").await
     }
 
     /// With `[server]` lines, and `tail` appended to the test policy (more
     /// projects or rules).
     pub async fn with_policy(extra_server: &str, tail: &str) -> Self {
-        Self::in_dir(TempDir::new("http"), extra_server, "", tail).await
+        Self::in_dir(temp_dir("http"), extra_server, "", tail).await
     }
 
     async fn in_dir(root: TempDir, extra_server: &str, docker: &str, tail: &str) -> Self {

@@ -22,10 +22,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::jobs::{JobRecord, Outbox, OutboxOutcome, OutboxRow, Store, rfc3339};
+use crate::jobs::Outbox;
 use crate::metrics::Metrics;
 use crate::outbound::LazyClient;
 use crate::policy::{NotifyKind, NotifyTarget, PolicyCell, SmtpSettings, SmtpTls};
+use crate::record::{JobRecord, rfc3339};
+use crate::store::{OutboxOutcome, OutboxRow, Store};
 
 pub use message::Facts;
 
@@ -232,7 +234,7 @@ impl Notifier {
                 };
                 deliver(http, target, policy.smtp.as_ref(), message).await
             }
-            Err(why) => Err(DeliveryError::Http(format!("no HTTP client: {why}"))),
+            Err(why) => Err(DeliveryError::Http(why.to_string())),
         };
         let now = self.clock.unix_ms();
         // One audit line per outcome, naming the attempt but never where it went.

@@ -7,7 +7,8 @@ use poem_openapi::{Enum, Object};
 use serde::Serialize;
 
 use crate::gateway::{Code, Operation, Refusal, RefusalKind};
-use crate::jobs::{self, JobRecord};
+use crate::record;
+use crate::record::JobRecord;
 
 /// A JSON response body serialised straight from its type with serde.
 ///
@@ -346,8 +347,8 @@ impl Job {
     pub fn from_record(r: JobRecord, replayed: bool, coalesced: bool) -> Self {
         // The wire form stays flat: a Swarm job has empty compose fields.
         let (compose, swarm) = match r.target {
-            jobs::JobTarget::Compose(c) => (Some(c), None),
-            jobs::JobTarget::Swarm(s) => (None, Some(s)),
+            record::JobTarget::Compose(c) => (Some(c), None),
+            record::JobTarget::Swarm(s) => (None, Some(s)),
         };
         let service = compose
             .as_ref()
@@ -365,13 +366,13 @@ impl Job {
                 crate::names::Action::Build => JobAction::Build,
             },
             state: match r.state {
-                jobs::JobState::Queued => JobStatus::Queued,
-                jobs::JobState::Running => JobStatus::Running,
-                jobs::JobState::Succeeded => JobStatus::Succeeded,
-                jobs::JobState::Failed => JobStatus::Failed,
-                jobs::JobState::TimedOut => JobStatus::TimedOut,
-                jobs::JobState::Interrupted => JobStatus::Interrupted,
-                jobs::JobState::RolledBack => JobStatus::RolledBack,
+                record::JobState::Queued => JobStatus::Queued,
+                record::JobState::Running => JobStatus::Running,
+                record::JobState::Succeeded => JobStatus::Succeeded,
+                record::JobState::Failed => JobStatus::Failed,
+                record::JobState::TimedOut => JobStatus::TimedOut,
+                record::JobState::Interrupted => JobStatus::Interrupted,
+                record::JobState::RolledBack => JobStatus::RolledBack,
             },
             rollback: compose
                 .as_ref()
@@ -380,10 +381,10 @@ impl Job {
                     from_image: b.from_image,
                     to_image: b.to_image,
                     state: match b.state {
-                        jobs::RollbackState::Running => RollbackStatus::Running,
-                        jobs::RollbackState::Succeeded => RollbackStatus::Succeeded,
-                        jobs::RollbackState::Failed => RollbackStatus::Failed,
-                        jobs::RollbackState::Interrupted => RollbackStatus::Interrupted,
+                        record::RollbackState::Running => RollbackStatus::Running,
+                        record::RollbackState::Succeeded => RollbackStatus::Succeeded,
+                        record::RollbackState::Failed => RollbackStatus::Failed,
+                        record::RollbackState::Interrupted => RollbackStatus::Interrupted,
                     },
                     error: b.error,
                     duration_ms: b
@@ -393,9 +394,9 @@ impl Job {
             previous_image: r.previous_image,
             image: r.image,
             image_digest: r.image_digest,
-            created_at: jobs::rfc3339(r.created_at_ms),
-            started_at: r.started_at_ms.map(jobs::rfc3339),
-            finished_at: r.finished_at_ms.map(jobs::rfc3339),
+            created_at: record::rfc3339(r.created_at_ms),
+            started_at: r.started_at_ms.map(record::rfc3339),
+            finished_at: r.finished_at_ms.map(record::rfc3339),
             steps: r
                 .steps
                 .into_iter()
@@ -411,12 +412,12 @@ impl Job {
             replicas_updated: swarm.as_ref().and_then(|s| s.replicas_updated),
             running_image: r.running_image,
             requested_by: r.requested_by.map(|who| match who {
-                jobs::Requester::Key { index } => JobRequester {
+                record::Requester::Key { index } => JobRequester {
                     key_index: Some(index),
                     oidc_issuer: None,
                     oidc_subject: None,
                 },
-                jobs::Requester::Token { issuer, subject } => JobRequester {
+                record::Requester::Token { issuer, subject } => JobRequester {
                     key_index: None,
                     oidc_issuer: Some(issuer),
                     oidc_subject: Some(subject),
@@ -621,7 +622,7 @@ impl Example for Problem {
 
 impl Problem {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        let status = status_of(code.kind());
+        let status = http_status(code.kind());
         Self {
             kind: ["urn:delivery-hook:error:", code.as_str()].concat(),
             title: poem::http::StatusCode::from_u16(status)
@@ -672,7 +673,7 @@ impl poem::IntoResponse for ProblemJson {
 }
 
 /// The HTTP status of each kind of refusal.
-pub fn status_of(kind: RefusalKind) -> u16 {
+pub fn http_status(kind: RefusalKind) -> u16 {
     match kind {
         RefusalKind::Invalid => 400,
         RefusalKind::Unauthenticated => 401,
@@ -806,7 +807,7 @@ pub fn codes_of(operation: Operation, status: u16) -> impl Iterator<Item = Code>
     Code::ALL
         .iter()
         .copied()
-        .filter(move |c| c.operations().contains(operation) && status_of(c.kind()) == status)
+        .filter(move |c| c.operations().contains(operation) && http_status(c.kind()) == status)
 }
 
 /// A response's description followed by the list of its codes; written once
@@ -843,7 +844,7 @@ macro_rules! refusal_responses {
         impl From<$crate::gateway::Refusal> for $response {
             fn from(r: $crate::gateway::Refusal) -> Self {
                 use $crate::gateway::RefusalKind;
-                let problem = $crate::api::model::ProblemJson($crate::api::model::Problem::from(&r));
+                let problem = $crate::api::wire::ProblemJson($crate::api::wire::Problem::from(&r));
                 let retry_after = r.retry_after.unwrap_or(1);
                 #[allow(unreachable_patterns)]
                 match r.kind() {

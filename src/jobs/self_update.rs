@@ -14,8 +14,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{JobRecord, JobState};
-use super::store::{Store, StoreError};
 use super::{Active, DeployTarget, Inner, JobEvent, helper_name, run, settle, snapshot};
 use crate::clock::Clock;
 use crate::docker::{
@@ -23,6 +21,8 @@ use crate::docker::{
     TargetError,
 };
 use crate::names::JobId;
+use crate::record::{JobRecord, JobState};
+use crate::store::{Store, StoreError};
 
 /// How long past the job's timeout a helper is followed before it is stopped;
 /// the helper enforces the timeout itself, this covers a helper that hangs.

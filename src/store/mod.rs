@@ -1,4 +1,6 @@
-//! The durable job store: SQLite in `state_dir`, owned by one thread.
+//! The durable state: SQLite in `state_dir`, owned by one thread: the jobs
+//! (`jobs.rs`), the replay entries (`replay.rs`) and the notification
+//! outbox (`outbox.rs`).
 //!
 //! Every accepted job is written before the response goes out, and every
 //! state change after. One thread owns the connection and serves requests
@@ -14,11 +16,19 @@ use std::sync::mpsc;
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::record::{JobRecord, JobState};
 use crate::names::JobId;
+use crate::record::JobRecord;
+
+mod jobs;
+mod outbox;
+mod replay;
+
+pub use jobs::Cursor;
+pub use outbox::{OutboxOutcome, OutboxRow};
+pub use replay::ReplayRow;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -49,55 +59,7 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// A page position: jobs created strictly before this one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at_ms: u64,
-    pub id: JobId,
-}
-
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// A durable replay entry: a signed request's key, the job it got, and
-/// until when (Unix seconds, inclusive) a second sighting must get that job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayRow {
-    pub key: [u8; 16],
-    pub project: String,
-    pub job: JobId,
-    pub expires_at: u64,
-}
-
-/// A notification waiting to be delivered: one message (a job's end) to
-/// one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxRow {
-    /// The message's id, the same on every attempt (`webhook-id`).
-    pub message: String,
-    /// The target's id within its project.
-    pub target: String,
-    pub project: String,
-    pub job: JobId,
-    /// The job's end state, as the event names it.
-    pub event: String,
-    /// When the job ended, Unix milliseconds; retries stop a day after.
-    pub created_at_ms: u64,
-    /// When the next attempt is due, Unix milliseconds.
-    pub next_at_ms: u64,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// The message's body, as JSON, fixed when the job ended.
-    pub payload: String,
-}
-
-/// What became of a delivery attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutboxOutcome {
-    /// Delivered, or given up: the row goes.
-    Done,
-    /// Failed; try again at `next_at_ms`.
-    Retry { attempts: u32, next_at_ms: u64 },
-}
 
 enum Request {
     /// A job record, with the replay entry of the request that created it
@@ -426,9 +388,9 @@ fn write_batch(connection: &Connection, batch: Vec<Request>) {
                         Request::Put(record, replay, outbox, _) => {
                             put(&savepoint, record, replay.as_ref(), outbox)
                         }
-                        Request::PutReplay(row, _) => put_replay(&savepoint, row),
+                        Request::PutReplay(row, _) => replay::put_replay(&savepoint, row),
                         Request::Settle(message, target, outcome, _) => {
-                            settle(&savepoint, message, target, outcome)
+                            outbox::settle(&savepoint, message, target, outcome)
                         }
                         _ => unreachable!("only writes are batched"),
                     }?;
@@ -461,10 +423,10 @@ fn reply_write(request: Request, outcome: Result<(), StoreError>) {
 fn answer(connection: &Connection, request: Request) {
     match request {
         Request::LiveReplays(now, reply) => {
-            let _ = reply.send(live_replays(connection, now));
+            let _ = reply.send(replay::live_replays(connection, now));
         }
         Request::Get(id, reply) => {
-            let _ = reply.send(get(connection, id));
+            let _ = reply.send(jobs::get(connection, id));
         }
         Request::List {
             project,
@@ -472,10 +434,10 @@ fn answer(connection: &Connection, request: Request) {
             before,
             reply,
         } => {
-            let _ = reply.send(list(connection, &project, limit, before));
+            let _ = reply.send(jobs::list(connection, &project, limit, before));
         }
         Request::Unfinished(reply) => {
-            let _ = reply.send(unfinished(connection));
+            let _ = reply.send(jobs::unfinished(connection));
         }
         Request::Prune {
             older_than_ms,
@@ -483,22 +445,20 @@ fn answer(connection: &Connection, request: Request) {
             now_secs,
             reply,
         } => {
-            let _ = reply.send(prune(connection, older_than_ms, keep, now_secs));
+            let pruned = jobs::prune(connection, older_than_ms, keep)
+                .and_then(|n| replay::prune(connection, now_secs).map(|()| n));
+            let _ = reply.send(pruned);
         }
         Request::Due(now, limit, reply) => {
-            let _ = reply.send(due(connection, now, limit));
+            let _ = reply.send(outbox::due(connection, now, limit));
         }
         Request::Waiting(now, reply) => {
-            let _ = reply.send(waiting(connection, now));
+            let _ = reply.send(outbox::waiting(connection, now));
         }
         write @ (Request::Put(..) | Request::PutReplay(..) | Request::Settle(..)) => {
             write_batch(connection, vec![write])
         }
     }
-}
-
-fn decode(doc: String) -> Result<JobRecord, StoreError> {
-    Ok(serde_json::from_str(&doc)?)
 }
 
 /// Inside the batch's transaction, so the job, its replay entry and its
@@ -510,230 +470,12 @@ fn put(
     outbox: &[OutboxRow],
 ) -> Result<(), StoreError> {
     let doc = serde_json::to_string(record)?;
-    put_job(c, record, &doc)?;
+    jobs::put_job(c, record, &doc)?;
     if let Some(row) = replay {
-        put_replay(c, row)?;
+        replay::put_replay(c, row)?;
     }
-    for row in outbox {
-        c.prepare_cached(
-            "INSERT OR IGNORE INTO outbox
-             (message, target, project, job_id, event, created_at, next_at, attempts, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
-            row.message,
-            row.target,
-            row.project,
-            row.job.to_string(),
-            row.event,
-            row.created_at_ms as i64,
-            row.next_at_ms as i64,
-            row.attempts,
-            row.payload
-        ])?;
-    }
+    outbox::put_rows(c, outbox)?;
     Ok(())
-}
-
-fn settle(
-    c: &Connection,
-    message: &str,
-    target: &str,
-    outcome: &OutboxOutcome,
-) -> Result<(), StoreError> {
-    match outcome {
-        OutboxOutcome::Done => {
-            c.prepare_cached("DELETE FROM outbox WHERE message = ?1 AND target = ?2")?
-                .execute(params![message, target])?;
-        }
-        OutboxOutcome::Retry {
-            attempts,
-            next_at_ms,
-        } => {
-            c.prepare_cached(
-                "UPDATE outbox SET attempts = ?3, next_at = ?4 WHERE message = ?1 AND target = ?2",
-            )?
-            .execute(params![message, target, attempts, *next_at_ms as i64])?;
-        }
-    }
-    Ok(())
-}
-
-fn due(c: &Connection, now: u64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-    let mut statement = c.prepare_cached(
-        "SELECT message, target, project, job_id, event, created_at, next_at, attempts, payload
-         FROM outbox WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2",
-    )?;
-    let rows = statement
-        .query_map(params![now as i64, limit as i64], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, i64>(6)?,
-                row.get::<_, u32>(7)?,
-                row.get::<_, String>(8)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows
-        .into_iter()
-        .filter_map(
-            |(message, target, project, job, event, created, next, attempts, payload)| {
-                Some(OutboxRow {
-                    message,
-                    target,
-                    project,
-                    job: JobId::parse(&job)?,
-                    event,
-                    created_at_ms: u64::try_from(created).ok()?,
-                    next_at_ms: u64::try_from(next).ok()?,
-                    attempts,
-                    payload,
-                })
-            },
-        )
-        .collect())
-}
-
-fn waiting(c: &Connection, now: u64) -> Result<(u64, Option<u64>), StoreError> {
-    let (count, soonest) = c
-        .prepare_cached(
-            "SELECT COUNT(*), MIN(CASE WHEN next_at > ?1 THEN next_at END) FROM outbox",
-        )?
-        .query_row([now as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
-        })?;
-    Ok((
-        u64::try_from(count).unwrap_or(0),
-        soonest.and_then(|s| u64::try_from(s).ok()),
-    ))
-}
-
-fn put_replay(c: &Connection, row: &ReplayRow) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO replay (key, project, job_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        &row.key[..],
-        row.project,
-        row.job.to_string(),
-        row.expires_at as i64
-    ])?;
-    Ok(())
-}
-
-fn live_replays(c: &Connection, now: u64) -> Result<Vec<ReplayRow>, StoreError> {
-    c.prepare_cached("DELETE FROM replay WHERE expires_at < ?1")?
-        .execute([now as i64])?;
-    let mut statement = c.prepare_cached(
-        "SELECT key, project, job_id, expires_at FROM replay ORDER BY expires_at",
-    )?;
-    let rows = statement
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    // A row that does not decode (a hand-edited file) is skipped, not fatal.
-    Ok(rows
-        .into_iter()
-        .filter_map(|(key, project, job, expires_at)| {
-            Some(ReplayRow {
-                key: key.try_into().ok()?,
-                project,
-                job: JobId::parse(&job)?,
-                expires_at: u64::try_from(expires_at).ok()?,
-            })
-        })
-        .collect())
-}
-
-fn put_job(c: &Connection, record: &JobRecord, doc: &str) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO jobs (id, project, created_at, state, doc) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
-    )?
-    .execute(params![
-        record.id.to_string(),
-        record.project,
-        record.created_at_ms as i64,
-        record.state.as_str(),
-        doc
-    ])?;
-    Ok(())
-}
-
-fn get(c: &Connection, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-    let doc: Option<String> = c
-        .prepare_cached("SELECT doc FROM jobs WHERE id = ?1")?
-        .query_row([id.to_string()], |row| row.get(0))
-        .optional()?;
-    doc.map(decode).transpose()
-}
-
-fn list(
-    c: &Connection,
-    project: &str,
-    limit: usize,
-    before: Option<Cursor>,
-) -> Result<Vec<JobRecord>, StoreError> {
-    let (at, id) = match before {
-        Some(cursor) => (cursor.created_at_ms as i64, cursor.id.to_string()),
-        None => (i64::MAX, String::new()),
-    };
-    let mut statement = c.prepare_cached(
-        "SELECT doc FROM jobs WHERE project = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
-         ORDER BY created_at DESC, id DESC LIMIT ?4",
-    )?;
-    let id_bound = if before.is_some() { id } else { "~".to_owned() };
-    let docs = statement
-        .query_map(params![project, at, id_bound, limit as i64], |row| {
-            row.get::<_, String>(0)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    docs.into_iter().map(decode).collect()
-}
-
-fn unfinished(c: &Connection) -> Result<Vec<JobRecord>, StoreError> {
-    let mut statement = c.prepare_cached(
-        "SELECT doc FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at, id",
-    )?;
-    let docs = statement
-        .query_map([], |row| row.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    docs.into_iter().map(decode).collect()
-}
-
-fn prune(
-    c: &Connection,
-    older_than_ms: u64,
-    keep: u64,
-    now_secs: u64,
-) -> Result<usize, StoreError> {
-    let unfinished = [JobState::Queued.as_str(), JobState::Running.as_str()];
-    let by_age = c.execute(
-        "DELETE FROM jobs WHERE created_at < ?1 AND state NOT IN (?2, ?3)",
-        params![older_than_ms as i64, unfinished[0], unfinished[1]],
-    )?;
-    let by_count = c.execute(
-        "DELETE FROM jobs WHERE state NOT IN (?2, ?3) AND id IN (
-             SELECT id FROM jobs WHERE state NOT IN (?2, ?3)
-             ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?1)",
-        params![keep as i64, unfinished[0], unfinished[1]],
-    )?;
-    c.execute(
-        "DELETE FROM replay WHERE expires_at < ?1",
-        [now_secs as i64],
-    )?;
-    Ok(by_age + by_count)
 }
 
 #[cfg(test)]
@@ -741,14 +483,15 @@ mod tests {
     use super::*;
     use crate::docker::ComposeTarget;
     use crate::names::Action;
+    use crate::record::JobState;
 
     fn record(project: &str, created_at_ms: u64, state: JobState) -> JobRecord {
         let target = ComposeTarget::from_parts("p", "web", "/srv", "/srv/c.yml", "").unwrap();
         let mut r = JobRecord::new(
             project,
             Action::Pull,
-            &crate::jobs::Deployment {
-                target: crate::jobs::DeployTarget::Compose {
+            &crate::record::Deployment {
+                target: crate::record::DeployTarget::Compose {
                     container: crate::names::ContainerName::parse("p-web").unwrap(),
                     target: target.clone(),
                 },
@@ -765,7 +508,8 @@ mod tests {
     #[tokio::test]
     async fn replay_entries_survive_a_reopen_until_they_expire() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("dh-replay-{}", JobId::random()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
         let job = record("a", 1, JobState::Queued);
         let row = |key: u8, expires_at| ReplayRow {
             key: [key; 16],
@@ -803,7 +547,6 @@ mod tests {
             "expired entries were deleted"
         );
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
@@ -902,7 +645,8 @@ mod tests {
 
     #[tokio::test]
     async fn survives_reopening_from_disk() {
-        let dir = std::env::temp_dir().join(format!("dh-store-{}", JobId::random()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
         let r = record("a", 1, JobState::Queued);
         {
             let store = Store::open(&dir).unwrap();
@@ -910,6 +654,5 @@ mod tests {
         }
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.get(r.id).await.unwrap(), Some(r));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,10 +1,33 @@
-//! A job as it is stored and reported.
+//! What a job is: the service it deploys, carried whole from the request's
+//! admission to its record, and the record as it is stored and reported.
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeployTarget, Deployment};
 use crate::docker::{CommandOutcome, ComposeTarget, Exit, ImagePin, TargetError};
 use crate::names::{Action, ContainerName, JobId, SwarmServiceName};
+
+/// What a job deploys: one typed value from the request's admission to the
+/// job's record ([`JobRecord::new`]) and back ([`JobRecord::deployment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Deployment {
+    pub target: DeployTarget,
+    /// The caller's pin, the one place it is kept: a compose job merges it
+    /// into its judged model (or passes an override file), a Swarm job
+    /// resolves it.
+    pub pin: Option<ImagePin>,
+}
+
+/// The service a job deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeployTarget {
+    /// A compose service, as the named container's labels describe it.
+    Compose {
+        container: ContainerName,
+        target: ComposeTarget,
+    },
+    /// A Docker Swarm service.
+    Swarm(SwarmServiceName),
+}
 
 /// The life of a job.
 ///
