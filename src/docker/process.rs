@@ -123,37 +123,7 @@ pub async fn run_command_apart(
     let Some((program, args)) = argv.split_first() else {
         return outcome(Exit::SpawnFailed("empty command".into()));
     };
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .envs(
-            PASSED_ENV
-                .iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-        )
-        .envs(engine_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    // If the gateway dies (kill -9, a crash), the kernel kills the command
-    // too, so it cannot race the job's re-run after the restart. Tokio
-    // spawns from its worker threads, which live as long as the runtime,
-    // and the signal follows the spawning thread.
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut command = apart(program, args, dir);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -190,14 +160,7 @@ pub async fn run_command_apart(
         }
     };
     let exit = match ended {
-        Ok(Ok(status)) => {
-            use std::os::unix::process::ExitStatusExt;
-            match (status.code(), status.signal()) {
-                (Some(code), _) => Exit::Code(code),
-                (None, Some(signal)) => Exit::Signal(signal),
-                (None, None) => Exit::Code(-1),
-            }
-        }
+        Ok(Ok(status)) => exit_of(status),
         Ok(Err(e)) => Exit::SpawnFailed(format!("waiting for {program} failed: {e}")),
         Err(stopped) => {
             if let Some(pid) = pid {
@@ -216,6 +179,53 @@ pub async fn run_command_apart(
         let _ = tokio::time::timeout(DRAIN_BOUND, drain).await;
     }
     outcome(exit)
+}
+
+/// `program` with `args`, in `dir`, set apart from the gateway: a cleared
+/// environment but for [`PASSED_ENV`] and the gateway's engine, no stdin,
+/// piped output, a process group of its own, killed when dropped.
+fn apart(program: &str, args: &[String], dir: Option<&Path>) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(
+            PASSED_ENV
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
+        .envs(engine_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    // If the gateway dies (kill -9, a crash), the kernel kills the command
+    // too, so it cannot race the job's re-run after the restart. Tokio
+    // spawns from its worker threads, which live as long as the runtime,
+    // and the signal follows the spawning thread.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Code(-1),
+    }
 }
 
 #[cfg(test)]

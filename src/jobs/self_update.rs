@@ -186,36 +186,47 @@ impl Inner {
                 if let Err(e) = &read {
                     tracing::error!(job = %id, error = %e, "could not read a self-update job's result");
                 }
-                let (state, why) = match end {
-                    None => {
-                        if let Err(e) = self.engine.remove_helper(&name).await {
-                            tracing::warn!(helper = %name, error = %e, "could not stop the self-update helper");
-                        }
-                        (
-                            JobState::TimedOut,
-                            format!(
-                                "the self-update helper {name} ran past job_timeout_secs ({} s) and was stopped",
-                                timeout.as_secs()
-                            ),
-                        )
-                    }
-                    Some(Ok(HelperEnd::Exited(code))) => (
-                        JobState::Failed,
-                        format!(
-                            "the self-update helper {name} exited with code {code} without recording a result"
-                        ),
-                    ),
-                    Some(Ok(HelperEnd::Gone)) => (
-                        JobState::Failed,
-                        format!("the self-update helper {name} is gone and recorded no result"),
-                    ),
-                    Some(Err(e)) => (
-                        JobState::Failed,
-                        format!("the self-update helper {name} could not be followed: {e}"),
-                    ),
-                };
+                let (state, why) = self.unrecorded_end(&name, end, timeout).await;
                 self.end_detached(active, state, why).await;
             }
+        }
+    }
+
+    /// How a job ends whose helper recorded no result: `end` is how the
+    /// helper ended, or `None` when it ran past its time (it is stopped).
+    async fn unrecorded_end(
+        &self,
+        name: &str,
+        end: Option<Result<HelperEnd, EngineError>>,
+        timeout: Duration,
+    ) -> (JobState, String) {
+        match end {
+            None => {
+                if let Err(e) = self.engine.remove_helper(name).await {
+                    tracing::warn!(helper = %name, error = %e, "could not stop the self-update helper");
+                }
+                (
+                    JobState::TimedOut,
+                    format!(
+                        "the self-update helper {name} ran past job_timeout_secs ({} s) and was stopped",
+                        timeout.as_secs()
+                    ),
+                )
+            }
+            Some(Ok(HelperEnd::Exited(code))) => (
+                JobState::Failed,
+                format!(
+                    "the self-update helper {name} exited with code {code} without recording a result"
+                ),
+            ),
+            Some(Ok(HelperEnd::Gone)) => (
+                JobState::Failed,
+                format!("the self-update helper {name} is gone and recorded no result"),
+            ),
+            Some(Err(e)) => (
+                JobState::Failed,
+                format!("the self-update helper {name} could not be followed: {e}"),
+            ),
         }
     }
 

@@ -464,66 +464,19 @@ impl<'r, 'a> Walk<'r, 'a> {
                     }
                 }
             }
-            Check::ProjectName => {
-                if value.as_str() != Some(self.rules.compose_project) {
-                    self.refuse(
-                        place,
-                        format!(
-                            "the model names the project `{}`, not `{}`",
-                            scalar(value).unwrap_or_default(),
-                            self.rules.compose_project
-                        ),
-                    );
-                }
-            }
+            Check::ProjectName => self.project_name(place, value),
             Check::Image => self.image(place, value),
             Check::BuildTags => {
                 for tag in list(value) {
                     self.image(place, tag);
                 }
             }
-            Check::ContainerName => {
-                let name = value.as_str().unwrap_or_default();
-                if !(self.rules.container_name)(name) {
-                    self.refuse(
-                        place,
-                        format!("the container name `{name}` is outside the project's containers"),
-                    );
-                }
-            }
-            Check::Labels => {
-                for (key, _) in pairs(value) {
-                    if key.to_ascii_lowercase().starts_with("com.docker.compose.") {
-                        self.refuse(place, format!("sets compose's own label `{key}`"));
-                    }
-                }
-            }
+            Check::ContainerName => self.container_name(place, value),
+            Check::Labels => self.labels(place, value),
             Check::Namespace => self.namespace(place, value),
             Check::SecurityOpt => self.security_opts(place, value),
-            Check::Sysctls => {
-                for (key, _) in pairs(value) {
-                    if !(key.starts_with("net.") || key == "kernel.shm_rmid_forced") {
-                        self.needs(
-                            place,
-                            Allowance::Kernel,
-                            format!("the sysctl `{key}` reaches beyond the container"),
-                        );
-                    }
-                }
-            }
-            Check::OomScoreAdj => match value.as_i64() {
-                Some(n) if n >= 0 => {}
-                Some(n) => self.needs(
-                    place,
-                    Allowance::Kernel,
-                    format!("oom_score_adj {n} makes the host's processes die first"),
-                ),
-                None => self.unknown(
-                    place,
-                    format!("oom_score_adj `{}`", scalar(value).unwrap_or_default()),
-                    None,
-                ),
-            },
+            Check::Sysctls => self.sysctls(place, value),
+            Check::OomScoreAdj => self.oom_score_adj(place, value),
             Check::Logging => self.logging(place, value),
             Check::Mount => self.mount(place, value),
             Check::Propagation => self.propagation(place, value.as_str().unwrap_or_default()),
@@ -532,11 +485,8 @@ impl<'r, 'a> Walk<'r, 'a> {
             Check::Network => self.network(place, value),
             Check::IpamDriver => {
                 if !matches!(value.as_str(), None | Some("default")) {
-                    self.unknown(
-                        place,
-                        format!("the IPAM driver `{}`", scalar(value).unwrap_or_default()),
-                        None,
-                    );
+                    let driver = scalar(value).unwrap_or_default();
+                    self.unknown(place, format!("the IPAM driver `{driver}`"), None);
                 }
             }
             Check::Build => self.build(place, value),
@@ -545,31 +495,98 @@ impl<'r, 'a> Walk<'r, 'a> {
                     self.cache_ref(place, entry.as_str().unwrap_or_default());
                 }
             }
-            Check::BuildNetwork => match value.as_str().unwrap_or_default() {
-                "" | "default" | "none" => {}
-                "host" => self.needs(
+            Check::BuildNetwork => self.build_network(place, value),
+            Check::Entitlements => self.entitlements(place, value),
+        }
+    }
+
+    fn project_name(&mut self, place: &Place<'_>, value: &Value) {
+        if value.as_str() != Some(self.rules.compose_project) {
+            self.refuse(
+                place,
+                format!(
+                    "the model names the project `{}`, not `{}`",
+                    scalar(value).unwrap_or_default(),
+                    self.rules.compose_project
+                ),
+            );
+        }
+    }
+
+    fn container_name(&mut self, place: &Place<'_>, value: &Value) {
+        let name = value.as_str().unwrap_or_default();
+        if !(self.rules.container_name)(name) {
+            self.refuse(
+                place,
+                format!("the container name `{name}` is outside the project's containers"),
+            );
+        }
+    }
+
+    fn labels(&mut self, place: &Place<'_>, value: &Value) {
+        for (key, _) in pairs(value) {
+            if key.to_ascii_lowercase().starts_with("com.docker.compose.") {
+                self.refuse(place, format!("sets compose's own label `{key}`"));
+            }
+        }
+    }
+
+    /// Only sysctls inside the container's own network namespace, and the
+    /// one IPC sysctl the engine namespaces, stay inside the container.
+    fn sysctls(&mut self, place: &Place<'_>, value: &Value) {
+        for (key, _) in pairs(value) {
+            if !(key.starts_with("net.") || key == "kernel.shm_rmid_forced") {
+                self.needs(
+                    place,
+                    Allowance::Kernel,
+                    format!("the sysctl `{key}` reaches beyond the container"),
+                );
+            }
+        }
+    }
+
+    fn oom_score_adj(&mut self, place: &Place<'_>, value: &Value) {
+        match value.as_i64() {
+            Some(n) if n >= 0 => {}
+            Some(n) => self.needs(
+                place,
+                Allowance::Kernel,
+                format!("oom_score_adj {n} makes the host's processes die first"),
+            ),
+            None => self.unknown(
+                place,
+                format!("oom_score_adj `{}`", scalar(value).unwrap_or_default()),
+                None,
+            ),
+        }
+    }
+
+    fn build_network(&mut self, place: &Place<'_>, value: &Value) {
+        match value.as_str().unwrap_or_default() {
+            "" | "default" | "none" => {}
+            "host" => self.needs(
+                place,
+                Allowance::HostNamespaces,
+                "the build runs in the host's network".into(),
+            ),
+            name => self.join_network(place, name),
+        }
+    }
+
+    fn entitlements(&mut self, place: &Place<'_>, value: &Value) {
+        for entry in list(value) {
+            match entry.as_str().unwrap_or_default() {
+                "network.host" => self.needs(
                     place,
                     Allowance::HostNamespaces,
-                    "the build runs in the host's network".into(),
+                    "the entitlement `network.host`".into(),
                 ),
-                name => self.join_network(place, name),
-            },
-            Check::Entitlements => {
-                for entry in list(value) {
-                    match entry.as_str().unwrap_or_default() {
-                        "network.host" => self.needs(
-                            place,
-                            Allowance::HostNamespaces,
-                            "the entitlement `network.host`".into(),
-                        ),
-                        "security.insecure" => self.needs(
-                            place,
-                            Allowance::Privileged,
-                            "the entitlement `security.insecure`".into(),
-                        ),
-                        other => self.unknown(place, format!("the entitlement `{other}`"), None),
-                    }
-                }
+                "security.insecure" => self.needs(
+                    place,
+                    Allowance::Privileged,
+                    "the entitlement `security.insecure`".into(),
+                ),
+                other => self.unknown(place, format!("the entitlement `{other}`"), None),
             }
         }
     }
@@ -845,18 +862,19 @@ impl<'r, 'a> Walk<'r, 'a> {
                 format!("the volume driver `{driver}`"),
             );
         }
-        let Some(options) = field("driver_opts").and_then(Value::as_object) else {
-            return;
-        };
-        if options.is_empty() {
-            return;
+        if let Some(options) = field("driver_opts").and_then(Value::as_object) {
+            self.volume_options(&place.child("driver_opts"), options);
         }
-        let at = place.child("driver_opts");
+    }
+
+    /// A `local` volume's `driver_opts`: the mount it makes (`type`, `o`,
+    /// `device`), which is a host bind, a tmpfs, or a network share.
+    fn volume_options(&mut self, at: &Place<'_>, options: &serde_json::Map<String, Value>) {
         let text = |name: &str| options.get(name).and_then(scalar).unwrap_or_default();
         for name in options.keys() {
             if !matches!(name.as_str(), "type" | "o" | "device") {
                 self.unknown(
-                    &at,
+                    at,
                     format!("the driver option `{name}`"),
                     Some(Allowance::VolumeOptions),
                 );
@@ -866,67 +884,60 @@ impl<'r, 'a> Walk<'r, 'a> {
         let o = text("o");
         let device = text("device");
         let tokens: Vec<&str> = o.split(',').filter(|t| !t.is_empty()).collect();
-        let outside = |allowed: &[&str], token: &str| {
-            let name = token.split_once('=').map_or(token, |(name, _)| name);
-            !allowed.contains(&name)
-        };
         match kind.as_str() {
             "none" => {
                 if !tokens.iter().any(|t| matches!(*t, "bind" | "rbind")) {
                     return self.needs(
-                        &at,
+                        at,
                         Allowance::VolumeOptions,
                         format!("a mount of type `none` without `bind` (o: `{o}`)"),
                     );
                 }
-                for token in tokens.iter().filter(|t| !BIND_OPTIONS.contains(*t)) {
-                    self.unknown(
-                        &at,
-                        format!("the `o` token `{token}`"),
-                        Some(Allowance::VolumeOptions),
-                    );
-                }
+                self.mount_tokens(at, &tokens, &BIND_OPTIONS, false);
                 // The engine resolves a relative device from `/`.
-                self.bind(&at, &Path::new("/").join(&device));
+                self.bind(at, &Path::new("/").join(&device));
             }
             "tmpfs" => {
                 if device != "tmpfs" {
                     self.unknown(
-                        &at,
+                        at,
                         format!("the tmpfs device `{device}`"),
                         Some(Allowance::VolumeOptions),
                     );
                 }
-                for token in tokens.iter().filter(|t| outside(&TMPFS_OPTIONS, t)) {
-                    self.unknown(
-                        &at,
-                        format!("the `o` token `{token}`"),
-                        Some(Allowance::VolumeOptions),
-                    );
-                }
+                self.mount_tokens(at, &tokens, &TMPFS_OPTIONS, true);
             }
             "nfs" | "nfs4" | "cifs" => {
                 self.needs(
-                    &at,
+                    at,
                     Allowance::NetworkVolumes,
                     format!("a `{kind}` volume from another host"),
                 );
-                for token in tokens
-                    .iter()
-                    .filter(|t| outside(&NETWORK_VOLUME_OPTIONS, t))
-                {
-                    self.unknown(
-                        &at,
-                        format!("the `o` token `{token}`"),
-                        Some(Allowance::VolumeOptions),
-                    );
-                }
+                self.mount_tokens(at, &tokens, &NETWORK_VOLUME_OPTIONS, true);
             }
             other => self.needs(
-                &at,
+                at,
                 Allowance::VolumeOptions,
                 format!("the mount type `{other}` (device `{device}`, o `{o}`)"),
             ),
+        }
+    }
+
+    /// Each `o` token that is not `allowed`: by its name before any `=`
+    /// where the options take values, else whole.
+    fn mount_tokens(&mut self, at: &Place<'_>, tokens: &[&str], allowed: &[&str], valued: bool) {
+        for token in tokens {
+            let name = match token.split_once('=') {
+                Some((name, _)) if valued => name,
+                _ => *token,
+            };
+            if !allowed.contains(&name) {
+                self.unknown(
+                    at,
+                    format!("the `o` token `{token}`"),
+                    Some(Allowance::VolumeOptions),
+                );
+            }
         }
     }
 

@@ -121,41 +121,10 @@ pub fn read(target: &ComposeTarget, may_read: &dyn Fn(&Path) -> bool) -> Result<
         if !reads.files.contains(&file) {
             reads.files.push(file.clone());
         }
-        let document = read_yaml(&file)?;
-        if let Some(tag) = first_tag(&document, "") {
-            reads.problem(
-                None,
-                &tag.0,
-                Why::Unreadable(format!("{} uses the YAML tag `{}`", file.display(), tag.1)),
-            );
+        let Some(document) = reads.parse(&file)? else {
             continue;
-        }
-        let mut document = document;
-        if let Err(e) = merge_keys(&mut document) {
-            return Err(ModelError::File(format!(
-                "the merge keys of {} cannot be applied: {e}",
-                file.display()
-            )));
-        }
-        for key in document.as_mapping().into_iter().flat_map(|m| m.keys()) {
-            let known = key
-                .as_str()
-                .is_some_and(|k| TOP_LEVEL.contains(&k) || k.starts_with("x-"));
-            if !known {
-                let name = key.as_str().unwrap_or("?");
-                reads.problem(
-                    None,
-                    name,
-                    Why::Unknown {
-                        what: format!(
-                            "the top-level key `{name}` of {} (compose's first file format puts services there)",
-                            file.display()
-                        ),
-                        class: None,
-                    },
-                );
-            }
-        }
+        };
+        reads.top_level(&document, &file);
         let before = pending.len();
         reads.include(&document, &base, &mut pending);
         reads.services(&document, &base, &mut pending);
@@ -317,6 +286,50 @@ pub(super) fn variable_in(path: &str) -> Option<String> {
 }
 
 impl Reads {
+    /// `file` parsed with its merge keys applied; `None`, with the problem
+    /// noted, when it uses a YAML tag, which the gateway does not follow.
+    fn parse(&mut self, file: &Path) -> Result<Option<Value>, ModelError> {
+        let mut document = read_yaml(file)?;
+        if let Some(tag) = first_tag(&document, "") {
+            self.problem(
+                None,
+                &tag.0,
+                Why::Unreadable(format!("{} uses the YAML tag `{}`", file.display(), tag.1)),
+            );
+            return Ok(None);
+        }
+        merge_keys(&mut document).map_err(|e| {
+            ModelError::File(format!(
+                "the merge keys of {} cannot be applied: {e}",
+                file.display()
+            ))
+        })?;
+        Ok(Some(document))
+    }
+
+    /// Each top-level key outside compose's current format.
+    fn top_level(&mut self, document: &Value, file: &Path) {
+        for key in document.as_mapping().into_iter().flat_map(|m| m.keys()) {
+            let known = key
+                .as_str()
+                .is_some_and(|k| TOP_LEVEL.contains(&k) || k.starts_with("x-"));
+            if !known {
+                let name = key.as_str().unwrap_or("?");
+                self.problem(
+                    None,
+                    name,
+                    Why::Unknown {
+                        what: format!(
+                            "the top-level key `{name}` of {} (compose's first file format puts services there)",
+                            file.display()
+                        ),
+                        class: None,
+                    },
+                );
+            }
+        }
+    }
+
     fn problem(&mut self, service: Option<&str>, key: &str, why: Why) {
         self.problems.push(Finding {
             service: service.map(str::to_owned),

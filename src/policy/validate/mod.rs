@@ -293,6 +293,14 @@ impl<'t> Reader<'t> {
         });
     }
 
+    /// An error of the file as a whole, with no line to point at.
+    fn unplaced(&mut self, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            line: None,
+            message: message.into(),
+        });
+    }
+
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
         let line = Some(self.line(&span));
         self.warnings.push(Diagnostic {
@@ -354,18 +362,14 @@ impl<'t> Reader<'t> {
             }
         }
         if !saw_projects {
-            self.errors.push(Diagnostic {
-                line: None,
-                message: "no [projects.<name>] section: nobody could deploy anything".into(),
-            });
+            self.unplaced("no [projects.<name>] section: nobody could deploy anything");
         }
         if let Some(listen) = self.env.var("DELIVERY_LISTEN") {
             match listen.parse() {
                 Ok(addr) => self.server.listen = addr,
-                Err(_) => self.errors.push(Diagnostic {
-                    line: None,
-                    message: format!("DELIVERY_LISTEN=`{listen}` is not an IP:port address"),
-                }),
+                Err(_) => self.unplaced(format!(
+                    "DELIVERY_LISTEN=`{listen}` is not an IP:port address"
+                )),
             }
         }
         specs

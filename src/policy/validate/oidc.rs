@@ -1,6 +1,7 @@
 //! A project's `oidc` rules: which CI tokens sign in as it.
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use toml::Spanned;
@@ -102,6 +103,27 @@ impl Reader<'_> {
             None => Some(crate::auth::oidc::DEFAULT_MAX_TOKEN_AGE_SECS),
         };
         let issuer = issuer?;
+        self.key_source(&issuer, issuer_span.clone(), jwks_file)?;
+        let rule = OidcRule {
+            issuer,
+            audience: audience?.0,
+            claims: claims?,
+            max_token_age_secs: max_age?,
+        };
+        if let Some(problem) = rule.unbounded() {
+            self.warn(issuer_span, format!("{what} {problem}"));
+        }
+        Some(rule)
+    }
+
+    /// Where the keys of `issuer` come from (its `jwks_file`, read now, or
+    /// discovery), the same for every rule that names it.
+    fn key_source(
+        &mut self,
+        issuer: &str,
+        issuer_span: Range<usize>,
+        jwks_file: Option<(PathBuf, Range<usize>)>,
+    ) -> Option<()> {
         let source = match jwks_file {
             None => KeySource::Discovery,
             Some((path, span)) => {
@@ -120,7 +142,7 @@ impl Reader<'_> {
                 }
             }
         };
-        match self.key_sources.get(&issuer) {
+        match self.key_sources.get(issuer) {
             Some(known) if known.file() != source.file() => {
                 self.error(
                     issuer_span,
@@ -130,19 +152,10 @@ impl Reader<'_> {
             }
             Some(_) => {}
             None => {
-                self.key_sources.insert(issuer.clone(), source);
+                self.key_sources.insert(issuer.to_owned(), source);
             }
         }
-        let rule = OidcRule {
-            issuer,
-            audience: audience?.0,
-            claims: claims?,
-            max_token_age_secs: max_age?,
-        };
-        if let Some(problem) = rule.unbounded() {
-            self.warn(issuer_span, format!("{what} {problem}"));
-        }
-        Some(rule)
+        Some(())
     }
 
     /// `claims = { name = "glob" | ["glob", …] }`; integers and booleans

@@ -19,16 +19,12 @@ impl Reader<'_> {
         field: At<raw::Project>,
     ) -> Option<ProjectSpec> {
         let section = format!("[projects.{}]", name.get_ref());
-        let project_name = match ProjectName::parse(name.get_ref()) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                self.error(
-                    name.span(),
-                    format!("project name `{}` {e}", name.get_ref()),
-                );
-                None
-            }
-        };
+        let project_name = ProjectName::parse(name.get_ref())
+            .map_err(|e| {
+                let message = format!("project name `{}` {e}", name.get_ref());
+                self.error(name.span(), message);
+            })
+            .ok();
         let span = field.span();
         let raw::Project {
             secrets,
@@ -69,19 +65,15 @@ impl Reader<'_> {
         let security_opts = security_opts.map(|v| self.security_opts(v));
         let model_images = model_images.map(|v| self.model_image_patterns(v));
         let notify = notify.map(|v| self.notify_targets(v, &section));
-        let mut missing = |what: &str| {
+        let required = [
+            // A project whose CI presents tokens needs no secret.
+            (secrets.is_none() && oidc.is_none(), "secrets` or `oidc"),
+            // A project that updates only Swarm services names no containers.
+            (!has_containers && services.is_none(), "containers"),
+            (!has_actions, "actions"),
+        ];
+        for (_, what) in required.into_iter().filter(|(absent, _)| *absent) {
             self.error(span.clone(), format!("{section} has no `{what}`"));
-        };
-        // A project whose CI presents tokens needs no secret.
-        if secrets.is_none() && oidc.is_none() {
-            missing("secrets` or `oidc");
-        }
-        // A project that updates only Swarm services names no containers.
-        if !has_containers && services.is_none() {
-            missing("containers");
-        }
-        if !has_actions {
-            missing("actions");
         }
         Some(ProjectSpec {
             name: project_name?,

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{At, Diagnostic, Reader};
+use super::{At, Reader};
 use crate::client_addr::Cidr;
 use crate::names::MAX_WAIT_SECS;
 use crate::policy::raw::{ComposeValue, Field};
@@ -183,20 +183,7 @@ impl Reader<'_> {
             unknown,
         } = smtp;
         self.unknown_keys(&unknown, "[notify.smtp]");
-        let host = match host.and_then(|v| self.string("host", v)) {
-            Some((host, span)) if host.is_empty() || host.contains(char::is_whitespace) => {
-                self.error(span, "`host` must be a host name or address");
-                None
-            }
-            Some((host, _)) => Some(host),
-            None => {
-                self.errors.push(Diagnostic {
-                    line: None,
-                    message: "[notify.smtp] has no `host`".into(),
-                });
-                None
-            }
-        };
+        let host = self.smtp_host(host);
         let tls = match tls.map(|v| self.string("tls", v)) {
             None => Some(SmtpTls::StartTls),
             Some(None) => None,
@@ -212,22 +199,7 @@ impl Reader<'_> {
             None => tls.map(SmtpTls::default_port),
             Some(v) => self.integer("port", v, 1..65_536).map(|p| p as u16),
         };
-        let from = match from.and_then(|v| self.string("from", v)) {
-            Some((from, span)) => match from.parse::<lettre::message::Mailbox>() {
-                Ok(_) => Some(from),
-                Err(_) => {
-                    self.error(span, format!("`from` `{from}` is not a mail address"));
-                    None
-                }
-            },
-            None => {
-                self.errors.push(Diagnostic {
-                    line: None,
-                    message: "[notify.smtp] has no `from`".into(),
-                });
-                None
-            }
-        };
+        let from = self.smtp_from(from);
         let user = username_env.and_then(|v| self.env_value("username_env", v));
         let password = password_env.and_then(|v| self.env_value("password_env", v));
         let mut variables = Vec::new();
@@ -253,6 +225,36 @@ impl Reader<'_> {
                 login,
                 variables,
             });
+        }
+    }
+
+    fn smtp_host(&mut self, field: Option<At<String>>) -> Option<String> {
+        match field.and_then(|v| self.string("host", v)) {
+            Some((host, span)) if host.is_empty() || host.contains(char::is_whitespace) => {
+                self.error(span, "`host` must be a host name or address");
+                None
+            }
+            Some((host, _)) => Some(host),
+            None => {
+                self.unplaced("[notify.smtp] has no `host`");
+                None
+            }
+        }
+    }
+
+    fn smtp_from(&mut self, field: Option<At<String>>) -> Option<String> {
+        match field.and_then(|v| self.string("from", v)) {
+            Some((from, span)) => match from.parse::<lettre::message::Mailbox>() {
+                Ok(_) => Some(from),
+                Err(_) => {
+                    self.error(span, format!("`from` `{from}` is not a mail address"));
+                    None
+                }
+            },
+            None => {
+                self.unplaced("[notify.smtp] has no `from`");
+                None
+            }
         }
     }
 

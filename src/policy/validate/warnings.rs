@@ -16,46 +16,59 @@ impl Reader<'_> {
             return;
         }
         for spec in specs {
-            if spec.compose_files.is_none()
-                && spec.compose_projects.is_none()
-                && !spec.containers.is_empty()
-            {
-                self.warn(
-                    spec.containers_span.clone(),
-                    format!(
-                        "project `{}` has neither `compose_files` nor `compose_projects`: on a shared host its container names are its only boundary from the other projects",
-                        spec.name
-                    ),
-                );
-            } else if spec.compose_files.is_some() && spec.compose_projects.is_none() {
-                self.warn(
-                    spec.containers_span.clone(),
-                    format!(
-                        "project `{}` bounds its compose files but not its compose project names: its own files started under another project's compose name (`-p`) would act on that project's containers and networks; add `compose_projects`",
-                        spec.name
-                    ),
-                );
-            }
-            let judged = spec.compose_model != Some(ModelMode::Off) && !spec.containers.is_empty();
-            if judged && spec.compose_files.is_none() && spec.host_paths.is_none() {
-                self.warn(
-                    spec.containers_span.clone(),
-                    format!(
-                        "project `{}` has neither `compose_files` nor `host_paths`: its host paths are its compose files' real directories, which a project that can write its own directory moves by making a compose file a symlink; set `compose_files` or `host_paths`",
-                        spec.name
-                    ),
-                );
-            }
-            if judged && spec.model_images.is_none() {
-                self.warn(
-                    spec.containers_span.clone(),
-                    format!(
-                        "project `{}` has no `model_images`: its compose files may name, build and tag any image, another project's included (whose next start without a pull runs it); set `model_images`",
-                        spec.name
-                    ),
-                );
-            }
+            self.missing_boundaries(spec);
         }
+        self.overlapping_containers(specs);
+    }
+
+    /// What one project lacks to be kept apart from the others: a bound on
+    /// its compose files and project names, and where its model is judged,
+    /// its host paths and images.
+    fn missing_boundaries(&mut self, spec: &ProjectSpec) {
+        if spec.compose_files.is_none()
+            && spec.compose_projects.is_none()
+            && !spec.containers.is_empty()
+        {
+            self.warn(
+                spec.containers_span.clone(),
+                format!(
+                    "project `{}` has neither `compose_files` nor `compose_projects`: on a shared host its container names are its only boundary from the other projects",
+                    spec.name
+                ),
+            );
+        } else if spec.compose_files.is_some() && spec.compose_projects.is_none() {
+            self.warn(
+                spec.containers_span.clone(),
+                format!(
+                    "project `{}` bounds its compose files but not its compose project names: its own files started under another project's compose name (`-p`) would act on that project's containers and networks; add `compose_projects`",
+                    spec.name
+                ),
+            );
+        }
+        let judged = spec.compose_model != Some(ModelMode::Off) && !spec.containers.is_empty();
+        if judged && spec.compose_files.is_none() && spec.host_paths.is_none() {
+            self.warn(
+                spec.containers_span.clone(),
+                format!(
+                    "project `{}` has neither `compose_files` nor `host_paths`: its host paths are its compose files' real directories, which a project that can write its own directory moves by making a compose file a symlink; set `compose_files` or `host_paths`",
+                    spec.name
+                ),
+            );
+        }
+        if judged && spec.model_images.is_none() {
+            self.warn(
+                spec.containers_span.clone(),
+                format!(
+                    "project `{}` has no `model_images`: its compose files may name, build and tag any image, another project's included (whose next start without a pull runs it); set `model_images`",
+                    spec.name
+                ),
+            );
+        }
+    }
+
+    /// Two projects whose container patterns can match one name, which
+    /// neither excludes: each pair once, with such a name.
+    fn overlapping_containers(&mut self, specs: &[ProjectSpec]) {
         // Only patterns whose literal prefixes nest can share a name; sorted
         // by prefix, those that extend one prefix stand together.
         let mut allows: Vec<(&str, usize, &str)> = specs
