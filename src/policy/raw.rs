@@ -241,6 +241,12 @@ macro_rules! table {
             pub unknown: Vec<Spanned<String>>,
         }
 
+        impl $name {
+            /// The keys this table knows, in the order they are declared.
+            #[cfg(test)]
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($key)),*];
+        }
+
         impl Shape for $name {
             fn table<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Self>, A::Error> {
                 let mut table = Self::default();
@@ -387,6 +393,45 @@ mod tests {
             Field::Value(d) => d,
             Field::Wrong { found } => panic!("a {found}"),
         }
+    }
+
+    /// The example policy is where operators look an option up: every key
+    /// of every table is shown there, set or commented out.
+    #[test]
+    fn the_example_policy_shows_every_key() {
+        let example = include_str!("../../delivery.toml.example");
+        let shown: std::collections::HashSet<&str> = example
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim_start())
+            .flat_map(|l| match l.strip_prefix('[') {
+                // A table's header shows each of its names as a key.
+                Some(header) => header
+                    .trim_matches(['[', ']'])
+                    .split('.')
+                    .collect::<Vec<_>>(),
+                None => l.split_once(" =").map(|(key, _)| key).into_iter().collect(),
+            })
+            .collect();
+        let tables = [
+            ("", Document::KEYS),
+            ("server", Server::KEYS),
+            ("docker", Docker::KEYS),
+            ("projects.*", Project::KEYS),
+            ("notify", Notify::KEYS),
+            ("notify.smtp", Smtp::KEYS),
+            ("projects.*.notify", Target::KEYS),
+            ("projects.*.oidc", Oidc::KEYS),
+        ];
+        let missing: Vec<String> = tables
+            .iter()
+            .flat_map(|(table, keys)| keys.iter().map(move |k| (table, k)))
+            .filter(|(_, k)| !shown.contains(**k))
+            .map(|(table, k)| format!("{table}.{k}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in delivery.toml.example: {missing:?}"
+        );
     }
 
     #[test]

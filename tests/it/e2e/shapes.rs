@@ -247,9 +247,18 @@ async fn run_row(
             .await;
         times[step] = began.elapsed();
         if status != 200 || job["state"] != "succeeded" {
+            let output = job["output"].as_str().unwrap_or_default();
+            let tail: String = output
+                .chars()
+                .rev()
+                .take(800)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             return Err(format!(
-                "v{version} {how}: {status} {}: {}",
-                job["code"], job["message"]
+                "v{version} {how}: {status} {} {}: {}\n{tail}",
+                job["state"], job["code"], job["message"]
             ));
         }
         let running = f.container(&start.container);
@@ -316,11 +325,12 @@ async fn e2e_compose_shapes_matrix(tool: Compose) {
         ));
     }
     println!("{}", table.join("\n"));
+    // The failures come last, where a shortened CI log still shows them.
     assert!(
         failures.is_empty(),
-        "{}\n\n{}\n{}",
-        failures.join("\n"),
+        "{}\n{}\n\n{}",
         on_files.log_text(),
-        judging.log_text()
+        judging.log_text(),
+        failures.join("\n"),
     );
 }
