@@ -205,18 +205,7 @@ fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf
 
 pub fn run_command_line(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { config, log_format } => {
-            // Before the log writer's thread: the new user's HOME is set in
-            // the environment, which no other thread may be reading.
-            if let Err(e) = become_run_as_user() {
-                return fail(&e);
-            }
-            let _logs = crate::logging::init(match log_format {
-                LogFormat::Text => crate::logging::Format::Text,
-                LogFormat::Json => crate::logging::Format::Json,
-            });
-            runtime().block_on(serve_command(config))
-        }
+        Command::Serve { config, log_format } => serve(config, log_format),
         Command::Helper {
             state_dir,
             job,
@@ -224,18 +213,11 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             stable_secs,
             compose,
         } => {
-            if let Err(e) = become_run_as_user() {
-                return fail(&e);
-            }
-            let _logs = crate::logging::init(crate::logging::Format::Text);
-            let Some(id) = JobId::parse(&job) else {
-                return fail(format!("--job `{job}` is not a job id"));
-            };
             let budget = crate::jobs::HelperBudget {
                 timeout: Duration::from_secs(timeout_secs),
                 stable: Duration::from_secs(stable_secs),
             };
-            runtime().block_on(helper_command(state_dir, id, budget, compose))
+            helper(state_dir, &job, budget, compose)
         }
         Command::Check { config, compose } => check(config, compose),
         Command::Healthcheck { config } => runtime().block_on(healthcheck(config)),
@@ -251,23 +233,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             timestamp,
             path,
             body,
-        } => {
-            let input = match (path, body) {
-                (Some(path), _) => SignInput::Path(path),
-                (None, Some(body)) if body == "-" => SignInput::Stdin,
-                (None, Some(body)) => SignInput::Body(body.into_bytes()),
-                (None, None) => {
-                    return fail("give the BODY to sign, - to read it from stdin, or --path");
-                }
-            };
-            let signed = trigger_client::secret_from_env(&secret_env).and_then(|key| {
-                trigger_client::sign(&key, input, timestamp, &mut std::io::stdout())
-            });
-            match signed {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
-            }
-        }
+        } => sign(&secret_env, timestamp, path, body),
         Command::Trigger {
             url,
             container,
@@ -309,6 +275,61 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             };
             ExitCode::from(runtime().block_on(trigger_client::trigger(&secret_env, trigger)))
         }
+    }
+}
+
+/// `serve`: drops root, starts the log writer, runs the gateway.
+fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
+    // Before the log writer's thread: the new user's HOME is set in the
+    // environment, which no other thread may be reading.
+    if let Err(e) = become_run_as_user() {
+        return fail(&e);
+    }
+    let _logs = crate::logging::init(match log_format {
+        LogFormat::Text => crate::logging::Format::Text,
+        LogFormat::Json => crate::logging::Format::Json,
+    });
+    runtime().block_on(serve_command(config))
+}
+
+/// `helper`: drops root and finishes the self-update job `job`.
+fn helper(
+    state_dir: PathBuf,
+    job: &str,
+    budget: crate::jobs::HelperBudget,
+    compose: Vec<String>,
+) -> ExitCode {
+    if let Err(e) = become_run_as_user() {
+        return fail(&e);
+    }
+    let _logs = crate::logging::init(crate::logging::Format::Text);
+    let Some(id) = JobId::parse(job) else {
+        return fail(format!("--job `{job}` is not a job id"));
+    };
+    runtime().block_on(helper_command(state_dir, id, budget, compose))
+}
+
+/// `sign`: prints the headers that sign a body (given, from stdin, or a
+/// file's) with the secret in `secret_env`.
+fn sign(
+    secret_env: &str,
+    timestamp: Option<String>,
+    path: Option<String>,
+    body: Option<String>,
+) -> ExitCode {
+    let input = match (path, body) {
+        (Some(path), _) => SignInput::Path(path),
+        (None, Some(body)) if body == "-" => SignInput::Stdin,
+        (None, Some(body)) => SignInput::Body(body.into_bytes()),
+        (None, None) => {
+            return fail("give the BODY to sign, - to read it from stdin, or --path");
+        }
+    };
+    let signed = trigger_client::secret_from_env(secret_env)
+        .and_then(|key| trigger_client::sign(&key, input, timestamp, &mut std::io::stdout()));
+    match signed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 
@@ -645,10 +666,11 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
         .server
         .metrics_listen
         .filter(|_| policy.server.metrics)
+        .map(bind_metrics)
     {
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+        Some(bound) => match bound.await {
             Ok(l) => Some(l),
-            Err(e) => return fail(format!("failed to listen for metrics on {addr}: {e}")),
+            Err(e) => return fail(e),
         },
         None => None,
     };
@@ -661,30 +683,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
         policy.docker.compose.clone(),
         clock.clone(),
     ));
-    {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            match engine.compose_found().await {
-                Ok(found) => tracing::info!(
-                    compose = %found.argv.join(" "),
-                    version = %found.version,
-                    tool = found.generation(),
-                    "compose tool"
-                ),
-                Err(e) => tracing::warn!("{e}"),
-            }
-            match Swarm::is_swarm_manager(&*engine).await {
-                Ok(manager) => tracing::info!(
-                    swarm_manager = manager,
-                    "the engine {} a Swarm manager",
-                    if manager { "is" } else { "is not" }
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "whether the engine is a Swarm manager is unknown")
-                }
-            }
-        });
-    }
+    tokio::spawn(log_what_the_engine_is(engine.clone()));
     let gateway = match serve::build_gateway(policy, engine, store, clock).await {
         Ok(gateway) => gateway,
         Err(e) => return fail(e),
@@ -700,6 +699,36 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     match serve::run_until_shutdown(gateway, listener, metrics_listener, controls).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("the server failed: {e}")),
+    }
+}
+
+async fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("failed to listen for metrics on {addr}: {e}"))
+}
+
+/// Logs the compose tool the engine runs and whether it is a Swarm
+/// manager, or why either is unknown.
+async fn log_what_the_engine_is(engine: std::sync::Arc<DockerEngine>) {
+    match engine.compose_found().await {
+        Ok(found) => tracing::info!(
+            compose = %found.argv.join(" "),
+            version = %found.version,
+            tool = found.generation(),
+            "compose tool"
+        ),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    match Swarm::is_swarm_manager(&*engine).await {
+        Ok(manager) => tracing::info!(
+            swarm_manager = manager,
+            "the engine {} a Swarm manager",
+            if manager { "is" } else { "is not" }
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "whether the engine is a Swarm manager is unknown")
+        }
     }
 }
 

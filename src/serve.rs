@@ -159,7 +159,7 @@ pub async fn run_until_shutdown(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    mut controls: Controls,
+    controls: Controls,
 ) -> std::io::Result<()> {
     let policy = gateway.policy();
     let grace = Duration::from_secs(policy.docker.shutdown_grace_secs);
@@ -171,33 +171,13 @@ pub async fn run_until_shutdown(
     let stop = controls.shutdown.clone();
     let background = CancellationToken::new();
 
-    let warm = |gateway: &Arc<Gateway>| {
-        let gateway = gateway.clone();
-        tokio::spawn(async move { gateway.warm_issuers().await });
-    };
     warm(&gateway);
     let notifications = tokio::spawn(gateway.notifier().clone().run(background.clone()));
-    let maintenance = {
-        let gateway = gateway.clone();
-        let background = background.clone();
-        tokio::spawn(async move {
-            let mut prune_timer = tokio::time::interval(PRUNE_EVERY);
-            prune_timer.tick().await;
-            let mut refusal_timer = tokio::time::interval(REFUSAL_INTERVAL);
-            refusal_timer.tick().await;
-            loop {
-                tokio::select! {
-                    () = background.cancelled() => return,
-                    _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy(), gateway.clock()).await,
-                    _ = refusal_timer.tick() => gateway.flush_refusal_counts(),
-                    Some(next) = controls.reload.recv() => {
-                        reload(&gateway, next);
-                        warm(&gateway);
-                    }
-                }
-            }
-        })
-    };
+    let maintenance = tokio::spawn(maintain(
+        gateway.clone(),
+        controls.reload,
+        background.clone(),
+    ));
     let metrics_server = metrics_listener.map(|listener| {
         let app = api::metrics_app(gateway.clone());
         let limits = ServerLimits {
@@ -209,18 +189,7 @@ pub async fn run_until_shutdown(
             server::accept_loop(listener, app, limits, stop.cancelled_owned()).await
         })
     });
-    let jobs_stopped = {
-        let jobs = gateway.jobs().clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            stop.cancelled().await;
-            tracing::info!(
-                grace_secs = grace.as_secs(),
-                "stopping: no new jobs; waiting for running ones"
-            );
-            jobs.shutdown(grace).await;
-        })
-    };
+    let jobs_stopped = tokio::spawn(stop_jobs(gateway.jobs().clone(), stop.clone(), grace));
     let served = server::accept_loop(
         listener,
         api::app(gateway.clone()),
@@ -238,6 +207,47 @@ pub async fn run_until_shutdown(
     gateway.flush_refusal_counts();
     tracing::info!("stopped");
     served
+}
+
+/// Fetches the issuers' keys in the background.
+fn warm(gateway: &Arc<Gateway>) {
+    let gateway = gateway.clone();
+    tokio::spawn(async move { gateway.warm_issuers().await });
+}
+
+/// Until `background` is cancelled: prunes the job history, writes the
+/// refusal counts, and puts reloaded policies in force.
+async fn maintain(
+    gateway: Arc<Gateway>,
+    mut reloads: mpsc::Receiver<Policy>,
+    background: CancellationToken,
+) {
+    let mut prune_timer = tokio::time::interval(PRUNE_EVERY);
+    prune_timer.tick().await;
+    let mut refusal_timer = tokio::time::interval(REFUSAL_INTERVAL);
+    refusal_timer.tick().await;
+    loop {
+        tokio::select! {
+            () = background.cancelled() => return,
+            _ = prune_timer.tick() => prune(gateway.jobs(), &gateway.policy(), gateway.clock()).await,
+            _ = refusal_timer.tick() => gateway.flush_refusal_counts(),
+            Some(next) = reloads.recv() => {
+                reload(&gateway, next);
+                warm(&gateway);
+            }
+        }
+    }
+}
+
+/// When `stop` is cancelled: takes no new jobs and waits up to `grace`
+/// for the running ones.
+async fn stop_jobs(jobs: Jobs, stop: CancellationToken, grace: Duration) {
+    stop.cancelled().await;
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "stopping: no new jobs; waiting for running ones"
+    );
+    jobs.shutdown(grace).await;
 }
 
 /// The settings that a reload does not change, and whether `next` changes

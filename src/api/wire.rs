@@ -365,32 +365,11 @@ impl Job {
                 crate::names::Action::Pull => JobAction::Pull,
                 crate::names::Action::Build => JobAction::Build,
             },
-            state: match r.state {
-                record::JobState::Queued => JobStatus::Queued,
-                record::JobState::Running => JobStatus::Running,
-                record::JobState::Succeeded => JobStatus::Succeeded,
-                record::JobState::Failed => JobStatus::Failed,
-                record::JobState::TimedOut => JobStatus::TimedOut,
-                record::JobState::Interrupted => JobStatus::Interrupted,
-                record::JobState::RolledBack => JobStatus::RolledBack,
-            },
+            state: r.state.into(),
             rollback: compose
                 .as_ref()
                 .and_then(|c| c.rollback.clone())
-                .map(|b| JobRollback {
-                    from_image: b.from_image,
-                    to_image: b.to_image,
-                    state: match b.state {
-                        record::RollbackState::Running => RollbackStatus::Running,
-                        record::RollbackState::Succeeded => RollbackStatus::Succeeded,
-                        record::RollbackState::Failed => RollbackStatus::Failed,
-                        record::RollbackState::Interrupted => RollbackStatus::Interrupted,
-                    },
-                    error: b.error,
-                    duration_ms: b
-                        .finished_at_ms
-                        .map(|end| end.saturating_sub(b.started_at_ms)),
-                }),
+                .map(JobRollback::from),
             previous_image: r.previous_image,
             image: r.image,
             image_digest: r.image_digest,
@@ -411,18 +390,7 @@ impl Job {
                 .unwrap_or_else(|| r.action.progress_word().to_owned()),
             replicas_updated: swarm.as_ref().and_then(|s| s.replicas_updated),
             running_image: r.running_image,
-            requested_by: r.requested_by.map(|who| match who {
-                record::Requester::Key { index } => JobRequester {
-                    key_index: Some(index),
-                    oidc_issuer: None,
-                    oidc_subject: None,
-                },
-                record::Requester::Token { issuer, subject } => JobRequester {
-                    key_index: None,
-                    oidc_issuer: Some(issuer),
-                    oidc_subject: Some(subject),
-                },
-            }),
+            requested_by: r.requested_by.map(JobRequester::from),
             duration_ms: r
                 .started_at_ms
                 .zip(r.finished_at_ms)
@@ -447,6 +415,56 @@ impl Job {
             attempt: r.attempt,
             replayed,
             coalesced,
+        }
+    }
+}
+
+impl From<record::JobState> for JobStatus {
+    fn from(state: record::JobState) -> Self {
+        match state {
+            record::JobState::Queued => JobStatus::Queued,
+            record::JobState::Running => JobStatus::Running,
+            record::JobState::Succeeded => JobStatus::Succeeded,
+            record::JobState::Failed => JobStatus::Failed,
+            record::JobState::TimedOut => JobStatus::TimedOut,
+            record::JobState::Interrupted => JobStatus::Interrupted,
+            record::JobState::RolledBack => JobStatus::RolledBack,
+        }
+    }
+}
+
+impl From<record::Rollback> for JobRollback {
+    fn from(b: record::Rollback) -> Self {
+        JobRollback {
+            from_image: b.from_image,
+            to_image: b.to_image,
+            state: match b.state {
+                record::RollbackState::Running => RollbackStatus::Running,
+                record::RollbackState::Succeeded => RollbackStatus::Succeeded,
+                record::RollbackState::Failed => RollbackStatus::Failed,
+                record::RollbackState::Interrupted => RollbackStatus::Interrupted,
+            },
+            error: b.error,
+            duration_ms: b
+                .finished_at_ms
+                .map(|end| end.saturating_sub(b.started_at_ms)),
+        }
+    }
+}
+
+impl From<record::Requester> for JobRequester {
+    fn from(who: record::Requester) -> Self {
+        match who {
+            record::Requester::Key { index } => JobRequester {
+                key_index: Some(index),
+                oidc_issuer: None,
+                oidc_subject: None,
+            },
+            record::Requester::Token { issuer, subject } => JobRequester {
+                key_index: None,
+                oidc_issuer: Some(issuer),
+                oidc_subject: Some(subject),
+            },
         }
     }
 }

@@ -509,13 +509,9 @@ impl Gateway {
             None => self.admit_signed(policy, call, read_body).await?,
         };
         let Admitted {
-            project,
-            wanted,
-            mark,
-            valid,
-            ..
+            project, wanted, ..
         } = &admitted;
-        let (project, mark) = (*project, *mark);
+        let project = *project;
         seen.project = Some(project.name.to_string());
         seen.container = Some(wanted.named.name());
         if wanted.pin.is_some() && call.action != Action::Pull {
@@ -533,6 +529,20 @@ impl Gateway {
             Some(_) => Some(self.wait_slot(policy, project.name.as_str())?),
             None => None,
         };
+        self.admit_once(policy, call, &admitted, wait).await
+    }
+
+    /// Runs the admitted request once: the first copy becomes a job, a
+    /// replay or a copy in flight gets that job, and a full replay cache
+    /// refuses.
+    async fn admit_once(
+        &self,
+        policy: &Policy,
+        call: &DeployCall<'_>,
+        admitted: &Admitted<'_>,
+        wait: Option<Duration>,
+    ) -> Result<DeployOutcome, Refusal> {
+        let (project, mark) = (admitted.project, admitted.mark);
         // The steps below await the engine, the store and jobs; boxed, their
         // state lives on the heap only for requests that get this far, and
         // a refused request's future stays small (every layer of the HTTP
@@ -541,7 +551,7 @@ impl Gateway {
             // Validity is checked again with the reading that admits the
             // request: the body may have taken until after it ended.
             let now = self.clock.unix_secs();
-            self.still_valid(policy, call.client, valid, now)?;
+            self.still_valid(policy, call.client, &admitted.valid, now)?;
             let per_project = policy.server.replay_entries_per_project;
             match self.replay.admit(
                 mark.key,
@@ -551,7 +561,7 @@ impl Gateway {
                 per_project,
             ) {
                 Admission::First(mut ticket) => {
-                    let accepted = self.accept(policy, &admitted, call.action, &mut ticket);
+                    let accepted = self.accept(policy, admitted, call.action, &mut ticket);
                     let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;

@@ -111,6 +111,25 @@ pub struct JobRequest {
     pub requested_by: Option<Requester>,
 }
 
+impl JobRequest {
+    /// The new job's record, made at `now_ms`.
+    fn record(&self, now_ms: u64) -> JobRecord {
+        let mut record = JobRecord::new(
+            self.project.as_str(),
+            self.action,
+            &self.deployment,
+            self.self_update,
+            now_ms,
+        );
+        record.requested_by = self.requested_by.clone();
+        if let Some(c) = record.compose_mut() {
+            c.rollback_on_failure = self.rollback;
+            c.admitted_files = self.admitted_files.clone();
+        }
+        record
+    }
+}
+
 /// A signed request's replay key and expiry, stored with its job.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplayMark {
@@ -260,20 +279,7 @@ impl Jobs {
             if self.inner.stopping.is_cancelled() {
                 return Err(SubmitError::ShuttingDown);
             }
-            let key = key_of(&request.deployment.target);
-            // Never across policy projects: a joined request gets the job's
-            // record and output.
-            let joined = schedule.services.get(&key).and_then(|queue| {
-                queue.iter().find_map(|id| {
-                    let active = schedule.active.get(id)?;
-                    let record = active.record.borrow();
-                    (record.action == request.action
-                        && record.project == request.project.as_str()
-                        && active.deployment == request.deployment)
-                        .then(|| snapshot(active, &record))
-                })
-            });
-            if let Some(job) = joined {
+            if let Some(job) = schedule.joinable(&request) {
                 recorded(job.id);
                 let written = row(job.id).map(|row| self.inner.store.put_replay(row));
                 (
@@ -284,18 +290,7 @@ impl Jobs {
                     written,
                 )
             } else {
-                let mut record = JobRecord::new(
-                    request.project.as_str(),
-                    request.action,
-                    &request.deployment,
-                    request.self_update,
-                    self.inner.settings.clock.unix_ms(),
-                );
-                record.requested_by = request.requested_by.clone();
-                if let Some(c) = record.compose_mut() {
-                    c.rollback_on_failure = request.rollback;
-                    c.admitted_files = request.admitted_files.clone();
-                }
+                let record = request.record(self.inner.settings.clock.unix_ms());
                 // Sent while holding the lock, so this insert reaches the store
                 // before anything the worker writes about the job.
                 let written = self.inner.store.put_with(&record, row(record.id));
@@ -442,6 +437,23 @@ impl Jobs {
             self.inner.kill.cancel();
             self.inner.until_idle().await;
         }
+    }
+}
+
+impl Schedule {
+    /// A queued or running job that `request` can join: the same action
+    /// and deployment, never across policy projects (a joined request gets
+    /// the job's record and output).
+    fn joinable(&self, request: &JobRequest) -> Option<JobRecord> {
+        let queue = self.services.get(&key_of(&request.deployment.target))?;
+        queue.iter().find_map(|id| {
+            let active = self.active.get(id)?;
+            let record = active.record.borrow();
+            (record.action == request.action
+                && record.project == request.project.as_str()
+                && active.deployment == request.deployment)
+                .then(|| snapshot(active, &record))
+        })
     }
 }
 
@@ -651,44 +663,8 @@ impl Inner {
             deadline: started + timeout,
             cancel: self.kill.child_token(),
         };
-        let (attempt, project) = {
-            let record = active.record.borrow();
-            (record.attempt, record.project.clone())
-        };
-        let pin = active.deployment.pin.as_ref();
-        let completion = match &active.deployment.target {
-            DeployTarget::Compose { target, .. } => {
-                run::JobRun {
-                    engine: &*self.engine,
-                    store: &self.store,
-                    files: &self.settings.files,
-                    clock: &self.settings.clock,
-                    target,
-                    pin,
-                    record: &active.record,
-                    output: &active.output,
-                    limits: &limits,
-                    timeout,
-                    stable: self.settings.stable(),
-                    boundary: Some((&self.settings.policy, &project)),
-                }
-                .execute()
-                .await
-            }
-            DeployTarget::Swarm(name) => {
-                swarm_run::SwarmRun {
-                    engine: &*self.engine,
-                    name,
-                    pin,
-                    record: &active.record,
-                    output: &active.output,
-                    limits: &limits,
-                    timeout,
-                }
-                .execute()
-                .await
-            }
-        };
+        let attempt = active.record.borrow().attempt;
+        let completion = self.execute(active, &limits, timeout).await;
         // A job stopped during its rollback is not run again: that would
         // deploy the failed version once more.
         let rolling_back = active.record.borrow().rollback().is_some();
@@ -714,6 +690,51 @@ impl Inner {
             }
         };
         self.publish(active, record, event).await;
+    }
+
+    /// Runs the job's deployment: a compose service's commands and health
+    /// gate, or a Swarm service's update.
+    async fn execute(
+        &self,
+        active: &Active,
+        limits: &Limits,
+        timeout: Duration,
+    ) -> run::Completion {
+        let project = active.record.borrow().project.clone();
+        let pin = active.deployment.pin.as_ref();
+        match &active.deployment.target {
+            DeployTarget::Compose { target, .. } => {
+                run::JobRun {
+                    engine: &*self.engine,
+                    store: &self.store,
+                    files: &self.settings.files,
+                    clock: &self.settings.clock,
+                    target,
+                    pin,
+                    record: &active.record,
+                    output: &active.output,
+                    limits,
+                    timeout,
+                    stable: self.settings.stable(),
+                    boundary: Some((&self.settings.policy, &project)),
+                }
+                .execute()
+                .await
+            }
+            DeployTarget::Swarm(name) => {
+                swarm_run::SwarmRun {
+                    engine: &*self.engine,
+                    name,
+                    pin,
+                    record: &active.record,
+                    output: &active.output,
+                    limits,
+                    timeout,
+                }
+                .execute()
+                .await
+            }
+        }
     }
 
     /// Makes a job's new state durable, counts and logs it, then tells

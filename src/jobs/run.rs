@@ -726,6 +726,47 @@ impl JobRun<'_> {
         failure: Completion,
         runs: &Runs,
     ) -> Completion {
+        let plan = match self.rollback_plan(before, &failure).await {
+            Ok(plan) => plan,
+            Err(ended) => return ended,
+        };
+        self.output.note(&format!(
+            "(the deploy failed: {}; rolling back to {})",
+            failure.why(),
+            plan.previous
+        ));
+        self.record_rollback_start(&failure, &plan).await;
+        // Its own budget: the deploy may have used all of the job's.
+        let limits = Limits {
+            deadline: Instant::now() + self.timeout,
+            cancel: self.limits.cancel.clone(),
+        };
+        let outcome = match self.point_back(&plan.previous, &plan.reference, runs).await {
+            Err(why) => Err(Completion::ended(JobState::Failed, why.to_string())),
+            Ok(back) => match self.run_step(&back, ComposeOp::UpNoBuild, &limits).await {
+                Some(failed) => Err(failed),
+                None => self.gate(&plan.now, &limits).await.map(|()| back),
+            },
+        };
+        let end = self.rollback_end(outcome, &failure, &plan.previous).await;
+        self.record.send_modify(|r| {
+            if let Some(rollback) = r.compose_mut().and_then(|c| c.rollback.as_mut()) {
+                rollback.state = end.rollback_state;
+                rollback.error = end.rollback_error;
+                rollback.finished_at_ms = Some(self.clock.unix_ms());
+            }
+        });
+        Completion::ended(end.state, end.why)
+    }
+
+    /// What a rollback would go back to, or the failure as it ends when
+    /// there is none: rollback is off, there was no image before, the
+    /// containers cannot be listed, or none of them was replaced.
+    async fn rollback_plan(
+        &self,
+        before: &[ContainerStatus],
+        failure: &Completion,
+    ) -> Result<RollbackPlan, Completion> {
         let (enabled, previous, reference) = {
             let r = self.record.borrow();
             let compose = r.compose();
@@ -736,18 +777,19 @@ impl JobRun<'_> {
             )
         };
         let (true, Some(previous)) = (enabled, previous) else {
-            return failure;
+            return Err(failure.clone());
         };
-        let now = match self.engine.service_containers(self.target).await {
-            Ok(now) => now,
-            Err(e) => {
+        let now = self
+            .engine
+            .service_containers(self.target)
+            .await
+            .map_err(|e| {
                 let why = format!(
                     "{}; whether to roll back could not be decided: {e}",
                     failure.why()
                 );
-                return Completion::ended(failure.state, why);
-            }
-        };
+                Completion::ended(failure.state, why)
+            })?;
         let unchanged = now.len() == before.len()
             && now
                 .iter()
@@ -757,19 +799,25 @@ impl JobRun<'_> {
                 "{}; the service's containers were not replaced, so there was nothing to roll back",
                 failure.why()
             );
-            return Completion::ended(failure.state, why);
+            return Err(Completion::ended(failure.state, why));
         }
-        let from_image = now.iter().map(|c| c.image.clone()).find(|i| *i != previous);
-        self.output.note(&format!(
-            "(the deploy failed: {}; rolling back to {previous})",
-            failure.why()
-        ));
+        Ok(RollbackPlan {
+            from_image: now.iter().map(|c| c.image.clone()).find(|i| *i != previous),
+            previous,
+            reference: reference.unwrap_or_default(),
+            now,
+        })
+    }
+
+    /// Records that the rollback runs, durably before it starts: a gateway
+    /// that dies now must not run the failed deploy again at its next start.
+    async fn record_rollback_start(&self, failure: &Completion, plan: &RollbackPlan) {
         self.record.send_modify(|r| {
             r.error = failure.error.clone();
             if let Some(c) = r.compose_mut() {
                 c.rollback = Some(Rollback {
-                    from_image,
-                    to_image: previous.clone(),
+                    from_image: plan.from_image.clone(),
+                    to_image: plan.previous.clone(),
                     state: RollbackState::Running,
                     error: None,
                     started_at_ms: self.clock.unix_ms(),
@@ -777,66 +825,52 @@ impl JobRun<'_> {
                 });
             }
         });
-        // Durable before it starts: a gateway that dies now must not run
-        // the failed deploy again at its next start.
         let mut snapshot = self.record.borrow().clone();
         snapshot.output = self.output.text();
         if let Err(e) = self.store.put(&snapshot).await {
             tracing::error!(job = %snapshot.id, error = %e, "could not record that a rollback started");
         }
-        // Its own budget: the deploy may have used all of the job's.
-        let limits = Limits {
-            deadline: Instant::now() + self.timeout,
-            cancel: self.limits.cancel.clone(),
-        };
-        let reference = reference.as_deref().unwrap_or_default();
-        let outcome = match self.point_back(&previous, reference, runs).await {
-            Err(why) => Err(Completion::ended(JobState::Failed, why.to_string())),
-            Ok(back) => match self.run_step(&back, ComposeOp::UpNoBuild, &limits).await {
-                Some(failed) => Err(failed),
-                None => self.gate(&now, &limits).await.map(|()| back),
-            },
-        };
-        let (state, rollback_state, rollback_error, error) = match outcome {
+    }
+
+    /// How the job and its rollback end, from what the rollback did.
+    async fn rollback_end(
+        &self,
+        outcome: Result<Runs, Completion>,
+        failure: &Completion,
+        previous: &str,
+    ) -> RollbackEnd {
+        match outcome {
             Ok(back) => {
                 self.retain_pins(back.pin_file());
-                (
-                    JobState::RolledBack,
-                    RollbackState::Succeeded,
-                    None,
-                    format!("{}; rolled back to {previous}", failure.why()),
-                )
+                RollbackEnd {
+                    state: JobState::RolledBack,
+                    rollback_state: RollbackState::Succeeded,
+                    rollback_error: None,
+                    why: format!("{}; rolled back to {previous}", failure.why()),
+                }
             }
             Err(failed) if failed.state == JobState::Interrupted => {
                 let running = what_runs(self.engine, self.target).await;
-                (
-                    JobState::Interrupted,
-                    RollbackState::Interrupted,
-                    failed.error,
-                    format!(
+                RollbackEnd {
+                    state: JobState::Interrupted,
+                    rollback_state: RollbackState::Interrupted,
+                    rollback_error: failed.error,
+                    why: format!(
                         "{}; the gateway stopped during the rollback; {running}",
                         failure.why()
                     ),
-                )
+                }
             }
             Err(failed) => {
                 let why = failed.why().to_owned();
-                (
-                    JobState::Failed,
-                    RollbackState::Failed,
-                    Some(why.clone()),
-                    format!("{}; the rollback failed too: {why}", failure.why()),
-                )
+                RollbackEnd {
+                    state: JobState::Failed,
+                    rollback_state: RollbackState::Failed,
+                    rollback_error: Some(why.clone()),
+                    why: format!("{}; the rollback failed too: {why}", failure.why()),
+                }
             }
-        };
-        self.record.send_modify(|r| {
-            if let Some(rollback) = r.compose_mut().and_then(|c| c.rollback.as_mut()) {
-                rollback.state = rollback_state;
-                rollback.error = rollback_error;
-                rollback.finished_at_ms = Some(self.clock.unix_ms());
-            }
-        });
-        Completion::ended(state, error)
+        }
     }
 
     /// Makes the service's image reference name `previous` again, and
@@ -1045,6 +1079,23 @@ fn assess(
         }
     }
     waiting.map_or(Verdict::Ready, Verdict::Waiting)
+}
+
+/// What a rollback goes back to: the image before (and the reference that
+/// named it), and the containers as the failed deploy left them.
+struct RollbackPlan {
+    previous: String,
+    reference: String,
+    now: Vec<ContainerStatus>,
+    from_image: Option<String>,
+}
+
+/// How a job that rolled back ends, and how its rollback ended.
+struct RollbackEnd {
+    state: JobState,
+    rollback_state: RollbackState,
+    rollback_error: Option<String>,
+    why: String,
 }
 
 #[cfg(test)]

@@ -562,54 +562,8 @@ impl Policy {
             for pattern in spec.services.iter().flatten() {
                 services.add(pattern, position)?;
             }
-            let compiled = |patterns: Option<Vec<String>>, syntax| match patterns {
-                None => Ok(None),
-                Some(patterns) => glob_set(patterns.iter().map(String::as_str), syntax)
-                    .map(|set| Some((set, patterns))),
-            };
-            let compose_files = compiled(spec.compose_files, GlobSyntax::Path)?;
-            // Compose project names hold no `/`, as container names do not.
-            let compose_projects = compiled(spec.compose_projects, GlobSyntax::ContainerName)?;
-            // Repositories have `/`-separated parts, as paths do.
-            let images = compiled(spec.images, GlobSyntax::Path)?;
-            let host_paths = compiled(spec.host_paths, GlobSyntax::Path)?;
-            // Network names hold no `/`; image repositories do.
-            let networks = compiled(spec.networks, GlobSyntax::ContainerName)?;
-            let model_images = compiled(spec.model_images, GlobSyntax::Path)?;
-            // Several teams on one host: what their compose files do is
-            // judged unless a project says otherwise.
-            let compose_model = spec.compose_model.unwrap_or(if shared {
-                ModelMode::Enforce
-            } else {
-                ModelMode::Off
-            });
             by_name.insert(spec.name.as_str().to_owned(), position);
-            let (secret_sources, keys) = spec
-                .secrets
-                .into_iter()
-                .map(|(source, bytes)| (source, SigningKey::new(&bytes)))
-                .unzip();
-            projects.push(Project {
-                name: spec.name,
-                position,
-                keys,
-                secret_sources,
-                containers: spec.containers,
-                actions: spec.actions,
-                compose_files,
-                compose_projects,
-                images,
-                rollback: spec.rollback,
-                services: spec.services,
-                oidc: spec.oidc,
-                compose_model,
-                host_paths,
-                allow: spec.allow,
-                networks,
-                security_opts: spec.security_opts,
-                model_images,
-                notify: spec.notify,
-            });
+            projects.push(Project::compile(spec, position, shared)?);
         }
         Ok(Self {
             origin,
@@ -754,6 +708,61 @@ impl Policy {
     }
 }
 
+impl Project {
+    /// A project's compiled form: its globs built, its keys made, and its
+    /// compose model mode decided (judged by default when `shared`: several
+    /// teams on one host).
+    fn compile(spec: ProjectSpec, position: usize, shared: bool) -> Result<Self, globset::Error> {
+        let compiled = |patterns: Option<Vec<String>>, syntax| match patterns {
+            None => Ok(None),
+            Some(patterns) => glob_set(patterns.iter().map(String::as_str), syntax)
+                .map(|set| Some((set, patterns))),
+        };
+        let compose_files = compiled(spec.compose_files, GlobSyntax::Path)?;
+        // Compose project names hold no `/`, as container names do not.
+        let compose_projects = compiled(spec.compose_projects, GlobSyntax::ContainerName)?;
+        // Repositories have `/`-separated parts, as paths do.
+        let images = compiled(spec.images, GlobSyntax::Path)?;
+        let host_paths = compiled(spec.host_paths, GlobSyntax::Path)?;
+        // Network names hold no `/`; image repositories do.
+        let networks = compiled(spec.networks, GlobSyntax::ContainerName)?;
+        let model_images = compiled(spec.model_images, GlobSyntax::Path)?;
+        // Several teams on one host: what their compose files do is
+        // judged unless a project says otherwise.
+        let compose_model = spec.compose_model.unwrap_or(if shared {
+            ModelMode::Enforce
+        } else {
+            ModelMode::Off
+        });
+        let (secret_sources, keys) = spec
+            .secrets
+            .into_iter()
+            .map(|(source, bytes)| (source, SigningKey::new(&bytes)))
+            .unzip();
+        Ok(Project {
+            name: spec.name,
+            position,
+            keys,
+            secret_sources,
+            containers: spec.containers,
+            actions: spec.actions,
+            compose_files,
+            compose_projects,
+            images,
+            rollback: spec.rollback,
+            services: spec.services,
+            oidc: spec.oidc,
+            compose_model,
+            host_paths,
+            allow: spec.allow,
+            networks,
+            security_opts: spec.security_opts,
+            model_images,
+            notify: spec.notify,
+        })
+    }
+}
+
 /// See [`Policy::summary`].
 pub struct Summary<'a>(&'a Policy);
 
@@ -783,70 +792,7 @@ impl fmt::Display for Summary<'_> {
         )?;
         writeln!(f, "projects: {}", policy.projects.len())?;
         for p in &policy.projects {
-            let sources: Vec<String> = p.secret_sources.iter().map(ToString::to_string).collect();
-            let actions: Vec<&str> = p.actions.iter().map(|a| a.as_str()).collect();
-            write!(
-                f,
-                "  {}: containers {}; actions {}; secrets {} ({})",
-                p.name,
-                p.containers.join(", "),
-                actions.join(", "),
-                p.keys.len(),
-                sources.join(", ")
-            )?;
-            if let Some((_, files)) = &p.compose_files {
-                write!(f, "; compose files {}", files.join(", "))?;
-            }
-            if let Some((_, names)) = &p.compose_projects {
-                write!(f, "; compose projects {}", names.join(", "))?;
-            }
-            if let Some((_, images)) = &p.images {
-                write!(f, "; images {}", images.join(", "))?;
-            }
-            if !p.rollback {
-                write!(f, "; no rollback")?;
-            }
-            write!(f, "; compose model {}", p.compose_model.as_str())?;
-            if let Some((_, paths)) = &p.host_paths {
-                write!(f, "; host paths {}", paths.join(", "))?;
-            }
-            if !p.allow.is_empty() {
-                let allow: Vec<&str> = p.allow.iter().map(|a| a.as_str()).collect();
-                write!(f, "; allow {}", allow.join(", "))?;
-            }
-            if let Some((_, networks)) = &p.networks {
-                write!(f, "; networks {}", networks.join(", "))?;
-            }
-            if !p.security_opts.is_empty() {
-                write!(f, "; security opts {}", p.security_opts.join(", "))?;
-            }
-            if let Some((_, images)) = &p.model_images {
-                write!(f, "; model images {}", images.join(", "))?;
-            }
-            if let Some(services) = &p.services {
-                write!(f, "; swarm services {}", services.join(", "))?;
-            }
-            writeln!(f)?;
-            for rule in &p.oidc {
-                writeln!(f, "    oidc: {rule}")?;
-            }
-            for target in &p.notify {
-                let events: Vec<&str> = target.events.iter().map(|s| s.as_str()).collect();
-                let whom = match &target.kind {
-                    NotifyKind::Email { to } => format!(" to {}", to.join(", ")),
-                    _ => format!(
-                        " (URL from ${})",
-                        target.variables.first().map_or("", String::as_str)
-                    ),
-                };
-                writeln!(
-                    f,
-                    "    notify {}: {}{whom}; on {}",
-                    target.number,
-                    target.kind.as_str(),
-                    events.join(", ")
-                )?;
-            }
+            write_project(f, p)?;
         }
         if let Some(smtp) = &policy.smtp {
             writeln!(
@@ -865,6 +811,80 @@ impl fmt::Display for Summary<'_> {
         }
         Ok(())
     }
+}
+
+/// A project's line of the summary, then a line for each of its CI token
+/// rules and notification targets.
+fn write_project(f: &mut fmt::Formatter<'_>, p: &Project) -> fmt::Result {
+    let sources: Vec<String> = p.secret_sources.iter().map(ToString::to_string).collect();
+    let actions: Vec<&str> = p.actions.iter().map(|a| a.as_str()).collect();
+    write!(
+        f,
+        "  {}: containers {}; actions {}; secrets {} ({})",
+        p.name,
+        p.containers.join(", "),
+        actions.join(", "),
+        p.keys.len(),
+        sources.join(", ")
+    )?;
+    if let Some((_, files)) = &p.compose_files {
+        write!(f, "; compose files {}", files.join(", "))?;
+    }
+    if let Some((_, names)) = &p.compose_projects {
+        write!(f, "; compose projects {}", names.join(", "))?;
+    }
+    if let Some((_, images)) = &p.images {
+        write!(f, "; images {}", images.join(", "))?;
+    }
+    if !p.rollback {
+        write!(f, "; no rollback")?;
+    }
+    write!(f, "; compose model {}", p.compose_model.as_str())?;
+    if let Some((_, paths)) = &p.host_paths {
+        write!(f, "; host paths {}", paths.join(", "))?;
+    }
+    if !p.allow.is_empty() {
+        let allow: Vec<&str> = p.allow.iter().map(|a| a.as_str()).collect();
+        write!(f, "; allow {}", allow.join(", "))?;
+    }
+    if let Some((_, networks)) = &p.networks {
+        write!(f, "; networks {}", networks.join(", "))?;
+    }
+    if !p.security_opts.is_empty() {
+        write!(f, "; security opts {}", p.security_opts.join(", "))?;
+    }
+    if let Some((_, images)) = &p.model_images {
+        write!(f, "; model images {}", images.join(", "))?;
+    }
+    if let Some(services) = &p.services {
+        write!(f, "; swarm services {}", services.join(", "))?;
+    }
+    writeln!(f)?;
+    for rule in &p.oidc {
+        writeln!(f, "    oidc: {rule}")?;
+    }
+    for target in &p.notify {
+        write_target(f, target)?;
+    }
+    Ok(())
+}
+
+fn write_target(f: &mut fmt::Formatter<'_>, target: &NotifyTarget) -> fmt::Result {
+    let events: Vec<&str> = target.events.iter().map(|s| s.as_str()).collect();
+    let whom = match &target.kind {
+        NotifyKind::Email { to } => format!(" to {}", to.join(", ")),
+        _ => format!(
+            " (URL from ${})",
+            target.variables.first().map_or("", String::as_str)
+        ),
+    };
+    writeln!(
+        f,
+        "    notify {}: {}{whom}; on {}",
+        target.number,
+        target.kind.as_str(),
+        events.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::{At, Reader};
 use crate::client_addr::Cidr;
 use crate::names::MAX_WAIT_SECS;
-use crate::policy::raw::{ComposeValue, Field};
+use crate::policy::raw::{ComposeValue, Field, List};
 use crate::policy::{ComposeTool, Hidden, ServerSettings, SmtpSettings, SmtpTls, raw};
 
 impl Reader<'_> {
@@ -48,32 +48,14 @@ impl Reader<'_> {
         if let Some(v) = metrics_listen {
             self.server.metrics_listen = self.socket_addr("metrics_listen", v);
         }
-        if let Some((dir, span)) = state_dir.and_then(|v| self.string("state_dir", v)) {
-            if dir.is_empty() {
-                self.error(span, "`state_dir` must not be empty");
-            } else {
-                self.server.state_dir = self.base.join(dir);
-            }
+        if let Some(v) = state_dir {
+            self.state_dir(v);
         }
-        if let Some((h, span)) = client_ip_header.and_then(|v| self.string("client_ip_header", v)) {
-            let valid = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if valid {
-                self.server.client_ip_header = h.to_ascii_lowercase();
-            } else {
-                self.error(span, "`client_ip_header` must be a header name");
-            }
+        if let Some(v) = client_ip_header {
+            self.client_ip_header(v);
         }
-        if let Some((items, _)) = trusted_proxies.and_then(|v| self.strings("trusted_proxies", v)) {
-            let mut proxies = Vec::new();
-            for (text, span) in items {
-                match text.parse::<Cidr>() {
-                    Ok(c) => proxies.push(c),
-                    Err(e) => self.error(span, e.to_string()),
-                }
-            }
-            self.server.trusted_proxies = proxies;
+        if let Some(v) = trusted_proxies {
+            self.trusted_proxies(v);
         }
         let integers = [
             ("max_body_bytes", max_body_bytes),
@@ -95,6 +77,42 @@ impl Reader<'_> {
             if let Some(n) = field.and_then(|v| self.integer(key, v, range)) {
                 set(&mut self.server, n);
             }
+        }
+    }
+
+    fn state_dir(&mut self, field: At<String>) {
+        if let Some((dir, span)) = self.string("state_dir", field) {
+            if dir.is_empty() {
+                self.error(span, "`state_dir` must not be empty");
+            } else {
+                self.server.state_dir = self.base.join(dir);
+            }
+        }
+    }
+
+    fn client_ip_header(&mut self, field: At<String>) {
+        if let Some((h, span)) = self.string("client_ip_header", field) {
+            let valid = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if valid {
+                self.server.client_ip_header = h.to_ascii_lowercase();
+            } else {
+                self.error(span, "`client_ip_header` must be a header name");
+            }
+        }
+    }
+
+    fn trusted_proxies(&mut self, field: At<List<String>>) {
+        if let Some((items, _)) = self.strings("trusted_proxies", field) {
+            let mut proxies = Vec::new();
+            for (text, span) in items {
+                match text.parse::<Cidr>() {
+                    Ok(c) => proxies.push(c),
+                    Err(e) => self.error(span, e.to_string()),
+                }
+            }
+            self.server.trusted_proxies = proxies;
         }
     }
 
