@@ -127,8 +127,19 @@ async fn wait_healthy(addr: SocketAddr, child: &mut Child, log: Option<&Path>) -
     }
 }
 
+/// Another build of the gateway (`BENCH_BASELINE=PATH`), measured beside
+/// this one in the same rounds: its size, idle memory and refusals.
+fn baseline() -> Option<PathBuf> {
+    std::env::var_os("BENCH_BASELINE").map(PathBuf::from)
+}
+
 /// Starts the gateway on a policy; returns it and its time to the first 200.
 async fn start_gateway(dir: &Path, extra: &str, projects: &str) -> (Server, Duration) {
+    start_build(Path::new(GATEWAY), dir, extra, projects).await
+}
+
+/// Starts the build at `binary`, as [`start_gateway`] does.
+async fn start_build(binary: &Path, dir: &Path, extra: &str, projects: &str) -> (Server, Duration) {
     let port = free_port();
     let policy = dir.join("delivery.toml");
     std::fs::write(
@@ -140,7 +151,7 @@ async fn start_gateway(dir: &Path, extra: &str, projects: &str) -> (Server, Dura
     .unwrap();
     let log = dir.join("gateway.log");
     let mut child = pinned(
-        Command::new(GATEWAY)
+        Command::new(binary)
             .args(["serve", "--config"])
             .arg(&policy),
         0,
@@ -645,6 +656,16 @@ async fn rejected(table: &mut Table) -> u32 {
     let mut fair = ceiling_of("fair");
     wait_healthy(fair.addr, &mut fair.child, None).await;
     let webhook = webhook_server(&dir).await;
+    let other_dir = temp_dir("rejected-baseline");
+    let mut other = None;
+    if let Some(binary) = baseline() {
+        let extra = "auth_failure_limit = 1000000";
+        other = Some(
+            start_build(&binary, &other_dir, extra, BENCH_PROJECT)
+                .await
+                .0,
+        );
+    }
     let wrong = SigningKey::new(WRONG.as_bytes());
     let request = move |path: &'static str| -> MakeRequest {
         let wrong = wrong.clone();
@@ -664,6 +685,9 @@ async fn rejected(table: &mut Table) -> u32 {
         ("fair", fair.addr, make.clone(), Load::default()),
         ("gateway", gateway.addr, make.clone(), Load::default()),
     ];
+    if let Some(other) = &other {
+        targets.push(("baseline", other.addr, make.clone(), Load::default()));
+    }
     if let Some(webhook) = &webhook {
         targets.push((
             "webhook",
@@ -721,6 +745,20 @@ async fn rejected(table: &mut Table) -> u32 {
         ">= 85% of the fair ceiling",
         Some(fair_share >= 0.85),
     );
+    if let Some(other) = by_name.get("baseline") {
+        table.add(
+            "rejected requests vs the fair ceiling, this build and the baseline (BENCH_BASELINE), in the same rounds",
+            format!(
+                "{:.0}% vs {:.0}% ({:.0} vs {:.0} req/s)",
+                fair_share * 100.0,
+                other.rate() / fair_load.rate() * 100.0,
+                ours.rate(),
+                other.rate()
+            ),
+            "",
+            None,
+        );
+    }
     match by_name.get("webhook") {
         Some(hooks) => {
             let times = ours.rate() / hooks.rate();
@@ -754,7 +792,8 @@ async fn rejected(table: &mut Table) -> u32 {
         "",
         None,
     );
-    drop((ceiling, fair, webhook));
+    drop((ceiling, fair, webhook, other));
+    let _ = std::fs::remove_dir_all(&other_dir);
     let requests = ours.latencies.len() + 2 * CONNECTIONS;
     // Memory after at least 100,000 requests.
     let sent = requests as u64;
@@ -783,36 +822,58 @@ async fn rejected(table: &mut Table) -> u32 {
 
 /// 4 and 6: idle memory, binary size, cold start.
 async fn basics(table: &mut Table) {
-    let size = std::fs::metadata(GATEWAY).map(|m| m.len()).unwrap_or(0);
+    let (size, starts, idle) = size_start_idle(Path::new(GATEWAY)).await;
     table.add(
         "binary size (release, stripped)",
         format!("{:.1} MB", size as f64 / 1e6),
         "",
         None,
     );
-    let dir = temp_dir("basics");
-    let mut starts = Vec::new();
-    let mut idle = 0;
-    for _ in 0..5 {
-        let (gateway, took) = start_gateway(&dir, "", BENCH_PROJECT).await;
-        starts.push(took);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        idle = rss_kib(gateway.child.id());
-    }
-    starts.sort();
     table.add(
         "cold start to first 200 from /healthz (median of 5)",
-        format!("{:.1} ms", starts[2].as_secs_f64() * 1000.0),
+        format!("{:.1} ms", starts.as_secs_f64() * 1000.0),
         "",
         None,
     );
     table.add(
-        "RSS idle",
+        "RSS idle (median of 5 starts)",
         format!("{:.1} MB", idle as f64 / 1024.0),
         "< 10 MB",
         Some(idle < 10 * 1024),
     );
+    if let Some(other) = baseline() {
+        let (size, starts, idle) = size_start_idle(&other).await;
+        table.add(
+            "baseline (BENCH_BASELINE): binary size, cold start, RSS idle",
+            format!(
+                "{:.1} MB, {:.1} ms, {:.1} MB",
+                size as f64 / 1e6,
+                starts.as_secs_f64() * 1000.0,
+                idle as f64 / 1024.0
+            ),
+            "",
+            None,
+        );
+    }
+}
+
+/// A build's file size, and the medians of five starts' time to the first
+/// 200 and idle RSS (KiB).
+async fn size_start_idle(binary: &Path) -> (u64, Duration, u64) {
+    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+    let dir = temp_dir("basics");
+    let mut starts = Vec::new();
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let (gateway, took) = start_build(binary, &dir, "", BENCH_PROJECT).await;
+        starts.push(took);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        idle.push(rss_kib(gateway.child.id()));
+    }
+    starts.sort();
+    idle.sort();
     let _ = std::fs::remove_dir_all(&dir);
+    (size, starts[2], idle[2])
 }
 
 fn policy_with(projects: usize) -> String {
