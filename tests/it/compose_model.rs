@@ -11,6 +11,7 @@ use delivery_hook::docker::ComposeOp;
 use delivery_hook::docker::model::{ConfigFailure, ModelError};
 use serde_json::{Value, json};
 
+use crate::support::CapturedLogs;
 use crate::support::{BILLING, Harness, SHOP, expect_problem, status_json};
 
 /// A model whose `web` service is privileged and binds the host's `/etc`.
@@ -204,10 +205,30 @@ async fn a_model_compose_cannot_print_is_422_naming_file_and_line_only() {
 #[tokio::test]
 async fn warn_runs_the_job_on_the_copy_it_judged() {
     // The tail lands in the last project of the test policy: shop.
+    let logs = CapturedLogs::start();
     let h = Harness::with_policy("", "compose_model = \"warn\"\n").await;
     let job = shop_deploys_the_escaping_model(&h).await;
     let files = files_of(&job);
     assert!(files[0][0].contains("/state/judged/shop/"), "{files:?}");
+    // What enforce would have refused is audited, finding by finding.
+    let text = logs.text();
+    let audited: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("the compose model would be refused"))
+        .collect();
+    assert!(!audited.is_empty(), "no audit line:\n{text}");
+    for line in &audited {
+        assert!(
+            line.contains("audit")
+                && line.contains("project=\"shop\"")
+                && line.contains("code=\"compose_model_not_allowed\""),
+            "{line}"
+        );
+    }
+    assert!(
+        audited.iter().any(|l| l.contains("privileged")),
+        "the privileged finding is audited: {audited:#?}"
+    );
     // billing, still enforced, is refused.
     expect_problem(
         h.deploy("/pull", "billing-web", BILLING).await,

@@ -99,8 +99,13 @@ async fn build_runs_up_with_build() {
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["message"], "building");
     let commands = h.engine.commands.lock().unwrap().clone();
-    assert_eq!(commands.len(), 1);
+    assert_eq!(commands.len(), 1, "{commands:?}");
     assert_eq!(commands[0].0, "web");
+    assert_eq!(
+        commands[0].1,
+        delivery_hook::docker::ComposeOp::UpBuild,
+        "/build runs `up -d --build`, and no pull"
+    );
 }
 
 #[tokio::test]

@@ -699,6 +699,27 @@ impl Client {
         self.deploy_at(path, name, crate::support::now()).await
     }
 
+    /// The e2e project's jobs, newest first (the first page).
+    pub async fn jobs(&self) -> Vec<Value> {
+        let target = "/jobs";
+        let ts = crate::support::now().to_string();
+        let response = self
+            .http
+            .get(format!("{}{target}", self.url))
+            .header("X-Timestamp", &ts)
+            .header(
+                "X-Signature",
+                crate::support::sign(SECRET, target.as_bytes(), &ts),
+            )
+            .header("X-Project", "e2e")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let list: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        list["jobs"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn job(&self, id: &str, wait: u64) -> (u16, Value) {
         self.job_as(id, wait, SECRET, "e2e").await
     }

@@ -259,6 +259,23 @@ async fn down_for_a_while(tool: Compose) {
         Duration::from_secs(10),
         || gateway.log_text().contains("notification delivered"),
     );
+    // Stopped, the gateway can send nothing more, and what it would send
+    // at its next start is its outbox: only the silent target's message.
+    drop(gateway);
+    let store =
+        rusqlite::Connection::open(f.dir.path().join("delivery-state/jobs.sqlite3")).unwrap();
+    let waiting: Vec<String> = store
+        .prepare("SELECT target FROM outbox")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        waiting.len(),
+        1,
+        "only the silent target's message waits: {waiting:?}"
+    );
     let after = flaky.lines();
     assert_eq!(
         after.iter().filter(|l| l["status"] == 204).count(),

@@ -617,16 +617,16 @@ async fn e2e_a_compose_label_set_by_the_image_is_not_trusted(tool: Compose) {
         "the engine copied the image's label onto the container"
     );
     let gateway = GatewayProcess::start(&f, "");
-    let (status, problem) = Client::new(&gateway)
-        .deploy("/build?wait=60", &container)
-        .await;
+    let client = Client::new(&gateway);
+    let (status, problem) = client.deploy("/build?wait=60", &container).await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (422, Some("compose_label_untrusted")),
         "{problem}"
     );
     assert_eq!(f.container(&container)["Id"], before["Id"], "nothing ran");
-    assert!(!gateway.log_text().contains("job running"));
+    let jobs = client.jobs().await;
+    assert!(jobs.is_empty(), "no job was made: {jobs:#?}");
 }
 
 /// A host moved from compose v1 to v2: a service v1 started from its
