@@ -79,10 +79,15 @@ pub async fn run_action() -> u8 {
             return EXIT_REFUSED;
         }
     };
+    // What the gateways say (compose's output above all) is printed as
+    // text: the runner does not read workflow commands in it.
+    let resume = random_token("delivery-hook-");
+    println!("::stop-commands::{resume}");
     let report = super::fleet::deploy(&prepared, &hosts).await;
     for line in report.lines() {
         println!("{line}");
     }
+    println!("::{resume}::");
     if let Some(failed) = report.decisive().filter(|h| h.exit_code != Some(0)) {
         let error = failed.error.as_deref().unwrap_or("");
         println!("::error title=delivery-hook::{}: {error}", failed.url);
@@ -95,10 +100,17 @@ pub async fn run_action() -> u8 {
 }
 
 /// The step's outputs: `job-id`, `state` and `image` of the decisive host's
-/// job, and `results`, every host's as JSON.
+/// job, and `results`, every host's as JSON, each job without its output
+/// (the log holds its tail; outputs are bounded in size).
 pub fn outputs(report: &Report) -> Vec<(&'static str, String)> {
     let job = report.decisive().and_then(|h| h.job.as_ref());
-    let results = serde_json::to_string(&report.hosts).unwrap_or_default();
+    let mut hosts = report.hosts.clone();
+    for host in &mut hosts {
+        if let Some(job) = &mut host.job {
+            job.output.clear();
+        }
+    }
+    let results = serde_json::to_string(&hosts).unwrap_or_default();
     vec![
         ("job-id", job.map(|j| j.id.clone()).unwrap_or_default()),
         (
@@ -136,13 +148,18 @@ fn write_outputs(report: &Report) -> Result<(), String> {
 /// of any number of lines. The delimiter is random and not in the value.
 fn output_entry(name: &str, value: &str) -> String {
     loop {
-        let mut bytes = [0u8; 12];
-        let _ = getrandom::fill(&mut bytes);
-        let delimiter = format!("ghadelimiter_{}", hex::encode(bytes));
+        let delimiter = random_token("ghadelimiter_");
         if !value.contains(&delimiter) {
             return format!("{name}<<{delimiter}\n{value}\n{delimiter}\n");
         }
     }
+}
+
+/// `prefix` and 96 random bits in hex: a word no one can guess in advance.
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    let _ = getrandom::fill(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
 }
 
 #[cfg(test)]
