@@ -113,6 +113,24 @@ fn github_action_deploys(
         said(&run)
     );
 
+    // A token for another audience is not given: the step fails, saying
+    // why, and nothing is deployed.
+    let inputs = [
+        ("url", gateway.url.as_str()),
+        ("container", container),
+        ("oidc-audience", "https://elsewhere.e2e"),
+    ];
+    let run = ci::run_action(image, &f.id, f.dir.path(), &inputs, &runner);
+    eprintln!("what the failing GitHub step printed:\n{}", said(&run));
+    assert_eq!(run.code, 2, "{}", said(&run));
+    assert!(
+        run.stdout.contains("::error title=delivery-hook::")
+            && run.stdout.contains("token request answered 403"),
+        "{}",
+        said(&run)
+    );
+    assert_eq!(issuer.runtime_tokens(), 1);
+
     // With a secret instead: in the environment, never in an argument or
     // an output.
     let v3 = f.push_version(repo, "v3");
@@ -154,6 +172,7 @@ fn gitlab_component_deploys(
 
     let other = gitlab_token(issuer, "group/other");
     let run = ci::run_component(image, &f.id, &inputs, &[("DELIVERY_ID_TOKEN", &other)]);
+    eprintln!("what the failing GitLab job printed:\n{}", said(&run));
     assert_eq!(run.code, 2, "{}", said(&run));
     assert!(
         run.stderr.contains("refused (403 token_not_allowed)"),
