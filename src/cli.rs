@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use crate::names::{Action, JobId};
 use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
 use crate::store::Store;
+use crate::trigger_client::fleet::Hosts;
 use crate::trigger_client::{self, OutputFormat, SignInput, TokenSource, Trigger, TriggerTarget};
 
 #[derive(Debug, Parser)]
@@ -100,45 +101,9 @@ pub enum Command {
         /// The exact body to sign, or - to read it from stdin.
         body: Option<String>,
     },
-    /// Sign and send a deploy, follow the job, exit 0 only if it succeeded.
-    Trigger {
-        /// The gateway's base URL, e.g. `https://deploy.example.com`.
-        #[arg(long)]
-        url: String,
-        /// The container to redeploy.
-        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
-        container: Option<String>,
-        /// Or the Docker Swarm service to update (with `pull`).
-        #[arg(long)]
-        service: Option<String>,
-        #[arg(long, value_enum, default_value = "pull")]
-        action: ActionArg,
-        /// The policy project to sign for (sent as X-Project).
-        #[arg(long)]
-        project: Option<String>,
-        /// With `pull`: deploy exactly this image,
-        /// `<repository>@sha256:<64 hex>`, instead of what the tag points at.
-        #[arg(long)]
-        image: Option<String>,
-        /// The environment variable holding the secret.
-        #[arg(long, default_value = "DELIVERY_SECRET")]
-        secret_env: String,
-        /// Inside GitHub Actions (`permissions: id-token: write`): authenticate
-        /// with an OpenID Connect token for this audience instead of a secret.
-        #[arg(long, value_name = "AUDIENCE")]
-        oidc: Option<String>,
-        /// Authenticate with the OpenID Connect token in this environment
-        /// variable (GitLab CI's `id_tokens`, whose `aud` sets the audience)
-        /// instead of a secret; it wins over `--oidc`'s request.
-        #[arg(long, value_name = "NAME")]
-        token_env: Option<String>,
-        /// Follow the job for up to this many seconds; exit 1 unless it succeeds.
-        #[arg(long)]
-        wait: Option<u64>,
-        /// Progress lines, or the final job as JSON on stdout.
-        #[arg(long, value_enum, default_value = "text")]
-        output: OutputArg,
-    },
+    /// Sign and send a deploy to one host or several, follow each job,
+    /// exit 0 only if every one succeeded.
+    Trigger(TriggerArgs),
     /// Run a self-update job that a gateway handed off. The gateway starts
     /// this in a helper container; it is not meant to be run by hand.
     #[command(hide = true)]
@@ -159,6 +124,107 @@ pub enum Command {
         #[arg(last = true, required = true)]
         compose: Vec<String>,
     },
+}
+
+/// `trigger`'s flags. An empty value is a flag not given, so that a CI
+/// template can pass its inputs through whether they are set or not.
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// A gateway's base URL, e.g. `https://deploy.example.com`. Give it
+    /// more than once (or several in one value, one a line) to deploy to
+    /// several hosts, in order, each waited for.
+    #[arg(long, value_name = "URL")]
+    url: Vec<String>,
+    /// A file of gateway URLs, one a line; `#` starts a comment.
+    #[arg(long, value_name = "PATH")]
+    urls_file: Option<PathBuf>,
+    /// Deploy this many hosts at a time; the next wave starts only when
+    /// every host of this one succeeded.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// The container to redeploy.
+    #[arg(long)]
+    container: Option<String>,
+    /// Or the Docker Swarm service to update (with `pull`).
+    #[arg(long)]
+    service: Option<String>,
+    #[arg(long, value_enum, default_value = "pull")]
+    action: ActionArg,
+    /// The policy project to sign for (sent as X-Project).
+    #[arg(long)]
+    project: Option<String>,
+    /// With `pull`: deploy exactly this image,
+    /// `<repository>@sha256:<64 hex>`, instead of what the tag points at.
+    #[arg(long)]
+    image: Option<String>,
+    /// The environment variable holding the secret [default: DELIVERY_SECRET].
+    /// Named here, it wins over --oidc and --token-env.
+    #[arg(long, value_name = "VAR")]
+    secret_env: Option<String>,
+    /// Inside GitHub Actions (`permissions: id-token: write`): authenticate
+    /// with an OpenID Connect token for this audience instead of a secret.
+    #[arg(long, value_name = "AUDIENCE")]
+    oidc: Option<String>,
+    /// Authenticate with the OpenID Connect token in this environment
+    /// variable (GitLab CI's `id_tokens`, whose `aud` sets the audience)
+    /// instead of a secret; it wins over `--oidc`'s request.
+    #[arg(long, value_name = "NAME")]
+    token_env: Option<String>,
+    /// Follow each job for up to this many seconds; exit 1 unless it
+    /// succeeds. Required with several hosts.
+    #[arg(long)]
+    wait: Option<u64>,
+    /// Progress lines, or JSON on stdout: the final job for one `--url`,
+    /// `{"exit_code", "hosts": [...]}` for a list of hosts.
+    #[arg(long, value_enum, default_value = "text")]
+    output: OutputArg,
+    /// Run as the GitHub Action: every input from the `INPUT_*` variables
+    /// the runner sets, the outputs to `GITHUB_OUTPUT`.
+    #[arg(long, conflicts_with_all = ["url", "urls_file", "container", "service"])]
+    github_action: bool,
+}
+
+/// A flag's value, unless it is empty.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+impl TriggerArgs {
+    /// What to deploy and where; the line to print when the flags do not
+    /// say.
+    fn into_request(self) -> Result<(Trigger, Hosts), String> {
+        let target = match (given(self.container), given(self.service)) {
+            (Some(container), None) => TriggerTarget::Container(container),
+            (None, Some(service)) => TriggerTarget::Service(service),
+            (Some(_), Some(_)) => return Err("give --container or --service, not both".into()),
+            (None, None) => return Err("give --container NAME or --service NAME".into()),
+        };
+        let hosts = Hosts::read(&self.url, self.urls_file.as_deref(), self.parallel.into())?;
+        let secret_env = given(self.secret_env);
+        let token = match (given(self.oidc), given(self.token_env)) {
+            _ if secret_env.is_some() => None,
+            (_, Some(name)) => Some(TokenSource::Env(name)),
+            (Some(audience), None) => Some(TokenSource::GitHubActions { audience }),
+            (None, None) => None,
+        };
+        let trigger = Trigger {
+            target,
+            action: match self.action {
+                ActionArg::Pull => Action::Pull,
+                ActionArg::Build => Action::Build,
+            },
+            project: given(self.project),
+            image: given(self.image),
+            wait: self.wait,
+            output: match self.output {
+                OutputArg::Text => OutputFormat::Text,
+                OutputArg::Json => OutputFormat::Json,
+            },
+            token,
+            secret_env: secret_env.unwrap_or_else(|| "DELIVERY_SECRET".to_owned()),
+        };
+        Ok((trigger, hosts))
+    }
 }
 
 /// The policy path, and whether the operator named it.
@@ -234,47 +300,18 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             path,
             body,
         } => sign(&secret_env, timestamp, path, body),
-        Command::Trigger {
-            url,
-            container,
-            service,
-            action,
-            project,
-            image,
-            secret_env,
-            oidc,
-            token_env,
-            wait,
-            output,
-        } => {
-            let token = match (oidc, token_env) {
-                (_, Some(name)) => Some(TokenSource::Env(name)),
-                (Some(audience), None) => Some(TokenSource::GitHubActions { audience }),
-                (None, None) => None,
-            };
-            let target = match (container, service) {
-                (Some(container), _) => TriggerTarget::Container(container),
-                (None, Some(service)) => TriggerTarget::Service(service),
-                (None, None) => unreachable!("clap requires one"),
-            };
-            let trigger = Trigger {
-                url,
-                target,
-                action: match action {
-                    ActionArg::Pull => Action::Pull,
-                    ActionArg::Build => Action::Build,
-                },
-                project,
-                image,
-                wait,
-                output: match output {
-                    OutputArg::Text => OutputFormat::Text,
-                    OutputArg::Json => OutputFormat::Json,
-                },
-                token,
-            };
-            ExitCode::from(runtime().block_on(trigger_client::trigger(&secret_env, trigger)))
+        Command::Trigger(args) if args.github_action => {
+            ExitCode::from(runtime().block_on(trigger_client::github::run_action()))
         }
+        Command::Trigger(args) => match args.into_request() {
+            Ok((trigger, hosts)) => {
+                ExitCode::from(runtime().block_on(trigger_client::trigger(trigger, hosts)))
+            }
+            Err(line) => {
+                eprintln!("delivery-hook: {line}");
+                ExitCode::from(trigger_client::EXIT_REFUSED)
+            }
+        },
     }
 }
 

@@ -39,7 +39,8 @@
 //! Around them:
 //! - [`cli`]: the command line; `serve`, `check`, `openapi`, `sign`, `trigger`.
 //! - [`serve`]: assembling a running gateway: store, jobs, API, shutdown.
-//! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side).
+//! - [`trigger_client`]: the `sign` and `trigger` commands (the CI side), to one
+//!   host or a fleet, and as the GitHub Action.
 //! - [`outbound`]: the HTTP client for requests the gateway makes itself.
 //! - [`logging`]: text or JSON log lines on stderr, through a writer thread.
 //! - [`metrics`]: counters for `GET /metrics` (OpenMetrics text).

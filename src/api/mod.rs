@@ -16,8 +16,8 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, h
 use poem_openapi::{LicenseObject, OpenApiService, OperationId, ServerObject, Tags};
 
 pub use wire::{
-    BuildRequest, DeployRequest, Job, JobList, Problem, PullRequest, ServiceDeployRequest,
-    http_status,
+    BuildRequest, DeployRequest, Job, JobAction, JobList, JobRollback, JobStatus, Problem,
+    PullRequest, RollbackStatus, ServiceDeployRequest, http_status,
 };
 
 use crate::gateway::{Code, Gateway};

@@ -4,7 +4,7 @@ use poem_openapi::payload::Payload;
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{Example, Type};
 use poem_openapi::{Enum, Object};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::gateway::{Code, Operation, Refusal, RefusalKind};
 use crate::record;
@@ -15,7 +15,8 @@ use crate::record::JobRecord;
 /// poem-openapi's own `Json` goes through a `serde_json::Value` first, which
 /// cost as much as all the rest of refusing a request. The types below
 /// derive both `Object` (the schema) and `Serialize` (the bytes) with the
-/// same names; schemathesis checks that the two agree.
+/// same names; schemathesis checks that the two agree. `Deserialize` is
+/// how `trigger` reads them back.
 pub struct JsonBody<T>(pub T);
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -149,7 +150,7 @@ impl Example for BuildRequest {
 }
 
 /// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
 #[oai(rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum JobAction {
@@ -159,8 +160,17 @@ pub enum JobAction {
     Build,
 }
 
+impl JobAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Pull => "pull",
+            JobAction::Build => "build",
+        }
+    }
+}
+
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -181,8 +191,28 @@ pub enum JobStatus {
     RolledBack,
 }
 
+impl JobStatus {
+    /// The state as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Interrupted => "interrupted",
+            JobStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Whether the job has ended, well or not.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
 /// Where a rollback is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackStatus {
@@ -195,9 +225,20 @@ pub enum RollbackStatus {
     Interrupted,
 }
 
+impl RollbackStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackStatus::Running => "running",
+            RollbackStatus::Succeeded => "succeeded",
+            RollbackStatus::Failed => "failed",
+            RollbackStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// The return of a failed deploy to the image the service ran before;
 /// present on a job once a rollback started.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct JobRollback {
     /// The image id the failed deploy brought, when a container ran it.
     #[oai(skip_serializing_if_is_none)]
@@ -218,7 +259,7 @@ pub struct JobRollback {
 }
 
 /// One command a job ran.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct JobStep {
     /// The command, exactly as run (no shell).
     pub argv: Vec<String>,
@@ -231,7 +272,7 @@ pub struct JobStep {
 
 /// Who asked for a job (the first request, when others joined it): a
 /// request signed with one of the project's secrets, or a CI token.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct JobRequester {
     /// The secret's place in the project's `secrets`, from 0.
     #[oai(skip_serializing_if_is_none)]
@@ -248,7 +289,7 @@ pub struct JobRequester {
 }
 
 /// A deploy job.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(example)]
 pub struct Job {
     /// 32 hex digits; 128 random bits.
@@ -549,7 +590,7 @@ impl Example for Job {
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<Job>,
     /// Pass as `before` to get the next page; absent on the last page.
@@ -559,7 +600,7 @@ pub struct JobList {
 }
 
 /// An error, as an RFC 9457 problem document with the gateway's own `code` and `message`.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(example)]
 pub struct Problem {
     /// `urn:delivery-hook:error:<code>`.
@@ -588,7 +629,7 @@ pub struct Problem {
 }
 
 /// One key of a compose model that the project's rules refuse.
-#[derive(Debug, Clone, Object, Serialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct ModelFinding {
     /// The compose service, or absent for a top-level key.
     #[oai(skip_serializing_if_is_none)]

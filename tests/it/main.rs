@@ -3,6 +3,7 @@
 
 mod architecture;
 mod attacks;
+mod ci_steps;
 mod cli;
 mod clock;
 mod compose_model;

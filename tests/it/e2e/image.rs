@@ -17,7 +17,7 @@ use super::*;
 use crate::support::now;
 
 /// The image under test, or `None` (with the reason printed) outside CI.
-fn image_under_test() -> Option<String> {
+pub(super) fn image_under_test() -> Option<String> {
     match std::env::var("DELIVERY_HOOK_IMAGE") {
         Ok(image) if !image.is_empty() => Some(image),
         _ => {

@@ -11,6 +11,8 @@
 //! `CI=true`, where they fail: CI must never pass without them.
 
 mod boundary;
+mod ci_steps;
+mod fleet;
 mod image;
 mod judged;
 mod notify;

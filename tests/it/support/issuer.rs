@@ -1,17 +1,17 @@
 //! A local OpenID Connect issuer on 127.0.0.1: the discovery document, a
 //! JWKS the test changes at will, and the GitHub Actions runtime's token
-//! endpoint. It runs on a thread of its own, so a test that blocks on a
-//! child process (`trigger`) does not stall it.
+//! endpoint. It runs on a thread of its own ([`Served`]), so a test that
+//! blocks on a child process (`trigger`) does not stall it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use poem::http::StatusCode;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json, Query};
 use poem::{EndpointExt, Request, Route, get, handler};
 use serde_json::{Value, json};
 
+use super::Served;
 use super::jwt::Keys;
 pub use super::jwt::Signer;
 
@@ -27,6 +27,8 @@ struct State {
     keys: Keys,
     /// Claims the runtime endpoint puts into its tokens, beside the usual.
     runtime_claims: Mutex<Value>,
+    /// The only audience the runtime endpoint gives tokens for, when set.
+    runtime_audience: Mutex<Option<String>>,
 }
 
 #[handler]
@@ -78,6 +80,10 @@ fn github_token(
     if !given.is_some_and(|g| g.eq_ignore_ascii_case(&expected)) {
         return Err(poem::Error::from_status(StatusCode::UNAUTHORIZED));
     }
+    let required = state.runtime_audience.lock().unwrap().clone();
+    if required.is_some_and(|audience| audience != query.audience) {
+        return Err(poem::Error::from_status(StatusCode::FORBIDDEN));
+    }
     let mut claims = claims_for(&state.url, &query.audience);
     for (k, v) in state.runtime_claims.lock().unwrap().as_object().unwrap() {
         claims[k] = v.clone();
@@ -113,65 +119,44 @@ fn claims_for(issuer: &str, audience: &str) -> Value {
 pub struct TestIssuer {
     pub url: String,
     state: Arc<State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _served: Served,
 }
 
 impl TestIssuer {
     /// Serves discovery and a JWKS publishing `published`.
     pub fn start(published: &[Signer]) -> Self {
         let keys = Keys::load();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, port) = std::sync::mpsc::channel();
         let published = published.to_vec();
         let (state_tx, state_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let acceptor = TcpListener::bind("127.0.0.1:0")
-                    .into_acceptor()
-                    .await
-                    .unwrap();
-                let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-                let url = format!("http://127.0.0.1:{}", addr.port());
-                let state = Arc::new(State {
-                    url: url.clone(),
-                    published: Mutex::new(published),
-                    up: AtomicBool::new(true),
-                    jwks_fetches: AtomicUsize::new(0),
-                    runtime_tokens: AtomicUsize::new(0),
-                    keys,
-                    runtime_claims: Mutex::new(json!({})),
-                });
-                state_tx.send(state.clone()).unwrap();
-                ready.send(url).unwrap();
-                let app = Route::new()
-                    .at("/.well-known/openid-configuration", get(discovery))
-                    .at("/jwks", get(jwks))
-                    .at("/github-token", get(github_token))
-                    .data(state);
-                let _ = poem::Server::new_with_acceptor(acceptor)
-                    .run_with_graceful_shutdown(
-                        app,
-                        async {
-                            let _ = stopped.await;
-                        },
-                        None,
-                    )
-                    .await;
+        let served = Served::start(move |url| {
+            let state = Arc::new(State {
+                url: url.to_owned(),
+                published: Mutex::new(published),
+                up: AtomicBool::new(true),
+                jwks_fetches: AtomicUsize::new(0),
+                runtime_tokens: AtomicUsize::new(0),
+                keys,
+                runtime_claims: Mutex::new(json!({})),
+                runtime_audience: Mutex::new(None),
             });
+            state_tx.send(state.clone()).unwrap();
+            Route::new()
+                .at("/.well-known/openid-configuration", get(discovery))
+                .at("/jwks", get(jwks))
+                .at("/github-token", get(github_token))
+                .data(state)
         });
-        let url = port.recv().unwrap();
-        let state = state_rx.recv().unwrap();
         Self {
-            url,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
+            url: served.url.clone(),
+            state: state_rx.recv().unwrap(),
+            _served: served,
         }
+    }
+
+    /// From now on the runtime endpoint answers 403 to a request for any
+    /// other audience, as a token for the wrong audience is no use.
+    pub fn require_runtime_audience(&self, audience: &str) {
+        *self.state.runtime_audience.lock().unwrap() = Some(audience.to_owned());
     }
 
     /// The keys the JWKS holds from now on.
@@ -222,16 +207,5 @@ impl TestIssuer {
     /// The public key of `signer` as its JWK.
     pub fn jwk(&self, signer: Signer) -> Value {
         self.state.keys.jwk(signer)
-    }
-}
-
-impl Drop for TestIssuer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! Shared test support: signing, temporary directories, the in-process harness.
 
+pub mod ci;
 pub mod fake_engine;
 pub mod issuer;
 pub mod jwt;
@@ -438,5 +439,66 @@ impl std::io::Write for LogSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A poem app serving on a free 127.0.0.1 port from a thread of its own,
+/// so a test that blocks on a child process does not stall it; stops when
+/// dropped.
+pub struct Served {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Serves the endpoint `app` makes for its own URL.
+    pub fn start<E: poem::Endpoint + 'static>(
+        app: impl FnOnce(&str) -> E + Send + 'static,
+    ) -> Self {
+        use poem::listener::{Acceptor, Listener, TcpListener};
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, url) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let acceptor = TcpListener::bind("127.0.0.1:0")
+                    .into_acceptor()
+                    .await
+                    .unwrap();
+                let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+                let url = format!("http://127.0.0.1:{}", addr.port());
+                let endpoint = app(&url);
+                ready.send(url).unwrap();
+                let _ = poem::Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(
+                        endpoint,
+                        async {
+                            let _ = stopped.await;
+                        },
+                        None,
+                    )
+                    .await;
+            });
+        });
+        Self {
+            url: url.recv().unwrap(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -2,12 +2,18 @@
 //!
 //! Secrets come from an environment variable, never from the command line,
 //! where `ps` would show them.
+//!
+//! - this module: signing, CI tokens, and one host's deploy followed to its end;
+//! - [`fleet`]: several hosts, a wave at a time, stopping at the first failure;
+//! - [`github`]: `trigger --github-action`, the GitHub Action's inputs and outputs.
+
+pub mod fleet;
+pub mod github;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
+use crate::api::{Job, JobRollback, JobStatus, Problem};
 use crate::auth::signature::{self, SigningKey};
 use crate::docker::ImagePin;
 use crate::error_chain;
@@ -105,8 +111,8 @@ pub enum TriggerTarget {
     Service(String),
 }
 
+/// What `trigger` deploys, and how it authenticates; the same on every host.
 pub struct Trigger {
-    pub url: String,
     /// What to deploy: a container, or a Swarm service.
     pub target: TriggerTarget,
     pub action: Action,
@@ -117,6 +123,8 @@ pub struct Trigger {
     pub output: OutputFormat,
     /// A CI token instead of a secret.
     pub token: Option<TokenSource>,
+    /// The environment variable holding the secret, when no token is used.
+    pub secret_env: String,
 }
 
 /// What authenticates `trigger`'s requests.
@@ -212,23 +220,36 @@ pub async fn fetch_token(
     Ok(token)
 }
 
+/// One host's deploy: the request, where it goes, and where lines go.
 struct Session {
     http: reqwest::Client,
     base: String,
     credential: Credential,
     /// Sent as X-Project; learnt from the accepted job when not given.
     project: Option<String>,
+    /// When the whole `trigger` started: every line counts from it.
     started: Instant,
     format: OutputFormat,
+    /// Put before each line when several hosts are deployed.
+    label: Option<String>,
 }
 
 /// A refusal or transport failure: exit 2 with one line.
 struct Refused(String);
 
+/// What the gateway answered: a job, or a refusal in one line.
+enum Answer {
+    Job(Box<Job>),
+    Refusal(u16, String),
+}
+
 impl Session {
     fn say(&self, line: &str) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let text = format!("[{elapsed:6.1}s] {line}");
+        let text = match &self.label {
+            Some(label) => format!("[{elapsed:6.1}s] {label}: {line}"),
+            None => format!("[{elapsed:6.1}s] {line}"),
+        };
         match self.format {
             OutputFormat::Text => println!("{text}"),
             OutputFormat::Json => eprintln!("{text}"),
@@ -252,7 +273,7 @@ impl Session {
         }
     }
 
-    async fn json(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), Refused> {
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
         let response = request.send().await.map_err(|e| {
             Refused(format!(
                 "the gateway could not be reached: {}",
@@ -260,284 +281,321 @@ impl Session {
             ))
         })?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        let bytes = response
+            .bytes()
             .await
             .map_err(|e| Refused(format!("the gateway's answer was cut off: {e}")))?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, value))
+        if !matches!(status, 200 | 202) {
+            return Ok(Answer::Refusal(status, refusal_line(status, &bytes)));
+        }
+        serde_json::from_slice::<Job>(&bytes)
+            .map(|job| Answer::Job(Box::new(job)))
+            .map_err(|e| Refused(format!("the gateway answered {status} without a job: {e}")))
     }
 
-    async fn get_job(&self, id: &str, wait: u64) -> Result<(u16, Value), Refused> {
+    async fn get_job(&self, id: &str, wait: u64) -> Result<Answer, Refused> {
         let target = format!("/jobs/{id}?wait={wait}");
         let request = self.http.get(format!("{}{target}", self.base));
         let request = self
             .signed(request, target.as_bytes())
             .timeout(Duration::from_secs(wait + 30));
-        self.json(request).await
+        self.answer(request).await
+    }
+
+    /// A fresh token in place of one the gateway no longer takes for reads;
+    /// false when its source cannot give another (a variable's).
+    async fn renew_token(&mut self) -> Result<bool, Refused> {
+        let Credential::Token(_, source @ TokenSource::GitHubActions { .. }) = &self.credential
+        else {
+            return Ok(false);
+        };
+        let source = source.clone();
+        let token = fetch_token(&self.http, &source)
+            .await
+            .map_err(|e| Refused(e.to_string()))?;
+        self.credential = Credential::Token(token, source);
+        Ok(true)
     }
 }
 
-fn refusal_line(status: u16, body: &Value) -> String {
-    let code = body.get("code").and_then(Value::as_str).unwrap_or("");
-    let message = body
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| body.to_string());
-    format!("refused ({status} {code}): {message}")
+/// A refusal in one line: the problem document's code and message, or
+/// the start of whatever else answered (a proxy's page).
+fn refusal_line(status: u16, body: &[u8]) -> String {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(problem) => format!("refused ({status} {}): {}", problem.code, problem.message),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.trim().chars().take(200).collect();
+            format!("refused ({status}): {text}")
+        }
+    }
 }
 
-fn describe(job: &Value) -> String {
-    let field = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+fn describe(job: &Job) -> String {
     format!(
         "job {} {}: {} {} (service {} of compose project {})",
-        field("id"),
-        field("state"),
-        field("action"),
-        field("container_name"),
-        field("service"),
-        field("compose_project"),
+        job.id,
+        job.state.as_str(),
+        job.action.as_str(),
+        job.container_name,
+        job.service,
+        job.compose_project,
     )
 }
 
-fn state_of(job: &Value) -> &str {
-    job.get("state").and_then(Value::as_str).unwrap_or("")
-}
-
 /// What a rollback did, in one line.
-fn rollback_line(rollback: &Value) -> String {
-    let text = |key: &str| rollback.get(key).and_then(Value::as_str).unwrap_or("?");
+fn rollback_line(rollback: &JobRollback) -> String {
     let mut line = format!(
         "rollback from {} to {}: {}",
-        text("from_image"),
-        text("to_image"),
-        text("state")
+        rollback.from_image.as_deref().unwrap_or("?"),
+        rollback.to_image,
+        rollback.state.as_str()
     );
-    if let Some(error) = rollback.get("error").and_then(Value::as_str) {
+    if let Some(error) = &rollback.error {
         line.push_str(&format!(" ({error})"));
     }
     line
 }
 
-fn is_final(state: &str) -> bool {
-    !matches!(state, "queued" | "running" | "")
-}
-
-/// `delivery-hook trigger`: returns the exit code.
-pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
-    let named = match &t.target {
+/// The JSON body of the deploy, once its target and pin are checked.
+fn request_body(t: &Trigger) -> Result<String, String> {
+    let (field, name) = match &t.target {
         TriggerTarget::Container(name) => ContainerName::parse(name)
             .map(|_| ("container_name", name))
-            .map_err(|e| format!("the container name {e}")),
+            .map_err(|e| format!("the container name {e}"))?,
         TriggerTarget::Service(name) => SwarmServiceName::parse(name)
             .map(|_| ("service_name", name))
-            .map_err(|e| format!("the service name {e}")),
-    };
-    let (field, name) = match named {
-        Ok(named) => named,
-        Err(e) => {
-            eprintln!("delivery-hook: {e}");
-            return EXIT_REFUSED;
-        }
-    };
-    if let Some(image) = &t.image {
-        if let Err(e) = ImagePin::parse(image) {
-            eprintln!("delivery-hook: --image: {e}");
-            return EXIT_REFUSED;
-        }
-        if t.action != Action::Pull {
-            eprintln!(
-                "delivery-hook: --image pins what `pull` deploys; `build` deploys what it builds"
-            );
-            return EXIT_REFUSED;
-        }
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(http) => http,
-        Err(e) => {
-            eprintln!("delivery-hook: cannot set up HTTP: {}", error_chain(&e));
-            return EXIT_REFUSED;
-        }
-    };
-    let credential = match &t.token {
-        None => secret_from_env(secret_env)
-            .map(Credential::Secret)
-            .map_err(|e| e.to_string()),
-        Some(source) => fetch_token(&http, source)
-            .await
-            .map(|token| Credential::Token(token, source.clone()))
-            .map_err(|e| e.to_string()),
-    };
-    let credential = match credential {
-        Ok(credential) => credential,
-        Err(e) => {
-            eprintln!("delivery-hook: {e}");
-            return EXIT_REFUSED;
-        }
-    };
-    let mut session = Session {
-        http,
-        base: t.url.trim_end_matches('/').to_owned(),
-        credential,
-        project: t.project,
-        started: Instant::now(),
-        format: t.output,
+            .map_err(|e| format!("the service name {e}"))?,
     };
     let mut body = serde_json::json!({ field: name });
     if let Some(image) = &t.image {
+        ImagePin::parse(image).map_err(|e| format!("--image: {e}"))?;
+        if t.action != Action::Pull {
+            return Err(
+                "--image pins what `pull` deploys; `build` deploys what it builds".to_owned(),
+            );
+        }
         body["image"] = image.as_str().into();
     }
-    match run_trigger(&mut session, &body.to_string(), t.action, t.wait).await {
-        Ok((code, job)) => {
-            if t.output == OutputFormat::Json {
-                println!("{job}");
-            }
-            code
+    Ok(body.to_string())
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot set up HTTP: {}", error_chain(&e)))
+}
+
+/// A deploy checked and ready to send to any number of hosts.
+pub struct Prepared {
+    http: reqwest::Client,
+    body: String,
+    trigger: Trigger,
+    started: Instant,
+}
+
+impl Prepared {
+    /// Checks what `t` names; the line to print when it cannot be sent.
+    pub fn new(trigger: Trigger) -> Result<Self, String> {
+        Ok(Self {
+            body: request_body(&trigger)?,
+            http: http_client()?,
+            trigger,
+            started: Instant::now(),
+        })
+    }
+
+    /// The credential for one host: a GitHub token is asked for afresh,
+    /// so a long fleet deploy does not outlive it.
+    async fn credential(&self) -> Result<Credential, String> {
+        match &self.trigger.token {
+            None => secret_from_env(&self.trigger.secret_env)
+                .map(Credential::Secret)
+                .map_err(|e| e.to_string()),
+            Some(source) => fetch_token(&self.http, source)
+                .await
+                .map(|token| Credential::Token(token, source.clone()))
+                .map_err(|e| e.to_string()),
         }
-        Err(Refused(line)) => {
-            eprintln!("delivery-hook: {line}");
-            EXIT_REFUSED
+    }
+
+    /// Deploys to the gateway at `url`, followed as `--wait` says.
+    async fn deploy_to(&self, url: &str, label: Option<String>) -> fleet::HostResult {
+        let credential = match self.credential().await {
+            Ok(credential) => credential,
+            Err(line) => return fleet::HostResult::refused(url, line),
+        };
+        let mut session = Session {
+            http: self.http.clone(),
+            base: url.trim_end_matches('/').to_owned(),
+            credential,
+            project: self.trigger.project.clone(),
+            started: self.started,
+            format: self.trigger.output,
+            label,
+        };
+        let t = &self.trigger;
+        match run_trigger(&mut session, &self.body, t.action, t.wait).await {
+            Ok((code, job)) => fleet::HostResult::ended(url, code, job, t.wait.is_some()),
+            Err(Refused(line)) => fleet::HostResult::refused(url, line),
         }
     }
 }
 
+/// `delivery-hook trigger`: deploys to every host and returns the exit code.
+pub async fn trigger(t: Trigger, hosts: fleet::Hosts) -> u8 {
+    let output = t.output;
+    let prepared = match hosts.check(&t).and_then(|()| Prepared::new(t)) {
+        Ok(prepared) => prepared,
+        Err(line) => {
+            eprintln!("delivery-hook: {line}");
+            return EXIT_REFUSED;
+        }
+    };
+    let report = fleet::deploy(&prepared, &hosts).await;
+    if hosts.per_host {
+        report.print(output);
+        return report.exit_code;
+    }
+    // One host, answered as before fleets: the job, or the refusal.
+    let host = &report.hosts[0];
+    match (&host.job, host.outcome) {
+        (_, fleet::Outcome::Refused) => {
+            eprintln!("delivery-hook: {}", host.error.as_deref().unwrap_or(""));
+        }
+        (Some(job), _) if output == OutputFormat::Json => {
+            println!("{}", serde_json::to_string(job).unwrap_or_default());
+        }
+        _ => {}
+    }
+    report.exit_code
+}
+
+/// Sends the deploy and follows its job for up to `wait` seconds; the exit
+/// code and the last state of the job.
 async fn run_trigger(
     s: &mut Session,
     body: &str,
     action: Action,
     wait: Option<u64>,
-) -> Result<(u8, Value), Refused> {
-    let body = body.to_owned();
+) -> Result<(u8, Job), Refused> {
+    let job = submit(s, body, action).await?;
+    let Some(limit) = wait else {
+        return Ok((EXIT_SUCCEEDED, job));
+    };
+    // Reads need X-Project; the job says which project signed the request.
+    if s.project.is_none() {
+        s.project = Some(job.project.clone());
+    }
+    follow(s, job, limit).await
+}
+
+/// POSTs the deploy; the job it started (or joined, or replayed).
+async fn submit(s: &Session, body: &str, action: Action) -> Result<Job, Refused> {
     let request = s
         .http
         .post(format!("{}/{}", s.base, action.as_str()))
         .header("Content-Type", "application/json")
         .timeout(Duration::from_secs(60));
-    let request = s.signed(request, body.as_bytes()).body(body);
-    let (status, job) = s.json(request).await?;
-    if !matches!(status, 200 | 202) {
-        return Err(Refused(refusal_line(status, &job)));
-    }
-    let mut flags = Vec::new();
-    for flag in ["replayed", "coalesced"] {
-        if job.get(flag).and_then(Value::as_bool) == Some(true) {
-            flags.push(flag);
-        }
-    }
-    let suffix = if flags.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", flags.join(", "))
+    let request = s.signed(request, body.as_bytes()).body(body.to_owned());
+    let job = match s.answer(request).await? {
+        Answer::Job(job) => *job,
+        Answer::Refusal(_, line) => return Err(Refused(line)),
+    };
+    let flags: Vec<&str> = [("replayed", job.replayed), ("coalesced", job.coalesced)]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+    let suffix = match flags.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", flags.join(", ")),
     };
     s.say(&format!("{}{suffix}", describe(&job)));
-    let Some(limit) = wait else {
-        return Ok((EXIT_SUCCEEDED, job));
-    };
-    let id = job
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    // Reads need X-Project; the job says which project signed the request.
-    if s.project.is_none() {
-        s.project = job
-            .get("project")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-    }
-    let deadline = s.started + Duration::from_secs(limit);
-    let mut job = job;
-    let mut last_state = state_of(&job).to_owned();
-    let mut unreachable_since: Option<String> = None;
+    Ok(job)
+}
+
+/// Reads the job until it ends or `limit` seconds pass, printing each
+/// change of state.
+async fn follow(s: &mut Session, mut job: Job, limit: u64) -> Result<(u8, Job), Refused> {
+    let deadline = Instant::now() + Duration::from_secs(limit);
+    let mut last_state = job.state;
+    let mut unreachable = false;
     // A GitHub token was renewed since the last answer.
     let mut renewed = false;
-    while !is_final(&last_state) {
+    while !last_state.is_final() {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs();
         if left == 0 {
             s.say(&format!(
-                "the job did not finish within {limit} s; it is still {last_state}; follow it at {}/jobs/{id}",
-                s.base
+                "the job did not finish within {limit} s; it is still {}; follow it at {}/jobs/{}",
+                last_state.as_str(),
+                s.base,
+                job.id
             ));
             return Ok((EXIT_JOB_FAILED, job));
         }
-        match s.get_job(&id, left.min(FOLLOW_STEP_SECS)).await {
-            Ok((200, next)) => {
-                unreachable_since = None;
-                renewed = false;
-                job = next;
+        match s.get_job(&job.id, left.min(FOLLOW_STEP_SECS)).await {
+            Ok(Answer::Job(next)) => {
+                (unreachable, renewed) = (false, false);
+                job = *next;
             }
-            Ok((401, body)) if matches!(s.credential, Credential::Token(..)) => {
-                // A token outlives its use for reads after the rule's
-                // max_token_age_secs; the runner gives a fresh one, a
-                // variable's cannot be renewed.
-                match &s.credential {
-                    Credential::Token(_, source @ TokenSource::GitHubActions { .. })
-                        if !renewed =>
-                    {
-                        let source = source.clone();
-                        let token = fetch_token(&s.http, &source)
-                            .await
-                            .map_err(|e| Refused(e.to_string()))?;
-                        s.credential = Credential::Token(token, source);
-                        renewed = true;
-                        continue;
-                    }
-                    _ => {
-                        s.say(&format!(
-                            "{}; the job is {last_state}; follow it at {}/jobs/{id}",
-                            refusal_line(401, &body),
-                            s.base
-                        ));
-                        return Ok((EXIT_JOB_FAILED, job));
-                    }
+            // A token outlives its use for reads after the rule's
+            // max_token_age_secs; the runner gives a fresh one, a
+            // variable's cannot be renewed.
+            Ok(Answer::Refusal(401, line)) if matches!(s.credential, Credential::Token(..)) => {
+                if !renewed && s.renew_token().await? {
+                    renewed = true;
+                    continue;
                 }
+                s.say(&format!(
+                    "{line}; the job is {}; follow it at {}/jobs/{}",
+                    last_state.as_str(),
+                    s.base,
+                    job.id
+                ));
+                return Ok((EXIT_JOB_FAILED, job));
             }
-            Ok((status, body)) => return Err(Refused(refusal_line(status, &body))),
+            Ok(Answer::Refusal(_, line)) => return Err(Refused(line)),
             Err(Refused(line)) => {
                 // The gateway may be restarting; its jobs survive that.
-                if unreachable_since.is_none() {
+                if !unreachable {
                     s.say(&format!("{line}; retrying"));
                 }
-                unreachable_since = Some(line);
+                unreachable = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         }
-        let state = state_of(&job).to_owned();
-        if state != last_state {
-            s.say(&state);
-            last_state = state;
+        if job.state != last_state {
+            s.say(job.state.as_str());
+            last_state = job.state;
         }
     }
-    if last_state == "succeeded" {
-        return Ok((EXIT_SUCCEEDED, job));
+    Ok((end_of(s, &job), job))
+}
+
+/// The exit code of a job that ended; a failure says why, what a
+/// rollback did, and (as text) the tail of compose's output.
+fn end_of(s: &Session, job: &Job) -> u8 {
+    if job.state == JobStatus::Succeeded {
+        return EXIT_SUCCEEDED;
     }
-    let error = job
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("no reason given");
-    s.say(&format!("{last_state}: {error}"));
-    if let Some(rollback) = job.get("rollback") {
+    let error = job.error.as_deref().unwrap_or("no reason given");
+    s.say(&format!("{}: {error}", job.state.as_str()));
+    if let Some(rollback) = &job.rollback {
         s.say(&rollback_line(rollback));
     }
     if s.format == OutputFormat::Text {
-        let output = job.get("output").and_then(Value::as_str).unwrap_or("");
-        let lines: Vec<&str> = output.lines().collect();
-        println!(
-            "--- last {} lines of compose output ---",
-            lines.len().min(TAIL_LINES)
-        );
-        for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+        let lines: Vec<&str> = job.output.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
+        println!("--- last {} lines of compose output ---", tail.len());
+        for line in tail {
             println!("{line}");
         }
     }
-    Ok((EXIT_JOB_FAILED, job))
+    EXIT_JOB_FAILED
 }
 
 #[cfg(test)]
