@@ -73,7 +73,7 @@ fn observer(metrics: Arc<Metrics>) -> JobObserver {
 
 /// Prunes job history older than `job_history_days` or past
 /// `job_history_max`, and replay entries that expired, by `clock`.
-async fn prune(jobs: &Jobs, policy: &Policy, clock: &Clock) {
+pub async fn prune(jobs: &Jobs, policy: &Policy, clock: &Clock) {
     let days = policy.server.job_history_days;
     let older_than = clock
         .unix_ms()

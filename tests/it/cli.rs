@@ -374,3 +374,81 @@ fn trigger_refuses_a_malformed_pin_before_sending_anything() {
         assert!(line.contains(says) && !line.contains("connect"), "{line}");
     }
 }
+
+/// `trigger`'s exit codes: 0 when the job is accepted and not waited for,
+/// 1 when `--wait` runs out before the job ends, 2 when the gateway cannot
+/// be reached.
+#[test]
+fn trigger_exits_0_accepted_1_when_the_wait_runs_out_2_unreachable() {
+    use crate::support::ci::{HostPlay, StandInHost};
+    let host = StandInHost::start(HostPlay::Accept);
+    let env = [("DELIVERY_SECRET", "trigger-secret-0123456789")];
+    let trigger = |url: &str, wait: &[&str]| {
+        let mut args = vec!["trigger", "--url", url, "--container", "web"];
+        args.extend_from_slice(wait);
+        cli(&args, &env)
+    };
+    let out = trigger(&host.url, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("queued"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = trigger(&host.url, &["--wait", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("did not finish within 1 s"),
+        "{}",
+        text(&out.stdout)
+    );
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let out = trigger(&nobody, &["--wait", "5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// `healthcheck` fails when no gateway answers at the policy's address, and
+/// `helper` when its job cannot be had: a container's health check and a
+/// self-update see the failure in the exit code.
+#[test]
+fn healthcheck_and_helper_exit_non_zero_when_they_fail() {
+    let dir = temp_dir("cli-fail");
+    let policy = dir.path().join("delivery.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[projects.web]\nsecrets = [\"web-secret-0123456789abcdef\"]\ncontainers = [\"web-*\"]\nactions = [\"pull\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = cli(&["healthcheck", "--config", policy.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    for job in ["not-a-job", "0123456789abcdef0123456789abcdef"] {
+        let out = cli(
+            &[
+                "helper",
+                "--state-dir",
+                state,
+                "--job",
+                job,
+                "--timeout-secs",
+                "10",
+                "--",
+                "docker",
+                "compose",
+            ],
+            &[],
+        );
+        assert_ne!(out.status.code(), Some(0), "{job}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).is_empty(), "{job}: it says why");
+    }
+}

@@ -12,20 +12,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Harness, SHOP, set_var, status_json};
+use crate::support::{Harness, SHOP, set_var, soon, status_json};
 
 /// Waits (briefly, in real time) for something the gateway does at once.
-async fn soon(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The health gate waits `stable_secs` by the gateway's clock: a container
 /// that started just now passes once the clock has moved on, not after
 /// five seconds of waiting.
@@ -62,6 +51,15 @@ struct Receiver {
 
 impl Receiver {
     async fn start(statuses: &'static [u16]) -> Self {
+        Self::answering(statuses, String::new()).await
+    }
+
+    /// A receiver that answers every request with a redirect to `to`.
+    async fn redirecting(to: &str) -> Self {
+        Self::answering(&[307], format!("location: {to}\r\n")).await
+    }
+
+    async fn answering(statuses: &'static [u16], headers: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
@@ -100,7 +98,7 @@ impl Receiver {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let status = statuses[n.min(statuses.len() - 1)];
                 let answer = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\n{headers}content-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = socket.write_all(answer.as_bytes()).await;
             }
@@ -186,6 +184,23 @@ async fn until_counted(h: &Harness, outcome: &str, n: f64) {
     }
 }
 
+/// Waits (briefly, in real time) until `/metrics` shows `n` messages
+/// waiting; the notifier counts them after each pass.
+async fn until_waiting(h: &Harness, n: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = crate::support::metric(h, "delivery_hook_notifications_waiting", &[]).await;
+        if waiting == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{waiting} waiting, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Wakes the notifier, as a job's end does, after the clock moved.
 fn wake(h: &Harness) {
     h.gateway.notifier().written();
@@ -202,6 +217,7 @@ async fn a_notification_is_retried_when_the_gateways_clock_says_so() {
     let now = h.clock.unix_ms();
     let (waiting, next) = h.gateway.jobs().store().waiting(now).await.unwrap();
     assert_eq!(waiting, 1);
+    until_waiting(&h, 1.0).await;
     let next = next.expect("a retry is scheduled");
     assert!(
         next > now && next - now <= 2000,
@@ -215,6 +231,20 @@ async fn a_notification_is_retried_when_the_gateways_clock_says_so() {
     wake(&h);
     soon("the retry", || receiver.hits() == 2).await;
     until_counted(&h, "delivered", 1.0).await;
+}
+
+/// A redirect is an answer like any other that is not 2xx: the message is
+/// retried at its own URL, and the place it points to gets nothing.
+#[tokio::test]
+async fn a_notification_follows_no_redirect() {
+    let elsewhere = Receiver::start(&[204]).await;
+    let receiver = Receiver::redirecting(&elsewhere.url).await;
+    let (h, _stop) = notifying(&receiver.url).await;
+    deployed(&h).await;
+    soon("the first attempt", || receiver.hits() == 1).await;
+    until_counted(&h, "retry", 1.0).await;
+    assert_eq!(elsewhere.hits(), 0, "the redirect was not followed");
+    assert_eq!(counted(&h, "delivered").await, 0.0);
 }
 
 #[tokio::test]
@@ -238,6 +268,7 @@ async fn a_notification_is_given_up_after_a_day_by_the_gateways_clock() {
         .await
         .unwrap();
     assert_eq!(waiting, 0, "the outbox is empty");
+    until_waiting(&h, 0.0).await;
     assert_eq!(receiver.hits(), 2);
 }
 

@@ -5,8 +5,6 @@
 //! it again, writes it to a copy, runs compose on that copy only, and
 //! judges the copy again by the policy in force before each command.
 
-use std::time::Duration;
-
 use delivery_hook::docker::ComposeOp;
 use delivery_hook::docker::model::{ConfigFailure, ModelError};
 use serde_json::{Value, json};
@@ -248,6 +246,52 @@ async fn allow_lets_what_it_names_through() {
     shop_deploys_the_escaping_model(&h).await;
 }
 
+/// Each allow class admits what it names and nothing else: refused
+/// without it, deployed with it.
+#[tokio::test]
+async fn each_allow_class_admits_its_keys() {
+    let cases = [
+        ("host_namespaces", json!({"pid": "host"})),
+        ("cap_add", json!({"cap_add": ["NET_ADMIN"]})),
+        (
+            "unconfined",
+            json!({"security_opt": ["seccomp=unconfined"]}),
+        ),
+        ("kernel", json!({"cgroup_parent": "/system.slice"})),
+        ("remote_logging", json!({"logging": {"driver": "syslog"}})),
+        ("gpus", json!({"gpus": "all"})),
+        (
+            "foreign_resources",
+            json!({"volumes_from": ["container:other"]}),
+        ),
+    ];
+    for (class, keys) in cases {
+        let mut model = json!({"services": {"web": {"image": "busybox"}}});
+        for (key, value) in keys.as_object().unwrap() {
+            model["services"]["web"][key] = value.clone();
+        }
+        let refusing = Harness::new().await;
+        set_model(&refusing, Ok(model.clone()));
+        let problem = expect_problem(
+            refusing.deploy("/pull", "shop-web", SHOP).await,
+            403,
+            "compose_model_not_allowed",
+        )
+        .await;
+        assert_eq!(refusing.engine.command_count(), 0, "{class}: nothing ran");
+        assert!(problem.to_string().contains(class), "{class}: {problem}");
+        let allowing = Harness::with_policy("", &format!("allow = [\"{class}\"]\n")).await;
+        set_model(&allowing, Ok(model));
+        let (status, job) =
+            status_json(allowing.deploy("/pull?wait=10", "shop-web", SHOP).await).await;
+        assert_eq!(
+            (status, job["state"].as_str()),
+            (200, Some("succeeded")),
+            "{class}: {job}"
+        );
+    }
+}
+
 /// With [`escaping_model`] set, a deploy of `shop-web` succeeds.
 async fn shop_deploys_the_escaping_model(h: &Harness) -> Value {
     set_model(h, Ok(escaping_model()));
@@ -315,14 +359,7 @@ async fn a_policy_tightened_while_a_job_runs_stops_it_before_the_next_command() 
 }
 
 async fn wait_running(h: &Harness) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h.engine.running() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first command never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::support::soon("the first command", || h.engine.running() > 0).await;
 }
 
 /// After compose ran a copy, the container's labels name the copy (the

@@ -237,6 +237,36 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     );
 }
 
+/// `client_ip_header` names the header a trusted proxy forwards the
+/// client's address in; `X-Forwarded-For` is then not read.
+#[tokio::test]
+async fn client_ip_header_names_the_header_trusted_proxies_use() {
+    let s = serve(
+        "auth_failure_limit = 2\ntrusted_proxies = [\"127.0.0.3\"]\nclient_ip_header = \"X-Real-IP\"",
+    )
+    .await;
+    let body = body_for("billing-web");
+    let headers =
+        |real: &str, xff: &str| format!("X-Real-IP: {real}\r\nX-Forwarded-For: {xff}\r\n");
+    for _ in 0..2 {
+        let mut proxy = connect_from("127.0.0.3", s.addr).await;
+        let bad = signed_post(
+            &body,
+            "wrong-secret-0123456789",
+            &headers("198.51.100.7", "198.51.100.8"),
+        );
+        assert_eq!(exchange(&mut proxy, &bad).await.0, 401);
+    }
+    // The address in X-Real-IP is throttled; the one in X-Forwarded-For,
+    // which counted nothing, is not.
+    let mut proxy = connect_from("127.0.0.3", s.addr).await;
+    let good = signed_post(&body, BILLING, &headers("198.51.100.7", "198.51.100.9"));
+    assert_eq!(exchange(&mut proxy, &good).await.0, 429);
+    let mut proxy = connect_from("127.0.0.3", s.addr).await;
+    let good = signed_post(&body, BILLING, &headers("198.51.100.8", "198.51.100.7"));
+    assert_eq!(exchange(&mut proxy, &good).await.0, 202);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

@@ -540,3 +540,71 @@ async fn the_document_declares_the_bearer_scheme_beside_the_signature() {
         );
     }
 }
+
+/// `X-Signature` decides when both are sent: a bearer beside a good
+/// signature is not read, and one beside a bad signature does not rescue
+/// it. `Authorization: Basic` is no credential at all.
+#[tokio::test]
+async fn a_signature_wins_over_a_bearer_token_and_basic_is_ignored() {
+    let issuer = TestIssuer::start(&[Signer::Rsa1]);
+    let h = harness(&issuer).await;
+    let token = issuer.token(Signer::Rsa1, &issuer.claims(AUD));
+    let body = body_for("billing-web");
+    let ts = now().to_string();
+    let signed = |secret: &str, authorization: &str| {
+        h.client
+            .post("/pull")
+            .content_type("application/json")
+            .header("X-Timestamp", &ts)
+            .header(
+                "X-Signature",
+                crate::support::sign(secret, body.as_bytes(), &ts),
+            )
+            .header("Authorization", authorization.to_owned())
+            .body(body.clone())
+            .send()
+    };
+    // A good signature beside a bearer that is no token: the signature admits.
+    let (status, job) =
+        status_json(signed(crate::support::BILLING, "Bearer not-a-jwt").await).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["requested_by"], json!({"key_index": 0}), "{job}");
+    // A wrong signature beside a valid token: refused as a signature.
+    let response = signed(SHOP, &format!("Bearer {token}")).await;
+    expect_problem(response, 401, "signature_mismatch").await;
+    // Basic is not read: without a signature there is no credential.
+    let response = h
+        .client
+        .post("/pull")
+        .content_type("application/json")
+        .header("X-Timestamp", &ts)
+        .header("Authorization", "Basic YmlsbGluZzpzZWNyZXQ=")
+        .body(body.clone())
+        .send()
+        .await;
+    expect_problem(response, 401, "missing_signature").await;
+}
+
+/// A refused CI token counts toward its address's failures like a wrong
+/// signature: past the limit, even a good credential from that address
+/// waits.
+#[tokio::test]
+async fn failed_ci_tokens_count_toward_the_throttle() {
+    let issuer = TestIssuer::start(&[Signer::Rsa1]);
+    let h = Harness::with_policy(
+        "auth_failure_limit = 2\nauth_failure_window_secs = 60",
+        &rules(&issuer.url, ""),
+    )
+    .await;
+    let mut claims = issuer.claims(AUD);
+    claims["aud"] = json!("https://another.test");
+    let wrong_audience = issuer.token(Signer::Rsa1, &claims);
+    for _ in 0..2 {
+        let response = post_token(&h, "/pull", "billing-web", &wrong_audience, None).await;
+        expect_problem(response, 401, "invalid_token").await;
+    }
+    let good = issuer.token(Signer::Rsa1, &issuer.claims(AUD));
+    let response = post_token(&h, "/pull", "billing-web", &good, None).await;
+    expect_problem(response, 429, "too_many_failures").await;
+    assert_eq!(h.engine.command_count(), 0, "nothing ran");
+}

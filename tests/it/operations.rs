@@ -228,23 +228,94 @@ fn a_reload_applies_connection_limits_at_once_and_names_what_needs_a_restart() {
     );
 }
 
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+/// The gauges: a job running, the replay cache's bound, an address
+/// throttled.
+#[tokio::test]
+async fn gauges_show_running_jobs_the_replay_bound_and_throttled_clients() {
+    let h =
+        Harness::with_server("metrics = true\nreplay_cache_entries = 5000\nauth_failure_limit = 2")
+            .await;
+    let gauge = |name: &'static str| crate::support::metric(&h, name, &[]);
+    assert_eq!(gauge("delivery_hook_replay_cache_capacity").await, 5000.0);
+    assert_eq!(gauge("delivery_hook_jobs_running").await, 0.0);
+    let gate = h.engine.hold();
+    let (status, job) = status_json(h.deploy("/pull", "billing-web", BILLING).await).await;
+    assert_eq!(status, 202, "{job}");
+    crate::support::soon("the job's first command", || h.engine.running() > 0).await;
+    assert_eq!(gauge("delivery_hook_jobs_running").await, 1.0);
+    gate.add_permits(10);
+    let id = job["id"].as_str().unwrap();
+    let (_, ended) = status_json(
+        h.get_signed(&format!("/jobs/{id}?wait=10"), BILLING, "billing")
+            .await,
+    )
+    .await;
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    assert_eq!(gauge("delivery_hook_jobs_running").await, 0.0);
+    assert_eq!(gauge("delivery_hook_throttled_clients").await, 0.0);
+    for _ in 0..2 {
+        let response = h
+            .post_signed(
+                "/pull",
+                &body_for("billing-web"),
+                SHOP,
+                now(),
+                Some("billing"),
+            )
+            .await;
+        assert_eq!(response.0.status().as_u16(), 401);
+    }
+    assert_eq!(gauge("delivery_hook_throttled_clients").await, 1.0);
 }
 
-fn parse(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("Prometheus text")
+/// The job history keeps at most `job_history_max` jobs, none older than
+/// `job_history_days` by the gateway's clock.
+#[tokio::test]
+async fn job_history_is_pruned_to_its_count_and_its_age() {
+    let h = Harness::with_server("job_history_max = 2\njob_history_days = 30").await;
+    let mut ids = Vec::new();
+    for (i, container) in ["billing-web", "billing-worker", "billing-web"]
+        .iter()
+        .enumerate()
+    {
+        let body = body_for(container);
+        let signed = h.post_signed("/pull?wait=10", &body, BILLING, now() - i as u64, None);
+        let (status, job) = status_json(signed.await).await;
+        assert_eq!(
+            (status, job["state"].as_str()),
+            (200, Some("succeeded")),
+            "{job}"
+        );
+        ids.push(job["id"].as_str().unwrap().to_owned());
+        // Distinct creation times, so that "the oldest" is one job.
+        h.clock.advance(Duration::from_millis(5));
+    }
+    let kept = |h: &Harness| {
+        let ids = ids.clone();
+        let jobs = h.gateway.jobs().clone();
+        async move {
+            let mut kept = Vec::new();
+            for id in &ids {
+                let id = delivery_hook::names::JobId::parse(id).unwrap();
+                kept.push(jobs.get(id).await.unwrap().is_some());
+            }
+            kept
+        }
+    };
+    let policy = h.gateway.policy();
+    let prune = || delivery_hook::serve::prune(h.gateway.jobs(), &policy, h.gateway.clock());
+    prune().await;
+    assert_eq!(
+        kept(&h).await,
+        [false, true, true],
+        "the oldest goes past job_history_max"
+    );
+    h.clock.advance(Duration::from_secs(29 * 86_400));
+    prune().await;
+    assert_eq!(kept(&h).await, [false, true, true], "29 days old: kept");
+    h.clock.advance(Duration::from_secs(2 * 86_400));
+    prune().await;
+    assert_eq!(kept(&h).await, [false, false, false], "31 days old: gone");
 }
 
 #[tokio::test]
@@ -273,10 +344,10 @@ async fn metrics_count_what_happened() {
     );
     let text =
         String::from_utf8(response.0.into_body().into_bytes().await.unwrap().to_vec()).unwrap();
-    let scrape = parse(&text);
+    let scrape = crate::support::parse_metrics(&text);
     let requests = "delivery_hook_requests_total";
     assert_eq!(
-        sample(
+        crate::support::sample(
             &scrape,
             requests,
             &[("operation", "pullContainer"), ("status", "401")]
@@ -284,7 +355,7 @@ async fn metrics_count_what_happened() {
         3.0
     );
     assert_eq!(
-        sample(
+        crate::support::sample(
             &scrape,
             requests,
             &[("operation", "pullContainer"), ("status", "200")]
@@ -292,7 +363,7 @@ async fn metrics_count_what_happened() {
         1.0
     );
     assert_eq!(
-        sample(
+        crate::support::sample(
             &scrape,
             "delivery_hook_auth_failures_total",
             &[("reason", "signature_mismatch")]
@@ -300,16 +371,19 @@ async fn metrics_count_what_happened() {
         3.0
     );
     assert_eq!(
-        sample(
+        crate::support::sample(
             &scrape,
             "delivery_hook_jobs_total",
             &[("action", "pull"), ("state", "succeeded")]
         ),
         1.0
     );
-    assert_eq!(sample(&scrape, "delivery_hook_jobs_queued", &[]), 0.0);
     assert_eq!(
-        sample(&scrape, "delivery_hook_replay_cache_entries", &[]),
+        crate::support::sample(&scrape, "delivery_hook_jobs_queued", &[]),
+        0.0
+    );
+    assert_eq!(
+        crate::support::sample(&scrape, "delivery_hook_replay_cache_entries", &[]),
         1.0
     );
     let histogram = scrape
@@ -365,7 +439,7 @@ fn metrics_can_have_their_own_address() {
     };
     let (code, text) = status(&metrics, "GET", "/metrics", None);
     assert_eq!(code, 200);
-    parse(&text);
+    crate::support::parse_metrics(&text);
     assert!(
         // No route answers /metrics there: counted as no operation.
         text.contains("delivery_hook_requests_total{operation=\"other\",status=\"404\"} 1"),

@@ -341,6 +341,8 @@ pub enum HostPlay {
     Fail,
     /// 403, a refusal.
     Refuse,
+    /// 202 with a queued job, which every read then shows running.
+    Accept,
 }
 
 struct HostState {
@@ -372,6 +374,18 @@ fn stand_in(state: Data<&Arc<HostState>>, request: &Request) -> Response {
             job.state = JobStatus::Failed;
             job.error = Some("`compose pull` exited with code 1".into());
             (200, serde_json::to_value(&job).unwrap())
+        }
+        HostPlay::Accept => {
+            let read = request.method() == poem::http::Method::GET;
+            job.state = if read {
+                JobStatus::Running
+            } else {
+                JobStatus::Queued
+            };
+            (
+                if read { 200 } else { 202 },
+                serde_json::to_value(&job).unwrap(),
+            )
         }
         HostPlay::Refuse => (
             403,

@@ -502,3 +502,43 @@ impl Drop for Served {
         }
     }
 }
+
+/// The value of the sample `name` with `labels` in a scrape of `/metrics`.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+}
+
+pub fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text")
+}
+
+/// The value of `name` with `labels` that the harness's `/metrics` shows now.
+pub async fn metric(h: &Harness, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let response = h.client.get("/metrics").send().await;
+    let text = response.0.into_body().into_string().await.unwrap();
+    sample(&parse_metrics(&text), name, labels)
+}
+
+/// Waits (in real time, at most 10 s) until `condition` holds, for what
+/// other tasks of the test's runtime do meanwhile.
+pub async fn soon(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
