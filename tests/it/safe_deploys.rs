@@ -260,6 +260,8 @@ async fn a_pinned_and_an_unpinned_request_never_join_one_job() {
     let ts = now();
     let plain = crate::support::body_for("billing-worker");
     let (_, first) = status_json(h.post_signed("/pull", &plain, BILLING, ts, None).await).await;
+    // Running, it takes no one; the next identical request queues a job.
+    crate::support::soon("the first job to run", || h.engine.running() > 0).await;
     let (_, queued) =
         status_json(h.post_signed("/pull", &plain, BILLING, ts - 1, None).await).await;
     let pinned = pinned_body(

@@ -157,6 +157,20 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
             format!("service `web`, `env_file`: {b}/.env is outside the project's host paths"),
         ),
         (
+            "a merge key inside a merge key bringing another team's env file",
+            "    <<: *outer\n".into(),
+            format!("x-b: &b\n  env_file: {b}/.env\nx-outer: &outer\n  <<: *b\n  stop_grace_period: 5s\n"),
+            format!("service `web`, `env_file`: {b}/.env is outside the project's host paths"),
+        ),
+        (
+            "an env file under the gateway's home directory",
+            // The team's own file, named through HOME, which compose
+            // reads from whichever user runs it.
+            format!("    env_file: [\"~/..{a}/own.env\"]\n"),
+            String::new(),
+            "which compose reads from the gateway's home directory".into(),
+        ),
+        (
             "compose's own label naming an env file",
             // Continues the labels every fixture service has.
             format!("      com.docker.compose.project.environment_file: {b}/.env\n"),
@@ -212,6 +226,7 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
             "needs allow = [\"remote_logging\"]".into(),
         ),
     ];
+    std::fs::write(host.a.join("own.env"), "OWN=1\n").unwrap();
     std::fs::write(
         host.a.join("everything.json"),
         "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}",
