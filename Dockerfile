@@ -38,11 +38,13 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["delivery-hook",
 ENTRYPOINT ["delivery-hook"]
 CMD ["serve"]
 
-# `--target prebuilt`: the binary cargo built beside this file
-# (target/release/delivery-hook), in place of the build stage below, which a
-# build that stops here never reaches, whichever builder runs it.
+# `--target prebuilt`: a binary cargo built beside this file (BINARY, by
+# default the static one the build stage below makes), in place of that
+# stage, which a build that stops here never reaches, whichever builder
+# runs it.
 FROM runtime AS prebuilt
-COPY target/release/delivery-hook /usr/local/bin/delivery-hook
+ARG BINARY=target/x86_64-unknown-linux-musl/release/delivery-hook
+COPY ${BINARY} /usr/local/bin/delivery-hook
 
 FROM ${RUST_IMAGE} AS build
 RUN rustup target add x86_64-unknown-linux-musl \
