@@ -12,6 +12,7 @@ mod judge_table;
 mod limits;
 mod notify;
 mod oidc;
+mod oidc_tls;
 mod operations;
 mod refusals;
 mod safe_deploys;
