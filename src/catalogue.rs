@@ -94,6 +94,7 @@ impl Operations {
     pub(crate) const NONE: Operations = Operations(0);
     const PULL: Operations = Operations(Operation::Pull.bit());
     const BUILD: Operations = Operations(Operation::Build.bit());
+    const GET_JOB: Operations = Operations(Operation::GetJob.bit());
     const DEPLOY: Operations = Operations(Operation::Pull.bit() | Operation::Build.bit());
     const DEPLOY_GET: Operations = Operations(Self::DEPLOY.0 | Operation::GetJob.bit());
     const READS: Operations = Operations(Operation::GetJob.bit() | Operation::ListJobs.bit());
@@ -161,9 +162,10 @@ catalogue! {
         "`image` is not `<repository>@sha256:<64 lowercase hex>`";
     InvalidWait = "invalid_wait", Invalid, DEPLOY_GET,
         "`wait` is not a whole number of seconds within the server's `max_wait_secs`";
-    InvalidParameter = "invalid_parameter", Invalid, SIGNED,
+    InvalidParameter = "invalid_parameter", Invalid, READS,
         "a path or query parameter is not valid";
-    InvalidRequest = "invalid_request", Invalid, SIGNED, "the request could not be read";
+    InvalidRequest = "invalid_request", Invalid, GET_JOB,
+        "the request could not be read: a job id that is not text once decoded";
     MissingTimestamp = "missing_timestamp", Unauthenticated, SIGNED, "`X-Timestamp` is missing";
     InvalidTimestamp = "invalid_timestamp", Unauthenticated, SIGNED,
         "`X-Timestamp` is not Unix time in seconds";

@@ -442,15 +442,19 @@ impl Gateway {
         let key = labels.clone();
         // A few stat and realpath calls, off the async workers all the same:
         // a slow mount must not stall other requests.
-        let resolved = tokio::task::spawn_blocking(move || labels.resolve())
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "resolving compose paths panicked");
-                Refusal::new(
-                    Code::InternalError,
-                    "the container's compose files could not be checked; nothing was run",
-                )
-            })??;
+        let resolved = tokio::task::spawn_blocking(move || {
+            #[cfg(feature = "test-seams")]
+            seam::resolve_fails(&labels.working_dir);
+            labels.resolve()
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "resolving compose paths panicked");
+            Refusal::new(
+                Code::InternalError,
+                "the container's compose files could not be checked; nothing was run",
+            )
+        })??;
         self.resolved.insert(key, resolved.clone());
         Ok(resolved)
     }
@@ -790,6 +794,23 @@ impl Gateway {
         })
     }
 }
+
+/// A failure inside the gateway, on demand, for the in-process tests.
+#[cfg(feature = "test-seams")]
+mod seam {
+    /// A file that, in a container's working directory, makes resolving
+    /// its compose paths panic, as a bug there would.
+    pub const RESOLVE_PANICS: &str = ".delivery-test-resolve-panics";
+
+    pub fn resolve_fails(working_dir: &std::path::Path) {
+        if working_dir.join(RESOLVE_PANICS).exists() {
+            panic!("resolving compose paths failed, as the test asked");
+        }
+    }
+}
+
+#[cfg(feature = "test-seams")]
+pub use seam::RESOLVE_PANICS;
 
 /// A container's compose labels, when `project` may act on its compose
 /// project: checked before any path is looked at, so another team's files

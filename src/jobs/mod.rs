@@ -177,6 +177,42 @@ struct Active {
     record: watch::Sender<JobRecord>,
     output: Arc<OutputLog>,
     deployment: Deployment,
+    /// Whether the job's record reached the store: `None` until the store
+    /// answers. A job the store did not take was refused, and never runs.
+    stored: watch::Receiver<Option<bool>>,
+}
+
+impl Active {
+    /// Waits for the store's answer to the job's insert.
+    async fn stored(&self) -> bool {
+        let mut stored = self.stored.clone();
+        loop {
+            if let Some(taken) = *stored.borrow_and_update() {
+                return taken;
+            }
+            if stored.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Awaits a write on a task of its own, so its outcome is known (to the
+/// job's worker) whether or not the request that made it still waits.
+fn awaited_apart(
+    written: crate::store::Pending<()>,
+) -> (
+    watch::Receiver<Option<bool>>,
+    impl Future<Output = Result<(), StoreError>>,
+) {
+    let (done, stored) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        let result = written.await;
+        done.send_replace(Some(result.is_ok()));
+        result
+    });
+    let result = async move { task.await.unwrap_or(Err(StoreError::Stopped)) };
+    (stored, result)
 }
 
 type ServiceKey = (String, String);
@@ -281,7 +317,8 @@ impl Jobs {
             }
             if let Some(job) = schedule.joinable(&request) {
                 recorded(job.id);
-                let written = row(job.id).map(|row| self.inner.store.put_replay(row));
+                let written =
+                    row(job.id).map(|row| awaited_apart(self.inner.store.put_replay(row)).1);
                 (
                     Submitted {
                         job,
@@ -293,13 +330,15 @@ impl Jobs {
                 let record = request.record(self.inner.settings.clock.unix_ms());
                 // Sent while holding the lock, so this insert reaches the store
                 // before anything the worker writes about the job.
-                let written = self.inner.store.put_with(&record, row(record.id));
+                let (stored, written) =
+                    awaited_apart(self.inner.store.put_with(&record, row(record.id)));
                 recorded(record.id);
                 self.inner.enqueue(
                     &mut schedule,
                     record.clone(),
                     request.deployment,
                     OutputLog::default(),
+                    stored,
                 );
                 let submitted = Submitted {
                     job: record,
@@ -414,9 +453,9 @@ impl Jobs {
                     continue;
                 }
             };
-            let written = self.inner.store.put(&record);
+            let (stored, written) = awaited_apart(self.inner.store.put(&record));
             self.inner
-                .enqueue(&mut self.inner.lock(), record, deployment, output);
+                .enqueue(&mut self.inner.lock(), record, deployment, output, stored);
             written.await?;
         }
         Ok(recovery)
@@ -559,6 +598,7 @@ impl Inner {
         record: JobRecord,
         deployment: Deployment,
         output: OutputLog,
+        stored: watch::Receiver<Option<bool>>,
     ) {
         let id = record.id;
         let key = key_of(&deployment.target);
@@ -569,6 +609,7 @@ impl Inner {
                 record: sender,
                 output: Arc::new(output),
                 deployment,
+                stored,
             }),
         );
         match schedule.services.get_mut(&key) {
@@ -648,6 +689,9 @@ impl Inner {
     }
 
     async fn run_one(&self, active: &Active) {
+        if !active.stored().await {
+            return;
+        }
         if active.record.borrow().self_update() {
             return self.run_detached(active).await;
         }

@@ -1,11 +1,12 @@
 //! Operations without the engine: policy reload, metrics, the audit log.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::e2e::{free_port, wait_until};
+use crate::support::GatewayBinary as Gateway;
 use crate::support::*;
 
 fn policy(port: u16, projects: &str, extra: &str) -> String {
@@ -22,37 +23,8 @@ fn project(name: &str, secret: &str) -> String {
     )
 }
 
-struct Gateway {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &TempDir, text: &str, args: &[&str], port: u16) -> Gateway {
-    let file = dir.path().join("delivery.toml");
-    std::fs::write(&file, text).unwrap();
-    let log = dir.path().join("gateway.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .args(args)
-        .env_remove("DELIVERY_LISTEN")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let g = Gateway { child, port, log };
-    wait_until("the gateway", Duration::from_secs(15), || {
-        status(&g, "GET", "/healthz", None).0 == 200
-    });
-    g
+    Gateway::start(dir.path(), text, args, port, &[])
 }
 
 /// (status, body) of a request; `signed` = (project, secret, body).

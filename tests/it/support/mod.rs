@@ -542,3 +542,42 @@ pub async fn soon(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// The gateway binary serving a policy, its stderr in `log`; killed when
+/// dropped.
+pub struct GatewayBinary {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl GatewayBinary {
+    /// `delivery-hook serve` with the policy `text` written into `dir`
+    /// (listening on `port`), more `args`, and more `env`; returns once
+    /// `/healthz` answers.
+    pub fn start(dir: &Path, text: &str, args: &[&str], port: u16, env: &[(&str, &str)]) -> Self {
+        let file = dir.join("delivery.toml");
+        std::fs::write(&file, text).unwrap();
+        let log = dir.join("gateway.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_delivery-hook"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .args(args)
+            .env_remove("DELIVERY_LISTEN")
+            .envs(env.iter().copied())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let g = Self { child, port, log };
+        crate::e2e::wait_for_http("the gateway", &format!("http://127.0.0.1:{port}/healthz"));
+        g
+    }
+}
+
+impl Drop for GatewayBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -140,7 +140,9 @@ impl Drop for Receiver {
 }
 
 /// A certificate for 127.0.0.1 and its key, and the authority that signed
-/// it (to trust through `SSL_CERT_FILE`), made with openssl.
+/// it (to trust through `SSL_CERT_FILE`), made with openssl: for the SMTP
+/// server and the HTTPS issuer.
+#[derive(Clone)]
 pub struct Certificate {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -182,12 +184,12 @@ pub fn certificate(dir: &Path) -> Certificate {
         "-subj",
         "/CN=127.0.0.1",
         "-keyout",
-        "smtp-key.pem",
+        "server-key.pem",
         "-out",
-        "smtp.csr",
+        "server.csr",
     ]);
     std::fs::write(
-        path("smtp.ext"),
+        path("server.ext"),
         "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
@@ -195,7 +197,7 @@ pub fn certificate(dir: &Path) -> Certificate {
         "x509",
         "-req",
         "-in",
-        "smtp.csr",
+        "server.csr",
         "-CA",
         "ca.pem",
         "-CAkey",
@@ -204,13 +206,13 @@ pub fn certificate(dir: &Path) -> Certificate {
         "-days",
         "1",
         "-extfile",
-        "smtp.ext",
+        "server.ext",
         "-out",
-        "smtp-cert.pem",
+        "server-cert.pem",
     ]);
     Certificate {
-        cert: path("smtp-cert.pem"),
-        key: path("smtp-key.pem"),
+        cert: path("server-cert.pem"),
+        key: path("server-key.pem"),
         authority: path("ca.pem"),
     }
 }
