@@ -120,6 +120,11 @@ pub enum Command {
         /// `<repository>@sha256:<64 hex>`, instead of what the tag points at.
         #[arg(long)]
         image: Option<String>,
+        /// Roll the service back to a release instead: `previous` (the
+        /// newest whose image is not the one running) or the id of the job
+        /// that made it (see `GET /releases`).
+        #[arg(long, value_name = "JOB|previous", conflicts_with = "image")]
+        rollback_to: Option<String>,
         /// The environment variable holding the secret.
         #[arg(long, default_value = "DELIVERY_SECRET")]
         secret_env: String,
@@ -275,6 +280,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             action,
             project,
             image,
+            rollback_to,
             secret_env,
             oidc,
             token_env,
@@ -300,6 +306,7 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
                 },
                 project,
                 image,
+                rollback_to,
                 wait,
                 output: match output {
                     OutputArg::Text => OutputFormat::Text,
@@ -499,6 +506,7 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
             crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
         ),
         pin: None,
+        restore: None,
     };
     let mut record =
         crate::record::JobRecord::new(project, crate::names::Action::Pull, &deployment, false, now);

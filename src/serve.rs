@@ -122,6 +122,7 @@ pub async fn build_gateway(
         outbox: Some(notifier.clone() as Arc<dyn Outbox>),
         clock: clock.clone(),
     };
+    store.keep_releases(policy.server.release_history);
     let jobs = Jobs::new(
         engine.clone(),
         store,

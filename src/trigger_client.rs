@@ -113,6 +113,8 @@ pub struct Trigger {
     pub project: Option<String>,
     /// A pin, `<repository>@sha256:<hex>`, for `pull`.
     pub image: Option<String>,
+    /// Roll back to this release (`previous` or a job id) instead.
+    pub rollback_to: Option<String>,
     pub wait: Option<u64>,
     pub output: OutputFormat,
     /// A CI token instead of a secret.
@@ -324,35 +326,49 @@ fn is_final(state: &str) -> bool {
     !matches!(state, "queued" | "running" | "")
 }
 
-/// `delivery-hook trigger`: returns the exit code.
-pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
-    let named = match &t.target {
+/// The path and body of `trigger`'s request, or why it cannot be sent.
+fn request_of(t: &Trigger) -> Result<(&'static str, Value), String> {
+    let (field, name) = match &t.target {
         TriggerTarget::Container(name) => ContainerName::parse(name)
             .map(|_| ("container_name", name))
             .map_err(|e| format!("the container name {e}")),
         TriggerTarget::Service(name) => SwarmServiceName::parse(name)
             .map(|_| ("service_name", name))
             .map_err(|e| format!("the service name {e}")),
+    }?;
+    let mut body = serde_json::json!({ field: name });
+    if let Some(image) = &t.image {
+        ImagePin::parse(image).map_err(|e| format!("--image: {e}"))?;
+        if t.action != Action::Pull {
+            return Err("--image pins what `pull` deploys; `build` deploys what it builds".into());
+        }
+        body["image"] = image.as_str().into();
+    }
+    let Some(to) = &t.rollback_to else {
+        return Ok((t.action.as_str(), body));
     };
-    let (field, name) = match named {
-        Ok(named) => named,
+    if to != "previous" && crate::names::JobId::parse(to).is_none() {
+        return Err("--rollback-to takes `previous` or a job id (32 hex digits)".into());
+    }
+    if t.action != Action::Pull || t.image.is_some() {
+        return Err(
+            "--rollback-to deploys a release as a pull; it takes no --image or --action build"
+                .into(),
+        );
+    }
+    body["to"] = to.as_str().into();
+    Ok(("rollback", body))
+}
+
+/// `delivery-hook trigger`: returns the exit code.
+pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
+    let (path, body) = match request_of(&t) {
+        Ok(request) => request,
         Err(e) => {
             eprintln!("delivery-hook: {e}");
             return EXIT_REFUSED;
         }
     };
-    if let Some(image) = &t.image {
-        if let Err(e) = ImagePin::parse(image) {
-            eprintln!("delivery-hook: --image: {e}");
-            return EXIT_REFUSED;
-        }
-        if t.action != Action::Pull {
-            eprintln!(
-                "delivery-hook: --image pins what `pull` deploys; `build` deploys what it builds"
-            );
-            return EXIT_REFUSED;
-        }
-    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = match reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -389,11 +405,7 @@ pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
         started: Instant::now(),
         format: t.output,
     };
-    let mut body = serde_json::json!({ field: name });
-    if let Some(image) = &t.image {
-        body["image"] = image.as_str().into();
-    }
-    match run_trigger(&mut session, &body.to_string(), t.action, t.wait).await {
+    match run_trigger(&mut session, &body.to_string(), path, t.wait).await {
         Ok((code, job)) => {
             if t.output == OutputFormat::Json {
                 println!("{job}");
@@ -410,13 +422,13 @@ pub async fn trigger(secret_env: &str, t: Trigger) -> u8 {
 async fn run_trigger(
     s: &mut Session,
     body: &str,
-    action: Action,
+    path: &str,
     wait: Option<u64>,
 ) -> Result<(u8, Value), Refused> {
     let body = body.to_owned();
     let request = s
         .http
-        .post(format!("{}/{}", s.base, action.as_str()))
+        .post(format!("{}/{path}", s.base))
         .header("Content-Type", "application/json")
         .timeout(Duration::from_secs(60));
     let request = s.signed(request, body.as_bytes()).body(body);
@@ -583,5 +595,39 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_rollback_is_a_pull_of_a_release_sent_to_rollback() {
+        let trigger = |action, image: Option<&str>, to: Option<&str>| Trigger {
+            url: "http://127.0.0.1:1".into(),
+            target: TriggerTarget::Container("billing-web".into()),
+            action,
+            project: None,
+            image: image.map(str::to_owned),
+            rollback_to: to.map(str::to_owned),
+            wait: None,
+            output: OutputFormat::Text,
+            token: None,
+        };
+        let (path, body) = request_of(&trigger(Action::Pull, None, Some("previous"))).unwrap();
+        assert_eq!(path, "rollback");
+        assert_eq!(
+            body,
+            serde_json::json!({"container_name": "billing-web", "to": "previous"})
+        );
+        let id = "5f0c3a9e8b7d4c21a0e9f8d7c6b5a493";
+        let (_, body) = request_of(&trigger(Action::Pull, None, Some(id))).unwrap();
+        assert_eq!(body["to"], id);
+        let pin = format!("reg.example.com/app@sha256:{}", "a".repeat(64));
+        for refused in [
+            trigger(Action::Pull, None, Some("last")),
+            trigger(Action::Build, None, Some("previous")),
+            trigger(Action::Pull, Some(&pin), Some("previous")),
+        ] {
+            assert!(request_of(&refused).is_err());
+        }
+        let (path, body) = request_of(&trigger(Action::Pull, Some(&pin), None)).unwrap();
+        assert_eq!((path, body["image"].as_str()), ("pull", Some(pin.as_str())));
     }
 }

@@ -66,6 +66,8 @@ pub struct ServerSettings {
     pub auth_failure_window_secs: u64,
     pub job_history_days: u64,
     pub job_history_max: u64,
+    /// Releases kept per service, whatever the job history keeps.
+    pub release_history: u64,
 }
 
 impl ServerSettings {
@@ -774,7 +776,12 @@ impl fmt::Display for Summary<'_> {
             s.timestamp_tolerance_secs,
             s.max_wait_secs
         )?;
-        writeln!(f, "state: {}", s.state_dir.display())?;
+        writeln!(
+            f,
+            "state: {}, {} releases kept per service",
+            s.state_dir.display(),
+            s.release_history
+        )?;
         let compose = &d.compose;
         writeln!(
             f,

@@ -292,6 +292,7 @@ table!(
         auth_failure_window_secs: i128,
         job_history_days: i128,
         job_history_max: i128,
+        release_history: i128,
     }
 );
 

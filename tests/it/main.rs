@@ -13,6 +13,7 @@ mod limits;
 mod notify;
 mod oidc;
 mod operations;
+mod releases;
 mod safe_deploys;
 mod support;
 mod swarm;

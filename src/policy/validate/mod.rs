@@ -216,6 +216,7 @@ pub(crate) fn default_server(base: &Path) -> ServerSettings {
         auth_failure_window_secs: 60,
         job_history_days: 30,
         job_history_max: 10_000,
+        release_history: 20,
     }
 }
 

@@ -33,6 +33,7 @@ impl Reader<'_> {
             auth_failure_window_secs,
             job_history_days,
             job_history_max,
+            release_history,
             unknown,
         } = server;
         self.unknown_keys(&unknown, "[server]");
@@ -89,6 +90,7 @@ impl Reader<'_> {
             ("auth_failure_window_secs", auth_failure_window_secs),
             ("job_history_days", job_history_days),
             ("job_history_max", job_history_max),
+            ("release_history", release_history),
         ];
         for (key, field) in integers {
             let (range, set) = server_integer(key);
@@ -302,6 +304,7 @@ fn server_integer(key: &str) -> (Range<u64>, Setter) {
         "auth_failure_window_secs" => (1..86_401, |s, n| s.auth_failure_window_secs = n),
         "job_history_days" => (1..36_501, |s, n| s.job_history_days = n),
         "job_history_max" => (1..1_000_000_001, |s, n| s.job_history_max = n),
+        "release_history" => (1..10_001, |s, n| s.release_history = n),
         other => unreachable!("`{other}` is not an integer of [server]"),
     }
 }
