@@ -132,7 +132,7 @@ impl Gateway {
         let releases = self
             .jobs
             .store()
-            .releases(project.name.as_str(), service, MAX_RELEASES)
+            .releases(Some(project.name.as_str()), service, MAX_RELEASES)
             .await
             .map_err(|e| Refusal::store(&e))?;
         choose(releases, to, running).ok_or_else(|| {
@@ -232,7 +232,7 @@ impl Gateway {
             };
             self.jobs
                 .store()
-                .releases(&name, &key, MAX_RELEASES)
+                .releases(Some(&name), &key, MAX_RELEASES)
                 .await
                 .map_err(|e| Refusal::store(&e))
         }

@@ -40,6 +40,11 @@ const POLL: Duration = Duration::from_millis(250);
 /// pruning; the tag is the job id.
 const HOLD_REPOSITORY: &str = "delivery-hook/rollback";
 
+/// The repository of the tags that keep a release without a repository
+/// digest on the host while the service keeps the release, so a rollback
+/// can restore it; the tag is the job id.
+const RELEASE_REPOSITORY: &str = "delivery-hook/release";
+
 /// The tag that keeps job `id`'s previous image.
 fn hold_reference(id: JobId) -> String {
     format!("{HOLD_REPOSITORY}:{id}")
@@ -749,6 +754,48 @@ impl JobRun<'_> {
         self.record.send_modify(|r| r.running_digest = digest);
     }
 
+    /// Tags the image of a release without a digest, so it stays on the
+    /// host while the service keeps the release; the releases this one
+    /// pushes out of the history lose their tags.
+    async fn keep_release(&self) {
+        let (id, image) = {
+            let r = self.record.borrow();
+            let untagged = r.running_digest.is_none();
+            (r.id, r.running_image.clone().filter(|_| untagged))
+        };
+        if let Some(image) = image {
+            self.tag_release(id, &image).await;
+        }
+        let key =
+            crate::store::compose_key(self.target.project.as_str(), self.target.service.as_str());
+        let keep = self.store.release_history() as usize;
+        let Ok(kept) = self.store.releases(None, &key, keep + 1).await else {
+            return;
+        };
+        // This release is not written yet: it will push out those from
+        // the `keep`th on.
+        for old in kept.iter().skip(keep.saturating_sub(1)) {
+            if old.digest.is_none() {
+                let tag = format!("{RELEASE_REPOSITORY}:{}", old.job);
+                if let Err(e) = self.engine.untag_image(&tag).await {
+                    tracing::warn!(error = %e, "could not remove the tag of a release no longer kept");
+                }
+            }
+        }
+    }
+
+    async fn tag_release(&self, id: JobId, image: &str) {
+        if let Err(e) = self
+            .engine
+            .tag_image(image, RELEASE_REPOSITORY, &id.to_string())
+            .await
+        {
+            self.output.note(&format!(
+                "(the release's image {image} could not be tagged to keep it: {e}; a prune may prevent rolling back to it)"
+            ));
+        }
+    }
+
     async fn deploy(&self, before: &[ContainerStatus]) -> Completion {
         let action = self.record.borrow().action;
         let ops = match self.restore_image() {
@@ -794,6 +841,7 @@ impl JobRun<'_> {
                 Ok(()) => {
                     self.retain_pins(runs.pin_file());
                     self.note_digest().await;
+                    self.keep_release().await;
                     return Completion::succeeded();
                 }
                 Err(failed) if failed.state == JobState::Interrupted => return failed,

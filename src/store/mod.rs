@@ -89,7 +89,7 @@ enum Request {
     Get(JobId, Reply<Option<JobRecord>>),
     /// A project's releases of a service, newest first, at most a number.
     Releases {
-        project: String,
+        project: Option<String>,
         service: String,
         limit: usize,
         reply: Reply<Vec<Release>>,
@@ -252,15 +252,20 @@ impl Store {
         self.release_history.store(keep.max(1), Ordering::Relaxed);
     }
 
-    /// A project's releases of a service (see [`compose_key`] and
-    /// [`swarm_key`]), newest first, at most `limit`.
+    /// How many releases each service keeps.
+    pub fn release_history(&self) -> u64 {
+        self.release_history.load(Ordering::Relaxed)
+    }
+
+    /// A service's releases (see [`compose_key`] and [`swarm_key`]), only
+    /// `project`'s when given, newest first, at most `limit`.
     pub async fn releases(
         &self,
-        project: &str,
+        project: Option<&str>,
         service: &str,
         limit: usize,
     ) -> Result<Vec<Release>, StoreError> {
-        let (project, service) = (project.to_owned(), service.to_owned());
+        let (project, service) = (project.map(str::to_owned), service.to_owned());
         self.send(|reply| Request::Releases {
             project,
             service,
@@ -505,7 +510,12 @@ fn answer(connection: &Connection, request: Request) {
             limit,
             reply,
         } => {
-            let _ = reply.send(releases::list(connection, &project, &service, limit));
+            let _ = reply.send(releases::list(
+                connection,
+                project.as_deref(),
+                &service,
+                limit,
+            ));
         }
         Request::Prune {
             older_than_ms,
@@ -733,15 +743,21 @@ mod tests {
         store.put(&failed).await.unwrap();
         let key = compose_key("p", "web");
         let ids = |releases: Vec<Release>| releases.into_iter().map(|r| r.job).collect::<Vec<_>>();
-        let kept = ids(store.releases("a", &key, 100).await.unwrap());
+        let kept = ids(store.releases(Some("a"), &key, 100).await.unwrap());
         assert_eq!(
             kept,
             vec![made[4], made[3], made[2]],
             "the newest 3, newest first"
         );
-        assert!(store.releases("b", &key, 100).await.unwrap().is_empty());
+        assert!(
+            store
+                .releases(Some("b"), &key, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.prune(u64::MAX, 0, 0).await.unwrap(), 6);
-        let after = ids(store.releases("a", &key, 2).await.unwrap());
+        let after = ids(store.releases(None, &key, 2).await.unwrap());
         assert_eq!(after, vec![made[4], made[3]], "pruning jobs keeps releases");
     }
 

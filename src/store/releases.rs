@@ -99,16 +99,18 @@ pub(super) fn put_release(c: &Connection, release: &Release, keep: u64) -> Resul
     Ok(())
 }
 
-/// A project's releases of a service, newest first, at most `limit`.
+/// A service's releases (only `project`'s, when given), newest first, at
+/// most `limit`.
 pub(super) fn list(
     c: &Connection,
-    project: &str,
+    project: Option<&str>,
     service: &str,
     limit: usize,
 ) -> Result<Vec<Release>, StoreError> {
     let mut statement = c.prepare_cached(
         "SELECT job_id, project, service, image, digest, requested_by, at FROM releases
-         WHERE project = ?1 AND service = ?2 ORDER BY at DESC, job_id DESC LIMIT ?3",
+         WHERE (?1 IS NULL OR project = ?1) AND service = ?2
+         ORDER BY at DESC, job_id DESC LIMIT ?3",
     )?;
     let rows = statement
         .query_map(params![project, service, limit as i64], |row| {

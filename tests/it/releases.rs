@@ -254,13 +254,10 @@ async fn a_release_without_a_digest_is_restored_by_its_image_id_while_the_host_h
         .map(|c| c.1)
         .collect();
     assert_eq!(ops, [ComposeOp::UpNoBuild], "nothing pulled or built");
+    let tags = h.engine.tag_calls.lock().unwrap().clone();
     assert!(
-        h.engine
-            .tag_calls
-            .lock()
-            .unwrap()
-            .contains(&format!("tag {REFERENCE} sha256:b1")),
-        "the service's reference names the release's image"
+        tags.contains(&format!("tag {REFERENCE} sha256:b1")),
+        "the service's reference names the release's image: {tags:?}"
     );
     assert_eq!(*h.engine.image.lock().unwrap(), "sha256:b1");
     // Once the host no longer has it, it cannot be restored.
@@ -337,4 +334,19 @@ async fn a_rollback_is_refused_as_a_pull_is_and_names_a_release_of_its_own() {
         .await;
     expect_problem(response, 403, "container_not_allowed").await;
     assert_eq!(*h.engine.image.lock().unwrap(), "sha256:a1");
+}
+
+#[tokio::test]
+async fn a_release_without_a_digest_keeps_its_image_tagged_while_it_is_kept() {
+    let h = Harness::with_server("release_history = 2").await;
+    let built = deploy_image(&h, "sha256:b1", false).await;
+    let tag = format!("delivery-hook/release:{}", built["id"].as_str().unwrap());
+    let tagged = |h: &Harness| h.engine.tags.lock().unwrap().get(&tag).cloned();
+    assert_eq!(tagged(&h).as_deref(), Some("sha256:b1"));
+    deploy_image(&h, "sha256:c2", true).await;
+    assert_eq!(tagged(&h).as_deref(), Some("sha256:b1"), "still kept");
+    deploy_image(&h, "sha256:d3", true).await;
+    assert_eq!(tagged(&h), None, "pushed out of the history, untagged");
+    let (_, list) = releases(&h, "container_name=billing-web", BILLING, "billing").await;
+    assert_eq!(jobs_of(&list).len(), 2);
 }

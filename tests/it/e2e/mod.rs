@@ -16,6 +16,7 @@ mod judged;
 mod notify;
 mod oidc;
 mod operations;
+mod releases;
 mod safe;
 mod scenarios;
 mod shapes;

@@ -91,6 +91,14 @@ impl FakeEngine {
         let engine = Self::default();
         *engine.state.lock().unwrap() = ("running".into(), None);
         *engine.image.lock().unwrap() = OLD_IMAGE.into();
+        // Pulled from the registry: the image `up` brings has a digest, so
+        // a release of it needs no tag to stay restorable.
+        let digest = format!("127.0.0.1:5000/billing/web@sha256:{}", "0".repeat(64));
+        engine
+            .images
+            .lock()
+            .unwrap()
+            .insert(NEW_IMAGE.into(), vec![digest]);
         engine
     }
 
