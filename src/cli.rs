@@ -517,6 +517,7 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
         now,
         serde_json::to_value(crate::api::Job::from_record(record, false, false))
             .unwrap_or_default(),
+        None,
     );
     let client = crate::outbound::LazyClient::new(crate::notifications::ATTEMPT_TIMEOUT);
     let http = match client.get() {

@@ -7,6 +7,7 @@ mod jobs;
 mod releases;
 pub mod server;
 mod signed;
+mod ui;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -87,6 +88,8 @@ fn service() -> OpenApiService<Api, ()> {
     .license(LicenseObject::new("MIT").url("https://opensource.org/license/mit"))
     .server(ServerObject::new("/").description("the gateway serving this document"))
 }
+
+pub use ui::{assets as ui_assets, render_project as ui_project_page};
 
 /// The OpenAPI 3 document, as JSON.
 pub fn document() -> String {
@@ -257,6 +260,9 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
     }
     if policy.server.metrics && policy.server.metrics_listen.is_none() {
         route = route.at("/metrics", named(get(metrics), route_name("/metrics")));
+    }
+    if policy.server.ui.enabled {
+        route = route.nest("/ui", named(ui::routes(), "ui"));
     }
     let inner = route.nest("/", service).data(gateway.clone());
     Edge { inner, gateway }

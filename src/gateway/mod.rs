@@ -248,6 +248,8 @@ pub struct Gateway {
     clock: Clock,
     /// Delivers the notifications of jobs' ends.
     notifier: Arc<Notifier>,
+    /// The web page's viewers' sessions, which a reload ends.
+    sessions: Arc<crate::sessions::Sessions>,
 }
 
 fn replay_key(signature: &Signature) -> replay::ReplayKey {
@@ -357,6 +359,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         clock: Clock,
         notifier: Arc<Notifier>,
+        sessions: Arc<crate::sessions::Sessions>,
     ) -> Self {
         let current = policy.get();
         let replay = ReplayCache::new(current.server.replay_cache_entries);
@@ -373,7 +376,13 @@ impl Gateway {
             audit: RefusalLog::default(),
             clock,
             notifier,
+            sessions,
         }
+    }
+
+    /// The web page's sessions.
+    pub fn sessions(&self) -> &crate::sessions::Sessions {
+        &self.sessions
     }
 
     /// The gateway's clock, which its jobs and notifications share.
@@ -426,12 +435,17 @@ impl Gateway {
     }
 
     /// Swaps in a new policy atomically; requests in flight finish on the
-    /// old one, and jobs judge their next command by the new one.
+    /// old one, and jobs judge their next command by the new one. The web
+    /// page's sessions end.
     pub fn replace_policy(&self, policy: Policy) {
         self.jobs
             .store()
             .keep_releases(policy.server.release_history);
         self.policy.replace(policy);
+        // Viewers and their projects may have changed: every session ends.
+        if let Err(e) = self.sessions.end_all() {
+            tracing::error!(error = %e, "could not end the web page's sessions");
+        }
     }
 
     pub fn jobs(&self) -> &Jobs {

@@ -293,6 +293,26 @@ table!(
         job_history_days: i128,
         job_history_max: i128,
         release_history: i128,
+        public_url: String,
+        ui: Ui,
+    }
+);
+
+table!(
+    /// `[server.ui]`.
+    Ui {
+        enabled: bool,
+        insecure_cookies: bool,
+        viewers: List<Viewer>,
+    }
+);
+
+table!(
+    /// `[[server.ui.viewers]]`.
+    Viewer {
+        name: String,
+        token_env: String,
+        projects: List<String>,
     }
 );
 

@@ -17,3 +17,4 @@ mod releases;
 mod safe_deploys;
 mod support;
 mod swarm;
+mod ui;

@@ -350,3 +350,67 @@ async fn a_release_without_a_digest_keeps_its_image_tagged_while_it_is_kept() {
     let (_, list) = releases(&h, "container_name=billing-web", BILLING, "billing").await;
     assert_eq!(jobs_of(&list).len(), 2);
 }
+
+#[tokio::test]
+async fn a_swarm_service_is_rolled_back_to_its_previous_release_by_digest() {
+    use delivery_hook::docker::SwarmService;
+    const REPO: &str = "127.0.0.1:5000/shop/web";
+    let [zero, old, new] = ["0", "1", "2"].map(|d| format!("sha256:{}", d.repeat(64)));
+    let h = Harness::new().await;
+    h.engine
+        .swarm_manager
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.engine.services.lock().unwrap().insert(
+        "shop_web".into(),
+        SwarmService {
+            id: "svc-1".into(),
+            name: "shop_web".into(),
+            image: format!("{REPO}:1@{zero}"),
+            update: None,
+        },
+    );
+    let registry = |reference: String, digest: &str| {
+        h.engine
+            .registry
+            .lock()
+            .unwrap()
+            .insert(reference, digest.to_owned())
+    };
+    let pull = async || {
+        let body = json!({"service_name": "shop_web"}).to_string();
+        let response = h
+            .post_signed("/pull?wait=10", &body, SHOP, fresh_timestamp(), None)
+            .await;
+        status_json(response).await
+    };
+    registry(format!("{REPO}:1"), &old);
+    let (_, first) = pull().await;
+    registry(format!("{REPO}:1"), &new);
+    let (_, second) = pull().await;
+    assert_eq!(
+        [first["state"].as_str(), second["state"].as_str()],
+        [Some("succeeded"); 2]
+    );
+    let (status, list) = releases(&h, "service_name=shop_web", SHOP, "shop").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        list["releases"][1]["repository_digest"],
+        format!("{REPO}@{old}")
+    );
+
+    registry(format!("{REPO}@{old}"), &old);
+    let body = json!({"service_name": "shop_web", "to": "previous"}).to_string();
+    let response = h
+        .post_signed("/rollback?wait=10", &body, SHOP, fresh_timestamp(), None)
+        .await;
+    let (status, job) = status_json(response).await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    assert_eq!(job["restored"]["job"], first["id"]);
+    assert_eq!(job["image"], format!("{REPO}@{old}"));
+    let image = h.engine.services.lock().unwrap()["shop_web"].image.clone();
+    assert!(image.ends_with(&format!("@{old}")), "{image}");
+}

@@ -34,9 +34,14 @@ impl Reader<'_> {
             job_history_days,
             job_history_max,
             release_history,
+            public_url,
+            ui,
             unknown,
         } = server;
         self.unknown_keys(&unknown, "[server]");
+        if let Some(field) = public_url {
+            self.public_url(field);
+        }
         if let Some(a) = listen.and_then(|v| self.socket_addr("listen", v)) {
             self.server.listen = a;
         }
@@ -97,6 +102,9 @@ impl Reader<'_> {
             if let Some(n) = field.and_then(|v| self.integer(key, v, range)) {
                 set(&mut self.server, n);
             }
+        }
+        if let Some(ui) = ui.and_then(|v| self.table(v, "[server.ui]")) {
+            self.ui_section(ui);
         }
     }
 

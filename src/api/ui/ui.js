@@ -1,0 +1,28 @@
+// Live updates of a project page: while it is shown, the recent jobs'
+// rows are fetched again every two seconds from the same origin and put in
+// place, so a running job turns to its end without a reload. Without this
+// script the page reads the same, as of its loading.
+"use strict";
+(function () {
+  var rows = document.getElementById("jobs");
+  if (!rows || !rows.dataset.live) {
+    return;
+  }
+  var source = rows.dataset.live;
+  function refresh() {
+    if (document.hidden) {
+      return;
+    }
+    fetch(source, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        return response.ok ? response.text() : null;
+      })
+      .then(function (text) {
+        if (text !== null) {
+          rows.innerHTML = text;
+        }
+      })
+      .catch(function () {});
+  }
+  window.setInterval(refresh, 2000);
+})();
