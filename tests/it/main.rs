@@ -3,6 +3,7 @@
 
 mod architecture;
 mod attacks;
+mod browser;
 mod cli;
 mod clock;
 mod compose_model;

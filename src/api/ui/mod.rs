@@ -38,6 +38,8 @@ pub const RECENT_JOBS: usize = 100;
 pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'";
 const CSS: &str = include_str!("ui.css");
 const SCRIPT: &str = include_str!("ui.js");
+/// The page's icon, so a browser asks nothing of another path.
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#146c2e\"/></svg>";
 
 /// The stylesheet and the script, as served.
 pub fn assets() -> (&'static str, &'static str) {
@@ -62,6 +64,7 @@ pub fn routes() -> impl poem::Endpoint + 'static {
         .at("/sign-out", post(sign_out))
         .at("/assets/ui.css", get(css))
         .at("/assets/ui.js", get(script))
+        .at("/assets/icon.svg", get(icon))
         .at("/p/:project", get(project_page))
         .at("/p/:project/jobs", get(project_jobs))
         .at("/jobs/:id", get(job_page))
@@ -77,7 +80,9 @@ fn answer(status: StatusCode, content_type: &'static str, body: String) -> Respo
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_SECURITY_POLICY, CSP)
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::REFERRER_POLICY, "no-referrer")
+        // Not `no-referrer`: under it a browser sends `Origin: null` with a
+        // form, and the sign-in could not tell its own page from another.
+        .header(header::REFERRER_POLICY, "same-origin")
         .header(header::CACHE_CONTROL, "no-store")
         .body(body)
 }
@@ -155,6 +160,11 @@ fn session_cookie(policy: &Policy, value: &str, max_age: u64) -> String {
 #[handler]
 fn css() -> Response {
     answer(StatusCode::OK, "text/css; charset=utf-8", CSS.to_owned())
+}
+
+#[handler]
+fn icon() -> Response {
+    answer(StatusCode::OK, "image/svg+xml", ICON.to_owned())
 }
 
 #[handler]
