@@ -15,10 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fake_engine::{FakeEngine, OLD_IMAGE};
-use crate::support::{BILLING, gateway_in, now, set_var, sign, skip, temp_dir};
-
-const ALICE: &str = "alice-browser-token-0123";
-const BOB: &str = "bob-browser-token-012345";
+use crate::support::{ALICE, BILLING, BOB, gateway_in, now, sign, skip, temp_dir, ui_server};
 
 /// The Python with selenium and axe, and chromedriver; `None` (the test
 /// skips, or fails under CI=true) without them.
@@ -38,25 +35,6 @@ fn python() -> Option<String> {
         return None;
     }
     Some(python)
-}
-
-fn ui_policy() -> String {
-    set_var("UI_BROWSER_ALICE", ALICE);
-    set_var("UI_BROWSER_BOB", BOB);
-    r#"auth_failure_limit = 3
-[server.ui]
-enabled = true
-insecure_cookies = true
-[[server.ui.viewers]]
-name = "alice"
-token_env = "UI_BROWSER_ALICE"
-projects = ["billing"]
-[[server.ui.viewers]]
-name = "bob"
-token_env = "UI_BROWSER_BOB"
-projects = ["shop"]
-"#
-    .to_owned()
 }
 
 /// Signs and sends a deploy of `container`; the job's id.
@@ -107,13 +85,33 @@ async fn jobs_in_every_state(url: &str, engine: &FakeEngine) -> Arc<tokio::sync:
     gate
 }
 
+/// What the script asks of the test: a deploy that waits (its job id), the
+/// waiting jobs released, the gateway's clock moved.
+async fn answer_to(what: &str, url: &str, gate: &tokio::sync::Semaphore, clock: &Clock) -> String {
+    match what.split_once(' ').unwrap_or((what, "")) {
+        ("deploy", _) => {
+            let job = deploy(url, "billing-worker", now() - 10, false).await;
+            format!("ok {}", job["id"].as_str().unwrap())
+        }
+        ("release", _) => {
+            gate.add_permits(100);
+            "ok".to_owned()
+        }
+        ("advance", secs) => {
+            clock.advance(Duration::from_secs(secs.parse().unwrap()));
+            "ok".to_owned()
+        }
+        _ => "unknown".to_owned(),
+    }
+}
+
 #[tokio::test]
 async fn the_page_in_a_real_browser() {
     let Some(python) = python() else { return };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root = temp_dir("browser");
     let clock = Clock::manual();
-    let (gateway, engine) = gateway_in(root.path(), &ui_policy(), "", "", clock.clone()).await;
+    let (gateway, engine) = gateway_in(root.path(), &ui_server(true), "", "", clock.clone()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -138,7 +136,6 @@ async fn the_page_in_a_real_browser() {
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut passed = false;
-    let mut asked = 0u64;
     while let Some(line) = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
         .await
         .expect("the browser script answers within two minutes")
@@ -149,22 +146,7 @@ async fn the_page_in_a_real_browser() {
         let Some(what) = line.strip_prefix("> ") else {
             continue;
         };
-        let answer = match what.split_once(' ').unwrap_or((what, "")) {
-            ("deploy", _) => {
-                asked += 1;
-                let job = deploy(&url, "billing-worker", now() - 10 - asked, false).await;
-                format!("ok {}", job["id"].as_str().unwrap())
-            }
-            ("release", _) => {
-                gate.add_permits(100);
-                "ok".to_owned()
-            }
-            ("advance", secs) => {
-                clock.advance(Duration::from_secs(secs.parse().unwrap()));
-                "ok".to_owned()
-            }
-            _ => "unknown".to_owned(),
-        };
+        let answer = answer_to(what, &url, &gate, &clock).await;
         stdin
             .write_all(format!("{answer}\n").as_bytes())
             .await

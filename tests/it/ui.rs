@@ -5,35 +5,11 @@ use std::time::Duration;
 
 use poem::test::TestResponse;
 
-use crate::support::{BILLING, Harness, set_var, status_json};
+use crate::support::{ALICE, BILLING, BOB, Harness, status_json, ui_server};
 
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-0123456789abcd";
 const ORIGIN: &str = "http://127.0.0.1:8000";
 const HOST: &str = "127.0.0.1:8000";
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'";
-
-/// `[server]` lines: the page on, alice sees billing, bob sees shop.
-fn ui_server(insecure: bool) -> String {
-    set_var("UI_ALICE", ALICE);
-    set_var("UI_BOB", BOB);
-    format!(
-        r#"public_url = "https://deploy.example.com"
-auth_failure_limit = 3
-[server.ui]
-enabled = true
-insecure_cookies = {insecure}
-[[server.ui.viewers]]
-name = "alice"
-token_env = "UI_ALICE"
-projects = ["bill*"]
-[[server.ui.viewers]]
-name = "bob"
-token_env = "UI_BOB"
-projects = ["shop"]
-"#
-    )
-}
 
 async fn sign_in_with(h: &Harness, body: &str, origin: Option<&str>) -> TestResponse {
     let mut request = h
