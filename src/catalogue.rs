@@ -102,6 +102,7 @@ impl Operations {
     const PULL: Operations = Operations(Operation::Pull.bit() | Operation::Rollback.bit());
     const BUILD: Operations = Operations(Operation::Build.bit());
     const ROLLBACK: Operations = Operations(Operation::Rollback.bit());
+    const LIST_RELEASES: Operations = Operations(Operation::ListReleases.bit());
     const DEPLOY: Operations = Operations(Self::PULL.0 | Self::BUILD.0);
     const DEPLOY_GET: Operations = Operations(Self::DEPLOY.0 | Operation::GetJob.bit());
     const READS: Operations = Operations(
@@ -213,6 +214,8 @@ catalogue! {
     ContainerNotFound = "container_not_found", NotFound, LOOKUP,
         "no container has this exact name";
     ServiceNotFound = "service_not_found", NotFound, PULL_LOOKUP, "no Swarm service has this name";
+    ServiceNotNamed = "service_not_named", NotFound, LIST_RELEASES,
+        "the query names neither a container nor a Swarm service, or both, so no one service";
     ReleaseNotFound = "release_not_found", NotFound, ROLLBACK,
         "the service has no release of this project with this job id, or none other than the image it runs";
     JobNotFound = "job_not_found", NotFound, DEPLOY_GET,

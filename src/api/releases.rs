@@ -23,8 +23,7 @@ pub enum ReleasesResponse {
     /// server's `release_history`.
     #[oai(status = 200)]
     Ok(JsonBody<ReleaseList>),
-    /// Not exactly one of `container_name` and `service_name`, or one not
-    /// valid.
+    /// `container_name` or `service_name` is not valid.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(ProblemJson),
     /// Authentication failed (see `getJob`); `X-Project` is required here.
@@ -33,7 +32,8 @@ pub enum ReleasesResponse {
     /// The service is outside the project's policy, as for a deploy.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(ProblemJson),
-    /// No such container or service, as for a deploy.
+    /// No such container or service, as for a deploy; or the query names
+    /// not exactly one of them.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(ProblemJson),
     /// The container's labels do not name a compose service, or the engine
@@ -70,8 +70,11 @@ fn named(container: Option<String>, service: Option<String>) -> Result<NamedTarg
         (None, Some(name)) => SwarmServiceName::parse(&name)
             .map(NamedTarget::Service)
             .map_err(|e| invalid(format!("`service_name` {e}"))),
-        _ => Err(invalid(
-            "send exactly one of `container_name` and `service_name`".into(),
+        // Both are optional to the document, which cannot say "one of
+        // two parameters": a query naming no one service names none.
+        _ => Err(Refusal::new(
+            Code::ServiceNotNamed,
+            "no one service is named: send either `container_name` or `service_name`",
         )),
     }
 }

@@ -149,13 +149,13 @@ async fn releases_are_read_only_where_a_deploy_would_be_allowed() {
             403,
             "service_not_allowed",
         ),
-        ("", BILLING, "billing", 400, "invalid_parameter"),
+        ("", BILLING, "billing", 404, "service_not_named"),
         (
             "container_name=billing-web&service_name=x",
             BILLING,
             "billing",
-            400,
-            "invalid_parameter",
+            404,
+            "service_not_named",
         ),
         (
             "container_name=billing-web",

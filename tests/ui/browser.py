@@ -14,6 +14,7 @@ from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, ALICE, BOB, SCREENSHOT = sys.argv[1:5]
@@ -49,6 +50,8 @@ def sign_in(driver, token):
     field = driver.find_element(By.ID, "token")
     field.send_keys(token)
     field.submit()
+    # The answer has replaced the form's page.
+    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(field))
 
 
 def sign_out(driver):
