@@ -59,15 +59,19 @@ pub enum Operation {
     GetJob,
     ListJobs,
     Readiness,
+    ListReleases,
+    Rollback,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 7] = [
         Operation::Pull,
         Operation::Build,
         Operation::GetJob,
         Operation::ListJobs,
         Operation::Readiness,
+        Operation::ListReleases,
+        Operation::Rollback,
     ];
 
     /// The operation's id in the API document.
@@ -78,6 +82,8 @@ impl Operation {
             Operation::GetJob => "getJob",
             Operation::ListJobs => "listJobs",
             Operation::Readiness => "getReadiness",
+            Operation::ListReleases => "listReleases",
+            Operation::Rollback => "rollbackService",
         }
     }
 
@@ -92,15 +98,23 @@ pub struct Operations(u8);
 
 impl Operations {
     pub(crate) const NONE: Operations = Operations(0);
-    const PULL: Operations = Operations(Operation::Pull.bit());
+    /// A rollback is a pull: it answers whatever a pull does.
+    const PULL: Operations = Operations(Operation::Pull.bit() | Operation::Rollback.bit());
     const BUILD: Operations = Operations(Operation::Build.bit());
     const GET_JOB: Operations = Operations(Operation::GetJob.bit());
-    const DEPLOY: Operations = Operations(Operation::Pull.bit() | Operation::Build.bit());
+    const ROLLBACK: Operations = Operations(Operation::Rollback.bit());
+    const LIST_RELEASES: Operations = Operations(Operation::ListReleases.bit());
+    const DEPLOY: Operations = Operations(Self::PULL.0 | Self::BUILD.0);
     const DEPLOY_GET: Operations = Operations(Self::DEPLOY.0 | Operation::GetJob.bit());
-    const READS: Operations = Operations(Operation::GetJob.bit() | Operation::ListJobs.bit());
+    const READS: Operations = Operations(
+        Operation::GetJob.bit() | Operation::ListJobs.bit() | Operation::ListReleases.bit(),
+    );
     const SIGNED: Operations = Operations(Self::DEPLOY.0 | Self::READS.0);
     const READY: Operations = Operations(Operation::Readiness.bit());
-    const DEPLOY_READY: Operations = Operations(Self::DEPLOY.0 | Self::READY.0);
+    /// Naming a service: a deploy, or the read of its releases.
+    const LOOKUP: Operations = Operations(Self::DEPLOY.0 | Operation::ListReleases.bit());
+    const PULL_LOOKUP: Operations = Operations(Self::PULL.0 | Operation::ListReleases.bit());
+    const LOOKUP_READY: Operations = Operations(Self::LOOKUP.0 | Self::READY.0);
 
     pub fn contains(self, operation: Operation) -> bool {
         self.0 & operation.bit() != 0
@@ -153,7 +167,7 @@ macro_rules! catalogue {
 catalogue! {
     InvalidJson = "invalid_json", Invalid, DEPLOY, "the body is not JSON";
     InvalidBody = "invalid_body", Invalid, DEPLOY,
-        "the body is not one object naming one container or service, or pins an image on `/build`";
+        "the body is not one object naming one container or service, pins an image on `/build` or `/rollback`, or a rollback's `to` is missing or not `previous` or a job id";
     InvalidContainerName = "invalid_container_name", Invalid, DEPLOY,
         "`container_name` does not match `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$`";
     InvalidServiceName = "invalid_service_name", Invalid, DEPLOY,
@@ -185,13 +199,13 @@ catalogue! {
         "the CI token failed the check named in `rule`";
     ActionNotAllowed = "action_not_allowed", Forbidden, DEPLOY,
         "the project's `actions` do not include this one";
-    ContainerNotAllowed = "container_not_allowed", Forbidden, DEPLOY,
+    ContainerNotAllowed = "container_not_allowed", Forbidden, LOOKUP,
         "the container's name matches none of the project's `containers`";
-    ServiceNotAllowed = "service_not_allowed", Forbidden, DEPLOY,
+    ServiceNotAllowed = "service_not_allowed", Forbidden, LOOKUP,
         "the Swarm service's name matches none of the project's `services`";
-    ComposeProjectNotAllowed = "compose_project_not_allowed", Forbidden, DEPLOY,
+    ComposeProjectNotAllowed = "compose_project_not_allowed", Forbidden, LOOKUP,
         "the container's compose project is not one of the project's `compose_projects`";
-    ComposeFileNotAllowed = "compose_file_not_allowed", Forbidden, DEPLOY,
+    ComposeFileNotAllowed = "compose_file_not_allowed", Forbidden, LOOKUP,
         "a compose file of the container lies outside the project's `compose_files`";
     ImageNotAllowed = "image_not_allowed", Forbidden, PULL,
         "the pinned repository is outside the project's `images` or, without them, not the compose file's";
@@ -199,9 +213,13 @@ catalogue! {
         "a valid CI token whose claims match no `oidc` rule of the project";
     ComposeModelNotAllowed = "compose_model_not_allowed", Forbidden, DEPLOY,
         "compose's model of the job holds a key or value the judge does not admit (outside `host_paths`, beyond `allow`, or unknown); `findings` name each service, key and reason";
-    ContainerNotFound = "container_not_found", NotFound, DEPLOY,
+    ContainerNotFound = "container_not_found", NotFound, LOOKUP,
         "no container has this exact name";
-    ServiceNotFound = "service_not_found", NotFound, PULL, "no Swarm service has this name";
+    ServiceNotFound = "service_not_found", NotFound, PULL_LOOKUP, "no Swarm service has this name";
+    ServiceNotNamed = "service_not_named", NotFound, LIST_RELEASES,
+        "the query names neither a container nor a Swarm service, or both, so no one service";
+    ReleaseNotFound = "release_not_found", NotFound, ROLLBACK,
+        "the service has no release of this project with this job id, or none other than the image it runs";
     JobNotFound = "job_not_found", NotFound, DEPLOY_GET,
         "no job with this id belongs to the project, or a replayed request's job is no longer kept";
     NotFound = "not_found", NotFound, NONE, "no such endpoint";
@@ -213,15 +231,15 @@ catalogue! {
         "the body is larger than the server's `max_body_bytes`";
     UnsupportedMediaType = "unsupported_media_type", NotJson, DEPLOY,
         "the body is not sent as `application/json`";
-    NotComposeManaged = "not_compose_managed", Undeployable, DEPLOY,
+    NotComposeManaged = "not_compose_managed", Undeployable, LOOKUP,
         "the container has no compose labels";
-    ComposeLabelMissing = "compose_label_missing", Undeployable, DEPLOY,
+    ComposeLabelMissing = "compose_label_missing", Undeployable, LOOKUP,
         "a compose label the gateway needs is missing";
-    ComposeLabelInvalid = "compose_label_invalid", Undeployable, DEPLOY,
+    ComposeLabelInvalid = "compose_label_invalid", Undeployable, LOOKUP,
         "a compose label is not valid";
-    ComposeLabelUntrusted = "compose_label_untrusted", Undeployable, DEPLOY,
+    ComposeLabelUntrusted = "compose_label_untrusted", Undeployable, LOOKUP,
         "the image sets a compose label that compose does not always write itself";
-    ComposeFileNotVisible = "compose_file_not_visible", Undeployable, DEPLOY,
+    ComposeFileNotVisible = "compose_file_not_visible", Undeployable, LOOKUP,
         "a compose file is not visible to the gateway at the same absolute path as on the host";
     ComposeConfigInvalid = "compose_config_invalid", Undeployable, DEPLOY,
         "compose could not print the project's model; the message names the file and line";
@@ -229,9 +247,11 @@ catalogue! {
         "a job's compose files resolved to other real files than it was admitted with";
     ProjectNotFound = "project_not_found", Forbidden, NONE,
         "a job's project is no longer in the policy";
+    ReleaseNotRestorable = "release_not_restorable", Undeployable, ROLLBACK,
+        "the release has no repository digest and its image is no longer on the host (or the service runs a pinned image, which cannot be pointed at it)";
     NotBuildable = "not_buildable", Undeployable, BUILD,
         "a Swarm service runs images from a registry and cannot be built";
-    NotSwarmManager = "not_swarm_manager", Undeployable, PULL,
+    NotSwarmManager = "not_swarm_manager", Undeployable, PULL_LOOKUP,
         "the gateway's engine is not a Swarm manager";
     TooManyFailures = "too_many_failures", RateLimited, SIGNED,
         "too many failed authentications from this address";
@@ -239,7 +259,7 @@ catalogue! {
         "this project's remembered requests are at their bound";
     TooManyWaiting = "too_many_waiting", RateLimited, DEPLOY_GET,
         "this project's requests waiting with `wait` are at their bound";
-    EngineUnavailable = "engine_unavailable", Unavailable, DEPLOY_READY,
+    EngineUnavailable = "engine_unavailable", Unavailable, LOOKUP_READY,
         "the Docker engine does not answer";
     StoreUnavailable = "store_unavailable", Unavailable, SIGNED,
         "the job store does not answer; nothing was run";
@@ -248,7 +268,7 @@ catalogue! {
     ShuttingDown = "shutting_down", Unavailable, DEPLOY, "the gateway is stopping";
     IssuerUnavailable = "issuer_unavailable", Unavailable, SIGNED,
         "no key set of the CI token's issuer could be had";
-    InternalError = "internal_error", Unavailable, DEPLOY,
+    InternalError = "internal_error", Unavailable, LOOKUP,
         "the gateway failed inside; nothing was run";
 }
 

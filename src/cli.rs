@@ -157,6 +157,11 @@ pub struct TriggerArgs {
     /// `<repository>@sha256:<64 hex>`, instead of what the tag points at.
     #[arg(long)]
     image: Option<String>,
+    /// Roll the service back to a release instead: `previous` (the
+    /// newest whose image is not the one running) or the id of the job
+    /// that made it (see `GET /releases`).
+    #[arg(long, value_name = "JOB|previous", conflicts_with = "image")]
+    rollback_to: Option<String>,
     /// The environment variable holding the secret [default: DELIVERY_SECRET].
     /// Named here, it wins over --oidc and --token-env.
     #[arg(long, value_name = "VAR")]
@@ -215,6 +220,7 @@ impl TriggerArgs {
             },
             project: given(self.project),
             image: given(self.image),
+            rollback_to: given(self.rollback_to),
             wait: self.wait,
             output: match self.output {
                 OutputArg::Text => OutputFormat::Text,
@@ -557,6 +563,7 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
             crate::names::SwarmServiceName::parse("notify-test").expect("a valid name"),
         ),
         pin: None,
+        restore: None,
     };
     let mut record =
         crate::record::JobRecord::new(project, crate::names::Action::Pull, &deployment, false, now);
@@ -567,6 +574,7 @@ async fn notify_test(config: Option<PathBuf>, project: &str) -> ExitCode {
         now,
         serde_json::to_value(crate::api::Job::from_record(record, false, false))
             .unwrap_or_default(),
+        None,
     );
     let client = crate::outbound::LazyClient::new(crate::notifications::ATTEMPT_TIMEOUT);
     let http = match client.get() {

@@ -29,9 +29,10 @@
 //! - [`auth`]: signatures, CI tokens (`auth::oidc`), the replay memory and
 //!   the throttle.
 //! - [`gateway`]: the decisions behind each request, in order, and the audit log.
+//! - [`sessions`]: the web page's viewers' signed sessions and their generation.
 //! - [`jobs`]: queueing, per-service serialisation, workers, the self-update.
 //! - [`store`]: the durable state in SQLite: jobs, replay entries, the
-//!   notification outbox.
+//!   notification outbox, releases.
 //! - [`docker`]: the only code that talks to the engine or starts processes,
 //!   the compose judge (`docker::model`) among it.
 //! - [`notifications`]: deploy results told to webhooks, Slack and mail.
@@ -66,6 +67,7 @@ pub mod privilege;
 pub mod recent;
 pub mod record;
 pub mod serve;
+pub mod sessions;
 pub mod slots;
 pub mod store;
 pub mod trigger_client;

@@ -15,6 +15,18 @@ pub struct Deployment {
     /// into its judged model (or passes an override file), a Swarm job
     /// resolves it.
     pub pin: Option<ImagePin>,
+    /// The release a rollback restores: by its digest (then `pin` holds
+    /// it), or, without `pin`, by its image id, which the service's image
+    /// reference is pointed at before `up`.
+    pub restore: Option<Restored>,
+}
+
+/// The release a rollback restores: the job that made it, and the image it
+/// left running (a digest reference, or an image id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Restored {
+    pub job: JobId,
+    pub image: String,
 }
 
 /// The service a job deploys.
@@ -193,6 +205,14 @@ pub struct JobRecord {
     /// id, or the digest reference a Swarm job deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_image: Option<String>,
+    /// The repository digest of the image the service ran when the job
+    /// succeeded, `repository@sha256:…`, where the image has one for the
+    /// repository the service names (a built image has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_digest: Option<String>,
+    /// Of a rollback: the release it restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
     /// What it deploys, with what only that kind of job has. Stored flat
     /// beside the fields above, as records always were.
     #[serde(flatten)]
@@ -314,6 +334,7 @@ impl JobRecord {
         let mut record = Self::queued(project, action, at_ms, target);
         record.image = deployment.pin.as_ref().map(ToString::to_string);
         record.image_digest = deployment.pin.as_ref().map(ImagePin::digest);
+        record.restored = deployment.restore.clone();
         record
     }
 
@@ -337,6 +358,8 @@ impl JobRecord {
             message: None,
             requested_by: None,
             running_image: None,
+            running_digest: None,
+            restored: None,
             target,
         }
     }
@@ -405,7 +428,11 @@ impl JobRecord {
                 target: compose.target()?,
             },
         };
-        Ok(Deployment { target, pin })
+        Ok(Deployment {
+            target,
+            pin,
+            restore: self.restored.clone(),
+        })
     }
 }
 
@@ -494,10 +521,12 @@ mod tests {
                 .unwrap(),
             },
             pin: Some(pin.clone()),
+            restore: None,
         };
         let swarm = Deployment {
             target: DeployTarget::Swarm(SwarmServiceName::parse("web_frontend").unwrap()),
             pin: None,
+            restore: None,
         };
         for deployment in [compose, swarm] {
             let record = JobRecord::new("ops", Action::Pull, &deployment, false, 1);
@@ -511,6 +540,7 @@ mod tests {
             &Deployment {
                 target: DeployTarget::Swarm(SwarmServiceName::parse("web").unwrap()),
                 pin: None,
+                restore: None,
             },
             false,
             1,
@@ -527,6 +557,7 @@ mod tests {
         let deployment = Deployment {
             target: DeployTarget::Swarm(SwarmServiceName::parse("web").unwrap()),
             pin: None,
+            restore: None,
         };
         let record = JobRecord::new("ops", Action::Pull, &deployment, false, 1);
         let doc: serde_json::Value = serde_json::to_value(&record).unwrap();

@@ -96,6 +96,8 @@ pub enum StartError {
     Recover(StoreError),
     #[error("failed to load the replay entries from the store: {0}")]
     Replay(StoreError),
+    #[error("failed to read or write the web page's session key in the state directory: {0}")]
+    Sessions(std::io::Error),
 }
 
 /// Builds the gateway around an opened store and recovers unfinished jobs.
@@ -122,6 +124,7 @@ pub async fn build_gateway(
         outbox: Some(notifier.clone() as Arc<dyn Outbox>),
         clock: clock.clone(),
     };
+    store.keep_releases(policy.server.release_history);
     let jobs = Jobs::new(
         engine.clone(),
         store,
@@ -139,7 +142,17 @@ pub async fn build_gateway(
         );
     }
     prune(&jobs, &policy, &clock).await;
-    let gateway = Gateway::new(shared, engine, jobs, metrics, clock, notifier);
+    let sessions =
+        crate::sessions::Sessions::open(&policy.server.state_dir).map_err(StartError::Sessions)?;
+    let gateway = Gateway::new(
+        shared,
+        engine,
+        jobs,
+        metrics,
+        clock,
+        notifier,
+        Arc::new(sessions),
+    );
     let restored = gateway
         .restore_replays()
         .await
@@ -259,6 +272,7 @@ pub fn needs_restart(current: &Policy, next: &Policy) -> Vec<&'static str> {
         ("server.listen", s.listen != n.listen),
         ("server.state_dir", s.state_dir != n.state_dir),
         ("server.docs", s.docs != n.docs),
+        ("server.ui.enabled", s.ui.enabled != n.ui.enabled),
         ("server.metrics", s.metrics != n.metrics),
         (
             "server.metrics_listen",

@@ -107,11 +107,12 @@ impl From<DeployOutcome> for DeployResponse {
 
 pub struct DeployApi;
 
-/// Both operations: they differ only in the action.
-async fn deploy<T, O: operation::Marker>(
+/// Every deploy operation: they differ in the action, and a rollback in
+/// what its body names.
+pub(super) async fn deploy<T, O: operation::Marker>(
     gateway: &Gateway,
     request: &Request,
-    action: Action,
+    (action, rollback): (Action, bool),
     wait: Option<u32>,
     body: SignedBody<'_, T>,
 ) -> Answer<DeployResponse, O> {
@@ -119,6 +120,7 @@ async fn deploy<T, O: operation::Marker>(
     let timeout = policy.server.request_timeout();
     let call = DeployCall {
         action,
+        rollback,
         client: client_of(&policy, request),
         headers: body.headers,
         wait_secs: wait.map(u64::from),
@@ -152,7 +154,7 @@ impl DeployApi {
         wait: Query<Option<u32>>,
         body: SignedBody<'_, PullRequest>,
     ) -> Answer<DeployResponse, operation::Pull> {
-        deploy(&gateway, request, Action::Pull, wait.0, body).await
+        deploy(&gateway, request, (Action::Pull, false), wait.0, body).await
     }
 
     /// Rebuild and recreate a service
@@ -170,6 +172,6 @@ impl DeployApi {
         wait: Query<Option<u32>>,
         body: SignedBody<'_, BuildRequest>,
     ) -> Answer<DeployResponse, operation::Build> {
-        deploy(&gateway, request, Action::Build, wait.0, body).await
+        deploy(&gateway, request, (Action::Build, false), wait.0, body).await
     }
 }

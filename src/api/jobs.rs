@@ -80,7 +80,11 @@ refusal_responses!(
 );
 
 /// A read as the gateway takes it.
-fn read_call<'a>(gateway: &Gateway, request: &Request, signed: SignedTarget<'a>) -> ReadCall<'a> {
+pub(super) fn read_call<'a>(
+    gateway: &Gateway,
+    request: &Request,
+    signed: SignedTarget<'a>,
+) -> ReadCall<'a> {
     ReadCall {
         client: client_of(&gateway.policy(), request),
         headers: signed.headers,

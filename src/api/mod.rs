@@ -4,8 +4,10 @@
 mod deploy;
 mod health;
 mod jobs;
+mod releases;
 pub mod server;
 mod signed;
+mod ui;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,6 +31,8 @@ enum ApiTag {
     Deploy,
     /// Follow deploy jobs.
     Jobs,
+    /// What each service ran, and going back to it.
+    Releases,
     /// Liveness and readiness, unauthenticated.
     Health,
 }
@@ -62,11 +66,21 @@ A signed request runs at most once: sent again while its timestamp is in the win
 Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code` and a human `message`. Authentication errors name the rule that failed, never whether a project or container exists.
 "#;
 
-type Api = (deploy::DeployApi, jobs::JobsApi, health::HealthApi);
+type Api = (
+    deploy::DeployApi,
+    jobs::JobsApi,
+    releases::ReleasesApi,
+    health::HealthApi,
+);
 
 fn service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (deploy::DeployApi, jobs::JobsApi, health::HealthApi),
+        (
+            deploy::DeployApi,
+            jobs::JobsApi,
+            releases::ReleasesApi,
+            health::HealthApi,
+        ),
         "delivery-hook",
         env!("CARGO_PKG_VERSION"),
     )
@@ -74,6 +88,8 @@ fn service() -> OpenApiService<Api, ()> {
     .license(LicenseObject::new("MIT").url("https://opensource.org/license/mit"))
     .server(ServerObject::new("/").description("the gateway serving this document"))
 }
+
+pub use ui::{assets as ui_assets, render_project as ui_project_page};
 
 /// The OpenAPI 3 document, as JSON.
 pub fn document() -> String {
@@ -245,6 +261,9 @@ pub fn app(gateway: Arc<Gateway>) -> impl Endpoint + 'static {
     if policy.server.metrics && policy.server.metrics_listen.is_none() {
         route = route.at("/metrics", named(get(metrics), route_name("/metrics")));
     }
+    if policy.server.ui.enabled {
+        route = route.nest("/ui", named(ui::routes(), "ui"));
+    }
     let inner = route.nest("/", service).data(gateway.clone());
     Edge { inner, gateway }
 }
@@ -285,7 +304,7 @@ mod tests {
     #[test]
     fn the_document_states_the_gateways_own_bounds() {
         let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
-        for body in ["DeployRequest", "BuildRequest"] {
+        for body in ["DeployRequest", "BuildRequest", "ContainerRollbackRequest"] {
             let name = &doc["components"]["schemas"][body]["properties"]["container_name"];
             assert_eq!(name["pattern"], crate::names::CONTAINER_NAME_PATTERN);
             assert_eq!(name["maxLength"], crate::names::MAX_CONTAINER_NAME);
@@ -302,7 +321,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(waits, 3, "pull, build and getJob take wait");
+        assert_eq!(waits, 4, "pull, build, rollback and getJob take wait");
     }
 
     #[test]

@@ -149,6 +149,110 @@ impl Example for BuildRequest {
     }
 }
 
+/// The body of `POST /rollback` for a container of a compose service.
+///
+/// Sign these exact bytes, as for `POST /pull`.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ContainerRollbackRequest {
+    /// The container's name as `docker ps` shows it.
+    #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
+    pub container_name: String,
+    /// `previous` (the newest release whose image is not the one running),
+    /// or the id of the job that made the release (see `listReleases`).
+    #[oai(validator(pattern = "^(previous|[0-9a-f]{32})$"))]
+    pub to: String,
+}
+
+impl Example for ContainerRollbackRequest {
+    fn example() -> Self {
+        Self {
+            container_name: "billing-web".into(),
+            to: "previous".into(),
+        }
+    }
+}
+
+/// The body of `POST /rollback` for a Docker Swarm service.
+///
+/// Sign these exact bytes, as for a container.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ServiceRollbackRequest {
+    /// The Swarm service's name, as `docker service ls` shows it.
+    #[oai(validator(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$", max_length = 255))]
+    pub service_name: String,
+    /// As for a container.
+    #[oai(validator(pattern = "^(previous|[0-9a-f]{32})$"))]
+    pub to: String,
+}
+
+impl Example for ServiceRollbackRequest {
+    fn example() -> Self {
+        Self {
+            service_name: "billing_web".into(),
+            to: "previous".into(),
+        }
+    }
+}
+
+/// The body of `POST /rollback`: the service, and the release to restore.
+#[derive(Debug, Clone, poem_openapi::Union)]
+#[oai(one_of)]
+pub enum RollbackRequest {
+    Container(ContainerRollbackRequest),
+    Service(ServiceRollbackRequest),
+}
+
+/// A release: what a job that succeeded left running.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct Release {
+    /// The job that made it: pass it as a rollback's `to`.
+    pub job: String,
+    /// A compose service's image id, or the digest reference a Swarm job
+    /// deployed.
+    pub image: String,
+    /// `<repository>@sha256:…`, where the image has a digest in the
+    /// repository the service names; absent for a built image.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_digest: Option<String>,
+    /// When the job ended, RFC 3339, UTC.
+    pub released_at: String,
+    // Documented on its type, as a job's.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<JobRequester>,
+}
+
+impl From<crate::store::Release> for Release {
+    fn from(r: crate::store::Release) -> Self {
+        Self {
+            job: r.job.to_string(),
+            image: r.image,
+            repository_digest: r.digest,
+            released_at: record::rfc3339(r.at_ms),
+            requested_by: r.requested_by.map(JobRequester::from),
+        }
+    }
+}
+
+/// A service's releases, newest first.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct ReleaseList {
+    pub releases: Vec<Release>,
+}
+
+/// The release a rollback restores.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct JobRestored {
+    /// The job that made the release.
+    pub job: String,
+    /// What it deploys: the release's `repository_digest`, or, for a
+    /// release without one, its image id.
+    pub image: String,
+}
+
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
 #[oai(rename_all = "lowercase")]
@@ -288,6 +392,23 @@ pub struct JobRequester {
     pub oidc_subject: Option<String>,
 }
 
+impl From<record::Requester> for JobRequester {
+    fn from(who: record::Requester) -> Self {
+        match who {
+            record::Requester::Key { index } => JobRequester {
+                key_index: Some(index),
+                oidc_issuer: None,
+                oidc_subject: None,
+            },
+            record::Requester::Token { issuer, subject } => JobRequester {
+                key_index: None,
+                oidc_issuer: Some(issuer),
+                oidc_subject: Some(subject),
+            },
+        }
+    }
+}
+
 /// A deploy job.
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(example)]
@@ -373,6 +494,11 @@ pub struct Job {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<JobRequester>,
+    // Documented on its type. Only a rollback has it; its `action` is
+    // `pull`.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<JobRestored>,
     /// From its start to its end, in milliseconds; absent until it ends.
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -432,6 +558,10 @@ impl Job {
             replicas_updated: swarm.as_ref().and_then(|s| s.replicas_updated),
             running_image: r.running_image,
             requested_by: r.requested_by.map(JobRequester::from),
+            restored: r.restored.map(|to| JobRestored {
+                job: to.job.to_string(),
+                image: to.image,
+            }),
             duration_ms: r
                 .started_at_ms
                 .zip(r.finished_at_ms)
@@ -489,23 +619,6 @@ impl From<record::Rollback> for JobRollback {
             duration_ms: b
                 .finished_at_ms
                 .map(|end| end.saturating_sub(b.started_at_ms)),
-        }
-    }
-}
-
-impl From<record::Requester> for JobRequester {
-    fn from(who: record::Requester) -> Self {
-        match who {
-            record::Requester::Key { index } => JobRequester {
-                key_index: Some(index),
-                oidc_issuer: None,
-                oidc_subject: None,
-            },
-            record::Requester::Token { issuer, subject } => JobRequester {
-                key_index: None,
-                oidc_issuer: Some(issuer),
-                oidc_subject: Some(subject),
-            },
         }
     }
 }
@@ -583,6 +696,7 @@ impl Example for Job {
                 oidc_issuer: None,
                 oidc_subject: None,
             }),
+            restored: None,
             duration_ms: Some(3311),
             containers: vec!["billing-web".into()],
         }
@@ -803,7 +917,15 @@ pub mod operation {
             }
         )*};
     }
-    markers!(Pull, Build, GetJob, ListJobs, Readiness);
+    markers!(
+        Pull,
+        Build,
+        GetJob,
+        ListJobs,
+        Readiness,
+        ListReleases,
+        Rollback
+    );
 }
 
 /// The answer of operation `O`: the response `R`, whose refusals the API

@@ -747,6 +747,22 @@ impl Images for DockerEngine {
             }
         })
     }
+
+    fn repo_digests<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            match bounded(docker.inspect_image(image)).await {
+                Ok(inspect) => Ok(Some(inspect.repo_digests.unwrap_or_default())),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(classify(e)),
+            }
+        })
+    }
 }
 
 impl SelfUpdate for DockerEngine {

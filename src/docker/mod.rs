@@ -276,6 +276,13 @@ pub trait Images: Send + Sync {
     /// Removes the tag `reference`; the image itself goes only if nothing
     /// else names or uses it. A tag that does not exist is no error.
     fn untag_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// The repository digests (`repository@sha256:…`) of the image `image`
+    /// (an id or a reference), or `None` when the host has no such image.
+    fn repo_digests<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, EngineError>>;
 }
 
 /// Redeploying the gateway's own compose service: a helper container

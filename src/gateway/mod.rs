@@ -58,6 +58,7 @@ mod admit;
 mod audit;
 mod reads;
 mod refusal;
+mod releases;
 
 use admit::Admitted;
 pub use audit::{REFUSAL_INTERVAL, REFUSALS_IN_FULL};
@@ -91,6 +92,8 @@ impl<'a> SignedHeaders<'a> {
 /// A deploy request, as the HTTP layer hands it over.
 pub struct DeployCall<'a> {
     pub action: Action,
+    /// A rollback (`POST /rollback`): a pull of the release `to` names.
+    pub rollback: bool,
     pub client: IpAddr,
     pub headers: SignedHeaders<'a>,
     pub wait_secs: Option<u64>,
@@ -130,6 +133,7 @@ struct DeployBody {
     container_name: Option<String>,
     service_name: Option<String>,
     image: Option<String>,
+    to: Option<String>,
 }
 
 /// A key of the deploy body, read without copying it.
@@ -137,6 +141,7 @@ enum Key {
     ContainerName,
     ServiceName,
     Image,
+    To,
     Other,
 }
 
@@ -156,6 +161,7 @@ impl<'de> serde::Deserialize<'de> for Key {
                     "container_name" => Key::ContainerName,
                     "service_name" => Key::ServiceName,
                     "image" => Key::Image,
+                    "to" => Key::To,
                     _ => Key::Other,
                 })
             }
@@ -182,11 +188,13 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
                 let mut container_name = None;
                 let mut service_name = None;
                 let mut image = None;
+                let mut to = None;
                 while let Some(key) = map.next_key::<Key>()? {
                     let (slot, name) = match key {
                         Key::ContainerName => (&mut container_name, "container_name"),
                         Key::ServiceName => (&mut service_name, "service_name"),
                         Key::Image => (&mut image, "image"),
+                        Key::To => (&mut to, "to"),
                         Key::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -206,6 +214,7 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
                         container_name,
                         service_name,
                         image,
+                        to,
                     }),
                 }
             }
@@ -239,6 +248,8 @@ pub struct Gateway {
     clock: Clock,
     /// Delivers the notifications of jobs' ends.
     notifier: Arc<Notifier>,
+    /// The web page's viewers' sessions, which a reload ends.
+    sessions: Arc<crate::sessions::Sessions>,
 }
 
 fn replay_key(signature: &Signature) -> replay::ReplayKey {
@@ -249,7 +260,7 @@ fn replay_key(signature: &Signature) -> replay::ReplayKey {
 
 /// What a deploy names.
 #[derive(Debug, Clone)]
-enum NamedTarget {
+pub enum NamedTarget {
     Container(ContainerName),
     Service(SwarmServiceName),
 }
@@ -268,6 +279,15 @@ impl NamedTarget {
 struct Wanted {
     named: NamedTarget,
     pin: Option<ImagePin>,
+    /// A rollback's `to`, as sent; read only for a rollback.
+    to: Option<String>,
+}
+
+/// What a compose deploy deploys: the caller's pin, or the release a
+/// rollback names.
+struct Wants {
+    pin: Option<ImagePin>,
+    restore: Option<releases::RollbackTo>,
 }
 
 /// A deploy body read for its shape and name: all that may be read before
@@ -275,6 +295,7 @@ struct Wanted {
 struct Body {
     named: NamedTarget,
     image: Option<String>,
+    to: Option<String>,
 }
 
 /// Parses the deploy body's shape strictly: malformed JSON, a missing or
@@ -308,6 +329,7 @@ fn parse_body(bytes: &[u8]) -> Result<Body, Refusal> {
     Ok(Body {
         named,
         image: body.image,
+        to: body.to,
     })
 }
 
@@ -323,6 +345,7 @@ impl Body {
         Ok(Wanted {
             named: self.named,
             pin,
+            to: self.to,
         })
     }
 }
@@ -336,6 +359,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         clock: Clock,
         notifier: Arc<Notifier>,
+        sessions: Arc<crate::sessions::Sessions>,
     ) -> Self {
         let current = policy.get();
         let replay = ReplayCache::new(current.server.replay_cache_entries);
@@ -352,7 +376,13 @@ impl Gateway {
             audit: RefusalLog::default(),
             clock,
             notifier,
+            sessions,
         }
+    }
+
+    /// The web page's sessions.
+    pub fn sessions(&self) -> &crate::sessions::Sessions {
+        &self.sessions
     }
 
     /// The gateway's clock, which its jobs and notifications share.
@@ -405,9 +435,17 @@ impl Gateway {
     }
 
     /// Swaps in a new policy atomically; requests in flight finish on the
-    /// old one, and jobs judge their next command by the new one.
+    /// old one, and jobs judge their next command by the new one. The web
+    /// page's sessions end.
     pub fn replace_policy(&self, policy: Policy) {
+        self.jobs
+            .store()
+            .keep_releases(policy.server.release_history);
         self.policy.replace(policy);
+        // Viewers and their projects may have changed: every session ends.
+        if let Err(e) = self.sessions.end_all() {
+            tracing::error!(error = %e, "could not end the web page's sessions");
+        }
     }
 
     pub fn jobs(&self) -> &Jobs {
@@ -524,6 +562,10 @@ impl Gateway {
                 "`image` pins what /pull deploys; /build deploys what it builds",
             ));
         }
+        let restore = match call.rollback {
+            true => Some(releases::rollback_to(wanted)?),
+            false => None,
+        };
         authorise(policy, project, call.action, &wanted.named)?;
 
         let wait = call.wait_secs.filter(|w| *w > 0).map(Duration::from_secs);
@@ -533,17 +575,19 @@ impl Gateway {
             Some(_) => Some(self.wait_slot(policy, project.name.as_str())?),
             None => None,
         };
-        self.admit_once(policy, call, &admitted, wait).await
+        self.admit_once(policy, call, &admitted, restore, wait)
+            .await
     }
 
-    /// Runs the admitted request once: the first copy becomes a job, a
-    /// replay or a copy in flight gets that job, and a full replay cache
-    /// refuses.
+    /// Runs the admitted request once: the first copy becomes a job (a
+    /// rollback's restoring `restore`), a replay or a copy in flight gets
+    /// that job, and a full replay cache refuses.
     async fn admit_once(
         &self,
         policy: &Policy,
         call: &DeployCall<'_>,
         admitted: &Admitted<'_>,
+        restore: Option<releases::RollbackTo>,
         wait: Option<Duration>,
     ) -> Result<DeployOutcome, Refusal> {
         let (project, mark) = (admitted.project, admitted.mark);
@@ -565,7 +609,7 @@ impl Gateway {
                 per_project,
             ) {
                 Admission::First(mut ticket) => {
-                    let accepted = self.accept(policy, admitted, call.action, &mut ticket);
+                    let accepted = self.accept(policy, admitted, call.action, restore, &mut ticket);
                     let submitted = Box::pin(accepted).await;
                     ticket.settle(submitted.as_ref().map(|s| s.job.id).map_err(Clone::clone));
                     let submitted = submitted?;
@@ -598,6 +642,7 @@ impl Gateway {
         policy: &Policy,
         admitted: &Admitted<'_>,
         action: Action,
+        restore: Option<releases::RollbackTo>,
         ticket: &mut Ticket<'_, JobId, Refusal>,
     ) -> Result<Submitted, Refusal> {
         let Admitted {
@@ -610,11 +655,15 @@ impl Gateway {
         let wanted = wanted.clone();
         let mut request = match wanted.named {
             NamedTarget::Container(container) => {
-                self.compose_request(policy, project, action, container, wanted.pin)
+                let wants = Wants {
+                    pin: wanted.pin,
+                    restore,
+                };
+                self.compose_request(policy, project, action, container, wants)
                     .await?
             }
             NamedTarget::Service(name) => {
-                self.swarm_request(project, action, name, wanted.pin)
+                self.swarm_request(project, action, name, wanted.pin, restore)
                     .await?
             }
         };
@@ -642,6 +691,7 @@ impl Gateway {
         action: Action,
         name: SwarmServiceName,
         pin: Option<ImagePin>,
+        restore: Option<releases::RollbackTo>,
     ) -> Result<JobRequest, Refusal> {
         if action != Action::Pull {
             return Err(Refusal::new(
@@ -649,32 +699,18 @@ impl Gateway {
                 "a Swarm service runs images from a registry; it cannot be built here, use /pull",
             ));
         }
-        let engine_failed = |e: crate::docker::EngineError| {
-            tracing::warn!(error = %e, "engine lookup failed");
-            Refusal::engine(&e)
+        let service = self.find_service(&name).await?;
+        let (pin, restore) = match restore {
+            None => (pin, None),
+            Some(to) => {
+                let key = crate::store::swarm_key(name.as_str());
+                let release = self
+                    .release_to_restore(project, &key, &to, Some(&service.image))
+                    .await?;
+                let (pin, restored) = releases::by_digest(release)?;
+                (Some(pin), Some(restored))
+            }
         };
-        if !self
-            .engine
-            .is_swarm_manager()
-            .await
-            .map_err(engine_failed)?
-        {
-            return Err(Refusal::new(
-                Code::NotSwarmManager,
-                "the gateway's Docker engine is not a Swarm manager, so it cannot update services",
-            ));
-        }
-        let service = self
-            .engine
-            .swarm_service(&name)
-            .await
-            .map_err(engine_failed)?
-            .ok_or_else(|| {
-                Refusal::new(
-                    Code::ServiceNotFound,
-                    "no Swarm service with this name exists",
-                )
-            })?;
         if let Some(pin) = &pin {
             let current = Reference::parse(&service.image).map(|r| r.repository);
             check_image(project, pin, current)?;
@@ -685,6 +721,7 @@ impl Gateway {
             deployment: Deployment {
                 target: DeployTarget::Swarm(name),
                 pin,
+                restore,
             },
             self_update: false,
             rollback: false,
@@ -702,27 +739,18 @@ impl Gateway {
         project: &Project,
         action: Action,
         container: ContainerName,
-        pin: Option<ImagePin>,
+        wants: Wants,
     ) -> Result<JobRequest, Refusal> {
         let container = &container;
-        let facts = self
-            .engine
-            .find_container(container)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "engine lookup failed");
-                Refusal::engine(&e)
-            })?
-            .ok_or_else(|| {
-                Refusal::new(
-                    Code::ContainerNotFound,
-                    "no container with this name exists on the host",
-                )
-            })?;
+        let facts = self.find_facts(container).await?;
         let files = self.jobs.files();
         let labels = project_labels(project, &facts, files)?;
         let Resolved { target, real } = self.resolve(labels).await?;
         check_paths(project, &real)?;
+        let (pin, restore) = match wants.restore {
+            None => (wants.pin, None),
+            Some(to) => self.compose_restore(project, &facts, &target, &to).await?,
+        };
         if let Some(pin) = &pin {
             let compose_repository = Reference::parse(&facts.image_reference).map(|r| r.repository);
             check_image(project, pin, compose_repository)?;
@@ -747,6 +775,7 @@ impl Gateway {
                     target,
                 },
                 pin,
+                restore,
             },
             self_update,
             rollback: project.rollback,
@@ -936,6 +965,15 @@ fn authorise(
             format!("this project may not {action}"),
         ));
     }
+    authorise_target(policy, project, named)
+}
+
+/// The project's globs for what a request names.
+fn authorise_target(
+    policy: &Policy,
+    project: &Project,
+    named: &NamedTarget,
+) -> Result<(), Refusal> {
     match named {
         NamedTarget::Container(name) if !policy.allows_container(project, name) => {
             Err(Refusal::new(

@@ -15,7 +15,7 @@ impl Gateway {
     /// request target is the signed message, or a CI token must be admitted
     /// by one of the project's rules. Reads change nothing, so a token may
     /// read as often as it is valid.
-    async fn authenticate_read(
+    pub(super) async fn authenticate_read(
         &self,
         policy: &Policy,
         call: &ReadCall<'_>,

@@ -755,6 +755,7 @@ impl Inner {
                     clock: &self.settings.clock,
                     target,
                     pin,
+                    restore: active.deployment.restore.as_ref(),
                     record: &active.record,
                     output: &active.output,
                     limits,

@@ -29,7 +29,7 @@ use crate::docker::{
 };
 use crate::names::{Action, JobId};
 use crate::policy::{ModelMode, Policy, PolicyCell, Project};
-use crate::record::{JobRecord, JobState, JobTarget, Rollback, RollbackState, Step};
+use crate::record::{JobRecord, JobState, JobTarget, Restored, Rollback, RollbackState, Step};
 use crate::store::Store;
 
 /// How often the service is looked at while it starts; the gate waits for
@@ -39,6 +39,11 @@ const POLL: Duration = Duration::from_millis(250);
 /// The repository of the tags that keep a job's previous image from
 /// pruning; the tag is the job id.
 const HOLD_REPOSITORY: &str = "delivery-hook/rollback";
+
+/// The repository of the tags that keep a release without a repository
+/// digest on the host while the service keeps the release, so a rollback
+/// can restore it; the tag is the job id.
+const RELEASE_REPOSITORY: &str = "delivery-hook/release";
 
 /// The tag that keeps job `id`'s previous image.
 fn hold_reference(id: JobId) -> String {
@@ -111,6 +116,10 @@ fn steps(action: Action) -> &'static [ComposeOp] {
         Action::Build => &[ComposeOp::UpBuild],
     }
 }
+
+/// A release restored by its image id: the reference pointed at it, then
+/// `up` without pulling or building.
+const RESTORE_STEPS: &[ComposeOp] = &[ComposeOp::UpNoBuild];
 
 fn describe(op: ComposeOp) -> &'static str {
     match op {
@@ -254,6 +263,8 @@ pub struct JobRun<'a> {
     pub target: &'a ComposeTarget,
     /// The caller's pin.
     pub pin: Option<&'a ImagePin>,
+    /// The release a rollback restores; without `pin`, by its image id.
+    pub restore: Option<&'a Restored>,
     pub record: &'a watch::Sender<JobRecord>,
     pub output: &'a OutputLog,
     pub limits: &'a Limits,
@@ -666,9 +677,132 @@ impl JobRun<'_> {
         }
     }
 
+    /// The image id a rollback restores when it has no digest to pin.
+    fn restore_image(&self) -> Option<&str> {
+        self.restore
+            .filter(|_| self.pin.is_none())
+            .map(|r| r.image.as_str())
+    }
+
+    /// Points the service's image reference (the one its container was
+    /// created with, never a digest) at the image id being restored.
+    async fn point_at(&self, image: &str) -> Option<Completion> {
+        let reference = self
+            .record
+            .borrow()
+            .compose()
+            .and_then(|c| c.previous_reference.clone())
+            .unwrap_or_default();
+        let why = match Reference::parse(&reference).filter(|r| r.digest.is_none()) {
+            None => PointBackError::Reference(reference.clone()).to_string(),
+            Some(parsed) => match self.tag_back(image, &reference, &parsed).await {
+                Ok(()) => return None,
+                Err(e) => e.to_string(),
+            },
+        };
+        Some(Completion::ended(
+            JobState::Failed,
+            format!("the release could not be restored: {why}"),
+        ))
+    }
+
+    async fn tag_back(
+        &self,
+        image: &str,
+        reference: &str,
+        parsed: &Reference<'_>,
+    ) -> Result<(), PointBackError> {
+        let tag = parsed.tag.unwrap_or("latest");
+        self.engine
+            .tag_image(image, parsed.repository, tag)
+            .await
+            .map_err(|source| PointBackError::Tag {
+                reference: reference.to_owned(),
+                previous: image.to_owned(),
+                source,
+            })
+    }
+
+    /// Records the repository digest of what the service runs now: the
+    /// pin, or the image's digest in the repository its containers name.
+    async fn note_digest(&self) {
+        if let Some(pin) = self.pin {
+            self.record
+                .send_modify(|r| r.running_digest = Some(pin.to_string()));
+            return;
+        }
+        let Ok(containers) = self.engine.service_containers(self.target).await else {
+            return;
+        };
+        let Some(first) = containers.first() else {
+            return;
+        };
+        let Some(parsed) = Reference::parse(&first.reference) else {
+            return;
+        };
+        let digest = match parsed.pin() {
+            Some(pin) => Some(pin.to_string()),
+            None => {
+                let prefix = format!("{}@", parsed.repository);
+                let digests = self.engine.repo_digests(&first.image).await;
+                digests
+                    .ok()
+                    .flatten()
+                    .and_then(|all| all.into_iter().find(|d| d.starts_with(&prefix)))
+            }
+        };
+        self.record.send_modify(|r| r.running_digest = digest);
+    }
+
+    /// Tags the image of a release without a digest, so it stays on the
+    /// host while the service keeps the release; the releases this one
+    /// pushes out of the history lose their tags.
+    async fn keep_release(&self) {
+        let (id, image) = {
+            let r = self.record.borrow();
+            let untagged = r.running_digest.is_none();
+            (r.id, r.running_image.clone().filter(|_| untagged))
+        };
+        if let Some(image) = image {
+            self.tag_release(id, &image).await;
+        }
+        let key =
+            crate::store::compose_key(self.target.project.as_str(), self.target.service.as_str());
+        let keep = self.store.release_history() as usize;
+        let Ok(kept) = self.store.releases(None, &key, keep + 1).await else {
+            return;
+        };
+        // This release is not written yet: it will push out those from
+        // the `keep`th on.
+        for old in kept.iter().skip(keep.saturating_sub(1)) {
+            if old.digest.is_none() {
+                let tag = format!("{RELEASE_REPOSITORY}:{}", old.job);
+                if let Err(e) = self.engine.untag_image(&tag).await {
+                    tracing::warn!(error = %e, "could not remove the tag of a release no longer kept");
+                }
+            }
+        }
+    }
+
+    async fn tag_release(&self, id: JobId, image: &str) {
+        if let Err(e) = self
+            .engine
+            .tag_image(image, RELEASE_REPOSITORY, &id.to_string())
+            .await
+        {
+            self.output.note(&format!(
+                "(the release's image {image} could not be tagged to keep it: {e}; a prune may prevent rolling back to it)"
+            ));
+        }
+    }
+
     async fn deploy(&self, before: &[ContainerStatus]) -> Completion {
         let action = self.record.borrow().action;
-        let first = steps(action)[0];
+        let ops = match self.restore_image() {
+            Some(_) => RESTORE_STEPS,
+            None => steps(action),
+        };
+        let first = ops[0];
         let runs = match self.prepare(first).await {
             Ok(runs) => runs,
             Err(refused) => {
@@ -685,8 +819,13 @@ impl JobRun<'_> {
                 );
             }
         }
+        if let Some(image) = self.restore_image() {
+            if let Some(failed) = self.point_at(image).await {
+                return failed;
+            }
+        }
         let mut failure = None;
-        for &op in steps(action) {
+        for &op in ops {
             if let Some(failed) = self.run_step(&runs, op, self.limits).await {
                 // Until `up` runs, nothing was replaced.
                 if op == ComposeOp::Pull || failed.state == JobState::Interrupted {
@@ -701,6 +840,8 @@ impl JobRun<'_> {
             None => match self.gate(before, self.limits).await {
                 Ok(()) => {
                     self.retain_pins(runs.pin_file());
+                    self.note_digest().await;
+                    self.keep_release().await;
                     return Completion::succeeded();
                 }
                 Err(failed) if failed.state == JobState::Interrupted => return failed,
@@ -889,15 +1030,7 @@ impl JobRun<'_> {
         let (project, service) = (self.target.project.as_str(), self.target.service.as_str());
         let pin = parsed.pin();
         if pin.is_none() {
-            let tag = parsed.tag.unwrap_or("latest");
-            self.engine
-                .tag_image(previous, parsed.repository, tag)
-                .await
-                .map_err(|source| PointBackError::Tag {
-                    reference: reference.to_owned(),
-                    previous: previous.to_owned(),
-                    source,
-                })?;
+            self.tag_back(previous, reference, &parsed).await?;
         }
         match runs {
             Runs::Files { .. } => {

@@ -25,6 +25,8 @@ pub struct Facts {
     pub requested_by: Option<String>,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// The job's web page.
+    pub page: Option<String>,
 }
 
 /// A message as the notifier writes it, read back as a type: its event and
@@ -34,6 +36,8 @@ struct Message {
     #[serde(rename = "type")]
     event: String,
     data: JobData,
+    #[serde(default)]
+    page: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -75,7 +79,7 @@ fn given(text: Option<String>) -> Option<String> {
 
 impl Facts {
     pub fn from_payload(payload: &str) -> Result<Self, DeliveryError> {
-        let Message { event, data } =
+        let Message { event, data, page } =
             serde_json::from_str(payload).map_err(|e| DeliveryError::Message(e.to_string()))?;
         let target = match given(data.swarm_service) {
             Some(service) => format!("service {service}"),
@@ -100,6 +104,7 @@ impl Facts {
             requested_by,
             duration_ms: data.duration_ms,
             error: given(data.error),
+            page: given(page),
         })
     }
 
@@ -130,7 +135,7 @@ impl Facts {
     /// The facts as (name, value) lines.
     fn lines(&self) -> Vec<(&'static str, String)> {
         let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-        vec![
+        let mut lines = vec![
             ("Job", self.job.clone()),
             ("Project", self.project.clone()),
             ("Target", self.target.clone()),
@@ -144,7 +149,11 @@ impl Facts {
                 self.duration_ms
                     .map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
             ),
-        ]
+        ];
+        if let Some(page) = &self.page {
+            lines.push(("Page", page.clone()));
+        }
+        lines
     }
 
     /// A Slack incoming-webhook message: `text` for notifications and
@@ -241,6 +250,24 @@ mod tests {
             facts
                 .subject()
                 .starts_with("[delivery-hook] Deploy rolled back")
+        );
+    }
+
+    #[test]
+    fn a_message_with_the_job_s_page_links_to_it() {
+        let data: Value = serde_json::from_str::<Value>(&payload()).unwrap()["data"].clone();
+        let page = "https://deploy.example.com/ui/jobs/5f0c3a9e8b7d4c21a0e9f8d7c6b5a493";
+        let message = crate::notifications::message("rolled_back", 0, data.clone(), Some(page));
+        let facts = Facts::from_payload(&message).unwrap();
+        assert!(facts.text().contains(&format!("Page: {page}\n")));
+        let fields = facts.slack()["blocks"][1]["fields"].clone();
+        assert_eq!(fields.as_array().unwrap().len(), 10, "Slack's most");
+        let without = crate::notifications::message("rolled_back", 0, data, None);
+        assert!(
+            !Facts::from_payload(&without)
+                .unwrap()
+                .text()
+                .contains("Page:")
         );
     }
 }

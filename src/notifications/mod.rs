@@ -92,10 +92,17 @@ impl Outbox for Notifier {
         }
         let now = self.clock.unix_ms();
         let event = record.state.as_str();
+        let page = policy
+            .server
+            .public_url
+            .as_deref()
+            .filter(|_| policy.server.ui.enabled)
+            .map(|url| format!("{url}/ui/jobs/{}", record.id));
         let payload = message(
             event,
             record.finished_at_ms.unwrap_or(now),
             (self.render)(record),
+            page.as_deref(),
         );
         let id = format!("msg_{}_{event}", record.id);
         wanted
@@ -119,16 +126,20 @@ impl Outbox for Notifier {
     }
 }
 
-/// A message's JSON: `{"type": "deploy.<event>", "timestamp", "data"}`.
-/// The message of a job's end has the id `msg_<job id>_<state>`, the same
-/// for every target and attempt.
-pub fn message(event: &str, at_ms: u64, data: serde_json::Value) -> String {
-    serde_json::json!({
+/// A message's JSON: `{"type": "deploy.<event>", "timestamp", "data"}`,
+/// and `page`, the job's web page, when the gateway serves one at a
+/// `public_url`. The message of a job's end has the id
+/// `msg_<job id>_<state>`, the same for every target and attempt.
+pub fn message(event: &str, at_ms: u64, data: serde_json::Value, page: Option<&str>) -> String {
+    let mut message = serde_json::json!({
         "type": format!("deploy.{event}"),
         "timestamp": rfc3339(at_ms),
         "data": data,
-    })
-    .to_string()
+    });
+    if let Some(page) = page {
+        message["page"] = page.into();
+    }
+    message.to_string()
 }
 
 impl Notifier {

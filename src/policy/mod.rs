@@ -66,6 +66,66 @@ pub struct ServerSettings {
     pub auth_failure_window_secs: u64,
     pub job_history_days: u64,
     pub job_history_max: u64,
+    /// Releases kept per service, whatever the job history keeps.
+    pub release_history: u64,
+    /// Where people reach the gateway (`https://deploy.example.com`), so
+    /// notifications can link to a job's page.
+    pub public_url: Option<String>,
+    /// The read-only web page.
+    pub ui: UiSettings,
+}
+
+/// `[server.ui]`: the read-only web page and who may see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UiSettings {
+    pub enabled: bool,
+    /// Session cookies without `Secure`: only on a loopback listener.
+    pub insecure_cookies: bool,
+    pub viewers: Vec<Viewer>,
+}
+
+/// A person (or a team) who may read some projects' pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    pub name: String,
+    /// What the viewer signs in with; compared in constant time.
+    pub token: Hidden<String>,
+    /// Globs on policy project names.
+    pub projects: Vec<String>,
+}
+
+impl Viewer {
+    /// Whether the viewer may read `project`'s pages.
+    pub fn sees(&self, project: &str) -> bool {
+        glob_set(
+            self.projects.iter().map(String::as_str),
+            GlobSyntax::ContainerName,
+        )
+        .is_ok_and(|set| set.is_match(project))
+    }
+}
+
+impl UiSettings {
+    /// The viewer whose token is `token`, compared in constant time with
+    /// every viewer's.
+    pub fn viewer_by_token(&self, token: &str) -> Option<&Viewer> {
+        use crate::auth::signature::SigningKey;
+        // Equal tokens give equal MACs; the MACs are compared in constant
+        // time, and every viewer is tried.
+        let presented = SigningKey::new(token.as_bytes()).sign(b"viewer", "");
+        let mut found = None;
+        for viewer in &self.viewers {
+            let own = SigningKey::new(viewer.token.0.as_bytes());
+            if own.verify(b"viewer", "", &presented) {
+                found = Some(viewer);
+            }
+        }
+        found
+    }
+
+    pub fn viewer(&self, name: &str) -> Option<&Viewer> {
+        self.viewers.iter().find(|v| v.name == name)
+    }
 }
 
 impl ServerSettings {
@@ -766,6 +826,30 @@ impl Project {
 /// See [`Policy::summary`].
 pub struct Summary<'a>(&'a Policy);
 
+/// The web page's line of the summary: whether it is served, to whom.
+fn write_ui(f: &mut fmt::Formatter<'_>, s: &ServerSettings) -> fmt::Result {
+    let ui = &s.ui;
+    if !ui.enabled {
+        return writeln!(f, "ui: off");
+    }
+    let viewers: Vec<String> = ui
+        .viewers
+        .iter()
+        .map(|v| format!("{} ({})", v.name, v.projects.join(", ")))
+        .collect();
+    let cookies = if ui.insecure_cookies {
+        "insecure cookies (loopback)"
+    } else {
+        "secure cookies"
+    };
+    writeln!(
+        f,
+        "ui: /ui, {cookies}, viewers {}; job links {}",
+        viewers.join("; "),
+        s.public_url.as_deref().unwrap_or("off (no public_url)")
+    )
+}
+
 impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let policy = self.0;
@@ -783,7 +867,13 @@ impl fmt::Display for Summary<'_> {
             s.timestamp_tolerance_secs,
             s.max_wait_secs
         )?;
-        writeln!(f, "state: {}", s.state_dir.display())?;
+        writeln!(
+            f,
+            "state: {}, {} releases kept per service",
+            s.state_dir.display(),
+            s.release_history
+        )?;
+        write_ui(f, s)?;
         let compose = &d.compose;
         writeln!(
             f,

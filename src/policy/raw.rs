@@ -298,6 +298,27 @@ table!(
         auth_failure_window_secs: i128,
         job_history_days: i128,
         job_history_max: i128,
+        release_history: i128,
+        public_url: String,
+        ui: Ui,
+    }
+);
+
+table!(
+    /// `[server.ui]`.
+    Ui {
+        enabled: bool,
+        insecure_cookies: bool,
+        viewers: List<Viewer>,
+    }
+);
+
+table!(
+    /// `[[server.ui.viewers]]`.
+    Viewer {
+        name: String,
+        token_env: String,
+        projects: List<String>,
     }
 );
 
@@ -415,6 +436,8 @@ mod tests {
         let tables = [
             ("", Document::KEYS),
             ("server", Server::KEYS),
+            ("server.ui", Ui::KEYS),
+            ("server.ui.viewers", Viewer::KEYS),
             ("docker", Docker::KEYS),
             ("projects.*", Project::KEYS),
             ("notify", Notify::KEYS),

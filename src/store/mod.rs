@@ -1,6 +1,6 @@
 //! The durable state: SQLite in `state_dir`, owned by one thread: the jobs
-//! (`jobs.rs`), the replay entries (`replay.rs`) and the notification
-//! outbox (`outbox.rs`).
+//! (`jobs.rs`), the replay entries (`replay.rs`), the notification
+//! outbox (`outbox.rs`) and the releases (`releases.rs`).
 //!
 //! Every accepted job is written before the response goes out, and every
 //! state change after. One thread owns the connection and serves requests
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -24,10 +25,12 @@ use crate::record::JobRecord;
 
 mod jobs;
 mod outbox;
+mod releases;
 mod replay;
 
 pub use jobs::Cursor;
 pub use outbox::{OutboxOutcome, OutboxRow};
+pub use releases::{Release, compose_key, swarm_key};
 pub use replay::ReplayRow;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,7 +68,15 @@ enum Request {
     /// A job record, with the replay entry of the request that created it
     /// and the notifications of its end (one transaction, so one sync to
     /// disk, and a job never ends without its notifications).
-    Put(Box<JobRecord>, Option<ReplayRow>, Vec<OutboxRow>, Reply<()>),
+    /// A job that ends `succeeded` is a release of its service, written
+    /// with it; the service keeps as many releases as the number says.
+    Put(
+        Box<JobRecord>,
+        Option<ReplayRow>,
+        Vec<OutboxRow>,
+        u64,
+        Reply<()>,
+    ),
     PutReplay(ReplayRow, Reply<()>),
     /// Records an attempt's outcome for (message, target).
     Settle(String, String, OutboxOutcome, Reply<()>),
@@ -76,6 +87,13 @@ enum Request {
     /// Deletes expired entries and returns the live ones.
     LiveReplays(u64, Reply<Vec<ReplayRow>>),
     Get(JobId, Reply<Option<JobRecord>>),
+    /// A project's releases of a service, newest first, at most a number.
+    Releases {
+        project: Option<String>,
+        service: String,
+        limit: usize,
+        reply: Reply<Vec<Release>>,
+    },
     List {
         project: String,
         limit: usize,
@@ -119,7 +137,12 @@ pub struct Store {
     requests: mpsc::Sender<Request>,
     /// The directory it lives in; `None` in memory.
     dir: Option<PathBuf>,
+    /// Releases kept per service: the policy's `release_history`.
+    release_history: Arc<AtomicU64>,
 }
+
+/// Releases kept per service until the policy says otherwise.
+pub const DEFAULT_RELEASE_HISTORY: u64 = 20;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -151,6 +174,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (message, target)
 );
 CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (next_at);
+CREATE TABLE IF NOT EXISTS releases (
+    job_id       TEXT PRIMARY KEY,
+    project      TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    image        TEXT NOT NULL,
+    digest       TEXT,
+    requested_by TEXT,
+    at           INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS releases_by_service ON releases (service, at DESC, job_id DESC);
 ";
 
 /// The store holds who deployed what and when: readable by its owner only.
@@ -209,7 +242,37 @@ impl Store {
         Ok(Self {
             requests,
             dir: None,
+            release_history: Arc::new(AtomicU64::new(DEFAULT_RELEASE_HISTORY)),
         })
+    }
+
+    /// Sets how many releases each service keeps (the policy's
+    /// `release_history`), from the next release written.
+    pub fn keep_releases(&self, keep: u64) {
+        self.release_history.store(keep.max(1), Ordering::Relaxed);
+    }
+
+    /// How many releases each service keeps.
+    pub fn release_history(&self) -> u64 {
+        self.release_history.load(Ordering::Relaxed)
+    }
+
+    /// A service's releases (see [`compose_key`] and [`swarm_key`]), only
+    /// `project`'s when given, newest first, at most `limit`.
+    pub async fn releases(
+        &self,
+        project: Option<&str>,
+        service: &str,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError> {
+        let (project, service) = (project.map(str::to_owned), service.to_owned());
+        self.send(|reply| Request::Releases {
+            project,
+            service,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// The directory the store lives in; `None` for one in memory.
@@ -226,14 +289,16 @@ impl Store {
     /// As [`Self::put`], with the replay entry of the request that created
     /// the job, in the same transaction.
     pub fn put_with(&self, record: &JobRecord, replay: Option<ReplayRow>) -> Pending<()> {
-        self.send(|reply| Request::Put(Box::new(record.clone()), replay, Vec::new(), reply))
+        let keep = self.release_history.load(Ordering::Relaxed);
+        self.send(|reply| Request::Put(Box::new(record.clone()), replay, Vec::new(), keep, reply))
     }
 
     /// As [`Self::put`], with the notifications of the job's end in the
     /// same transaction. A notification already in the outbox (the same
     /// message to the same target) is left as it is.
     pub fn put_final(&self, record: &JobRecord, outbox: Vec<OutboxRow>) -> Pending<()> {
-        self.send(|reply| Request::Put(Box::new(record.clone()), None, outbox, reply))
+        let keep = self.release_history.load(Ordering::Relaxed);
+        self.send(|reply| Request::Put(Box::new(record.clone()), None, outbox, keep, reply))
     }
 
     /// Records a delivery attempt's outcome.
@@ -385,8 +450,8 @@ fn write_batch(connection: &Connection, batch: Vec<Request>) {
                 .map_err(StoreError::from)
                 .and_then(|savepoint| {
                     match &request {
-                        Request::Put(record, replay, outbox, _) => {
-                            put(&savepoint, record, replay.as_ref(), outbox)
+                        Request::Put(record, replay, outbox, keep, _) => {
+                            put(&savepoint, record, replay.as_ref(), outbox, *keep)
                         }
                         Request::PutReplay(row, _) => replay::put_replay(&savepoint, row),
                         Request::Settle(message, target, outcome, _) => {
@@ -411,7 +476,7 @@ fn write_batch(connection: &Connection, batch: Vec<Request>) {
 
 fn reply_write(request: Request, outcome: Result<(), StoreError>) {
     match request {
-        Request::Put(_, _, _, reply)
+        Request::Put(_, _, _, _, reply)
         | Request::PutReplay(_, reply)
         | Request::Settle(_, _, _, reply) => {
             let _ = reply.send(outcome);
@@ -439,6 +504,19 @@ fn answer(connection: &Connection, request: Request) {
         Request::Unfinished(reply) => {
             let _ = reply.send(jobs::unfinished(connection));
         }
+        Request::Releases {
+            project,
+            service,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(releases::list(
+                connection,
+                project.as_deref(),
+                &service,
+                limit,
+            ));
+        }
         Request::Prune {
             older_than_ms,
             keep,
@@ -461,16 +539,20 @@ fn answer(connection: &Connection, request: Request) {
     }
 }
 
-/// Inside the batch's transaction, so the job, its replay entry and its
-/// notifications are durable together.
+/// Inside the batch's transaction, so the job, its replay entry, its
+/// notifications and the release it made are durable together.
 fn put(
     c: &Connection,
     record: &JobRecord,
     replay: Option<&ReplayRow>,
     outbox: &[OutboxRow],
+    keep_releases: u64,
 ) -> Result<(), StoreError> {
     let doc = serde_json::to_string(record)?;
     jobs::put_job(c, record, &doc)?;
+    if let Some(release) = Release::of(record) {
+        releases::put_release(c, &release, keep_releases)?;
+    }
     if let Some(row) = replay {
         replay::put_replay(c, row)?;
     }
@@ -496,6 +578,7 @@ mod tests {
                     target: target.clone(),
                 },
                 pin: None,
+                restore: None,
             },
             false,
             1,
@@ -641,6 +724,41 @@ mod tests {
         assert_eq!(store.prune(12, 100, 0).await.unwrap(), 1);
         assert_eq!(store.prune(14, 100, 0).await.unwrap(), 2);
         assert_eq!(store.list("a", 10, None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn releases_are_kept_per_service_whatever_the_jobs_pruning() {
+        let store = Store::in_memory();
+        store.keep_releases(3);
+        let mut made = Vec::new();
+        for t in 0..5 {
+            let mut r = record("a", 100 + t, JobState::Succeeded);
+            r.finished_at_ms = Some(200 + t);
+            r.running_image = Some(format!("sha256:{t}"));
+            made.push(r.id);
+            store.put(&r).await.unwrap();
+        }
+        let mut failed = record("a", 300, JobState::Failed);
+        failed.running_image = Some("sha256:f".into());
+        store.put(&failed).await.unwrap();
+        let key = compose_key("p", "web");
+        let ids = |releases: Vec<Release>| releases.into_iter().map(|r| r.job).collect::<Vec<_>>();
+        let kept = ids(store.releases(Some("a"), &key, 100).await.unwrap());
+        assert_eq!(
+            kept,
+            vec![made[4], made[3], made[2]],
+            "the newest 3, newest first"
+        );
+        assert!(
+            store
+                .releases(Some("b"), &key, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.prune(u64::MAX, 0, 0).await.unwrap(), 6);
+        let after = ids(store.releases(None, &key, 2).await.unwrap());
+        assert_eq!(after, vec![made[4], made[3]], "pruning jobs keeps releases");
     }
 
     #[tokio::test]

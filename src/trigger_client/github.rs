@@ -57,6 +57,7 @@ fn from_inputs() -> Result<(Trigger, Hosts), String> {
         action,
         project: input("project"),
         image: input("image"),
+        rollback_to: None,
         wait: Some(number("wait", 600)?),
         output: OutputFormat::Text,
         token,

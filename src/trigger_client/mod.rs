@@ -119,6 +119,8 @@ pub struct Trigger {
     pub project: Option<String>,
     /// A pin, `<repository>@sha256:<hex>`, for `pull`.
     pub image: Option<String>,
+    /// A release to roll back to instead: `previous` or the job that made it.
+    pub rollback_to: Option<String>,
     pub wait: Option<u64>,
     pub output: OutputFormat,
     /// A CI token instead of a secret.
@@ -357,8 +359,9 @@ fn rollback_line(rollback: &JobRollback) -> String {
     line
 }
 
-/// The JSON body of the deploy, once its target and pin are checked.
-fn request_body(t: &Trigger) -> Result<String, String> {
+/// The path and JSON body of the request, once its target, pin and
+/// release are checked.
+fn request_of(t: &Trigger) -> Result<(&'static str, String), String> {
     let (field, name) = match &t.target {
         TriggerTarget::Container(name) => ContainerName::parse(name)
             .map(|_| ("container_name", name))
@@ -377,7 +380,20 @@ fn request_body(t: &Trigger) -> Result<String, String> {
         }
         body["image"] = image.as_str().into();
     }
-    Ok(body.to_string())
+    let Some(to) = &t.rollback_to else {
+        return Ok((t.action.as_str(), body.to_string()));
+    };
+    if to != "previous" && crate::names::JobId::parse(to).is_none() {
+        return Err("--rollback-to takes `previous` or a job id (32 hex digits)".into());
+    }
+    if t.action != Action::Pull || t.image.is_some() {
+        return Err(
+            "--rollback-to deploys a release as a pull; it takes no --image or --action build"
+                .into(),
+        );
+    }
+    body["to"] = to.as_str().into();
+    Ok(("rollback", body.to_string()))
 }
 
 fn http_client() -> Result<reqwest::Client, String> {
@@ -392,6 +408,8 @@ fn http_client() -> Result<reqwest::Client, String> {
 /// A deploy checked and ready to send to any number of hosts.
 pub struct Prepared {
     http: reqwest::Client,
+    /// `pull`, `build` or `rollback`.
+    path: &'static str,
     body: String,
     trigger: Trigger,
     started: Instant,
@@ -400,8 +418,10 @@ pub struct Prepared {
 impl Prepared {
     /// Checks what `t` names; the line to print when it cannot be sent.
     pub fn new(trigger: Trigger) -> Result<Self, String> {
+        let (path, body) = request_of(&trigger)?;
         Ok(Self {
-            body: request_body(&trigger)?,
+            path,
+            body,
             http: http_client()?,
             trigger,
             started: Instant::now(),
@@ -438,7 +458,7 @@ impl Prepared {
             label,
         };
         let t = &self.trigger;
-        match run_trigger(&mut session, &self.body, t.action, t.wait).await {
+        match run_trigger(&mut session, &self.body, self.path, t.wait).await {
             Ok((code, job)) => fleet::HostResult::ended(url, code, job, t.wait.is_some()),
             Err(Refused(line)) => fleet::HostResult::refused(url, line),
         }
@@ -479,10 +499,10 @@ pub async fn trigger(t: Trigger, hosts: fleet::Hosts) -> u8 {
 async fn run_trigger(
     s: &mut Session,
     body: &str,
-    action: Action,
+    path: &str,
     wait: Option<u64>,
 ) -> Result<(u8, Job), Refused> {
-    let job = submit(s, body, action).await?;
+    let job = submit(s, body, path).await?;
     let Some(limit) = wait else {
         return Ok((EXIT_SUCCEEDED, job));
     };
@@ -494,10 +514,10 @@ async fn run_trigger(
 }
 
 /// POSTs the deploy; the job it started (or joined, or replayed).
-async fn submit(s: &Session, body: &str, action: Action) -> Result<Job, Refused> {
+async fn submit(s: &Session, body: &str, path: &str) -> Result<Job, Refused> {
     let request = s
         .http
-        .post(format!("{}/{}", s.base, action.as_str()))
+        .post(format!("{}/{path}", s.base))
         .header("Content-Type", "application/json")
         .timeout(Duration::from_secs(60));
     let request = s.signed(request, body.as_bytes()).body(body.to_owned());

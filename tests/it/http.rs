@@ -424,6 +424,7 @@ async fn a_request_abandoned_after_its_job_is_recorded_keeps_its_replay_entry() 
                 target: filler.clone(),
             },
             pin: None,
+            restore: None,
         },
         false,
         h.clock.unix_ms(),

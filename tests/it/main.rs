@@ -3,6 +3,7 @@
 
 mod architecture;
 mod attacks;
+mod browser;
 mod ci_steps;
 mod cli;
 mod clock;
@@ -16,6 +17,8 @@ mod oidc;
 mod oidc_tls;
 mod operations;
 mod refusals;
+mod releases;
 mod safe_deploys;
 mod support;
 mod swarm;
+mod ui;

@@ -33,6 +33,10 @@ const READS: &[Operation] = &[GetJob, ListJobs];
 const SIGNED: &[Operation] = &[Pull, Build, GetJob, ListJobs];
 const DEPLOY_GET: &[Operation] = &[Pull, Build, GetJob];
 
+/// Operations whose refusals are not in this table yet: their own codes
+/// are produced in `releases.rs`, the rest only through `/pull`'s path.
+const NOT_TABLED: &[Operation] = &[Operation::Rollback, Operation::ListReleases];
+
 const AUD: &str = "https://deploy.test";
 /// An issuer whose keys only a file gives.
 const FILE_ISSUER: &str = "http://127.0.0.1:9/files";
@@ -574,6 +578,7 @@ async fn send(h: &Harness, op: Operation, call: &Call, query: &str) -> TestRespo
         GetJob => (false, format!("/jobs/{}{query}", call.job)),
         ListJobs => (false, format!("/jobs{query}")),
         Readiness => return h.client.get("/readyz").send().await,
+        Operation::Rollback | Operation::ListReleases => unreachable!("not tabled: {op:?}"),
     };
     let ts = call.ts.to_string();
     let message = if post {
@@ -675,6 +680,7 @@ fn pairs() -> (Pairs, Pairs) {
         .flat_map(|&code| {
             Operation::ALL
                 .into_iter()
+                .filter(|op| !NOT_TABLED.contains(op))
                 .filter(move |op| code.operations().contains(*op))
                 .map(move |op| key(op, code))
         })

@@ -28,6 +28,7 @@ mod notify;
 mod oidc;
 mod project;
 mod settings;
+mod ui;
 mod warnings;
 
 /// The largest policy file read; 10,000 projects take about 2 MB.
@@ -216,6 +217,9 @@ pub(crate) fn default_server(base: &Path) -> ServerSettings {
         auth_failure_window_secs: 60,
         job_history_days: 30,
         job_history_max: 10_000,
+        release_history: 20,
+        public_url: None,
+        ui: Default::default(),
     }
 }
 
@@ -370,6 +374,11 @@ impl<'t> Reader<'t> {
                 Err(_) => self.unplaced(format!(
                     "DELIVERY_LISTEN=`{listen}` is not an IP:port address"
                 )),
+            }
+            if self.server.ui.insecure_cookies && !self.server.listen.ip().is_loopback() {
+                self.unplaced(format!(
+                    "DELIVERY_LISTEN=`{listen}` is not loopback, and [server.ui] sets `insecure_cookies`"
+                ));
             }
         }
         specs

@@ -33,9 +33,15 @@ impl Reader<'_> {
             auth_failure_window_secs,
             job_history_days,
             job_history_max,
+            release_history,
+            public_url,
+            ui,
             unknown,
         } = server;
         self.unknown_keys(&unknown, "[server]");
+        if let Some(field) = public_url {
+            self.public_url(field);
+        }
         if let Some(a) = listen.and_then(|v| self.socket_addr("listen", v)) {
             self.server.listen = a;
         }
@@ -71,12 +77,16 @@ impl Reader<'_> {
             ("auth_failure_window_secs", auth_failure_window_secs),
             ("job_history_days", job_history_days),
             ("job_history_max", job_history_max),
+            ("release_history", release_history),
         ];
         for (key, field) in integers {
             let (range, set) = server_integer(key);
             if let Some(n) = field.and_then(|v| self.integer(key, v, range)) {
                 set(&mut self.server, n);
             }
+        }
+        if let Some(ui) = ui.and_then(|v| self.table(v, "[server.ui]")) {
+            self.ui_section(ui);
         }
     }
 
@@ -320,6 +330,7 @@ fn server_integer(key: &str) -> (Range<u64>, Setter) {
         "auth_failure_window_secs" => (1..86_401, |s, n| s.auth_failure_window_secs = n),
         "job_history_days" => (1..36_501, |s, n| s.job_history_days = n),
         "job_history_max" => (1..1_000_000_001, |s, n| s.job_history_max = n),
+        "release_history" => (1..10_001, |s, n| s.release_history = n),
         other => unreachable!("`{other}` is not an integer of [server]"),
     }
 }

@@ -939,3 +939,47 @@ audience = "b"
         "{shown}"
     );
 }
+
+#[test]
+fn the_web_page_s_viewers_and_cookies_are_judged() {
+    let project = "[projects.billing]\nsecrets = [\"env:BILLING_SECRET\"]\ncontainers = [\"billing-*\"]\nactions = [\"pull\"]\n";
+    let ok = parse_ok(&format!(
+        "[server]\npublic_url = \"https://deploy.example.com/\"\n[server.ui]\nenabled = true\ninsecure_cookies = true\n[[server.ui.viewers]]\nname = \"ops\"\ntoken_env = \"SHOP_SECRET\"\nprojects = [\"bill*\"]\n{project}"
+    ));
+    let server = &ok.policy.server;
+    assert_eq!(
+        server.public_url.as_deref(),
+        Some("https://deploy.example.com")
+    );
+    assert!(server.ui.enabled && server.ui.insecure_cookies);
+    let viewer = server
+        .ui
+        .viewer_by_token("shop-secret-0123456789ab")
+        .unwrap();
+    assert!(viewer.sees("billing") && !viewer.sees("shop"));
+    assert!(
+        server
+            .ui
+            .viewer_by_token("shop-secret-0123456789aX")
+            .is_none()
+    );
+    let summary = ok.policy.summary().to_string();
+    assert!(
+        summary.contains("ui: /ui, insecure cookies (loopback), viewers ops (bill*)"),
+        "{summary}"
+    );
+    let errors = parse_err(&format!(
+        "[server]\nlisten = \"0.0.0.0:8000\"\npublic_url = \"ftp://x\"\n[server.ui]\nenabled = true\ninsecure_cookies = true\n[[server.ui.viewers]]\nname = \"a\"\ntoken_env = \"SHORT\"\nprojects = [\"*\"]\n[[server.ui.viewers]]\nname = \"b\"\ntoken_env = \"SHOP_SECRET\"\nprojects = [\"*\"]\n[[server.ui.viewers]]\nname = \"c\"\ntoken_env = \"SHOP_SECRET\"\nprojects = [\"*\"]\ncolour = 1\n{project}"
+    ));
+    for expected in [
+        ":3: `public_url` must be",
+        ":6: `insecure_cookies` sends session cookies without `Secure`",
+        ":9: the token in `SHORT` is shorter than 16 bytes",
+        "viewer `c` has another viewer's token",
+        "unknown key `colour` in [[server.ui.viewers]]",
+    ] {
+        assert!(errors.contains(expected), "{expected}:\n{errors}");
+    }
+    let nobody = parse_err(&format!("[server.ui]\nenabled = true\n{project}"));
+    assert!(nobody.contains("nobody could sign in"), "{nobody}");
+}

@@ -18,6 +18,7 @@ mod judged;
 mod notify;
 mod oidc;
 mod operations;
+mod releases;
 mod safe;
 mod scenarios;
 mod shapes;

@@ -583,6 +583,29 @@ async fn e2e_swarm_single_node_updates_pins_and_rolls_back() {
     assert_eq!(lab.spec_image(&web), pin);
     assert_eq!(lab.content(&web), "v1");
 
+    // Rolled back to the release before (v2, by its digest), then to a
+    // chosen one (the pinned v1's job).
+    let rollback_to = |to: &str| trigger(&gateway.url, &["--service", &web, "--rollback-to", to]);
+    let (code, back, progress) = rollback_to("previous");
+    assert_eq!(
+        (code, back["state"].as_str()),
+        (0, Some("succeeded")),
+        "{progress}{back:#}"
+    );
+    assert_eq!(back["restored"]["job"], again["id"]);
+    assert_eq!(back["image_digest"], v2.as_str());
+    assert_eq!(lab.content(&web), "v2");
+    let (code, chosen, progress) = rollback_to(pinned["id"].as_str().unwrap());
+    assert_eq!(
+        (code, chosen["state"].as_str()),
+        (0, Some("succeeded")),
+        "{progress}{chosen:#}"
+    );
+    assert_eq!(chosen["restored"]["job"], pinned["id"]);
+    assert_eq!(lab.content(&web), "v1");
+    // A new client: the rollbacks outlasted the idle connection it kept.
+    let client = Client::new(&gateway);
+
     // A release that crashes, on a service that rolls back on failure.
     let crash = format!("{}_crash", f.id);
     let crash_tag = lab.publish(

@@ -63,6 +63,11 @@ pub struct FakeEngine {
     /// or why it fails; every call is counted.
     pub model: Mutex<Option<Result<serde_json::Value, ModelError>>>,
     pub model_calls: AtomicUsize,
+    /// The image `up` brings; [`NEW_IMAGE`] unless set.
+    pub up_image: Mutex<Option<String>>,
+    /// Images on the host besides those it runs or tags, with their
+    /// repository digests.
+    pub images: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The image the service runs before a deploy.
@@ -86,6 +91,14 @@ impl FakeEngine {
         let engine = Self::default();
         *engine.state.lock().unwrap() = ("running".into(), None);
         *engine.image.lock().unwrap() = OLD_IMAGE.into();
+        // Pulled from the registry: the image `up` brings has a digest, so
+        // a release of it needs no tag to stay restorable.
+        let digest = format!("127.0.0.1:5000/billing/web@sha256:{}", "0".repeat(64));
+        engine
+            .images
+            .lock()
+            .unwrap()
+            .insert(NEW_IMAGE.into(), vec![digest]);
         engine
     }
 
@@ -333,7 +346,8 @@ impl ComposeHost for FakeEngine {
             if exit.is_none() && code == 0 {
                 match op {
                     ComposeOp::Up | ComposeOp::UpBuild => {
-                        *self.image.lock().unwrap() = NEW_IMAGE.into();
+                        let brought = self.up_image.lock().unwrap().clone();
+                        *self.image.lock().unwrap() = brought.unwrap_or_else(|| NEW_IMAGE.into());
                     }
                     ComposeOp::UpNoBuild => {
                         if let Some(id) = self.tags.lock().unwrap().get(REFERENCE) {
@@ -380,6 +394,21 @@ impl Images for FakeEngine {
                 .push(format!("untag {reference}"));
             self.tags.lock().unwrap().remove(reference);
             Ok(())
+        })
+    }
+
+    fn repo_digests<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            if let Some(digests) = self.images.lock().unwrap().get(image) {
+                return Ok(Some(digests.clone()));
+            }
+            let runs = *self.image.lock().unwrap() == image;
+            let tagged = self.tags.lock().unwrap().values().any(|id| id == image);
+            Ok((runs || tagged).then(Vec::new))
         })
     }
 }

@@ -109,6 +109,33 @@ impl Environment for NoEnv {
     }
 }
 
+/// The web page's viewers' tokens: alice sees billing, bob sees shop.
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789abcd";
+
+/// `[server]` lines that turn the web page on for alice and bob; three
+/// failed sign-ins throttle.
+pub fn ui_server(insecure_cookies: bool) -> String {
+    set_var("UI_ALICE", ALICE);
+    set_var("UI_BOB", BOB);
+    format!(
+        r#"public_url = "https://deploy.example.com"
+auth_failure_limit = 3
+[server.ui]
+enabled = true
+insecure_cookies = {insecure_cookies}
+[[server.ui.viewers]]
+name = "alice"
+token_env = "UI_ALICE"
+projects = ["bill*"]
+[[server.ui.viewers]]
+name = "bob"
+token_env = "UI_BOB"
+projects = ["shop"]
+"#
+    )
+}
+
 /// Compose labels for a service whose files live under `dir`.
 pub fn compose_labels(project: &str, service: &str, dir: &Path) -> Vec<(&'static str, String)> {
     vec![
