@@ -452,3 +452,31 @@ fn healthcheck_and_helper_exit_non_zero_when_they_fail() {
         assert!(!text(&out.stderr).is_empty(), "{job}: it says why");
     }
 }
+
+/// A token read from a variable cannot be renewed: when the gateway stops
+/// taking it for reads, `trigger` says where to follow the job and exits 1.
+#[test]
+fn trigger_exits_1_when_its_token_can_no_longer_read_the_job() {
+    use crate::support::ci::{HostPlay, StandInHost};
+    let host = StandInHost::start(HostPlay::AcceptThenRefuseReads);
+    let out = cli(
+        &[
+            "trigger",
+            "--url",
+            &host.url,
+            "--container",
+            "web",
+            "--token-env",
+            "CI_TOKEN",
+            "--wait",
+            "30",
+        ],
+        &[("CI_TOKEN", "header.claims.signature")],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("invalid_token") && said.contains(&format!("follow it at {}/jobs/", host.url)),
+        "{said}"
+    );
+}

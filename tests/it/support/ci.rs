@@ -343,6 +343,9 @@ pub enum HostPlay {
     Refuse,
     /// 202 with a queued job, which every read then shows running.
     Accept,
+    /// 202 with a queued job, then 401 to every read: the token the
+    /// deploy was sent with has grown too old to read it.
+    AcceptThenRefuseReads,
 }
 
 struct HostState {
@@ -386,6 +389,19 @@ fn stand_in(state: Data<&Arc<HostState>>, request: &Request) -> Response {
                 if read { 200 } else { 202 },
                 serde_json::to_value(&job).unwrap(),
             )
+        }
+        HostPlay::AcceptThenRefuseReads if request.method() == poem::http::Method::GET => (
+            401,
+            serde_json::json!({
+                "type": "urn:delivery-hook:error:invalid_token",
+                "title": "Unauthorized", "status": 401, "code": "invalid_token",
+                "rule": "too_old",
+                "message": "the token was issued longer ago than the rule's max_token_age_secs",
+            }),
+        ),
+        HostPlay::AcceptThenRefuseReads => {
+            job.state = JobStatus::Queued;
+            (202, serde_json::to_value(&job).unwrap())
         }
         HostPlay::Refuse => (
             403,
