@@ -476,7 +476,8 @@ fn trigger_exits_1_when_its_token_can_no_longer_read_the_job() {
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
-        said.contains("invalid_token") && said.contains(&format!("follow it at {}/jobs/", host.url)),
+        said.contains("invalid_token")
+            && said.contains(&format!("follow it at {}/jobs/", host.url)),
         "{said}"
     );
 }
