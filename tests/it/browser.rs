@@ -22,12 +22,7 @@ use crate::support::{ALICE, BILLING, BOB, gateway_in, now, sign, skip, temp_dir,
 fn python() -> Option<String> {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/ui-venv/bin/python");
     let python = std::env::var("DELIVERY_TEST_BROWSER_PYTHON").unwrap_or_else(|_| venv.into());
-    let ready = std::process::Command::new(&python)
-        .args(["-c", "import selenium, axe_selenium_python"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ready = crate::support::runs(&python, &["-c", "import selenium, axe_selenium_python"]);
     if !ready || !Path::new("/usr/bin/chromedriver").exists() {
         skip(
             "the browser tests need chromium, chromium-driver and a Python with selenium and axe-selenium-python (scripts/test installs them)",

@@ -225,18 +225,7 @@ async fn gauges_show_running_jobs_the_replay_bound_and_throttled_clients() {
     assert_eq!(ended["state"], "succeeded", "{ended}");
     assert_eq!(gauge("delivery_hook_jobs_running").await, 0.0);
     assert_eq!(gauge("delivery_hook_throttled_clients").await, 0.0);
-    for _ in 0..2 {
-        let response = h
-            .post_signed(
-                "/pull",
-                &body_for("billing-web"),
-                SHOP,
-                now(),
-                Some("billing"),
-            )
-            .await;
-        assert_eq!(response.0.status().as_u16(), 401);
-    }
+    refused_as_billing(&h, 2).await;
     assert_eq!(gauge("delivery_hook_throttled_clients").await, 1.0);
 }
 
@@ -290,21 +279,21 @@ async fn job_history_is_pruned_to_its_count_and_its_age() {
     assert_eq!(kept(&h).await, [false, false, false], "31 days old: gone");
 }
 
-#[tokio::test]
-async fn metrics_count_what_happened() {
-    let h = Harness::with_server("metrics = true").await;
-    for _ in 0..3 {
+/// Sends `n` deploys for `billing` signed with shop's key: each 401.
+async fn refused_as_billing(h: &Harness, n: usize) {
+    for _ in 0..n {
+        let body = body_for("billing-web");
         let response = h
-            .post_signed(
-                "/pull",
-                &body_for("billing-web"),
-                SHOP,
-                now(),
-                Some("billing"),
-            )
+            .post_signed("/pull", &body, SHOP, now(), Some("billing"))
             .await;
         assert_eq!(response.0.status().as_u16(), 401);
     }
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let h = Harness::with_server("metrics = true").await;
+    refused_as_billing(&h, 3).await;
     let (status, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
     assert_eq!((status, job["state"].as_str()), (200, Some("succeeded")));
     let response = h.client.get("/metrics").send().await;

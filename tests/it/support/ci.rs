@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,13 +28,7 @@ pub fn repo_file(path: &str) -> PathBuf {
 pub fn check_jsonschema() -> Option<String> {
     let tool = std::env::var("DELIVERY_TEST_CHECK_JSONSCHEMA")
         .unwrap_or_else(|_| "check-jsonschema".into());
-    let ready = Command::new(&tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
+    if !super::runs(&tool, &["--version"]) {
         super::skip(&format!(
             "{tool} does not run (PyPI check-jsonschema; scripts/test sets DELIVERY_TEST_CHECK_JSONSCHEMA)"
         ));

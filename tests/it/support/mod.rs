@@ -557,6 +557,17 @@ pub async fn metric(h: &Harness, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(&parse_metrics(&text), name, labels)
 }
 
+/// Whether `program` runs with `args` and exits 0, its output discarded:
+/// how a test learns that a tool it needs is installed.
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Waits (in real time, at most 10 s) until `condition` holds, for what
 /// other tasks of the test's runtime do meanwhile.
 pub async fn soon(what: &str, mut condition: impl FnMut() -> bool) {

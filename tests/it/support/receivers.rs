@@ -16,13 +16,7 @@ use serde_json::Value;
 /// there is none outside CI. Under CI=true a missing one is a failure.
 pub fn python() -> Option<String> {
     let python = std::env::var("DELIVERY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ready = Command::new(&python)
-        .args(["-c", "import standardwebhooks, aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
+    if !super::runs(&python, &["-c", "import standardwebhooks, aiosmtpd"]) {
         super::skip(&format!(
             "{python} lacks the PyPI packages standardwebhooks and aiosmtpd (scripts/test sets DELIVERY_TEST_PYTHON)"
         ));
