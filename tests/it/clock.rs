@@ -121,8 +121,7 @@ impl Drop for Receiver {
 async fn counted(h: &Harness, outcome: &str) -> f64 {
     let response = h.client.get("/metrics").send().await;
     let text = response.0.into_body().into_string().await.unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    scrape
+    crate::support::parse_metrics(&text)
         .samples
         .iter()
         .filter(|s| {
