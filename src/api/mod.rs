@@ -91,9 +91,30 @@ fn service() -> OpenApiService<Api, ()> {
 
 pub use ui::{assets as ui_assets, render_project as ui_project_page};
 
+/// Fields a body must not carry, which the types cannot say (they ignore
+/// every field they do not name): a container's body names no service and
+/// a service's no container, and the bodies that take no pin carry no
+/// `image`. The gateway refuses each with 400.
+const ABSENT_FIELDS: [(&str, &[&str]); 5] = [
+    ("DeployRequest", &["service_name"]),
+    ("ServiceDeployRequest", &["container_name"]),
+    ("BuildRequest", &["service_name", "image"]),
+    ("ContainerRollbackRequest", &["service_name", "image"]),
+    ("ServiceRollbackRequest", &["container_name", "image"]),
+];
+
 /// The OpenAPI 3 document, as JSON.
 pub fn document() -> String {
-    service().spec()
+    let mut document: serde_json::Value =
+        serde_json::from_str(&service().spec()).expect("poem-openapi renders JSON");
+    for (schema, fields) in ABSENT_FIELDS {
+        let present = fields
+            .iter()
+            .map(|field| serde_json::json!({ "required": [field] }))
+            .collect::<Vec<_>>();
+        document["components"]["schemas"][schema]["not"] = serde_json::json!({ "anyOf": present });
+    }
+    serde_json::to_string_pretty(&document).expect("a JSON value renders")
 }
 
 /// The client address of `request` under `policy`'s trusted proxies.

@@ -50,10 +50,10 @@ fn token_replay_key(token: &Verified) -> crate::auth::replay::ReplayKey {
 
 /// What an authenticated body asks for: read again unless it was read to
 /// find the candidates.
-fn wanted(early: Option<Body>, body: &[u8]) -> Result<Wanted, Refusal> {
+fn wanted(early: Option<Body>, body: &[u8], rollback: bool) -> Result<Wanted, Refusal> {
     match early {
         Some(early) => early,
-        None => parse_body(body)?,
+        None => parse_body(body, rollback)?,
     }
     .wanted()
 }
@@ -96,11 +96,12 @@ impl Gateway {
         policy: &'p Policy,
         named: Option<Option<&'p Project>>,
         body: &[u8],
+        rollback: bool,
     ) -> Result<(Vec<&'p Project>, Option<Body>), Refusal> {
         Ok(match named {
             Some(project) => (project.into_iter().collect(), None),
             None => {
-                let early = parse_body(body)?;
+                let early = parse_body(body, rollback)?;
                 let candidates = match &early.named {
                     NamedTarget::Container(name) => policy.candidates(name),
                     NamedTarget::Service(name) => policy.service_candidates(name),
@@ -130,9 +131,9 @@ impl Gateway {
             None => None,
         };
         let body = self.read_checked(policy, read_body).await?;
-        let (candidates, early) = Self::candidates(policy, named, &body)?;
+        let (candidates, early) = Self::candidates(policy, named, &body, call.rollback)?;
         let (project, key) = signed.signer(&candidates, &body).map_err(fail)?;
-        let wanted = wanted(early, &body)?;
+        let wanted = wanted(early, &body, call.rollback)?;
         let (timestamp, signature) = (signed.timestamp, signed.signature);
         // An entry outlives every moment at which its request can still be
         // admitted: the window's end, plus the time a body may take to
@@ -228,9 +229,9 @@ impl Gateway {
             None => None,
         };
         let body = self.read_checked(policy, read_body).await?;
-        let (candidates, early) = Self::candidates(policy, named, &body)?;
+        let (candidates, early) = Self::candidates(policy, named, &body, call.rollback)?;
         let project = self.token_project(policy, call.client, &candidates, &verified)?;
-        let wanted = wanted(early, &body)?;
+        let wanted = wanted(early, &body, call.rollback)?;
         let expires_at = verified.expires_at.saturating_add(oidc::LEEWAY_SECS);
         Ok(Admitted {
             project,

@@ -128,7 +128,8 @@ pub struct JobPage {
 /// accepts a JSON array by position (`["web"]`): only an object is a body,
 /// `container_name` or `service_name` must appear exactly once, `image` at
 /// most once, and other fields are ignored, as the tool this replaces
-/// ignored them.
+/// ignored them. `to` is a field of a rollback's body only: elsewhere it is
+/// one of the others, whatever it holds.
 struct DeployBody {
     container_name: Option<String>,
     service_name: Option<String>,
@@ -171,11 +172,23 @@ impl<'de> serde::Deserialize<'de> for Key {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for DeployBody {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+/// Reads a [`DeployBody`]: `rollback` says whether `to` is read.
+struct BodyShape {
+    rollback: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodyShape {
+    type Value = DeployBody;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<DeployBody, D::Error> {
         use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
 
-        struct Fields;
+        struct Fields {
+            rollback: bool,
+        }
 
         impl<'de> Visitor<'de> for Fields {
             type Value = DeployBody;
@@ -194,8 +207,8 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
                         Key::ContainerName => (&mut container_name, "container_name"),
                         Key::ServiceName => (&mut service_name, "service_name"),
                         Key::Image => (&mut image, "image"),
-                        Key::To => (&mut to, "to"),
-                        Key::Other => {
+                        Key::To if self.rollback => (&mut to, "to"),
+                        Key::To | Key::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
                         }
@@ -220,7 +233,9 @@ impl<'de> serde::Deserialize<'de> for DeployBody {
             }
         }
 
-        deserializer.deserialize_map(Fields)
+        deserializer.deserialize_map(Fields {
+            rollback: self.rollback,
+        })
     }
 }
 
@@ -300,21 +315,23 @@ struct Body {
 
 /// Parses the deploy body's shape strictly: malformed JSON, a missing or
 /// repeated `container_name` or `image`, or a name outside the pattern are
-/// each refused. `image` stays text until [`Body::wanted`].
-fn parse_body(bytes: &[u8]) -> Result<Body, Refusal> {
-    let body: DeployBody = serde_json::from_slice(bytes).map_err(|e| {
-        let (code, message) = if e.is_data() {
-            (
-                Code::InvalidBody,
-                format!(
-                    "the body must be {{\"container_name\": \"<name>\"}} or {{\"service_name\": \"<name>\"}}: {e}"
-                ),
-            )
-        } else {
-            (Code::InvalidJson, format!("the body is not valid JSON: {e}"))
-        };
-        Refusal::new(code, message)
-    })?;
+/// each refused. `image` stays text until [`Body::wanted`]; `to` is read
+/// for a `rollback` only.
+fn parse_body(bytes: &[u8], rollback: bool) -> Result<Body, Refusal> {
+    let shape = match rollback {
+        true => r#"{"container_name" | "service_name": "<name>", "to": "previous" | "<job id>"}"#,
+        false => r#"{"container_name": "<name>"} or {"service_name": "<name>"}"#,
+    };
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let body = serde::de::DeserializeSeed::deserialize(BodyShape { rollback }, &mut reader)
+        .and_then(|body| reader.end().map(|()| body))
+        .map_err(|e| match e.is_data() {
+            true => Refusal::new(Code::InvalidBody, format!("the body must be {shape}: {e}")),
+            false => Refusal::new(
+                Code::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
+        })?;
     let named = match (body.container_name, body.service_name) {
         (Some(name), _) => {
             NamedTarget::Container(ContainerName::parse(&name).map_err(Refusal::bad_name)?)
