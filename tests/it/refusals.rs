@@ -9,6 +9,11 @@
 //! is put through before the request ([`Before`]) and how the request
 //! differs from a good one ([`Call`]). A new operation is one arm of
 //! [`send`] and its name in the `ops` of the cases that reach it.
+//!
+//! A rollback is sent as the deploy's call with `to` added; a list of
+//! releases as a read naming the call's container or service in its
+//! query. A rollback refused only after its release is found gets a
+//! release of its own first ([`needs_release`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,16 +31,16 @@ use serde_json::{Value, json};
 use crate::support::jwt::{Keys, Signer};
 use crate::support::*;
 
-use Operation::{Build, GetJob, ListJobs, Pull, Readiness};
+use Operation::{Build, GetJob, ListJobs, ListReleases, Pull, Readiness, Rollback};
 
-const DEPLOY: &[Operation] = &[Pull, Build];
-const READS: &[Operation] = &[GetJob, ListJobs];
-const SIGNED: &[Operation] = &[Pull, Build, GetJob, ListJobs];
-const DEPLOY_GET: &[Operation] = &[Pull, Build, GetJob];
-
-/// Operations whose refusals are not in this table yet: their own codes
-/// are produced in `releases.rs`, the rest only through `/pull`'s path.
-const NOT_TABLED: &[Operation] = &[Operation::Rollback, Operation::ListReleases];
+const DEPLOY: &[Operation] = &[Pull, Build, Rollback];
+const READS: &[Operation] = &[GetJob, ListJobs, ListReleases];
+const SIGNED: &[Operation] = &[Pull, Build, Rollback, GetJob, ListJobs, ListReleases];
+const DEPLOY_GET: &[Operation] = &[Pull, Build, Rollback, GetJob];
+/// The operations that find the container or service a request names.
+const LOOKUP: &[Operation] = &[Pull, Build, Rollback, ListReleases];
+const PULL: &[Operation] = &[Pull, Rollback];
+const PULL_LOOKUP: &[Operation] = &[Pull, Rollback, ListReleases];
 
 const AUD: &str = "https://deploy.test";
 /// An issuer whose keys only a file gives.
@@ -114,6 +119,8 @@ struct Call {
     query: &'static str,
     /// The id in `GET /jobs/{id}`.
     job: String,
+    /// A rollback's `to`, unless the body has one.
+    to: String,
 }
 
 impl Default for Call {
@@ -130,6 +137,7 @@ impl Default for Call {
             stalled: false,
             query: "",
             job: JobId::random().to_string(),
+            to: "previous".into(),
         }
     }
 }
@@ -278,6 +286,7 @@ const CASES: &[Case] = &[
         Before::Nothing,
         |op| match op {
             GetJob => Call::default().job("nothex"),
+            ListReleases => Call::default().container("-shop"),
             _ => Call::default().query("?limit=0"),
         },
     ),
@@ -325,7 +334,7 @@ const CASES: &[Case] = &[
         DEPLOY,
         Before::Nothing,
         |op| match op {
-            Pull => Call::default()
+            Pull | Rollback => Call::default()
                 .signed_by(BUILDS, "builds")
                 .container("builds-web"),
             _ => Call::default()
@@ -333,29 +342,36 @@ const CASES: &[Case] = &[
                 .container("billing-web"),
         },
     ),
-    case(Code::ContainerNotAllowed, DEPLOY, Before::Nothing, |_| {
+    case(Code::ContainerNotAllowed, LOOKUP, Before::Nothing, |_| {
         Call::default().container("billing-web")
     }),
-    case(Code::ServiceNotAllowed, DEPLOY, Before::Nothing, |_| {
+    case(Code::ServiceNotAllowed, LOOKUP, Before::Nothing, |_| {
         Call::default().body(r#"{"service_name": "billing_web"}"#)
     }),
     case(
         Code::ComposeProjectNotAllowed,
-        DEPLOY,
+        LOOKUP,
         Before::Nothing,
         |_| Call::default().container("shop-foreign"),
     ),
     case(
         Code::ComposeFileNotAllowed,
-        DEPLOY,
+        LOOKUP,
         Before::Container("ops-web"),
         |_| Call::default().signed_by(OPS, "ops"),
     ),
-    case(Code::ImageNotAllowed, &[Pull], Before::Nothing, |_| {
-        Call::default().body(format!(
-            r#"{{"container_name": "shop-web", "image": "{FOREIGN_PIN}"}}"#
-        ))
-    }),
+    // A rollback's release has a digest outside shop's `images`.
+    case(
+        Code::ImageNotAllowed,
+        PULL,
+        Before::Nothing,
+        |op| match op {
+            Rollback => Call::default(),
+            _ => Call::default().body(format!(
+                r#"{{"container_name": "shop-web", "image": "{FOREIGN_PIN}"}}"#
+            )),
+        },
+    ),
     case(Code::TokenNotAllowed, SIGNED, Before::Nothing, |_| {
         Call::default().bearer(token(FILE_ISSUER, "org/other"))
     }),
@@ -365,12 +381,22 @@ const CASES: &[Case] = &[
         Before::Model(escaping_model),
         good,
     ),
-    case(Code::ContainerNotFound, DEPLOY, Before::Nothing, |_| {
+    case(Code::ContainerNotFound, LOOKUP, Before::Nothing, |_| {
         Call::default().container("shop-nowhere")
     }),
-    case(Code::ServiceNotFound, &[Pull], Before::SwarmManager, |_| {
-        Call::default().body(r#"{"service_name": "shop_api"}"#)
-    }),
+    case(
+        Code::ServiceNotFound,
+        PULL_LOOKUP,
+        Before::SwarmManager,
+        |_| Call::default().body(r#"{"service_name": "shop_api"}"#),
+    ),
+    case(
+        Code::ServiceNotNamed,
+        &[ListReleases],
+        Before::Nothing,
+        |_| Call::default().body("{}"),
+    ),
+    case(Code::ReleaseNotFound, &[Rollback], Before::Nothing, good),
     case(Code::JobNotFound, DEPLOY_GET, Before::JobGone, good),
     case(Code::BodyTimeout, DEPLOY, Before::Nothing, |_| Call {
         stalled: true,
@@ -390,31 +416,31 @@ const CASES: &[Case] = &[
     }),
     case(
         Code::NotComposeManaged,
-        DEPLOY,
+        LOOKUP,
         Before::Container("shop-plain"),
         good,
     ),
     case(
         Code::ComposeLabelMissing,
-        DEPLOY,
+        LOOKUP,
         Before::Container("shop-unnamed"),
         good,
     ),
     case(
         Code::ComposeLabelInvalid,
-        DEPLOY,
+        LOOKUP,
         Before::Container("shop-relative"),
         good,
     ),
     case(
         Code::ComposeLabelUntrusted,
-        DEPLOY,
+        LOOKUP,
         Before::Container("shop-imagelabel"),
         good,
     ),
     case(
         Code::ComposeFileNotVisible,
-        DEPLOY,
+        LOOKUP,
         Before::Container("shop-hidden"),
         good,
     ),
@@ -424,10 +450,16 @@ const CASES: &[Case] = &[
         Before::Model(broken_model),
         good,
     ),
+    case(
+        Code::ReleaseNotRestorable,
+        &[Rollback],
+        Before::Nothing,
+        good,
+    ),
     case(Code::NotBuildable, &[Build], Before::Nothing, |_| {
         Call::default().body(r#"{"service_name": "shop_api"}"#)
     }),
-    case(Code::NotSwarmManager, &[Pull], Before::Nothing, |_| {
+    case(Code::NotSwarmManager, PULL_LOOKUP, Before::Nothing, |_| {
         Call::default().body(r#"{"service_name": "shop_api"}"#)
     }),
     case(Code::TooManyFailures, SIGNED, Before::Throttled, good),
@@ -437,7 +469,7 @@ const CASES: &[Case] = &[
     }),
     case(
         Code::EngineUnavailable,
-        &[Pull, Build, Readiness],
+        &[Pull, Build, Rollback, ListReleases, Readiness],
         Before::EngineDown,
         good,
     ),
@@ -447,7 +479,7 @@ const CASES: &[Case] = &[
     case(Code::IssuerUnavailable, SIGNED, Before::Nothing, |_| {
         Call::default().bearer(token(DOWN_ISSUER, "org/web"))
     }),
-    case(Code::InternalError, DEPLOY, Before::Panics, good),
+    case(Code::InternalError, LOOKUP, Before::Panics, good),
 ];
 
 /// `shop-*` containers the test policy lacks, and `ops-web`, whose files
@@ -471,27 +503,82 @@ fn container(h: &Harness, name: &str) {
     h.engine.add_with_image(name, &labels, &image);
 }
 
-/// Sends shop's good request for `shop-web` as `op` (a deploy), each call
-/// a new request, and expects `status`.
-async fn accepted(h: &Harness, op: Operation, query: &str, status: u16) -> Call {
+/// Sends shop's good request for `shop-web` as `op` (a deploy; a
+/// rollback to `to`), each call a new request, and expects `status`;
+/// returns the call and its answer.
+async fn accepted(h: &Harness, op: Operation, query: &str, status: u16, to: &str) -> (Call, Value) {
     let call = Call {
         body: format!(
             r#"{{"container_name": "shop-web", "n": "{}"}}"#,
             JobId::random()
         ),
+        to: to.to_owned(),
         ..Call::default()
     };
     let (got, body) = status_json(send(h, op, &call, query).await).await;
     assert_eq!(got, status, "{body}");
-    call
+    (call, body)
+}
+
+/// The refusals a rollback reaches only once its release is found.
+fn needs_release(code: Code) -> bool {
+    matches!(
+        code,
+        Code::ComposeModelNotAllowed
+            | Code::ComposeConfigInvalid
+            | Code::ImageNotAllowed
+            | Code::ShuttingDown
+            | Code::JobNotFound
+            | Code::ReleaseNotRestorable
+    )
+}
+
+/// Makes a release of `shop-web` for a rollback that `code` refuses: a
+/// pull bringing a new image. For `image_not_allowed` the image has a
+/// digest of the compose file's repository, which is outside shop's
+/// `images`; otherwise none, so the release is restored by its image id,
+/// and for `release_not_restorable` the host then loses that image.
+/// Returns the release's job.
+async fn release(h: &Harness, code: Code) -> String {
+    const HEX: &str = "5e1ea5e";
+    const IMAGE: &str = "sha256:5e1ea5e";
+    let repository = crate::support::fake_engine::REFERENCE
+        .rsplit_once(':')
+        .unwrap()
+        .0;
+    let digests = match code {
+        Code::ImageNotAllowed => vec![format!("{repository}@sha256:{HEX:0>64}")],
+        _ => Vec::new(),
+    };
+    *h.engine.up_image.lock().unwrap() = Some(IMAGE.to_owned());
+    h.engine
+        .images
+        .lock()
+        .unwrap()
+        .insert(IMAGE.to_owned(), digests);
+    let (_, job) = accepted(h, Pull, "?wait=10", 200, "previous").await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    if code == Code::ReleaseNotRestorable {
+        // A later image replaced it, and the host lost it and its tag.
+        *h.engine.image.lock().unwrap() = "sha256:1a7e5".into();
+        h.engine.images.lock().unwrap().remove(IMAGE);
+        h.engine.tags.lock().unwrap().clear();
+    }
+    job["id"].as_str().unwrap().to_owned()
 }
 
 /// A request left waiting on its held job, and what releases the job.
 type Held = (tokio::task::JoinHandle<()>, Arc<tokio::sync::Semaphore>);
 
 /// Puts the gateway through `before`; returns a request it left waiting,
-/// and a request to send instead of the case's.
-async fn prepare(h: &Arc<Harness>, before: Before, op: Operation) -> (Option<Held>, Option<Call>) {
+/// and a request to send instead of the case's. A rollback restores
+/// `release`.
+async fn prepare(
+    h: &Arc<Harness>,
+    before: Before,
+    op: Operation,
+    release: &str,
+) -> (Option<Held>, Option<Call>) {
     match before {
         Before::Nothing => {}
         Before::EngineDown => h.engine.down.store(true, Ordering::SeqCst),
@@ -502,7 +589,7 @@ async fn prepare(h: &Arc<Harness>, before: Before, op: Operation) -> (Option<Hel
             let file = h.root().join("state/jobs.sqlite3");
             rusqlite::Connection::open(file)
                 .unwrap()
-                .execute_batch("DROP TABLE jobs; DROP TABLE replay;")
+                .execute_batch("DROP TABLE jobs; DROP TABLE replay; DROP TABLE releases;")
                 .unwrap();
         }
         Before::ShuttingDown => h.gateway.jobs().shutdown(Duration::from_secs(1)).await,
@@ -515,17 +602,17 @@ async fn prepare(h: &Arc<Harness>, before: Before, op: Operation) -> (Option<Hel
         }
         Before::ReplayFull => {
             for _ in 0..16 {
-                accepted(h, Pull, "?wait=10", 200).await;
+                accepted(h, Pull, "?wait=10", 200, release).await;
             }
         }
         Before::ProjectFull => {
-            accepted(h, Pull, "?wait=10", 200).await;
+            accepted(h, Pull, "?wait=10", 200, release).await;
         }
         Before::Waiting => {
             let gate = h.engine.hold();
             let holder = h.clone();
             let held = tokio::spawn(async move {
-                accepted(&holder, Pull, "?wait=10", 200).await;
+                accepted(&holder, Pull, "?wait=10", 200, "previous").await;
             });
             wait_for(|| h.engine.running() == 1).await;
             return (Some((held, gate)), None);
@@ -533,7 +620,7 @@ async fn prepare(h: &Arc<Harness>, before: Before, op: Operation) -> (Option<Hel
         Before::JobGone => {
             // A read replays nothing: its job is one a deploy made.
             let deploy = if op == GetJob { Pull } else { op };
-            let first = accepted(h, deploy, "?wait=10", 200).await;
+            let (first, _) = accepted(h, deploy, "?wait=10", 200, release).await;
             let file = h.root().join("state/jobs.sqlite3");
             rusqlite::Connection::open(file)
                 .unwrap()
@@ -572,17 +659,32 @@ async fn wait_for(done: impl Fn() -> bool) {
 /// Sends `call` as `op`'s request; `query` replaces the call's.
 async fn send(h: &Harness, op: Operation, call: &Call, query: &str) -> TestResponse {
     let query = if query.is_empty() { call.query } else { query };
+    let mut body = call.body.clone();
     let (post, target) = match op {
         Pull => (true, format!("/pull{query}")),
         Build => (true, format!("/build{query}")),
+        Rollback => {
+            if let Ok(Value::Object(mut fields)) = serde_json::from_str(&body) {
+                fields.entry("to").or_insert(json!(call.to));
+                body = Value::Object(fields).to_string();
+            }
+            (true, format!("/rollback{query}"))
+        }
         GetJob => (false, format!("/jobs/{}{query}", call.job)),
         ListJobs => (false, format!("/jobs{query}")),
+        ListReleases => {
+            let fields: Value = serde_json::from_str(&body).unwrap_or_default();
+            let named: Vec<String> = ["container_name", "service_name"]
+                .into_iter()
+                .filter_map(|key| Some(format!("{key}={}", fields[key].as_str()?)))
+                .collect();
+            (false, format!("/releases?{}", named.join("&")))
+        }
         Readiness => return h.client.get("/readyz").send().await,
-        Operation::Rollback | Operation::ListReleases => unreachable!("not tabled: {op:?}"),
     };
     let ts = call.ts.to_string();
     let message = if post {
-        call.body.as_bytes()
+        body.as_bytes()
     } else {
         target.as_bytes()
     };
@@ -620,7 +722,7 @@ async fn send(h: &Harness, op: Operation, call: &Call, query: &str) -> TestRespo
         drop(writer);
         return response;
     }
-    request.body(call.body.clone()).send().await
+    request.body(body).send().await
 }
 
 /// What one case reached.
@@ -634,15 +736,24 @@ struct Reached {
 /// case changes nothing others see, else with a gateway of its own.
 async fn reach(case: &Case, op: Operation, tail: &str, shared: &Arc<Harness>) -> Reached {
     let code = case.code.as_str();
+    let released = op == Rollback && needs_release(case.code);
     let h = match case.before {
-        Before::Nothing | Before::Container(_) => shared.clone(),
+        Before::Nothing | Before::Container(_) if !released => shared.clone(),
         before => Arc::new(Harness::with_policy(before.server(), tail).await),
     };
-    let (held, instead) = prepare(&h, case.before, op).await;
+    let release = match released {
+        true => release(&h, case.code).await,
+        false => "previous".to_owned(),
+    };
+    let (held, instead) = prepare(&h, case.before, op, &release).await;
     let call = instead.unwrap_or_else(|| match case.before {
         Before::Container(name) => (case.call)(op).container(name),
         _ => (case.call)(op),
     });
+    let call = Call {
+        to: release,
+        ..call
+    };
     let commands = h.engine.command_count();
     let status = delivery_hook::api::http_status(case.code.kind());
     let response = send(&h, op, &call, "").await;
@@ -680,7 +791,6 @@ fn pairs() -> (Pairs, Pairs) {
         .flat_map(|&code| {
             Operation::ALL
                 .into_iter()
-                .filter(|op| !NOT_TABLED.contains(op))
                 .filter(move |op| code.operations().contains(*op))
                 .map(move |op| key(op, code))
         })
