@@ -3,6 +3,7 @@
 //! Every status of the API is reached by a real request, and every
 //! refused request is shown to have started no compose command.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -566,6 +567,84 @@ async fn a_secret_variable_a_reload_names_is_withheld_from_the_next_helper() {
         "{:?}",
         helper.withheld_env
     );
+}
+
+/// A request body that says when the gateway first reads it.
+struct WatchedBody {
+    inner: tokio::io::DuplexStream,
+    first_read: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl tokio::io::AsyncRead for WatchedBody {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(first) = self.first_read.take() {
+            let _ = first.send(());
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// A request the gateway has begun (it reads the body only once its
+/// headers are checked) finishes under the policy it began with when a
+/// reload takes its key away; the next request meets the new policy.
+#[tokio::test]
+async fn a_request_in_flight_at_a_reload_finishes_under_the_policy_it_began_with() {
+    let h = Arc::new(Harness::new().await);
+    let (mut writer, inner) = tokio::io::duplex(64);
+    let (first_read, reading) = tokio::sync::oneshot::channel();
+    let body = WatchedBody {
+        inner,
+        first_read: Some(first_read),
+    };
+    let ts = now().to_string();
+    let signature = sign(BILLING, body_for("billing-web").as_bytes(), &ts);
+    let in_flight = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let response = h
+                .client
+                .post("/pull")
+                .content_type("application/json")
+                .header("X-Timestamp", &ts)
+                .header("X-Signature", &signature)
+                .header("X-Project", "billing")
+                .body(poem::Body::from_async_read(body))
+                .send()
+                .await;
+            status_json(response).await
+        })
+    };
+    reading.await.expect("the gateway reads the body");
+    h.reload_edited(|text| {
+        text.replace(
+            &format!(r#"["{BILLING}", "{BILLING_NEXT}"]"#),
+            r#"["billing-after-the-reload-0123"]"#,
+        )
+    });
+    tokio::io::AsyncWriteExt::write_all(&mut writer, body_for("billing-web").as_bytes())
+        .await
+        .unwrap();
+    drop(writer);
+    let (status, job) = in_flight.await.unwrap();
+    assert_eq!(
+        (status, job["project"].as_str()),
+        (202, Some("billing")),
+        "{job}"
+    );
+    let response = h
+        .post_signed(
+            "/pull",
+            &body_for("billing-web"),
+            BILLING,
+            now(),
+            Some("billing"),
+        )
+        .await;
+    expect_problem(response, 401, "signature_mismatch").await;
 }
 
 /// What `delivery-hook helper` does in its container: runs the job from the

@@ -269,12 +269,20 @@ pub async fn gateway_in(
 /// The test policy over `root`, with `[server]` lines, `[docker]` lines in
 /// place of its job timeout, and `tail` appended.
 fn test_policy(root: &Path, extra_server: &str, docker: &str, tail: &str) -> policy::Policy {
+    parse_test_policy(root, &test_policy_text(root, extra_server, docker, tail))
+}
+
+fn test_policy_text(root: &Path, extra_server: &str, docker: &str, tail: &str) -> String {
     let mut text = policy_text(root, extra_server);
     if !docker.is_empty() {
         text = text.replace("job_timeout_secs = 30", docker);
     }
     text.push_str(tail);
-    policy::parse(&text, &root.join("delivery.toml"), &NoEnv)
+    text
+}
+
+fn parse_test_policy(root: &Path, text: &str) -> policy::Policy {
+    policy::parse(text, &root.join("delivery.toml"), &NoEnv)
         .unwrap_or_else(|e| panic!("test policy: {e}"))
         .policy
 }
@@ -362,6 +370,15 @@ impl Harness {
         let (extra_server, docker, _) = &self.policy;
         let policy = test_policy(self._root.path(), extra_server, docker, tail);
         self.gateway.replace_policy(policy);
+    }
+
+    /// Swaps in the harness's policy as `edit` rewrites its text, as a
+    /// reload does.
+    pub fn reload_edited(&self, edit: impl FnOnce(String) -> String) {
+        let (extra_server, docker, tail) = &self.policy;
+        let root = self._root.path();
+        let text = edit(test_policy_text(root, extra_server, docker, tail));
+        self.gateway.replace_policy(parse_test_policy(root, &text));
     }
 
     /// POSTs `body` to `path`, signed with `secret` at `timestamp`.
