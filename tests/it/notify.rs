@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::receivers::{Receiver, certificate, new_key, python};
+use crate::support::receivers::{MailTls, Receiver, certificate, new_key, python};
 use crate::support::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_delivery-hook");
@@ -49,7 +49,7 @@ fn notify_test_reaches_each_kind_of_receiver_and_a_wrong_key_is_refused() {
     // Expects another key than the one the gateway signs with.
     let other = Receiver::webhook(&python, dir.path(), "other", &new_key(), &[]);
     let slack = Receiver::slack(&python, dir.path(), "slack");
-    let mail = Receiver::smtp(&python, dir.path(), "mail", None, None);
+    let mail = Receiver::smtp(&python, dir.path(), "mail", MailTls::Plain, None);
     let text = policy(
         &format!(
             "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"delivery-hook <dh@example.com>\"",
@@ -120,6 +120,47 @@ fn notify_test_reaches_each_kind_of_receiver_and_a_wrong_key_is_refused() {
     assert!(content.contains("Project: web"), "{content}");
 }
 
+/// The `[notify.smtp]` lines for `port` with `tls`, logging in with the
+/// variables [`mail_env`] sets.
+fn smtp_settings(port: u16, tls: &str) -> String {
+    format!(
+        "host = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\nfrom = \"dh@example.com\"\nusername_env = \"SMTP_USER\"\npassword_env = \"SMTP_PASSWORD\""
+    )
+}
+
+fn mail_env(authority: &Path) -> [(&'static str, String); 3] {
+    [
+        ("SSL_CERT_FILE", authority.display().to_string()),
+        ("SMTP_USER", "deliverer".to_string()),
+        ("SMTP_PASSWORD", "smtp-pa55word".to_string()),
+    ]
+}
+
+const MAIL_TARGET: &str = "[[projects.web.notify]]\nkind = \"email\"\nto = [\"ops@example.com\"]\n";
+
+/// Sends the test mail with `tls` to `mail`; a delivery must have come over
+/// TLS with the login, and a failure must name the mail.
+fn send_test_mail(dir: &Path, mail: &Receiver, tls: &str, authority: &Path, delivered: bool) {
+    let before = mail.lines().len();
+    let text = policy(&smtp_settings(mail.port, tls), MAIL_TARGET);
+    let (code, out) = notify_test(dir, &text, &mail_env(authority));
+    assert!(!out.contains("smtp-pa55word"), "{out}");
+    if !delivered {
+        assert_eq!(code, 1, "{tls}: {out}");
+        assert!(
+            out.contains("target 1 (email): not delivered: mail:"),
+            "{out}"
+        );
+        assert_eq!(mail.lines().len(), before, "{tls}: nothing arrived");
+        return;
+    }
+    assert_eq!(code, 0, "{tls}: {out}");
+    assert!(out.contains("target 1 (email): delivered"), "{out}");
+    let lines = mail.wait_for("the mail", Duration::from_secs(10), |l| l.len() > before);
+    assert_eq!(lines[before]["tls"], true, "{lines:#?}");
+    assert_eq!(lines[before]["login"], true, "{lines:#?}");
+}
+
 #[test]
 fn mail_uses_starttls_and_is_refused_by_a_server_that_requires_it_when_sent_plain() {
     let Some(python) = python() else { return };
@@ -129,34 +170,35 @@ fn mail_uses_starttls_and_is_refused_by_a_server_that_requires_it_when_sent_plai
         &python,
         dir.path(),
         "mail",
-        Some((&certificate.cert, &certificate.key)),
+        MailTls::StartTls(&certificate),
         Some(("deliverer", "smtp-pa55word")),
     );
-    let target = "[[projects.web.notify]]\nkind = \"email\"\nto = [\"ops@example.com\"]\n";
-    let smtp = |tls: &str| {
-        format!(
-            "host = \"127.0.0.1\"\nport = {}\ntls = \"{tls}\"\nfrom = \"dh@example.com\"\nusername_env = \"SMTP_USER\"\npassword_env = \"SMTP_PASSWORD\"",
-            mail.port
-        )
-    };
-    let env = [
-        ("SSL_CERT_FILE", certificate.authority.display().to_string()),
-        ("SMTP_USER", "deliverer".to_string()),
-        ("SMTP_PASSWORD", "smtp-pa55word".to_string()),
-    ];
-    let (code, out) = notify_test(dir.path(), &policy(&smtp("starttls"), target), &env);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("target 1 (email): delivered"), "{out}");
-    assert!(!out.contains("smtp-pa55word"), "{out}");
-    let lines = mail.wait_for("the mail", Duration::from_secs(10), |l| !l.is_empty());
-    assert_eq!(lines[0]["tls"], true, "{lines:#?}");
-    assert_eq!(lines[0]["login"], true, "{lines:#?}");
+    let authority = &certificate.authority;
+    send_test_mail(dir.path(), &mail, "starttls", authority, true);
+    send_test_mail(dir.path(), &mail, "none", authority, false);
+    // TLS from the first byte meets a plain greeting.
+    send_test_mail(dir.path(), &mail, "tls", authority, false);
+}
 
-    let (code, out) = notify_test(dir.path(), &policy(&smtp("none"), target), &env);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("target 1 (email): not delivered: mail:"),
-        "{out}"
+/// `tls = "tls"` speaks TLS from the first byte (port 465's way), checks
+/// the server's certificate against the system's authorities, and logs in
+/// inside it.
+#[test]
+fn mail_over_implicit_tls_is_sent_inside_tls_from_the_first_byte() {
+    let Some(python) = python() else { return };
+    let dir = temp_dir("notify-smtps");
+    let server = certificate(dir.path());
+    let mail = Receiver::smtp(
+        &python,
+        dir.path(),
+        "mail",
+        MailTls::Implicit(&server),
+        Some(("deliverer", "smtp-pa55word")),
     );
-    assert_eq!(mail.lines().len(), 1, "nothing more arrived");
+    send_test_mail(dir.path(), &mail, "tls", &server.authority, true);
+    // An authority that did not sign the server's certificate.
+    let stranger = dir.path().join("stranger");
+    std::fs::create_dir(&stranger).unwrap();
+    let stranger = certificate(&stranger).authority;
+    send_test_mail(dir.path(), &mail, "tls", &stranger, false);
 }

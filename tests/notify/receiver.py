@@ -11,10 +11,11 @@ receiver would:
   receiver.py slack PORT LOG
       Checks the shape of a Slack incoming-webhook message: 200 "ok", or
       400 naming what is wrong.
-  receiver.py smtp PORT LOG [--starttls CERT KEY] [--login USER PASSWORD]
+  receiver.py smtp PORT LOG [--starttls CERT KEY | --tls CERT KEY] [--login USER PASSWORD]
       An SMTP server (PyPI aiosmtpd); with --starttls it offers STARTTLS
-      and refuses mail sent without it; with --login it takes AUTH (after
-      STARTTLS) with that user and password only.
+      and refuses mail sent without it; with --tls it speaks TLS from the
+      first byte (implicit TLS, as on port 465); with --login it takes AUTH
+      (over TLS) with that user and password only.
 
 It prints "ready" once it listens.
 """
@@ -146,7 +147,7 @@ def smtp(args):
                 {
                     "from": envelope.mail_from,
                     "to": envelope.rcpt_tos,
-                    "tls": session.ssl is not None,
+                    "tls": server.transport.get_extra_info("ssl_object") is not None,
                     "login": session.authenticated,
                     "content": envelope.content.decode("utf-8", "replace"),
                 },
@@ -158,10 +159,16 @@ def smtp(args):
         return AuthResult(success=(auth_data.login, auth_data.password) == (user, password))
 
     options = {}
+    for pair in (args.starttls, args.tls):
+        if pair:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(pair[0], pair[1])
     if args.starttls:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.starttls[0], args.starttls[1])
         options = {"tls_context": context, "require_starttls": True}
+    if args.tls:
+        # Implicit TLS: the connection is TLS from its first byte, so a
+        # login needs no STARTTLS before it.
+        options = {"ssl_context": context, "auth_require_tls": False}
     if args.login:
         options.update(authenticator=authenticate, auth_required=True)
     controller = Controller(Handler(), hostname="127.0.0.1", port=args.port, **options)
@@ -188,7 +195,9 @@ def main():
     m = sub.add_parser("smtp")
     m.add_argument("port", type=int)
     m.add_argument("log")
-    m.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
+    tls = m.add_mutually_exclusive_group()
+    tls.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
+    tls.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     m.add_argument("--login", nargs=2, metavar=("USER", "PASSWORD"))
     args = parser.parse_args()
     {"webhook": webhook, "slack": slack, "smtp": smtp}[args.kind](args)

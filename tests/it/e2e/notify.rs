@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::*;
-use crate::support::receivers::{Receiver, new_key, python};
+use crate::support::receivers::{MailTls, Receiver, new_key, python};
 
 /// Crashes a second after it starts, as a bad release does.
 const CRASH: &str = "CMD [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
@@ -59,7 +59,7 @@ async fn told(tool: Compose) {
     let key = new_key();
     let hook = Receiver::webhook(&python, f.dir.path(), "hook", &key, &[]);
     let slack = Receiver::slack(&python, f.dir.path(), "slack");
-    let mail = Receiver::smtp(&python, f.dir.path(), "mail", None, None);
+    let mail = Receiver::smtp(&python, f.dir.path(), "mail", MailTls::Plain, None);
     let project = format!(
         "{}[[projects.e2e.notify]]\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\nevents = [\"failed\", \"rolled_back\"]\n\n\
          [[projects.e2e.notify]]\nkind = \"email\"\nto = [\"ops@example.com\"]\n\n\

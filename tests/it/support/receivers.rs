@@ -76,18 +76,23 @@ impl Receiver {
         Self::start(python, dir, name, "slack", &[])
     }
 
-    /// An SMTP server; with `starttls` (certificate and key) it requires
-    /// it, and with `login` (user and password) a login with them.
+    /// An SMTP server taking TLS as `tls` says, and with `login` (user
+    /// and password) a login with them.
     pub fn smtp(
         python: &str,
         dir: &Path,
         name: &str,
-        starttls: Option<(&Path, &Path)>,
+        tls: MailTls<'_>,
         login: Option<(&str, &str)>,
     ) -> Self {
         let mut args = Vec::new();
-        if let Some((cert, key)) = starttls {
-            args.extend(["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+        let (flag, certificate) = match tls {
+            MailTls::Plain => ("", None),
+            MailTls::StartTls(certificate) => ("--starttls", Some(certificate)),
+            MailTls::Implicit(certificate) => ("--tls", Some(certificate)),
+        };
+        if let Some(Certificate { cert, key, .. }) = certificate {
+            args.extend([flag, cert.to_str().unwrap(), key.to_str().unwrap()]);
         }
         if let Some((user, password)) = login {
             args.extend(["--login", user, password]);
@@ -131,6 +136,16 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How an SMTP receiver takes TLS.
+#[derive(Clone, Copy)]
+pub enum MailTls<'a> {
+    Plain,
+    /// STARTTLS, required before mail or a login.
+    StartTls(&'a Certificate),
+    /// TLS from the first byte.
+    Implicit(&'a Certificate),
 }
 
 /// A certificate for 127.0.0.1 and its key, and the authority that signed
