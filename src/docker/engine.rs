@@ -593,6 +593,31 @@ impl ComposeHost for DockerEngine {
         })
     }
 
+    fn writable_binds(&self) -> BoxFuture<'_, Result<Vec<(String, PathBuf)>, EngineError>> {
+        Box::pin(async move {
+            let docker = self.client().await?;
+            let options = ListContainersOptionsBuilder::new().all(true).build();
+            let listed = bounded(docker.list_containers(Some(options)))
+                .await
+                .map_err(classify)?;
+            let mut binds = Vec::new();
+            for summary in listed {
+                let name = summary
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .unwrap_or_default();
+                let name = name.trim_start_matches('/');
+                for mount in summary.mounts.into_iter().flatten() {
+                    let bind = mount.typ.as_deref() == Some("bind");
+                    if let (true, Some(true), Some(source)) = (bind, mount.rw, mount.source) {
+                        binds.push((name.to_owned(), PathBuf::from(source)));
+                    }
+                }
+            }
+            Ok(binds)
+        })
+    }
+
     fn compose_project_files<'a>(
         &'a self,
         project: &'a str,

@@ -232,6 +232,10 @@ pub trait ComposeHost: Send + Sync {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<std::collections::BTreeSet<String>, EngineError>>;
 
+    /// The host paths containers bind read-write, whatever their state,
+    /// each with the container's name, as the engine recorded them.
+    fn writable_binds(&self) -> BoxFuture<'_, Result<Vec<(String, PathBuf)>, EngineError>>;
+
     /// The `config_files` every container of the compose project
     /// `project` names, whatever its state.
     fn compose_project_files<'a>(

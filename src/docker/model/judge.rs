@@ -43,6 +43,9 @@ pub struct Rules<'a> {
     /// (`<project>_<key>`) can still be another project's
     /// (`<project>_<other>_<key>`).
     pub taken: &'a std::collections::BTreeSet<String>,
+    /// Host paths, by real path, that containers on the engine bind
+    /// read-write, each with the container's name.
+    pub writable_binds: &'a [(String, PathBuf)],
 }
 
 /// Why one thing in the model is refused.
@@ -135,6 +138,7 @@ pub fn judge_model(copy: &Value, rules: &Rules<'_>) -> Vec<Finding> {
         rules,
         model,
         findings: Vec::new(),
+        binds: Vec::new(),
     };
     match model.as_object() {
         Some(map) => walk.object(
@@ -156,6 +160,7 @@ pub fn judge_model(copy: &Value, rules: &Rules<'_>) -> Vec<Finding> {
             None,
         ),
     }
+    walk.nested_binds();
     walk.findings
 }
 
@@ -195,6 +200,17 @@ struct Walk<'r, 'a> {
     rules: &'r Rules<'a>,
     model: &'r Value,
     findings: Vec<Finding>,
+    /// Every bind source the model mounts, as [`Walk::nested_binds`]
+    /// judges them once the walk is done.
+    binds: Vec<Bound>,
+}
+
+/// A host path the model mounts.
+struct Bound {
+    service: Option<String>,
+    key: String,
+    real: PathBuf,
+    writable: bool,
 }
 
 /// A value that may be one item or a list, as a list.
@@ -352,8 +368,14 @@ impl<'r, 'a> Walk<'r, 'a> {
 
     /// A bind's source: the socket (or a directory holding it) needs
     /// `docker_socket`; the socket itself, allowed, is no project path.
-    fn bind(&mut self, place: &Place<'_>, source: &Path) {
+    fn bind(&mut self, place: &Place<'_>, source: &Path, writable: bool) {
         let real = real_for_judging(source);
+        self.binds.push(Bound {
+            service: place.service.map(str::to_owned),
+            key: place.key.clone(),
+            real: real.clone(),
+            writable,
+        });
         if let Some(socket) = self.rules.socket {
             if socket.starts_with(&real) {
                 let what = if real == socket {
@@ -370,6 +392,51 @@ impl<'r, 'a> Walk<'r, 'a> {
         if !(self.rules.host_path)(&real) {
             self.push(place, Why::OutsideHostPaths(real));
         }
+    }
+
+    /// A bind source strictly under a directory that a container binds
+    /// read-write (one of the model's, or one on the engine) needs
+    /// `volume_options`: from inside that container, a symlink can take
+    /// its place after the judge, and the engine follows it at every start
+    /// of the container that binds it, to any host path, as root.
+    fn nested_binds(&mut self) {
+        if self.rules.allow.contains(&Allowance::VolumeOptions) {
+            return;
+        }
+        let own = self.binds.iter().filter(|b| b.writable).map(|b| {
+            let holder = match &b.service {
+                Some(service) => format!("the service `{service}`"),
+                None => format!("the volume at `{}`", b.key),
+            };
+            (b.real.clone(), holder)
+        });
+        let engine = self
+            .rules
+            .writable_binds
+            .iter()
+            .map(|(container, real)| (real.clone(), format!("the container `{container}`")));
+        let holders: Vec<(PathBuf, String)> = own.chain(engine).collect();
+        let mut nested = Vec::new();
+        for bound in &self.binds {
+            let under = holders
+                .iter()
+                .find(|(parent, _)| bound.real != *parent && bound.real.starts_with(parent));
+            if let Some((parent, holder)) = under {
+                nested.push(Finding {
+                    service: bound.service.clone(),
+                    key: bound.key.clone(),
+                    why: Why::Needs(
+                        Allowance::VolumeOptions,
+                        format!(
+                            "{} lies under {}, which {holder} binds read-write (a symlink put in its place there is followed when the engine mounts it)",
+                            bound.real.display(),
+                            parent.display()
+                        ),
+                    ),
+                });
+            }
+        }
+        self.findings.extend(nested);
     }
 
     fn services(&self) -> Option<&'r Map<String, Value>> {
@@ -771,13 +838,19 @@ impl<'r, 'a> Walk<'r, 'a> {
                     }
                 }
                 if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
-                    self.bind(place, Path::new(source));
+                    let read_only = mode.is_some_and(|m| m.split(',').any(|t| t == "ro"));
+                    self.bind(place, Path::new(source), !read_only);
                 }
             }
             Value::Object(long) => {
                 let source = long.get("source").and_then(Value::as_str).unwrap_or("");
                 match long.get("type").and_then(Value::as_str).unwrap_or("volume") {
-                    "bind" => self.bind(place, Path::new(source)),
+                    "bind" => {
+                        let read_only = long
+                            .get("read_only")
+                            .is_some_and(|v| v.as_bool() == Some(true) || *v == "true");
+                        self.bind(place, Path::new(source), !read_only);
+                    }
                     "volume" | "tmpfs" => {}
                     other => self.unknown(
                         &place.child("type"),
@@ -894,8 +967,10 @@ impl<'r, 'a> Walk<'r, 'a> {
                     );
                 }
                 self.mount_tokens(at, &tokens, &BIND_OPTIONS, false);
-                // The engine resolves a relative device from `/`.
-                self.bind(at, &Path::new("/").join(&device));
+                // The engine resolves a relative device from `/`. Writable
+                // unless `o` says `ro`, however services mount the volume.
+                let writable = !tokens.contains(&"ro");
+                self.bind(at, &Path::new("/").join(&device), writable);
             }
             "tmpfs" => {
                 if device != "tmpfs" {
@@ -1103,6 +1178,18 @@ mod tests {
         allow: &[Allowance],
         socket: Option<&Path>,
     ) -> Vec<Finding> {
+        findings_beside(model, root, allow, socket, &[])
+    }
+
+    /// As [`findings`], on an engine whose containers bind `writable`
+    /// read-write.
+    fn findings_beside(
+        model: &Value,
+        root: &Path,
+        allow: &[Allowance],
+        socket: Option<&Path>,
+        writable: &[(String, PathBuf)],
+    ) -> Vec<Finding> {
         let host_path = |p: &Path| p.starts_with(root);
         let network = |n: &str| n == "shared-proxy";
         let image = |_: &str| true;
@@ -1124,6 +1211,7 @@ mod tests {
             security_opts: &profiles,
             socket,
             taken: &taken,
+            writable_binds: writable,
         };
         judge_model(model, &rules)
     }
@@ -1132,6 +1220,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let real = std::fs::canonicalize(dir.path()).unwrap();
         (dir, real)
+    }
+
+    /// A bind source below a directory that a container binds read-write
+    /// can be swapped for a symlink from inside that container: it needs
+    /// `volume_options`, whoever holds the parent (a service of the model,
+    /// a volume's bind, or any container on the engine). The same path
+    /// twice, and anything under a read-only bind, are admitted.
+    #[test]
+    fn a_bind_under_a_directory_a_container_binds_read_write_needs_volume_options() {
+        let (_dir, root) = root();
+        let path = |p: &str| root.join(p).display().to_string();
+        let model = json!({
+            "services": {
+                "web": {"image": "busybox", "volumes": [
+                    {"type": "bind", "source": path("team"), "target": "/team"},
+                    {"type": "bind", "source": path("team/config"), "target": "/config", "read_only": true},
+                    format!("{}:/again", path("team")),
+                    format!("{}:/seen:ro", path("seen")),
+                    format!("{}:/seen-below", path("seen/below")),
+                ]},
+                "worker": {"image": "busybox", "volumes": [
+                    format!("{}:/data:ro", path("bound/data")),
+                    format!("{}:/held", path("held/x")),
+                ]}
+            },
+            "volumes": {
+                "bound": {"name": "app_bound", "driver_opts": {"type": "none", "o": "bind", "device": path("bound")}},
+                "shown": {"name": "app_shown", "driver_opts": {"type": "none", "o": "bind,ro", "device": path("shown")}}
+            }
+        });
+        let writable = [("other-team-tool".to_string(), root.join("held"))];
+        let found: Vec<String> = findings_beside(&model, &root, &[], None, &writable)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let config = path("team/config");
+        let team = path("team");
+        let data = path("bound/data");
+        let held = path("held/x");
+        assert_eq!(
+            found,
+            [
+                format!(
+                    "service `web`, `volumes[1]`: {config} lies under {team}, which the service `web` binds read-write (a symlink put in its place there is followed when the engine mounts it), which needs allow = [\"volume_options\"]"
+                ),
+                format!(
+                    "service `worker`, `volumes[0]`: {data} lies under {}, which the volume at `volumes.bound.driver_opts` binds read-write (a symlink put in its place there is followed when the engine mounts it), which needs allow = [\"volume_options\"]",
+                    path("bound")
+                ),
+                format!(
+                    "service `worker`, `volumes[1]`: {held} lies under {}, which the container `other-team-tool` binds read-write (a symlink put in its place there is followed when the engine mounts it), which needs allow = [\"volume_options\"]",
+                    path("held")
+                ),
+            ]
+        );
+        let allowed = findings_beside(&model, &root, &[Allowance::VolumeOptions], None, &writable);
+        assert!(allowed.is_empty(), "{allowed:?}");
     }
 
     #[test]

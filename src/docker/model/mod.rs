@@ -267,10 +267,22 @@ pub async fn judge_invocation<E: ComposeHost + ?Sized>(
                 "the engine could not be asked about volumes and networks: {e}"
             ))
         })?;
+    let writable_binds: Vec<(String, PathBuf)> = engine
+        .writable_binds()
+        .await
+        .map_err(|e| {
+            ModelError::Compose(format!(
+                "the engine could not be asked what containers bind: {e}"
+            ))
+        })?
+        .into_iter()
+        .map(|(container, source)| (container, real_for_judging(&source)))
+        .collect();
     findings.extend(judge_model(
         &model,
         &Rules {
             taken: &taken,
+            writable_binds: &writable_binds,
             ..*rules
         },
     ));
@@ -389,6 +401,7 @@ impl<'p> ProjectRules<'p> {
             security_opts: &self.project.security_opts,
             socket: self.socket.as_deref(),
             taken: &self.none_taken,
+            writable_binds: &[],
         }
     }
 }

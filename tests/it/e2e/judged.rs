@@ -220,6 +220,12 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
             "needs allow = [\"kernel\"]".into(),
         ),
         (
+            "a bind under a directory the model binds read-write",
+            format!("    volumes: [\"{a}:/team\", \"{a}/data:/data:ro\"]\n"),
+            String::new(),
+            format!("{a}/data lies under {a}, which the service `web` binds read-write"),
+        ),
+        (
             "a syslog driver sending logs elsewhere",
             "    logging: {driver: syslog, options: {syslog-address: \"udp://10.9.9.9:514\"}}\n".into(),
             String::new(),
@@ -295,6 +301,38 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
         assert_eq!(host.id_of_container(), before, "{what}: nothing ran");
         table.push(format!("| {what} | 403 |"));
     }
+    // A container outside the model (another project of the team's, left
+    // created) that binds A's directory read-write.
+    let keeper = format!("{}-keeper", host.f.id);
+    run(
+        "docker",
+        &[
+            "create",
+            "--label",
+            &format!("dh.test={}", host.f.id),
+            "--name",
+            &keeper,
+            "-v",
+            &format!("{a}:/team"),
+            &host.f.base,
+        ],
+    );
+    let what = "a bind under a directory another container binds read-write";
+    host.write_a(&format!("    volumes: [\"{a}/data:/data\"]\n"), "");
+    let (status, problem) = client
+        .deploy_at("/pull?wait=60", &host.container, first - cases.len() as u64)
+        .await;
+    run("docker", &["rm", "-f", &keeper]);
+    let message = problem["message"].as_str().unwrap_or_default();
+    assert_eq!(status, 403, "{what}: {problem}");
+    assert!(
+        message.contains(&format!(
+            "{a}/data lies under {a}, which the container `{keeper}` binds read-write"
+        )),
+        "{what}: {message}"
+    );
+    assert_eq!(host.id_of_container(), before, "{what}: nothing ran");
+    table.push(format!("| {what} | 403 |"));
     println!("{}", table.join("\n"));
     // Asked of the store, not the log, whose writer may still hold lines.
     let jobs = client.jobs().await;

@@ -4,6 +4,7 @@
 //! that a refused request started nothing.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct FakeEngine {
     /// Images on the host besides those it runs or tags, with their
     /// repository digests.
     pub images: Mutex<HashMap<String, Vec<String>>>,
+    /// What containers bind read-write: (container, host path).
+    pub writable_binds: Mutex<Vec<(String, PathBuf)>>,
 }
 
 /// The image the service runs before a deploy.
@@ -235,6 +238,13 @@ impl ComposeHost for FakeEngine {
         _names: &'a [String],
     ) -> BoxFuture<'a, Result<std::collections::BTreeSet<String>, EngineError>> {
         Box::pin(async move { Ok(std::collections::BTreeSet::new()) })
+    }
+
+    fn writable_binds(&self) -> BoxFuture<'_, Result<Vec<(String, PathBuf)>, EngineError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            Ok(self.writable_binds.lock().unwrap().clone())
+        })
     }
 
     fn compose_project_files<'a>(
