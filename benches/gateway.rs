@@ -1824,6 +1824,7 @@ async fn compose_model_cost(table: &mut Table) {
         security_opts: &[],
         socket: None,
         taken: &taken,
+        writable_binds: &[],
     };
     for (tool, name) in [(ComposeTool::V1, "v1"), (ComposeTool::V2, "v2")] {
         let engine = DockerEngine::new(tool, delivery_hook::clock::Clock::system());
