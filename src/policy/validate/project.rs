@@ -19,12 +19,7 @@ impl Reader<'_> {
         field: At<raw::Project>,
     ) -> Option<ProjectSpec> {
         let section = format!("[projects.{}]", name.get_ref());
-        let project_name = ProjectName::parse(name.get_ref())
-            .map_err(|e| {
-                let message = format!("project name `{}` {e}", name.get_ref());
-                self.error(name.span(), message);
-            })
-            .ok();
+        let project_name = self.project_name(&name);
         let span = field.span();
         let raw::Project {
             secrets,
@@ -95,6 +90,16 @@ impl Reader<'_> {
             notify: notify.unwrap_or(Some(Vec::new()))?,
             containers_span,
         })
+    }
+
+    /// A `[projects.<name>]` table's name.
+    fn project_name(&mut self, name: &Spanned<String>) -> Option<ProjectName> {
+        ProjectName::parse(name.get_ref())
+            .map_err(|e| {
+                let message = format!("project name `{}` {e}", name.get_ref());
+                self.error(name.span(), message);
+            })
+            .ok()
     }
 
     /// `compose_model`: `"enforce"`, `"warn"` or `"off"`.
