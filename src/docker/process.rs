@@ -16,9 +16,12 @@ use tokio::time::Instant;
 
 use super::{CommandOutcome, Exit, Limits, OutputLog};
 
-/// Variables compose needs to reach the engine, a registry and its own
-/// configuration. Everything else, the project secrets included, stays out
-/// of the child: a compose file could otherwise interpolate `${SOME_SECRET}`.
+/// Variables compose needs to reach the engine and read its own
+/// configuration. Everything else stays out of the child, because a compose
+/// file can interpolate any variable compose has into what a team's
+/// container receives: the project secrets, and proxy variables, which may
+/// carry credentials (the engine pulls and builds, through its own proxy
+/// settings).
 const PASSED_ENV: &[&str] = &[
     "PATH",
     "HOME",
@@ -29,12 +32,6 @@ const PASSED_ENV: &[&str] = &[
     "DOCKER_API_VERSION",
     "DOCKER_BUILDKIT",
     "BUILDKIT_PROGRESS",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 ];

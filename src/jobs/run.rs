@@ -110,10 +110,15 @@ impl Completion {
     }
 }
 
-fn steps(action: Action) -> &'static [ComposeOp] {
-    match action {
-        Action::Pull => &[ComposeOp::Pull, ComposeOp::Up],
-        Action::Build => &[ComposeOp::UpBuild],
+/// The commands of a job of `action`. A pull by a project that may not
+/// build runs `up --no-build`: compose's `up` would otherwise build a
+/// service with `build:` whose image the pull did not bring (or whose
+/// `pull_policy` is `build`).
+fn steps(action: Action, may_build: bool) -> &'static [ComposeOp] {
+    match (action, may_build) {
+        (Action::Pull, true) => &[ComposeOp::Pull, ComposeOp::Up],
+        (Action::Pull, false) => &[ComposeOp::Pull, ComposeOp::UpNoBuild],
+        (Action::Build, _) => &[ComposeOp::UpBuild],
     }
 }
 
@@ -436,6 +441,17 @@ impl JobRun<'_> {
         Ok(Some((policy, name)))
     }
 
+    /// Whether the job's project may build, by the policy in force; a
+    /// self-update helper, which has no policy, runs what the gateway
+    /// admitted.
+    fn may_build(&self) -> bool {
+        self.boundary.is_none_or(|(cell, name)| {
+            cell.get()
+                .project(name)
+                .is_some_and(|p| p.allows_action(Action::Build))
+        })
+    }
+
     /// Decides how the job runs compose: on the project's own files
     /// (`compose_model = "off"`), or on a judged copy of its model, made
     /// and judged now by the policy in force. A self-update helper runs the
@@ -486,7 +502,7 @@ impl JobRun<'_> {
     /// and writes the copy the helper will run (recorded in the job),
     /// unless the project runs its own files.
     pub(super) async fn prepare_for_helper(&self) -> Result<Option<CopyInUse>, Completion> {
-        let first = steps(self.record.borrow().action)[0];
+        let first = steps(self.record.borrow().action, true)[0];
         match self.prepare(first).await? {
             Runs::Copy(judged) => Ok(Some(judged.copy)),
             Runs::Files { .. } => Ok(None),
@@ -800,7 +816,7 @@ impl JobRun<'_> {
         let action = self.record.borrow().action;
         let ops = match self.restore_image() {
             Some(_) => RESTORE_STEPS,
-            None => steps(action),
+            None => steps(action, self.may_build()),
         };
         let first = ops[0];
         let runs = match self.prepare(first).await {

@@ -93,6 +93,60 @@ async fn a_deploy_runs_pull_then_up_and_is_readable() {
     assert!(again["output"].as_str().unwrap().contains("pull -- web"));
 }
 
+/// `up` builds a service with `build:` whose image a pull did not bring:
+/// a project that may not build pulls, then runs `up --no-build`; one that
+/// may build runs `up` as it is.
+#[tokio::test]
+async fn a_pull_builds_nothing_for_a_project_that_may_not_build() {
+    use delivery_hook::docker::ComposeOp;
+    let h = Harness::new().await;
+    for (container, secret, up) in [
+        ("billing-web", BILLING, ComposeOp::UpNoBuild),
+        ("shop-web", SHOP, ComposeOp::Up),
+    ] {
+        h.engine.commands.lock().unwrap().clear();
+        let (status, job) = status_json(h.deploy("/pull?wait=10", container, secret).await).await;
+        assert_eq!(
+            (status, job["state"].as_str()),
+            (200, Some("succeeded")),
+            "{job}"
+        );
+        let ops: Vec<ComposeOp> = h
+            .engine
+            .commands
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(ops, [ComposeOp::Pull, up], "{container}");
+    }
+    // The policy in force decides, as the job starts.
+    h.reload_edited(|text| {
+        text.replacen(r#"actions = ["pull"]"#, r#"actions = ["pull", "build"]"#, 1)
+    });
+    h.engine.commands.lock().unwrap().clear();
+    let body = r#"{"container_name": "billing-web", "n": 2}"#;
+    let response = h
+        .post_signed("/pull?wait=10", body, BILLING, now(), None)
+        .await;
+    let (status, job) = status_json(response).await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    let ops: Vec<ComposeOp> = h
+        .engine
+        .commands
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(ops, [ComposeOp::Pull, ComposeOp::Up]);
+}
+
 #[tokio::test]
 async fn build_runs_up_with_build() {
     let h = Harness::new().await;

@@ -790,3 +790,82 @@ async fn e2e_after_a_rollback_a_pin_deploys_and_the_files_are_judged_again(tool:
         "the unpinned pull runs the file's tag"
     );
 }
+
+per_compose_tool!(e2e_a_pull_builds_nothing_for_a_pull_only_team_and_hands_on_no_proxy);
+/// Compose interpolates every variable it has into a team's model, and its
+/// `up` builds a service with `build:` whose image the pull did not bring.
+/// The gateway's proxy variables, credentials and all, reach no container;
+/// and once a reload makes the team pull-only, its `/pull` builds nothing.
+async fn e2e_a_pull_builds_nothing_for_a_pull_only_team_and_hands_on_no_proxy(tool: Compose) {
+    let host = Host::new(tool);
+    host.up("", "");
+    let proxy = "http://gw:proxy-pa55word@127.0.0.1:9";
+    let gateway = host.gateway("", &[("HTTPS_PROXY", proxy), ("https_proxy", proxy)]);
+    let client = Client::new(&gateway);
+    let first = now();
+    host.write_a(
+        "    environment: {LEAK: \"${HTTPS_PROXY:-none}\", LEAK_LOWER: \"${https_proxy:-none}\"}\n",
+        "",
+    );
+    let (status, job) = client
+        .deploy_at("/pull?wait=120", &host.container, first)
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job:#}"
+    );
+    let env = host.f.container(&host.container)["Config"]["Env"].clone();
+    let env: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        env.contains(&"LEAK=none") && env.contains(&"LEAK_LOWER=none"),
+        "no proxy variable reached the container: {env:?}"
+    );
+
+    gateway.reload(|text| text.replace(r#"actions = ["pull", "build"]"#, r#"actions = ["pull"]"#));
+    let context = host.a.join("steal");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {}\nLABEL dh.test={}\n", host.f.base, host.f.id),
+    )
+    .unwrap();
+    // An image no registry has, which compose is told to build rather
+    // than pull: only a build brings it.
+    let built = format!("{}/a-built:1", host.f.id);
+    std::fs::write(
+        host.a.join("compose.yml"),
+        compose(&[service(
+            "web",
+            &built,
+            &host.container,
+            &host.f.id,
+            "    build: ./steal\n    pull_policy: build\n",
+        )]),
+    )
+    .unwrap();
+    let (_, job) = client
+        .deploy_at("/pull?wait=120", &host.container, first - 1)
+        .await;
+    assert_ne!(job["state"], "succeeded", "{job:#}");
+    let exists = std::process::Command::new("docker")
+        .args(["image", "inspect", &built])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(!exists, "nothing was built: {job:#}");
+    for step in job["steps"].as_array().into_iter().flatten() {
+        let argv = step["argv"].to_string();
+        assert!(
+            !argv.contains("\"up\"") || argv.contains("--no-build"),
+            "a pull-only team's `up` builds nothing: {argv}"
+        );
+    }
+}

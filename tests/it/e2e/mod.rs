@@ -551,6 +551,7 @@ pub struct GatewayProcess {
     child: Child,
     pub url: String,
     pub log: PathBuf,
+    policy: PathBuf,
 }
 
 pub const SECRET: &str = "e2e-secret-0123456789abcdef";
@@ -611,11 +612,29 @@ impl GatewayProcess {
             .expect("the gateway binary starts");
         let url = format!("http://127.0.0.1:{port}");
         wait_for_http("the gateway to listen", &format!("{url}/healthz"));
-        Self { child, url, log }
+        Self {
+            child,
+            url,
+            log,
+            policy,
+        }
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Rewrites the policy file with `edit` and reloads it with SIGHUP, as
+    /// an operator does; returns once the gateway says it reloaded.
+    pub fn reload(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.policy).unwrap();
+        std::fs::write(&self.policy, edit(text)).unwrap();
+        let reloads = || self.log_text().matches("policy reloaded").count();
+        let before = reloads();
+        run("kill", &["-HUP", &self.child.id().to_string()]);
+        wait_until("the policy to reload", Duration::from_secs(10), || {
+            reloads() > before
+        });
     }
 }
 
