@@ -5,7 +5,9 @@
 //! - a request arriving while a job of the same policy project for the same
 //!   target and action is still queued joins it (`coalesced`); one arriving
 //!   while it runs queues another;
-//! - at most `max_parallel_jobs` run across services.
+//! - at most `max_parallel_jobs` run across services, and, where the policy
+//!   has more than one project, one project's jobs hold at most all but one
+//!   of them (all of one).
 //!
 //! Each service with work has one worker task, which exits when its queue is
 //! empty. Active jobs live in memory behind a `watch` channel (so waiters
@@ -230,6 +232,11 @@ struct Inner {
     store: Store,
     settings: JobSettings,
     permits: Arc<Semaphore>,
+    /// Per policy project, the slots it may hold at once while the policy
+    /// has other projects: all but one of `permits` (all of one), so no
+    /// project holds every slot while another's jobs wait.
+    shares: Mutex<HashMap<String, Arc<Semaphore>>>,
+    share: usize,
     schedule: Mutex<Schedule>,
     /// Cancelled on shutdown: no new job starts and none is accepted.
     stopping: CancellationToken,
@@ -261,15 +268,16 @@ impl Jobs {
         settings: JobSettings,
         observer: Option<JobObserver>,
     ) -> Self {
-        let permits = Arc::new(Semaphore::new(
-            settings.policy.get().docker.max_parallel_jobs,
-        ));
+        let slots = settings.policy.get().docker.max_parallel_jobs;
+        let permits = Arc::new(Semaphore::new(slots));
         Self {
             inner: Arc::new(Inner {
                 engine,
                 store,
                 settings,
                 permits,
+                shares: Mutex::new(HashMap::new()),
+                share: slots.saturating_sub(1).max(1),
                 schedule: Mutex::new(Schedule::default()),
                 stopping: CancellationToken::new(),
                 kill: CancellationToken::new(),
@@ -640,17 +648,55 @@ impl Inner {
         }
     }
 
-    /// The worker of one service: runs its queue in order, then exits.
+    /// The slots `project`'s jobs may hold at once.
+    fn share_of(&self, project: &str) -> Arc<Semaphore> {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(project.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
+            .clone()
+    }
+
+    /// The policy project of the job next in `key`'s queue; `None`, and the
+    /// worker's key gone, when the queue is empty.
+    fn next_project(&self, key: &ServiceKey) -> Option<String> {
+        let mut schedule = self.lock();
+        let next = schedule
+            .services
+            .get(key)
+            .and_then(VecDeque::front)
+            .and_then(|id| schedule.active.get(id))
+            .map(|active| active.record.borrow().project.clone());
+        if next.is_none() {
+            schedule.services.remove(key);
+        }
+        next
+    }
+
+    /// The worker of one service: runs its queue in order, then exits. A
+    /// job takes its project's share of the slots (where the policy has
+    /// more than one project), then a slot.
     async fn work(self: Arc<Self>, key: ServiceKey) {
         loop {
-            let permit = tokio::select! {
-                permit = self.permits.clone().acquire_owned() => permit,
+            let Some(project) = self.next_project(&key) else {
+                return;
+            };
+            let shared = self.settings.policy.get().projects().len() > 1;
+            let permits = tokio::select! {
+                permits = async {
+                    let share = match shared {
+                        true => Some(self.share_of(&project).acquire_owned().await),
+                        false => None,
+                    };
+                    let slot = self.permits.clone().acquire_owned().await;
+                    share.transpose().and_then(|share| slot.map(|slot| (share, slot)))
+                } => permits,
                 () = self.stopping.cancelled() => {
                     self.lock().services.remove(&key);
                     return;
                 }
             };
-            let Ok(_permit) = permit else { return };
+            let Ok(_permits) = permits else { return };
             let (id, active) = {
                 let mut schedule = self.lock();
                 let next = if self.stopping.is_cancelled() {
@@ -668,6 +714,14 @@ impl Inner {
                 let Some(active) = schedule.active.get(&id).cloned() else {
                     continue;
                 };
+                if active.record.borrow().project != project {
+                    // Another project's job came first in the meantime: it
+                    // waits for its own share.
+                    if let Some(queue) = schedule.services.get_mut(&key) {
+                        queue.push_front(id);
+                    }
+                    continue;
+                }
                 schedule.running += 1;
                 (id, active)
             };

@@ -1147,6 +1147,58 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
     out
 }
 
+/// No project holds every job slot while the policy has others: with two
+/// slots, billing's second service waits for its first while shop's job
+/// runs beside it; with billing alone in the policy, both of its services
+/// run at once.
+#[tokio::test]
+async fn one_project_holds_all_but_one_slot_while_the_policy_has_others() {
+    let h = Harness::new().await;
+    let gate = h.engine.hold();
+    let (_, web) = status_json(h.deploy("/pull", "billing-web", BILLING).await).await;
+    eventually("billing's first job to run", || h.engine.running() == 1).await;
+    let (_, worker) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
+    let (status, shop) = status_json(h.deploy("/pull", "shop-web", SHOP).await).await;
+    assert_eq!(status, 202, "{shop}");
+    eventually("shop's job to run beside billing's", || {
+        h.engine.running() == 2
+    })
+    .await;
+    for (job, state) in [(&worker, "queued"), (&shop, "running")] {
+        let id = job["id"].as_str().unwrap().parse_id();
+        let now = h.gateway.jobs().get(id).await.unwrap().unwrap();
+        assert_eq!(now.state.as_str(), state, "{job}");
+    }
+    gate.add_permits(1000);
+    for job in [&web, &worker, &shop] {
+        let id = job["id"].as_str().unwrap().parse_id();
+        let done = h
+            .gateway
+            .jobs()
+            .wait(id, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.state.as_str(), "succeeded");
+    }
+
+    // A policy of one project: it may use every slot.
+    h.reload_edited(|text| {
+        let shop = text.find("[projects.shop]").unwrap();
+        text[..shop].to_owned()
+    });
+    let gate = h.engine.hold();
+    let body = |name: &str| format!(r#"{{"container_name": "{name}", "n": 2}}"#);
+    for name in ["billing-web", "billing-worker"] {
+        let response = h
+            .post_signed("/pull", &body(name), BILLING, now(), None)
+            .await;
+        assert_eq!(response.0.status().as_u16(), 202);
+    }
+    eventually("both of billing's jobs to run", || h.engine.running() == 2).await;
+    gate.add_permits(1000);
+}
+
 #[tokio::test]
 async fn one_job_per_service_at_a_time_and_queued_requests_coalesce() {
     let h = Harness::new().await;
@@ -1180,8 +1232,8 @@ async fn one_job_per_service_at_a_time_and_queued_requests_coalesce() {
         1,
         "the queued job waits for the running one"
     );
-    // Another service runs in parallel.
-    let (status, _) = status_json(h.deploy("/pull", "billing-worker", BILLING).await).await;
+    // Another project's service runs in parallel.
+    let (status, _) = status_json(h.deploy("/pull", "shop-web", SHOP).await).await;
     assert_eq!(status, 202);
     eventually("two services at once", || h.engine.running() == 2).await;
     gate.add_permits(100);
