@@ -156,12 +156,38 @@ pub fn parse_config_output(text: &str, yaml: bool) -> Result<Value, ModelError> 
         let mut model = model;
         if yaml {
             escape_v1_verbatim(&mut model);
+        } else {
+            spell_blkio_as_read(&mut model);
         }
         Ok(model)
     } else {
         Err(ModelError::Compose(
             "compose printed a model without services".into(),
         ))
+    }
+}
+
+/// Compose v2 prints the fields of `blkio_config`'s entries by their Go
+/// names (`Path`, `Rate`, `Weight`), which neither the schema nor compose
+/// itself reads back: the model, and so the copy that runs, spells them as
+/// the schema does.
+fn spell_blkio_as_read(model: &mut Value) {
+    let services = model.get_mut("services").and_then(Value::as_object_mut);
+    for service in services.into_iter().flat_map(|s| s.values_mut()) {
+        let Some(blkio) = service
+            .get_mut("blkio_config")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let entries = blkio.values_mut().filter_map(Value::as_array_mut).flatten();
+        for entry in entries.filter_map(Value::as_object_mut) {
+            for name in ["Path", "Rate", "Weight"] {
+                if let Some(value) = entry.remove(name) {
+                    entry.insert(name.to_ascii_lowercase(), value);
+                }
+            }
+        }
     }
 }
 
@@ -409,6 +435,26 @@ impl<'p> ProjectRules<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What compose v2 prints for `blkio_config` is kept as the schema
+    /// spells it (v2 refuses its own spelling when it reads the copy), so
+    /// the judge admits it and the copy runs.
+    #[test]
+    fn blkio_limits_are_read_as_the_schema_spells_them() {
+        let printed = r#"{"services": {"web": {"image": "busybox", "blkio_config": {
+            "weight": 300,
+            "weight_device": [{"Path": "/dev/sda", "Weight": 400}],
+            "device_read_bps": [{"Path": "/dev/sda", "Rate": "12582912"}]}}}}"#;
+        let model = parse_config_output(printed, false).unwrap();
+        assert_eq!(
+            model["services"]["web"]["blkio_config"],
+            serde_json::json!({
+                "weight": 300,
+                "weight_device": [{"path": "/dev/sda", "weight": 400}],
+                "device_read_bps": [{"path": "/dev/sda", "rate": "12582912"}]
+            })
+        );
+    }
 
     #[test]
     fn composes_errors_keep_the_file_and_line_and_never_quote_a_file() {
