@@ -69,6 +69,8 @@ pub struct FakeEngine {
     /// Images on the host besides those it runs or tags, with their
     /// repository digests.
     pub images: Mutex<HashMap<String, Vec<String>>>,
+    /// The last compose command that succeeded was a pull.
+    pulled: AtomicBool,
     /// What containers bind read-write: (container, host path).
     pub writable_binds: Mutex<Vec<(String, PathBuf)>>,
 }
@@ -132,6 +134,12 @@ impl FakeEngine {
                 image_reference: REFERENCE.into(),
             },
         );
+    }
+
+    /// `up` brings [`Self::up_image`], else [`NEW_IMAGE`].
+    fn bring_up_image(&self) {
+        let brought = self.up_image.lock().unwrap().clone();
+        *self.image.lock().unwrap() = brought.unwrap_or_else(|| NEW_IMAGE.into());
     }
 
     pub fn fail_step(&self, step: &'static str, code: i32) {
@@ -354,11 +362,13 @@ impl ComposeHost for FakeEngine {
                 self.label_as_compose_does(target);
             }
             if exit.is_none() && code == 0 {
+                // `up` runs what a pull just brought, with or without
+                // `--no-build`; without a pull before it, `--no-build` runs
+                // what the reference is tagged as (a restore).
+                let pulled = self.pulled.swap(op == ComposeOp::Pull, Ordering::SeqCst);
                 match op {
-                    ComposeOp::Up | ComposeOp::UpBuild => {
-                        let brought = self.up_image.lock().unwrap().clone();
-                        *self.image.lock().unwrap() = brought.unwrap_or_else(|| NEW_IMAGE.into());
-                    }
+                    ComposeOp::Up | ComposeOp::UpBuild => self.bring_up_image(),
+                    ComposeOp::UpNoBuild if pulled => self.bring_up_image(),
                     ComposeOp::UpNoBuild => {
                         if let Some(id) = self.tags.lock().unwrap().get(REFERENCE) {
                             *self.image.lock().unwrap() = id.clone();
