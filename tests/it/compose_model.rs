@@ -463,14 +463,7 @@ async fn a_pin_right_after_a_rollback_deploys() {
         crate::support::fake_engine::REFERENCE,
         "the rollback's copy names the previous reference"
     );
-    let ops: Vec<ComposeOp> = h
-        .engine
-        .commands
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, op)| *op)
-        .collect();
+    let ops = h.engine.ops();
     // billing may not build: its pull's `up` is `--no-build` too.
     assert_eq!(
         ops,

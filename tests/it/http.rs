@@ -111,14 +111,7 @@ async fn a_pull_builds_nothing_for_a_project_that_may_not_build() {
             (200, Some("succeeded")),
             "{job}"
         );
-        let ops: Vec<ComposeOp> = h
-            .engine
-            .commands
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|c| c.1)
-            .collect();
+        let ops = h.engine.ops();
         assert_eq!(ops, [ComposeOp::Pull, up], "{container}");
     }
     // The policy in force decides, as the job starts.
@@ -136,14 +129,7 @@ async fn a_pull_builds_nothing_for_a_project_that_may_not_build() {
         (200, Some("succeeded")),
         "{job}"
     );
-    let ops: Vec<ComposeOp> = h
-        .engine
-        .commands
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c.1)
-        .collect();
+    let ops = h.engine.ops();
     assert_eq!(ops, [ComposeOp::Pull, ComposeOp::Up]);
 }
 

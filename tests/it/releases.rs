@@ -215,14 +215,7 @@ async fn a_rollback_to_previous_deploys_the_release_before_by_its_digest() {
     );
     assert_eq!(job["restored"]["job"], first["id"]);
     assert_eq!(job["restored"]["image"], digest_of("sha256:a1"));
-    let ops: Vec<ComposeOp> = h
-        .engine
-        .commands
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c.1)
-        .collect();
+    let ops = h.engine.ops();
     // billing may not build: its pulls run `up --no-build`.
     assert_eq!(ops, [ComposeOp::Pull, ComposeOp::UpNoBuild]);
     // The rollback is a release too: `previous` now is the second deploy.
@@ -246,14 +239,7 @@ async fn a_release_without_a_digest_is_restored_by_its_image_id_while_the_host_h
     );
     assert_eq!(job["restored"]["image"], "sha256:b1");
     assert!(job.get("image").is_none(), "no pin: {job}");
-    let ops: Vec<ComposeOp> = h
-        .engine
-        .commands
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c.1)
-        .collect();
+    let ops = h.engine.ops();
     assert_eq!(ops, [ComposeOp::UpNoBuild], "nothing pulled or built");
     let tags = h.engine.tag_calls.lock().unwrap().clone();
     assert!(

@@ -12,16 +12,6 @@ fn pinned_body(container: &str, image: &str) -> String {
     serde_json::json!({ "container_name": container, "image": image }).to_string()
 }
 
-fn ops(h: &Harness) -> Vec<ComposeOp> {
-    h.engine
-        .commands
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, op)| *op)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_service_that_does_not_come_up_is_rolled_back() {
     let h = Harness::new().await;
@@ -39,7 +29,7 @@ async fn a_service_that_does_not_come_up_is_rolled_back() {
         "{error}"
     );
     assert_eq!(
-        ops(&h),
+        h.engine.ops(),
         // billing may not build: its pull's `up` is `--no-build` too.
         [ComposeOp::Pull, ComposeOp::UpNoBuild, ComposeOp::UpNoBuild]
     );
@@ -85,7 +75,7 @@ async fn a_failed_pull_changed_nothing_and_is_not_rolled_back() {
     let (_, job) = status_json(h.deploy("/pull?wait=10", "billing-web", BILLING).await).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert!(job.get("rollback").is_none());
-    assert_eq!(ops(&h), [ComposeOp::Pull]);
+    assert_eq!(h.engine.ops(), [ComposeOp::Pull]);
 }
 
 #[tokio::test]
@@ -99,7 +89,7 @@ async fn a_project_without_rollback_ends_failed() {
         "{job}"
     );
     assert!(job.get("rollback").is_none());
-    assert_eq!(ops(&h), [ComposeOp::UpBuild]);
+    assert_eq!(h.engine.ops(), [ComposeOp::UpBuild]);
     assert!(
         h.engine.tag_calls.lock().unwrap().is_empty(),
         "nothing is kept for a rollback that will not happen"

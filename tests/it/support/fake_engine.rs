@@ -136,6 +136,11 @@ impl FakeEngine {
         );
     }
 
+    /// The compose commands run so far, in order, by their operation.
+    pub fn ops(&self) -> Vec<ComposeOp> {
+        self.commands.lock().unwrap().iter().map(|c| c.1).collect()
+    }
+
     /// `up` brings [`Self::up_image`], else [`NEW_IMAGE`].
     fn bring_up_image(&self) {
         let brought = self.up_image.lock().unwrap().clone();
