@@ -16,7 +16,9 @@ use crate::policy::{self, ComposeTool, Policy, SystemEnvironment};
 use crate::serve::{self, Controls};
 use crate::store::Store;
 use crate::trigger_client::fleet::Hosts;
-use crate::trigger_client::{self, OutputFormat, SignInput, TokenSource, Trigger, TriggerTarget};
+use crate::trigger_client::{
+    self, OutputFormat, SignInput, TokenSource, Trigger, TriggerError, TriggerTarget,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -195,14 +197,13 @@ fn given(value: Option<String>) -> Option<String> {
 }
 
 impl TriggerArgs {
-    /// What to deploy and where; the line to print when the flags do not
-    /// say.
-    fn into_request(self) -> Result<(Trigger, Hosts), String> {
+    /// What to deploy and where.
+    fn into_request(self) -> Result<(Trigger, Hosts), TriggerError> {
         let target = match (given(self.container), given(self.service)) {
             (Some(container), None) => TriggerTarget::Container(container),
             (None, Some(service)) => TriggerTarget::Service(service),
-            (Some(_), Some(_)) => return Err("give --container or --service, not both".into()),
-            (None, None) => return Err("give --container NAME or --service NAME".into()),
+            (Some(_), Some(_)) => return Err(TriggerError::BothTargets),
+            (None, None) => return Err(TriggerError::NoTarget),
         };
         let hosts = Hosts::read(&self.url, self.urls_file.as_deref(), self.parallel.into())?;
         let secret_env = given(self.secret_env);
@@ -244,32 +245,43 @@ fn config_path(flag: Option<PathBuf>) -> (PathBuf, bool) {
     }
 }
 
-/// A policy and the warnings to show, or every error, already formatted.
-fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf), String> {
+/// Why no policy is in force at start.
+#[derive(Debug, thiserror::Error)]
+enum NoPolicy {
+    #[error("UVICORN_PORT=`{0}` is not a port number")]
+    SeedPort(String),
+    #[error(transparent)]
+    Seed(#[from] policy::SeedError),
+    /// Every error of the file; `seedless` when no file was named or found
+    /// and the seed-compatible mode was not asked for either.
+    #[error("{errors}{}", if *.seedless { "\n(no policy file, and SECRET_KEY is not set for the seed-compatible mode)" } else { "" })]
+    File {
+        errors: policy::PolicyErrors,
+        seedless: bool,
+    },
+}
+
+/// A policy and the warnings to show.
+fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf), NoPolicy> {
     let (path, explicit) = config_path(flag);
     if !explicit && !path.exists() {
         if let Ok(secret) = std::env::var("SECRET_KEY") {
             let port = match std::env::var("UVICORN_PORT") {
                 Ok(p) => p
                     .parse()
-                    .map_err(|_| format!("UVICORN_PORT=`{p}` is not a port number"))?,
+                    .map_err(|_| NoPolicy::SeedPort(p))?,
                 Err(_) => 8000,
             };
             let docs = std::env::var("SHOW_DOCS").is_ok_and(|v| !v.is_empty());
             let state = std::env::var_os("DELIVERY_STATE_DIR")
                 .map_or_else(|| PathBuf::from("delivery-state"), PathBuf::from);
-            let policy = Policy::seed(&secret, port, docs, state).map_err(|e| e.to_string())?;
+            let policy = Policy::seed(&secret, port, docs, state)?;
             return Ok((policy, None, path));
         }
     }
-    let loaded = policy::load(&path, &SystemEnvironment).map_err(|e| {
-        let mut text = e.to_string();
-        if !explicit && !path.exists() {
-            text.push_str(
-                "\n(no policy file, and SECRET_KEY is not set for the seed-compatible mode)",
-            );
-        }
-        text
+    let loaded = policy::load(&path, &SystemEnvironment).map_err(|errors| NoPolicy::File {
+        errors,
+        seedless: !explicit && !path.exists(),
     })?;
     let warnings = (!loaded.warnings.is_empty()).then(|| loaded.warnings().to_string());
     Ok((loaded.policy, warnings, path))
@@ -313,8 +325,8 @@ pub fn run_command_line(cli: Cli) -> ExitCode {
             Ok((trigger, hosts)) => {
                 ExitCode::from(runtime().block_on(trigger_client::trigger(trigger, hosts)))
             }
-            Err(line) => {
-                eprintln!("delivery-hook: {line}");
+            Err(e) => {
+                eprintln!("delivery-hook: {e}");
                 ExitCode::from(trigger_client::EXIT_REFUSED)
             }
         },
@@ -715,7 +727,7 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     {
         Some(bound) => match bound.await {
             Ok(l) => Some(l),
-            Err(e) => return fail(e),
+            Err((addr, e)) => return fail(format!("failed to listen for metrics on {addr}: {e}")),
         },
         None => None,
     };
@@ -747,10 +759,11 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("failed to listen for metrics on {addr}: {e}"))
+/// The metrics listener; the line to print says which address failed.
+async fn bind_metrics(
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, (std::net::SocketAddr, std::io::Error)> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| (addr, e))
 }
 
 /// Logs the compose tool the engine runs and whether it is a Swarm

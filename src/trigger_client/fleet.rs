@@ -7,7 +7,9 @@ use std::path::Path;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::{EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_SUCCEEDED, OutputFormat, Prepared, Trigger};
+use super::{
+    EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_SUCCEEDED, OutputFormat, Prepared, Trigger, TriggerError,
+};
 use crate::api::Job;
 
 /// The gateways to deploy to, in order.
@@ -24,23 +26,29 @@ pub struct Hosts {
 impl Hosts {
     /// The hosts of `--url` values and the `--urls-file`'s lines, each
     /// checked: one URL a line or word, `#` starting a comment.
-    pub fn read(urls: &[String], file: Option<&Path>, parallel: usize) -> Result<Self, String> {
+    pub fn read(
+        urls: &[String],
+        file: Option<&Path>,
+        parallel: usize,
+    ) -> Result<Self, TriggerError> {
         let mut listed: Vec<String> = urls.iter().flat_map(|u| url_words(u)).collect();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --urls-file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| TriggerError::UrlsFile {
+                path: path.to_owned(),
+                source,
+            })?;
             listed.extend(url_words(&text));
         }
         let mut hosts = Vec::new();
         for url in listed {
             let url = checked_url(&url)?;
             if hosts.contains(&url) {
-                return Err(format!("the host {url} is listed twice"));
+                return Err(TriggerError::ListedTwice(url));
             }
             hosts.push(url);
         }
         if hosts.is_empty() {
-            return Err("no gateway URL given: use --url or --urls-file".to_owned());
+            return Err(TriggerError::NoUrl);
         }
         Ok(Self {
             per_host: hosts.len() > 1 || file.is_some(),
@@ -50,12 +58,9 @@ impl Hosts {
     }
 
     /// What a deploy to these hosts needs of `t`.
-    pub fn check(&self, t: &Trigger) -> Result<(), String> {
+    pub fn check(&self, t: &Trigger) -> Result<(), TriggerError> {
         if self.urls.len() > 1 && t.wait.is_none() {
-            return Err(
-                "several hosts are deployed one wave after another, each waited for: give --wait SECS"
-                    .to_owned(),
-            );
+            return Err(TriggerError::WaitNeeded);
         }
         Ok(())
     }
@@ -74,16 +79,17 @@ fn url_words(text: &str) -> Vec<String> {
 }
 
 /// A gateway's base URL: http or https, a host, no query or fragment.
-fn checked_url(text: &str) -> Result<String, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("the URL {text} is not one: {e}"))?;
+fn checked_url(text: &str) -> Result<String, TriggerError> {
+    let url = url::Url::parse(text).map_err(|source| TriggerError::NotUrl {
+        text: text.to_owned(),
+        source,
+    })?;
     let usable = matches!(url.scheme(), "http" | "https")
         && url.host_str().is_some()
         && url.query().is_none()
         && url.fragment().is_none();
     if !usable {
-        return Err(format!(
-            "the URL {text} is not a gateway's base URL (http or https, with no query)"
-        ));
+        return Err(TriggerError::NotBaseUrl(text.to_owned()));
     }
     Ok(text.trim_end_matches('/').to_owned())
 }
@@ -249,7 +255,7 @@ pub async fn deploy(prepared: &Prepared, hosts: &Hosts) -> Report {
 mod tests {
     use super::*;
 
-    fn hosts(urls: &[&str], parallel: usize) -> Result<Hosts, String> {
+    fn hosts(urls: &[&str], parallel: usize) -> Result<Hosts, TriggerError> {
         let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
         Hosts::read(&urls, None, parallel)
     }
@@ -288,7 +294,7 @@ mod tests {
             (&["https://a.example", "https://a.example/"], "listed twice"),
             (&["# nothing\n"], "no gateway URL"),
         ] {
-            let error = hosts(urls, 1).unwrap_err();
+            let error = hosts(urls, 1).unwrap_err().to_string();
             assert!(error.contains(says), "{urls:?}: {error}");
         }
     }

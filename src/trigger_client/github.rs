@@ -6,8 +6,27 @@
 use std::io::Write;
 
 use super::fleet::{Hosts, Report};
-use super::{EXIT_REFUSED, OutputFormat, Prepared, TokenSource, Trigger, TriggerTarget};
+use super::{
+    EXIT_REFUSED, OutputFormat, Prepared, TokenSource, Trigger, TriggerError, TriggerTarget,
+};
 use crate::names::Action;
+
+/// Why the action's inputs cannot be deployed, or its outputs not written.
+#[derive(Debug, thiserror::Error)]
+enum ActionError {
+    #[error("the input `{name}` is `{text}`, not a whole number")]
+    NotNumber { name: &'static str, text: String },
+    #[error("give the input `container` or `service` (one of them)")]
+    Target,
+    #[error("the input `action` is `{0}`: pull or build")]
+    Action(String),
+    #[error("give the input `oidc-audience` or `secret` (one of them)")]
+    Credential,
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
+    #[error("cannot write the outputs to GITHUB_OUTPUT: {0}")]
+    Outputs(#[source] std::io::Error),
+}
 
 /// The variable that carries the `secret` input; `trigger` reads the
 /// secret from it as from `--secret-env`.
@@ -24,31 +43,31 @@ fn input(name: &str) -> Option<String> {
 }
 
 /// A whole number input, or its default.
-fn number(name: &str, default: u64) -> Result<u64, String> {
+fn number(name: &'static str, default: u64) -> Result<u64, ActionError> {
     match input(name) {
         None => Ok(default),
         Some(text) => text
             .parse()
-            .map_err(|_| format!("the input `{name}` is `{text}`, not a whole number")),
+            .map_err(|_| ActionError::NotNumber { name, text }),
     }
 }
 
 /// What to deploy, to which hosts, from the action's inputs.
-fn from_inputs() -> Result<(Trigger, Hosts), String> {
+fn from_inputs() -> Result<(Trigger, Hosts), ActionError> {
     let target = match (input("container"), input("service")) {
         (Some(container), None) => TriggerTarget::Container(container),
         (None, Some(service)) => TriggerTarget::Service(service),
-        _ => return Err("give the input `container` or `service` (one of them)".to_owned()),
+        _ => return Err(ActionError::Target),
     };
     let action = match input("action").as_deref() {
         None | Some("pull") => Action::Pull,
         Some("build") => Action::Build,
-        Some(other) => return Err(format!("the input `action` is `{other}`: pull or build")),
+        Some(other) => return Err(ActionError::Action(other.to_owned())),
     };
     let token = match (input("oidc-audience"), input("secret")) {
         (Some(audience), None) => Some(TokenSource::GitHubActions { audience }),
         (None, Some(_)) => None,
-        _ => return Err("give the input `oidc-audience` or `secret` (one of them)".to_owned()),
+        _ => return Err(ActionError::Credential),
     };
     let urls = input("url").into_iter().collect::<Vec<_>>();
     let hosts = Hosts::read(&urls, None, number("parallel", 1)? as usize)?;
@@ -75,8 +94,8 @@ pub async fn run_action() -> u8 {
     });
     let (prepared, hosts) = match prepared {
         Ok(ready) => ready,
-        Err(line) => {
-            println!("::error title=delivery-hook::{line}");
+        Err(e) => {
+            println!("::error title=delivery-hook::{e}");
             return EXIT_REFUSED;
         }
     };
@@ -129,7 +148,7 @@ pub fn outputs(report: &Report) -> Vec<(&'static str, String)> {
 
 /// Appends the outputs to the file `GITHUB_OUTPUT` names; nothing outside
 /// a runner.
-fn write_outputs(report: &Report) -> Result<(), String> {
+fn write_outputs(report: &Report) -> Result<(), ActionError> {
     let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) else {
         return Ok(());
     };
@@ -142,7 +161,7 @@ fn write_outputs(report: &Report) -> Result<(), String> {
         .create(true)
         .open(&path)
         .and_then(|mut file| file.write_all(text.as_bytes()))
-        .map_err(|e| format!("cannot write the outputs to GITHUB_OUTPUT: {e}"))
+        .map_err(ActionError::Outputs)
 }
 
 /// `name<<DELIMITER`, the value, `DELIMITER`: the runner's form for values

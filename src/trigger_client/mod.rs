@@ -53,6 +53,54 @@ pub enum SignError {
     Output(std::io::Error),
 }
 
+/// Why a deploy cannot be sent: what its flags or inputs say, the hosts
+/// they list, or the client's own setup. Each prints as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("give --container or --service, not both")]
+    BothTargets,
+    #[error("give --container NAME or --service NAME")]
+    NoTarget,
+    #[error("cannot read --urls-file {}: {source}", path.display())]
+    UrlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the host {0} is listed twice")]
+    ListedTwice(String),
+    #[error("no gateway URL given: use --url or --urls-file")]
+    NoUrl,
+    #[error("the URL {text} is not one: {source}")]
+    NotUrl {
+        text: String,
+        source: url::ParseError,
+    },
+    #[error("the URL {0} is not a gateway's base URL (http or https, with no query)")]
+    NotBaseUrl(String),
+    #[error(
+        "several hosts are deployed one wave after another, each waited for: give --wait SECS"
+    )]
+    WaitNeeded,
+    #[error("the container name {0}")]
+    ContainerName(#[source] crate::names::NameError),
+    #[error("the service name {0}")]
+    ServiceName(#[source] crate::names::NameError),
+    #[error("--image: {0}")]
+    Image(#[source] crate::docker::PinError),
+    #[error("--image pins what `pull` deploys; `build` deploys what it builds")]
+    ImageOnBuild,
+    #[error("--rollback-to takes `previous` or a job id (32 hex digits)")]
+    RollbackTo,
+    #[error("--rollback-to deploys a release as a pull; it takes no --image or --action build")]
+    RollbackWith,
+    #[error("cannot set up HTTP: {}", error_chain(.0))]
+    Http(#[source] reqwest::Error),
+    #[error(transparent)]
+    Secret(#[from] SignError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
 /// Reads the signing secret from `var`.
 pub fn secret_from_env(var: &str) -> Result<SigningKey, SignError> {
     match std::env::var(var) {
@@ -361,22 +409,20 @@ fn rollback_line(rollback: &JobRollback) -> String {
 
 /// The path and JSON body of the request, once its target, pin and
 /// release are checked.
-fn request_of(t: &Trigger) -> Result<(&'static str, String), String> {
+fn request_of(t: &Trigger) -> Result<(&'static str, String), TriggerError> {
     let (field, name) = match &t.target {
         TriggerTarget::Container(name) => ContainerName::parse(name)
             .map(|_| ("container_name", name))
-            .map_err(|e| format!("the container name {e}"))?,
+            .map_err(TriggerError::ContainerName)?,
         TriggerTarget::Service(name) => SwarmServiceName::parse(name)
             .map(|_| ("service_name", name))
-            .map_err(|e| format!("the service name {e}"))?,
+            .map_err(TriggerError::ServiceName)?,
     };
     let mut body = serde_json::json!({ field: name });
     if let Some(image) = &t.image {
-        ImagePin::parse(image).map_err(|e| format!("--image: {e}"))?;
+        ImagePin::parse(image).map_err(TriggerError::Image)?;
         if t.action != Action::Pull {
-            return Err(
-                "--image pins what `pull` deploys; `build` deploys what it builds".to_owned(),
-            );
+            return Err(TriggerError::ImageOnBuild);
         }
         body["image"] = image.as_str().into();
     }
@@ -384,25 +430,22 @@ fn request_of(t: &Trigger) -> Result<(&'static str, String), String> {
         return Ok((t.action.as_str(), body.to_string()));
     };
     if to != "previous" && crate::names::JobId::parse(to).is_none() {
-        return Err("--rollback-to takes `previous` or a job id (32 hex digits)".into());
+        return Err(TriggerError::RollbackTo);
     }
     if t.action != Action::Pull || t.image.is_some() {
-        return Err(
-            "--rollback-to deploys a release as a pull; it takes no --image or --action build"
-                .into(),
-        );
+        return Err(TriggerError::RollbackWith);
     }
     body["to"] = to.as_str().into();
     Ok(("rollback", body.to_string()))
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
+fn http_client() -> Result<reqwest::Client, TriggerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("delivery-hook/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot set up HTTP: {}", error_chain(&e)))
+        .map_err(TriggerError::Http)
 }
 
 /// A deploy checked and ready to send to any number of hosts.
@@ -416,8 +459,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Checks what `t` names; the line to print when it cannot be sent.
-    pub fn new(trigger: Trigger) -> Result<Self, String> {
+    /// Checks what `t` names.
+    pub fn new(trigger: Trigger) -> Result<Self, TriggerError> {
         let (path, body) = request_of(&trigger)?;
         Ok(Self {
             path,
@@ -430,23 +473,20 @@ impl Prepared {
 
     /// The credential for one host: a GitHub token is asked for afresh,
     /// so a long fleet deploy does not outlive it.
-    async fn credential(&self) -> Result<Credential, String> {
-        match &self.trigger.token {
-            None => secret_from_env(&self.trigger.secret_env)
-                .map(Credential::Secret)
-                .map_err(|e| e.to_string()),
+    async fn credential(&self) -> Result<Credential, TriggerError> {
+        Ok(match &self.trigger.token {
+            None => secret_from_env(&self.trigger.secret_env).map(Credential::Secret)?,
             Some(source) => fetch_token(&self.http, source)
                 .await
-                .map(|token| Credential::Token(token, source.clone()))
-                .map_err(|e| e.to_string()),
-        }
+                .map(|token| Credential::Token(token, source.clone()))?,
+        })
     }
 
     /// Deploys to the gateway at `url`, followed as `--wait` says.
     async fn deploy_to(&self, url: &str, label: Option<String>) -> fleet::HostResult {
         let credential = match self.credential().await {
             Ok(credential) => credential,
-            Err(line) => return fleet::HostResult::refused(url, line),
+            Err(e) => return fleet::HostResult::refused(url, e.to_string()),
         };
         let mut session = Session {
             http: self.http.clone(),
@@ -470,8 +510,8 @@ pub async fn trigger(t: Trigger, hosts: fleet::Hosts) -> u8 {
     let output = t.output;
     let prepared = match hosts.check(&t).and_then(|()| Prepared::new(t)) {
         Ok(prepared) => prepared,
-        Err(line) => {
-            eprintln!("delivery-hook: {line}");
+        Err(e) => {
+            eprintln!("delivery-hook: {e}");
             return EXIT_REFUSED;
         }
     };
