@@ -265,6 +265,11 @@ pub struct ComposeJob {
     /// (`Config.Image`): what a rollback points back at `previous_image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_reference: Option<String>,
+    /// The reference the service's containers were created with when the
+    /// job last looked: the one tag a rollback to this job's release may
+    /// point back at its image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_reference: Option<String>,
     /// Whether a failed deploy is rolled back (the project's `rollback`).
     #[serde(default = "yes")]
     pub rollback_on_failure: bool,
@@ -320,6 +325,7 @@ impl JobRecord {
                 self_update,
                 helper: None,
                 previous_reference: None,
+                running_reference: None,
                 rollback_on_failure: true,
                 rollback: None,
                 containers: Vec::new(),

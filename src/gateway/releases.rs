@@ -192,6 +192,20 @@ impl Gateway {
                 "the service runs a pinned image, whose reference cannot be pointed at the release's image",
             ));
         }
+        // The tag moved back is one the release itself ran under: a model
+        // that now names another image (another team's tag, say) cannot
+        // have it pointed at an image of this project's choosing.
+        let ran_under = self
+            .jobs
+            .get(release.job)
+            .await
+            .map_err(|e| Refusal::store(&e))?
+            .and_then(|r| r.compose().and_then(|c| c.running_reference.clone()));
+        if ran_under.as_deref() != Some(facts.image_reference.as_str()) {
+            return Err(not_restorable(
+                "the release did not run under the image reference the service names now (or its job is no longer kept), and only that reference's own tag is pointed back at a release's image",
+            ));
+        }
         let restored = Restored {
             job: release.job,
             image: release.image,

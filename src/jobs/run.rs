@@ -1091,6 +1091,14 @@ impl JobRun<'_> {
             let Some(job) = r.compose_mut() else {
                 return changed;
             };
+            let reference = containers
+                .first()
+                .map(|c| &c.reference)
+                .filter(|first| containers.iter().all(|c| &c.reference == *first));
+            if reference.is_some() && job.running_reference.as_ref() != reference {
+                job.running_reference = reference.cloned();
+                changed = true;
+            }
             let names = containers.iter().map(|c| c.name.as_str());
             if !job.containers.iter().map(String::as_str).eq(names.clone()) {
                 job.containers = names.map(str::to_owned).collect();

@@ -259,6 +259,49 @@ async fn a_release_without_a_digest_is_restored_by_its_image_id_while_the_host_h
 }
 
 #[tokio::test]
+async fn a_release_restored_by_its_image_id_moves_only_the_tag_it_ran_under() {
+    let h = Harness::new().await;
+    let built = deploy_image(&h, "sha256:b1", false).await;
+    // The model now names another image, another team's tag say, and the
+    // service runs it.
+    *h.engine.reference.lock().unwrap() = Some("registry.example/other-team/app:1".into());
+    deploy_image(&h, "sha256:c2", true).await;
+    h.engine.commands.lock().unwrap().clear();
+    h.engine.tag_calls.lock().unwrap().clear();
+    let (status, problem) = rollback(&h, built["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("release_not_restorable")),
+        "{problem}"
+    );
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not run under the image reference"),
+        "{problem}"
+    );
+    assert!(h.engine.tag_calls.lock().unwrap().is_empty(), "no tag moved");
+    assert!(h.engine.ops().is_empty(), "nothing ran");
+    // Back under the reference it ran under, it is restored.
+    *h.engine.reference.lock().unwrap() = None;
+    deploy_image(&h, "sha256:c3", true).await;
+    let (status, job) = rollback(&h, built["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    assert!(
+        h.engine
+            .tag_calls
+            .lock()
+            .unwrap()
+            .contains(&format!("tag {REFERENCE} sha256:b1"))
+    );
+}
+
+#[tokio::test]
 async fn a_rollback_is_refused_as_a_pull_is_and_names_a_release_of_its_own() {
     let h = Harness::new().await;
     // No release yet.

@@ -73,6 +73,8 @@ pub struct FakeEngine {
     pulled: AtomicBool,
     /// What containers bind read-write: (container, host path).
     pub writable_binds: Mutex<Vec<(String, PathBuf)>>,
+    /// The reference containers are created with; [`REFERENCE`] unless set.
+    pub reference: Mutex<Option<String>>,
 }
 
 /// The image the service runs before a deploy.
@@ -134,6 +136,15 @@ impl FakeEngine {
                 image_reference: REFERENCE.into(),
             },
         );
+    }
+
+    /// The reference containers are created with.
+    pub fn reference(&self) -> String {
+        self.reference
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| REFERENCE.into())
     }
 
     /// The compose commands run so far, in order, by their operation.
@@ -288,7 +299,17 @@ impl ComposeHost for FakeEngine {
         Box::pin(async move {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             self.check_up()?;
-            Ok(self.containers.lock().unwrap().get(name.as_str()).cloned())
+            let reference = self.reference();
+            Ok(self
+                .containers
+                .lock()
+                .unwrap()
+                .get(name.as_str())
+                .cloned()
+                .map(|facts| ContainerFacts {
+                    image_reference: reference,
+                    ..facts
+                }))
         })
     }
 
@@ -308,7 +329,7 @@ impl ComposeHost for FakeEngine {
                 // A container is recreated when its image changes.
                 id: format!("id-{image}"),
                 name: format!("{}-{}-1", target.project, target.service),
-                reference: REFERENCE.into(),
+                reference: self.reference(),
                 image,
                 state,
                 exit_code: 1,
