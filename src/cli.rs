@@ -267,9 +267,7 @@ fn load_policy(flag: Option<PathBuf>) -> Result<(Policy, Option<String>, PathBuf
     if !explicit && !path.exists() {
         if let Ok(secret) = std::env::var("SECRET_KEY") {
             let port = match std::env::var("UVICORN_PORT") {
-                Ok(p) => p
-                    .parse()
-                    .map_err(|_| NoPolicy::SeedPort(p))?,
+                Ok(p) => p.parse().map_err(|_| NoPolicy::SeedPort(p))?,
                 Err(_) => 8000,
             };
             let docs = std::env::var("SHOW_DOCS").is_ok_and(|v| !v.is_empty());
@@ -763,7 +761,9 @@ async fn serve_command(config: Option<PathBuf>) -> ExitCode {
 async fn bind_metrics(
     addr: std::net::SocketAddr,
 ) -> Result<tokio::net::TcpListener, (std::net::SocketAddr, std::io::Error)> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| (addr, e))
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| (addr, e))
 }
 
 /// Logs the compose tool the engine runs and whether it is a Swarm

@@ -24,8 +24,11 @@ pub enum Format {
 }
 
 /// Lines waiting for the writer thread; past it, new lines are dropped
-/// rather than requests slowed.
-const QUEUED_LINES: usize = 8192;
+/// rather than requests slowed. The queue's slots (32 bytes each) are
+/// allocated and written whole at start, so each line of room is idle
+/// memory: 2,048 lines are 64 KB, a burst the writer drains in
+/// milliseconds unless stderr itself blocks.
+const QUEUED_LINES: usize = 2048;
 
 /// Writes out every line logged so far when dropped; keep it for the
 /// life of the program.

@@ -372,7 +372,19 @@ pub fn own_container_id(mountinfo: &str) -> Option<String> {
 /// files, what they include or extend, every env and label file, named or
 /// implicit). Never the path text alone: a symlink moved or a file edited
 /// is a new key.
-fn model_key(argv: &[String], files: &[PathBuf]) -> Result<[u8; 32], ModelError> {
+///
+/// The key also holds the change time of each file, as named and real, and
+/// of the directories that hold it up to `within` (the project's working
+/// directory). Replacing a directory entry (a symlink swapped in and back)
+/// or rewriting a file in place moves a change time, which no one can set
+/// back: so a swap while compose reads makes the two keys around the
+/// reading differ (the reading is void), and a model read during such a
+/// swap is never found again.
+fn model_key(
+    argv: &[String],
+    files: &[PathBuf],
+    within: &std::path::Path,
+) -> Result<[u8; 32], ModelError> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
     let mut hash = Sha256::new();
@@ -380,9 +392,25 @@ fn model_key(argv: &[String], files: &[PathBuf]) -> Result<[u8; 32], ModelError>
         hash.update(arg.as_bytes());
         hash.update([0]);
     }
+    let changed = |hash: &mut Sha256, meta: &std::fs::Metadata| {
+        hash.update(meta.dev().to_le_bytes());
+        hash.update(meta.ino().to_le_bytes());
+        hash.update(meta.ctime().to_le_bytes());
+        hash.update(meta.ctime_nsec().to_le_bytes());
+    };
     for file in files {
         hash.update(file.as_os_str().as_encoded_bytes());
         hash.update([0]);
+        for entry in std::iter::once(file.as_path()).chain(
+            file.ancestors()
+                .skip(1)
+                .take_while(|dir| dir.starts_with(within))
+                .chain(file.parent()),
+        ) {
+            if let Ok(meta) = std::fs::symlink_metadata(entry) {
+                changed(&mut hash, &meta);
+            }
+        }
         let unreadable =
             |e: std::io::Error| ModelError::File(format!("{} cannot be read: {e}", file.display()));
         match std::fs::canonicalize(file) {
@@ -395,8 +423,10 @@ fn model_key(argv: &[String], files: &[PathBuf]) -> Result<[u8; 32], ModelError>
                 let contents = model::reader::read_bounded(&real).map_err(unreadable)?;
                 hash.update(real.as_os_str().as_encoded_bytes());
                 hash.update([0]);
-                hash.update(meta.dev().to_le_bytes());
-                hash.update(meta.ino().to_le_bytes());
+                changed(&mut hash, &meta);
+                if let Some(Ok(meta)) = real.parent().map(std::fs::metadata) {
+                    changed(&mut hash, &meta);
+                }
                 hash.update(Sha256::digest(&contents));
             }
             // A file named but missing is part of the key: compose reads an
@@ -511,7 +541,7 @@ impl ComposeHost for DockerEngine {
             let v1 = found.generation() == "v1";
             let mut argv = found.argv.clone();
             argv.extend(target.config_args(!v1));
-            let key = model_key(&argv, &reads.files)?;
+            let key = model_key(&argv, &reads.files, &target.working_dir)?;
             if let Some(model) = self.models.get(&key) {
                 return Ok(ComposeModel { model });
             }
@@ -531,7 +561,7 @@ impl ComposeHost for DockerEngine {
             .await;
             // What compose read must be what the reader read: a file that
             // changed meanwhile makes both readings void.
-            if model_key(&argv, &reads.files)? != key {
+            if model_key(&argv, &reads.files, &target.working_dir)? != key {
                 return Err(ModelError::Changed);
             }
             if outcome.exit != Exit::Code(0) {
@@ -962,6 +992,7 @@ mod tests {
                 &model::reader::read(&target, &|_: &std::path::Path| true)
                     .unwrap()
                     .files,
+                &dir,
             )
             .unwrap()
         };
@@ -999,12 +1030,33 @@ mod tests {
                 &other,
                 &model::reader::read(&target, &|_: &std::path::Path| true)
                     .unwrap()
-                    .files
+                    .files,
+                &dir,
             )
             .unwrap(),
             key(),
             "another tool"
         );
+        // An env file swapped for a symlink and back, as a compose reading
+        // may have seen it between two keys: the same contents, the same
+        // file, and still another key.
+        let env = dir.join("app.env");
+        let benign = dir.join("benign.env");
+        std::fs::write(&benign, "A=1\n").unwrap();
+        std::fs::write(dir.join("other.env"), "SECRET=1\n").unwrap();
+        std::fs::hard_link(&benign, &env).unwrap();
+        std::fs::write(
+            dir.join("r2/compose.yml"),
+            "services: {web: {env_file: app.env}}\n",
+        )
+        .unwrap();
+        let before = key();
+        assert_eq!(key(), before, "nothing changed");
+        std::fs::remove_file(&env).unwrap();
+        std::os::unix::fs::symlink(dir.join("other.env"), &env).unwrap();
+        std::fs::remove_file(&env).unwrap();
+        std::fs::hard_link(&benign, &env).unwrap();
+        assert_ne!(key(), before, "swapped and back");
     }
 
     #[test]

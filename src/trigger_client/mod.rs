@@ -77,9 +77,7 @@ pub enum TriggerError {
     },
     #[error("the URL {0} is not a gateway's base URL (http or https, with no query)")]
     NotBaseUrl(String),
-    #[error(
-        "several hosts are deployed one wave after another, each waited for: give --wait SECS"
-    )]
+    #[error("several hosts are deployed one wave after another, each waited for: give --wait SECS")]
     WaitNeeded,
     #[error("the container name {0}")]
     ContainerName(#[source] crate::names::NameError),

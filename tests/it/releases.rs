@@ -281,7 +281,10 @@ async fn a_release_restored_by_its_image_id_moves_only_the_tag_it_ran_under() {
             .contains("did not run under the image reference"),
         "{problem}"
     );
-    assert!(h.engine.tag_calls.lock().unwrap().is_empty(), "no tag moved");
+    assert!(
+        h.engine.tag_calls.lock().unwrap().is_empty(),
+        "no tag moved"
+    );
     assert!(h.engine.ops().is_empty(), "nothing ran");
     // Back under the reference it ran under, it is restored.
     *h.engine.reference.lock().unwrap() = None;

@@ -531,6 +531,13 @@ impl<'r, 'a> Walk<'r, 'a> {
                     }
                 }
             }
+            // The engine binds a secret's or config's file into the
+            // containers that use it, read-only: judged as a bind is.
+            Check::MountedFile => {
+                if let Some(path) = value.as_str() {
+                    self.bind(place, Path::new(path), false);
+                }
+            }
             Check::ProjectName => self.project_name(place, value),
             Check::Image => self.image(place, value),
             Check::BuildTags => {
@@ -1248,7 +1255,10 @@ mod tests {
             "volumes": {
                 "bound": {"name": "app_bound", "driver_opts": {"type": "none", "o": "bind", "device": path("bound")}},
                 "shown": {"name": "app_shown", "driver_opts": {"type": "none", "o": "bind,ro", "device": path("shown")}}
-            }
+            },
+            // The engine binds these files into the containers as well.
+            "secrets": {"s": {"name": "app_s", "file": path("team/s.txt")}},
+            "configs": {"c": {"name": "app_c", "file": path("seen/c.txt")}}
         });
         let writable = [("other-team-tool".to_string(), root.join("held"))];
         let found: Vec<String> = findings_beside(&model, &root, &[], None, &writable)
@@ -1262,6 +1272,10 @@ mod tests {
         assert_eq!(
             found,
             [
+                format!(
+                    "`secrets.s.file`: {} lies under {team}, which the service `web` binds read-write (a symlink put in its place there is followed when the engine mounts it), which needs allow = [\"volume_options\"]",
+                    path("team/s.txt")
+                ),
                 format!(
                     "service `web`, `volumes[1]`: {config} lies under {team}, which the service `web` binds read-write (a symlink put in its place there is followed when the engine mounts it), which needs allow = [\"volume_options\"]"
                 ),

@@ -51,6 +51,7 @@ pub enum When {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     HostPath,
+    MountedFile,
     ProjectName,
     Image,
     ContainerName,
@@ -79,6 +80,9 @@ impl Check {
         match self {
             Check::HostPath => {
                 "a host path that lies, symlinks followed, under the project's `host_paths`"
+            }
+            Check::MountedFile => {
+                "a host path as for a bind: under the project's `host_paths`; the Docker socket needs `docker_socket`; under a directory a container binds read-write needs `volume_options`"
             }
             Check::ProjectName => "the job's compose project",
             Check::Image => "a repository under `model_images`, when the project sets it",
@@ -195,7 +199,7 @@ pub const TABLE: &[Row] = &[
         Allow(Allowance::ForeignResources, NonEmpty),
     ),
     row("secrets.*.external.name", Part),
-    row("secrets.*.file", If(HostPath)),
+    row("secrets.*.file", If(MountedFile)),
     row("secrets.*.labels", If(Labels)),
     row("secrets.*.name", Admitted),
     row("secrets.*.template_driver", Refused(SWARM_ONLY)),
@@ -208,7 +212,7 @@ pub const TABLE: &[Row] = &[
         Allow(Allowance::ForeignResources, NonEmpty),
     ),
     row("configs.*.external.name", Part),
-    row("configs.*.file", If(HostPath)),
+    row("configs.*.file", If(MountedFile)),
     row("configs.*.labels", If(Labels)),
     row("configs.*.name", Admitted),
     row("configs.*.template_driver", Refused(SWARM_ONLY)),

@@ -226,6 +226,12 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
             format!("{a}/data lies under {a}, which the service `web` binds read-write"),
         ),
         (
+            "a secret's file under a directory the model binds read-write",
+            format!("    volumes: [\"{a}:/team\"]\n    secrets: [s]\n"),
+            format!("secrets:\n  s: {{file: {a}/s.txt}}\n"),
+            format!("{a}/s.txt lies under {a}, which the service `web` binds read-write"),
+        ),
+        (
             "a syslog driver sending logs elsewhere",
             "    logging: {driver: syslog, options: {syslog-address: \"udp://10.9.9.9:514\"}}\n".into(),
             String::new(),
@@ -233,6 +239,7 @@ async fn e2e_each_way_out_the_review_found_is_refused(tool: Compose) {
         ),
     ];
     std::fs::write(host.a.join("own.env"), "OWN=1\n").unwrap();
+    std::fs::write(host.a.join("s.txt"), "not a secret\n").unwrap();
     std::fs::write(
         host.a.join("everything.json"),
         "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}",
