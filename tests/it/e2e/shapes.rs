@@ -234,16 +234,16 @@ async fn run_row(
         (gateways.1, "on a judged copy"),
         (gateways.1, "through the copy's labels"),
     ];
+    // The three deploys send the same body, so each is signed at a second
+    // of its own (the same body and second would be one request, replayed).
+    let mut signed_at = u64::MAX;
     for (step, (gateway, how)) in steps.into_iter().enumerate() {
         let version = step + 2;
         f.publish(&images[step + 1], &format!("{repo}:live"));
         let began = Instant::now();
+        signed_at = crate::support::now().min(signed_at - 1);
         let (status, job) = Client::new(gateway)
-            .deploy_at(
-                "/pull?wait=120",
-                &start.container,
-                crate::support::now() - step as u64,
-            )
+            .deploy_at("/pull?wait=120", &start.container, signed_at)
             .await;
         times[step] = began.elapsed();
         if status != 200 || job["state"] != "succeeded" {
