@@ -255,6 +255,19 @@ pub(super) fn timeout_message(timeout: Duration, during: &str) -> String {
     )
 }
 
+/// What every container has alike, read by `field`; none when they differ
+/// or there are none.
+fn all_alike<T: PartialEq>(
+    containers: &[ContainerStatus],
+    field: impl Fn(&ContainerStatus) -> &T,
+) -> Option<&T> {
+    let first = field(containers.first()?);
+    containers
+        .iter()
+        .all(|c| field(c) == first)
+        .then_some(first)
+}
+
 pub(super) const INTERRUPTED: &str = "the gateway stopped while the job ran";
 
 /// One job to run and what it needs.
@@ -1076,14 +1089,11 @@ impl JobRun<'_> {
     }
 
     /// Records the names of the service's containers, and the image they
-    /// run when they all run one, when these changed.
+    /// run and the reference they were created with when they all have one,
+    /// when these changed.
     fn note_containers(&self, containers: &[ContainerStatus]) {
         self.record.send_if_modified(|r| {
-            let image = containers
-                .first()
-                .map(|c| &c.image)
-                .filter(|first| containers.iter().all(|c| &c.image == *first))
-                .cloned();
+            let image = all_alike(containers, |c| &c.image).cloned();
             let mut changed = image.is_some() && r.running_image != image;
             if changed {
                 r.running_image = image;
@@ -1091,10 +1101,7 @@ impl JobRun<'_> {
             let Some(job) = r.compose_mut() else {
                 return changed;
             };
-            let reference = containers
-                .first()
-                .map(|c| &c.reference)
-                .filter(|first| containers.iter().all(|c| &c.reference == *first));
+            let reference = all_alike(containers, |c| &c.reference);
             if reference.is_some() && job.running_reference.as_ref() != reference {
                 job.running_reference = reference.cloned();
                 changed = true;
