@@ -401,11 +401,14 @@ fn model_key(
     for file in files {
         hash.update(file.as_os_str().as_encoded_bytes());
         hash.update([0]);
+        // The file, the directories holding it up to `within`, and its own
+        // directory where that lies outside `within` (an included file).
+        let outside = file.parent().filter(|dir| !dir.starts_with(within));
         for entry in std::iter::once(file.as_path()).chain(
             file.ancestors()
                 .skip(1)
                 .take_while(|dir| dir.starts_with(within))
-                .chain(file.parent()),
+                .chain(outside),
         ) {
             if let Ok(meta) = std::fs::symlink_metadata(entry) {
                 changed(&mut hash, &meta);
